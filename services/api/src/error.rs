@@ -1,0 +1,186 @@
+//! The api's one error type. Every failure leaves as RFC 9457 `application/problem+json` with a
+//! stable `code`; internal details are logged here with `tracing` and never returned.
+
+use appreg_domain::{DomainError, FieldError, FieldErrors};
+use appreg_eventstore::{AppendError, StoreError};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("invalid input")]
+    Invalid(FieldErrors),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type (`urn:appreg:problem:<code>`).
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable, machine-readable error code.
+    pub code: String,
+    /// For validation errors: every invalid field.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<FieldErrorDoc>)]
+    pub errors: Vec<FieldError>,
+}
+
+/// One invalid field.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldErrorDoc {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = FieldErrors::new();
+        e.add(field, code, message);
+        ApiError::Invalid(e)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::NotFound { code, message: message.into() }
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        ApiError::Internal(error.to_string())
+    }
+
+    /// (status, stable code, title)
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "auth.unauthenticated", "Unauthenticated"),
+            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, "Forbidden"),
+            ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, "Not found"),
+            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "request.malformed_json", "Malformed JSON"),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.unsupported_media_type",
+                "Unsupported media type",
+            ),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", "Payload too large"),
+            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation.failed", "Invalid input"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service.unavailable", "Service unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.parts().1
+    }
+}
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        let code = e.code();
+        match e {
+            DomainError::Invalid(errors) => ApiError::Invalid(errors),
+            DomainError::NotFound => ApiError::not_found(code, "no such application"),
+            DomainError::Forbidden(p) => ApiError::Forbidden {
+                code,
+                message: format!("this needs the permission {p} on the application"),
+            },
+            DomainError::AdminOnly => ApiError::Forbidden { code, message: e.to_string() },
+            DomainError::Archived | DomainError::NotArchived => ApiError::Conflict { code, message: e.to_string() },
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                tracing::error!(error = %e, "event store unavailable");
+                ApiError::Unavailable("the database is unavailable, try again later".into())
+            }
+            _ => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(e: AppendError) -> Self {
+        match e {
+            AppendError::ClaimTaken { scope, value } if scope.starts_with("client_id/") => ApiError::Conflict {
+                code: "application.client_id.exists",
+                message: format!("an active application of this environment already uses the client_id {value:?}"),
+            },
+            AppendError::ClaimTaken { scope, .. } => ApiError::Conflict {
+                code: "claim.taken",
+                message: format!("a unique value ({scope}) is already taken"),
+            },
+            AppendError::VersionConflict { .. } => ApiError::Conflict {
+                code: "concurrency.conflict",
+                message: "the application was changed concurrently; retry".into(),
+            },
+            AppendError::Empty => ApiError::internal("empty append"),
+            AppendError::Backend(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, title) = self.parts();
+        let (detail, errors) = match self {
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                ("an internal error occurred; it has been logged".to_string(), vec![])
+            }
+            ApiError::Invalid(errors) => {
+                let n = errors.0.len();
+                (format!("{n} invalid field{}", if n == 1 { "" } else { "s" }), errors.0)
+            }
+            other => (other.to_string(), vec![]),
+        };
+        let problem = Problem {
+            problem_type: format!("urn:appreg:problem:{code}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            code: code.into(),
+            errors,
+        };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

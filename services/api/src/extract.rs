@@ -1,0 +1,163 @@
+//! Extractors that turn an HTTP request into typed, checked input at the edge: the caller
+//! (authenticated, in an existing environment), and bounded JSON bodies whose errors name the
+//! offending field.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use appreg_auth::{AuthError, Principal};
+use appreg_domain::{Actor, EnvironmentId, UserId};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The correlation id of a request: the caller's `X-Request-Id` when it is sane, else a new
+/// UUIDv7. Echoed in the response.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    response
+}
+
+/// The authenticated caller of a request under `/v1/environments/{env}`.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: Principal,
+    pub actor: Actor,
+    pub environment: EnvironmentId,
+    pub correlation_id: String,
+}
+
+/// The authenticated caller, for routes outside an environment.
+pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthenticated("missing Authorization: Bearer token".into()))?;
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+    state.auth().authenticate(token).await.map_err(|e| match e {
+        AuthError::KeysUnavailable(reason) => {
+            tracing::error!(%reason, "cannot fetch the token issuer's keys");
+            ApiError::Unavailable("tokens cannot be verified right now".into())
+        }
+        AuthError::Expired => ApiError::Unauthenticated("the token has expired".into()),
+        other => {
+            tracing::info!(error = %other, "token refused");
+            ApiError::Unauthenticated("the token is not valid".into())
+        }
+    })
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let principal = authenticate(parts, state).await?;
+        let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::internal(format!("path: {e}")))?;
+        let env_raw = params.get("env").map(String::as_str).unwrap_or_default();
+        let environment = EnvironmentId::parse(env_raw)
+            .map_err(|_| ApiError::not_found("environment.not_found", format!("no environment {env_raw:?}")))?;
+        if !state.environment_exists(&environment).await? {
+            return Err(ApiError::not_found("environment.not_found", format!("no environment {env_raw:?}")));
+        }
+        let user = UserId::parse(&principal.subject)
+            .map_err(|(_, m)| ApiError::Unauthenticated(format!("the token's subject is not usable: {m}")))?;
+        let admin = principal.roles.iter().any(|r| r == state.admin_role());
+        let correlation_id = parts
+            .extensions
+            .get::<RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        Ok(Ctx {
+            actor: Actor { user, admin },
+            principal,
+            environment,
+            correlation_id,
+        })
+    }
+}
+
+/// A JSON body bounded by the configured size. Syntax errors are 400, a wrong type is a 422
+/// naming the field, an oversized body 413, another content type 415.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.max_body_bytes();
+        let bytes = Bytes::from_request(request, state).await.map_err(|r| {
+            if r.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(limit)
+            } else {
+                ApiError::MalformedJson(r.body_text())
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".to_string() } else { path };
+                ApiError::invalid(&field, "type.invalid", strip_position(&inner.to_string()))
+            }
+            _ => ApiError::MalformedJson(inner.to_string()),
+        }
+    })?;
+    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}

@@ -1,0 +1,178 @@
+//! The appreg HTTP api: commands are validated at the edge, authorised, decided by the domain
+//! and appended to the event store; queries read the read model (or fold the log for detail,
+//! history and time travel). Served with graceful shutdown; `run` is what `appreg api` and
+//! `appreg dev` call, and what tests call on a random port.
+
+pub mod commands;
+pub mod dto;
+pub mod error;
+mod extract;
+pub mod readmodel;
+mod routes;
+mod state;
+
+pub use error::ApiError;
+pub use state::AppState;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::time::Instant;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "appreg", description = "Applications, OAuth clients and their lifecycle, for API-management portals."),
+    paths(
+        routes::get_settings, routes::put_settings, routes::application_types,
+        routes::create_application, routes::list_applications, routes::get_application,
+        routes::update_application, routes::archive_application, routes::restore_application,
+        routes::history, routes::healthz, routes::readyz, routes::metrics,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("route.not_found", "no such resource")
+}
+
+async fn method_not_allowed(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        let mut problem = ApiError::Conflict { code: "", message: String::new() }.into_response();
+        *problem.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
+        return problem_with(axum::http::StatusCode::METHOD_NOT_ALLOWED, "request.method_not_allowed", "this method is not allowed here", problem);
+    }
+    response
+}
+
+fn problem_with(status: axum::http::StatusCode, code: &str, detail: &str, mut base: Response) -> Response {
+    let body = serde_json::json!({
+        "type": format!("urn:appreg:problem:{code}"), "title": "Method not allowed",
+        "status": status.as_u16(), "detail": detail, "code": code,
+    });
+    *base.body_mut() = axum::body::Body::from(body.to_string());
+    base.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    base
+}
+
+async fn http_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("appreg_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("appreg_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Applies every migration: the event store's, then the api's read models.
+pub async fn migrate(db: &appreg_eventstore::Database) -> Result<(), appreg_eventstore::StoreError> {
+    db.migrate().await?;
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    match db {
+        appreg_eventstore::Database::Postgres(pool) => migrator.run(pool).await?,
+        appreg_eventstore::Database::Sqlite(pool) => migrator.run(pool).await?,
+    }
+    Ok(())
+}
+
+/// The router, with every layer.
+pub fn router(state: AppState) -> Router {
+    let env = Router::new()
+        .route("/settings/client-registration", get(routes::get_settings).put(routes::put_settings))
+        .route("/application-types", get(routes::application_types))
+        .route("/applications", get(routes::list_applications).post(routes::create_application))
+        .route(
+            "/applications/{id}",
+            get(routes::get_application).put(routes::update_application).delete(routes::archive_application),
+        )
+        .route("/applications/{id}/_restore", post(routes::restore_application))
+        .route("/applications/{id}/history", get(routes::history));
+    let max_body = state.max_body_bytes();
+    Router::new()
+        .nest("/v1/environments/{env}", env)
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn(method_not_allowed))
+        .route_layer(middleware::from_fn(http_metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(extract::request_id))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|r: &Request| {
+            let id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("http", method = %r.method(), path = %r.uri().path(), request_id = %id)
+        }))
+        .with_state(state)
+}
+
+/// Serves the api on `listener` and runs its projector until `shutdown` fires, then drains
+/// in-flight requests.
+pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+    let projector = tokio::spawn(readmodel::run_projector(
+        state.read().clone(),
+        state.store().clone(),
+        shutdown.child_token(),
+    ));
+    let app = router(state);
+    let token = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { token.cancelled().await })
+        .await;
+    shutdown.cancel();
+    let _ = projector.await;
+    served
+}
+
+#[cfg(test)]
+mod tests {
+    /// The OpenAPI document is part of the contract: a change to it must be deliberate.
+    /// Regenerate the snapshot with `UPDATE_SNAPSHOTS=1 cargo test -p appreg-api openapi`.
+    #[test]
+    fn openapi_snapshot_is_current() {
+        use utoipa::OpenApi;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto-schemas/openapi.json");
+        let current = serde_json::to_string_pretty(&super::ApiDoc::openapi()).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+            std::fs::write(path, &current).unwrap();
+        }
+        let snapshot = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            snapshot == current,
+            "proto-schemas/openapi.json is stale: run UPDATE_SNAPSHOTS=1 cargo test -p appreg-api openapi"
+        );
+        assert!(current.contains("\"openapi\": \"3.1"));
+    }
+}

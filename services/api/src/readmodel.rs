@@ -1,0 +1,253 @@
+//! The application read model: one row per application (its folded state as JSON) and one per
+//! membership, for the list queries. Kept by a projector that tails the event store; its
+//! checkpoint is written in the same transaction as its rows, so replays change nothing.
+//!
+//! The SQL is portable (PostgreSQL and SQLite run the same statements); `with_pool!` expands
+//! the same code once per backend. This module never decides anything: it only folds events
+//! with the domain's `evolve`.
+
+use crate::commands::{decode_app, APPLICATION_STREAM};
+use crate::error::ApiError;
+use appreg_domain::{Application, ApplicationId};
+use appreg_eventstore::{Database, EventStore, LogPosition, LogTailer, StoredEvent};
+use chrono::SecondsFormat;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const CHECKPOINT: &str = "applications";
+
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+pub struct ReadModel {
+    db: Database,
+    position: watch::Sender<LogPosition>,
+}
+
+fn db_err(e: sqlx::Error) -> ApiError {
+    ApiError::from(appreg_eventstore::StoreError::from(e))
+}
+
+fn parse_doc(doc: &str) -> Result<Application, ApiError> {
+    serde_json::from_str(doc).map_err(|e| ApiError::internal(format!("read model document: {e}")))
+}
+
+impl ReadModel {
+    pub async fn new(db: Database) -> Result<ReadModel, ApiError> {
+        let row: Option<(i64, i64)> = with_pool!(&db, pool => sqlx::query_as("SELECT tx, pos FROM rm_checkpoints WHERE name = $1")
+            .bind(CHECKPOINT)
+            .fetch_optional(pool)
+            .await)
+        .map_err(db_err)?;
+        let start = match row {
+            Some((tx, pos)) => LogPosition { tx, pos },
+            None => LogPosition::START,
+        };
+        Ok(ReadModel { db, position: watch::Sender::new(start) })
+    }
+
+    /// The log position the read model includes.
+    pub fn position(&self) -> LogPosition {
+        *self.position.borrow()
+    }
+
+    /// Waits until the read model includes `target`; false after `timeout`.
+    pub async fn wait_for(&self, target: LogPosition, timeout: Duration) -> bool {
+        let mut rx = self.position.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= target)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// Applies a batch of events in one transaction, with the checkpoint.
+    pub async fn apply(&self, events: &[StoredEvent]) -> Result<(), ApiError> {
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        // Several api instances may project into the same tables: the stored checkpoint is
+        // locked (PostgreSQL) or the write lock taken (SQLite, one writer), and only events past
+        // it are applied, so the model never goes back and nothing is applied twice.
+        let (begin, lock) = if self.db.is_postgres() {
+            ("BEGIN", "SELECT tx, pos FROM rm_checkpoints WHERE name = $1 FOR UPDATE")
+        } else {
+            ("BEGIN IMMEDIATE", "SELECT tx, pos FROM rm_checkpoints WHERE name = $1")
+        };
+        let mut applied = last;
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
+            let stored: Option<(i64, i64)> = sqlx::query_as(lock)
+                .bind(CHECKPOINT)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            let stored = stored.map(|(tx, pos)| LogPosition { tx, pos }).unwrap_or(LogPosition::START);
+            let fresh: Vec<&StoredEvent> = events.iter().filter(|e| e.position > stored).collect();
+            if fresh.is_empty() {
+                applied = applied.max(stored);
+                tx.rollback().await.map_err(db_err)?;
+                self.position.send_if_modified(|p| if *p < applied { *p = applied; true } else { false });
+                return Ok(());
+            }
+            let mut touched: Vec<(String, Option<Application>)> = Vec::new();
+            for e in fresh.iter().filter(|e| e.stream_type == APPLICATION_STREAM) {
+                let id = e.stream_id.strip_prefix("application-").unwrap_or(&e.stream_id).to_string();
+                let idx = match touched.iter().position(|(k, _)| *k == id) {
+                    Some(i) => i,
+                    None => {
+                        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM rm_applications WHERE id = $1")
+                            .bind(&id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        touched.push((id.clone(), doc.as_deref().map(parse_doc).transpose()?));
+                        touched.len() - 1
+                    }
+                };
+                let state = touched[idx].1.take();
+                if state.as_ref().is_some_and(|a| a.version >= e.version) {
+                    touched[idx].1 = state; // already included
+                    continue;
+                }
+                touched[idx].1 = Application::evolve(state, &decode_app(e)?, e.recorded_at, e.version);
+            }
+            for (id, app) in &touched {
+                let Some(app) = app else { continue };
+                let doc = serde_json::to_string(app).map_err(ApiError::internal)?;
+                let status = if app.status == appreg_domain::ApplicationStatus::Active { "ACTIVE" } else { "ARCHIVED" };
+                sqlx::query(
+                    "INSERT INTO rm_applications (id, environment, status, created_at, doc) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+                )
+                .bind(id)
+                .bind(app.environment.as_str())
+                .bind(status)
+                .bind(app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true))
+                .bind(&doc)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                sqlx::query("DELETE FROM rm_application_members WHERE application_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                for (user, role) in &app.members {
+                    sqlx::query("INSERT INTO rm_application_members (application_id, user_id, environment, role) VALUES ($1, $2, $3, $4)")
+                        .bind(id)
+                        .bind(user.as_str())
+                        .bind(app.environment.as_str())
+                        .bind(role.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+            }
+            sqlx::query("INSERT INTO rm_checkpoints (name, tx, pos) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos")
+                .bind(CHECKPOINT)
+                .bind(last.tx)
+                .bind(last.pos)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)?;
+        });
+        self.position.send_if_modified(|p| if *p < applied { *p = applied; true } else { false });
+        Ok(())
+    }
+
+    /// A page of applications of an environment with a status: all of them (`member: None`,
+    /// administrators) or those the user is a member of. Oldest first.
+    pub async fn list(
+        &self,
+        env: &str,
+        member: Option<&str>,
+        status: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Application>, i64), ApiError> {
+        let (docs, total): (Vec<String>, i64) = match member {
+            Some(user) => with_pool!(&self.db, pool => {
+                let docs = sqlx::query_scalar(
+                    "SELECT a.doc FROM rm_applications a JOIN rm_application_members m ON m.application_id = a.id \
+                     WHERE m.environment = $1 AND m.user_id = $2 AND a.status = $3 ORDER BY a.created_at, a.id LIMIT $4 OFFSET $5",
+                )
+                .bind(env).bind(user).bind(status).bind(limit).bind(offset)
+                .fetch_all(pool).await.map_err(db_err)?;
+                let total = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM rm_applications a JOIN rm_application_members m ON m.application_id = a.id \
+                     WHERE m.environment = $1 AND m.user_id = $2 AND a.status = $3",
+                )
+                .bind(env).bind(user).bind(status)
+                .fetch_one(pool).await.map_err(db_err)?;
+                (docs, total)
+            }),
+            None => with_pool!(&self.db, pool => {
+                let docs = sqlx::query_scalar(
+                    "SELECT doc FROM rm_applications WHERE environment = $1 AND status = $2 ORDER BY created_at, id LIMIT $3 OFFSET $4",
+                )
+                .bind(env).bind(status).bind(limit).bind(offset)
+                .fetch_all(pool).await.map_err(db_err)?;
+                let total = sqlx::query_scalar("SELECT COUNT(*) FROM rm_applications WHERE environment = $1 AND status = $2")
+                    .bind(env).bind(status)
+                    .fetch_one(pool).await.map_err(db_err)?;
+                (docs, total)
+            }),
+        };
+        let apps = docs.iter().map(|d| parse_doc(d)).collect::<Result<Vec<_>, _>>()?;
+        Ok((apps, total))
+    }
+
+    /// One application's row, if projected.
+    pub async fn get(&self, id: ApplicationId) -> Result<Option<Application>, ApiError> {
+        let doc: Option<String> = with_pool!(&self.db, pool => sqlx::query_scalar("SELECT doc FROM rm_applications WHERE id = $1")
+            .bind(id.0.to_string())
+            .fetch_optional(pool)
+            .await)
+        .map_err(db_err)?;
+        doc.as_deref().map(parse_doc).transpose()
+    }
+}
+
+/// Tails the event store into the read model until `cancel` fires. A batch that fails to apply
+/// is retried with back-off; it is never skipped.
+pub async fn run_projector(read: Arc<ReadModel>, store: Arc<dyn EventStore>, cancel: CancellationToken) {
+    let mut tailer = LogTailer::new(store, read.position(), 500);
+    loop {
+        let batch = tokio::select! {
+            _ = cancel.cancelled() => return,
+            batch = tailer.next_batch() => batch,
+        };
+        let batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "projector cannot read the log; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        };
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match read.apply(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "projector cannot apply a batch; retrying");
+                    metrics::counter!("appreg_projection_errors_total", "projection" => CHECKPOINT).increment(1);
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        metrics::counter!("appreg_projected_events_total", "projection" => CHECKPOINT).increment(batch.len() as u64);
+    }
+}

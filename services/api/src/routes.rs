@@ -1,0 +1,347 @@
+//! HTTP handlers of `/v1/environments/{env}/…` (API.md). Handlers are thin: parse at the edge,
+//! run a command through `commands`, render a view.
+
+use crate::commands::{execute_app, execute_settings, fold_app, load_settings, read_all};
+use crate::dto::*;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Ctx, JsonBody};
+use crate::state::AppState;
+use appreg_domain::{Application, ApplicationId, ApplicationType, Operation, Permission};
+use appreg_eventstore::{Appended, LogPosition};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use uuid::Uuid;
+
+pub static CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
+
+fn with_token(mut response: Response, appended: Option<&Appended>) -> Response {
+    if let Some(a) = appended {
+        if let Ok(v) = HeaderValue::from_str(&a.position.to_string()) {
+            response.headers_mut().insert(CONSISTENCY_TOKEN.clone(), v);
+        }
+    }
+    response
+}
+
+/// Waits until the read model includes the caller's last write (`X-Consistency-Token`), or,
+/// without a token, everything committed before the request: a list never misses a write the
+/// caller has seen acknowledged.
+async fn fresh_read_model(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let target = match headers.get(&CONSISTENCY_TOKEN) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<LogPosition>().ok())
+            .ok_or_else(|| ApiError::invalid("X-Consistency-Token", "consistency_token.invalid", "not a token this api issued"))?,
+        None => state.store().head().await?,
+    };
+    if state.read().position() >= target || state.read().wait_for(target, state.consistency_wait()).await {
+        Ok(())
+    } else {
+        Err(ApiError::Unavailable("the read models are behind; retry shortly".into()))
+    }
+}
+
+fn parse_app_id(raw: &str) -> Result<ApplicationId, ApiError> {
+    Uuid::parse_str(raw)
+        .map(ApplicationId)
+        .map_err(|_| ApiError::not_found("application.not_found", "no such application"))
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("application.not_found", "no such application")
+}
+
+/// Read the environment's client registration settings.
+#[utoipa::path(get, path = "/v1/environments/{env}/settings/client-registration", tag = "settings",
+    params(("env" = String, Path, description = "environment id")),
+    responses((status = 200, body = ClientRegistrationSettingsDoc), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_settings(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ClientRegistrationSettingsDoc>, ApiError> {
+    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    Ok(Json(settings.into()))
+}
+
+/// Replace the environment's client registration settings (administrators).
+#[utoipa::path(put, path = "/v1/environments/{env}/settings/client-registration", tag = "settings",
+    params(("env" = String, Path, description = "environment id")),
+    request_body = ClientRegistrationSettingsDoc,
+    responses((status = 200, body = ClientRegistrationSettingsDoc), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn put_settings(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(body): JsonBody<ClientRegistrationSettingsDoc>,
+) -> Result<Response, ApiError> {
+    if !ctx.actor.admin {
+        return Err(ApiError::Forbidden {
+            code: "permission.admin_only",
+            message: "only an environment administrator may change the settings".into(),
+        });
+    }
+    let (settings, appended) = execute_settings(&state, &ctx, body.into()).await?;
+    Ok(with_token(Json(ClientRegistrationSettingsDoc::from(settings)).into_response(), appended.as_ref()))
+}
+
+/// The application types that can be created now, with their grant types.
+#[utoipa::path(get, path = "/v1/environments/{env}/application-types", tag = "applications",
+    params(("env" = String, Path, description = "environment id")),
+    responses((status = 200, body = ApplicationTypeList)))]
+pub async fn application_types(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ApplicationTypeList>, ApiError> {
+    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    let items = ApplicationType::ALL
+        .into_iter()
+        .filter(|t| settings.can_create(*t).is_ok())
+        .map(ApplicationTypeView::new)
+        .collect();
+    Ok(Json(ApplicationTypeList { items }))
+}
+
+/// Create an application. Simple: 201; OAuth types: 202, registration REGISTERING.
+#[utoipa::path(post, path = "/v1/environments/{env}/applications", tag = "applications",
+    params(("env" = String, Path, description = "environment id")),
+    request_body = CreateApplicationRequest,
+    responses((status = 201, body = ApplicationView), (status = 202, body = ApplicationView),
+        (status = 400, body = Problem), (status = 409, body = Problem), (status = 413, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_application(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(body): JsonBody<CreateApplicationRequest>,
+) -> Result<Response, ApiError> {
+    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    let policy = state.policy(settings);
+    let id = ApplicationId(Uuid::now_v7());
+    let command = body
+        .into_command(id, ctx.environment.clone(), &ctx.actor, &policy)
+        .map_err(ApiError::Invalid)?;
+    let executed = execute_app(&state, &ctx, "CreateApplication", id, |current| {
+        if current.is_some() {
+            return Err(ApiError::Conflict { code: "application.exists", message: "the application exists".into() });
+        }
+        Ok(Application::create(command.clone(), &policy)?)
+    })
+    .await?;
+    let status = if executed.app.app_type.is_oauth() { StatusCode::ACCEPTED } else { StatusCode::CREATED };
+    let mut response = (status, Json(ApplicationView::new(&executed.app, &ctx.actor))).into_response();
+    let location = format!("/v1/environments/{}/applications/{}", ctx.environment, id);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(with_token(response, executed.appended.as_ref()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// ACTIVE (default) or ARCHIVED (administrators only).
+    pub status: Option<String>,
+    /// 1-based page number.
+    pub page: Option<i64>,
+    /// Page size, 1–100 (default 20).
+    pub size: Option<i64>,
+}
+
+/// The caller's applications (administrators: all of the environment).
+#[utoipa::path(get, path = "/v1/environments/{env}/applications", tag = "applications",
+    params(("env" = String, Path, description = "environment id"), ListParams),
+    responses((status = 200, body = ApplicationPage), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn list_applications(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ApplicationPage>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
+    let mut errors = appreg_domain::FieldErrors::new();
+    let status = params.status.as_deref().unwrap_or("ACTIVE");
+    if status != "ACTIVE" && status != "ARCHIVED" {
+        errors.add("status", "status.invalid", "status is ACTIVE or ARCHIVED");
+    }
+    let page = params.page.unwrap_or(1);
+    let size = params.size.unwrap_or(20);
+    if !(1..=1_000_000).contains(&page) {
+        errors.add("page", "page.invalid", "page starts at 1");
+    }
+    if !(1..=100).contains(&size) {
+        errors.add("size", "size.invalid", "size is between 1 and 100");
+    }
+    errors.into_result()?;
+    if status == "ARCHIVED" && !ctx.actor.admin {
+        return Err(ApiError::Forbidden {
+            code: "permission.admin_only",
+            message: "only an environment administrator may list archived applications".into(),
+        });
+    }
+    fresh_read_model(&state, &headers).await?;
+    let member = (!ctx.actor.admin).then(|| ctx.actor.user.as_str());
+    let (apps, total) = state
+        .read()
+        .list(ctx.environment.as_str(), member, status, size, (page - 1) * size)
+        .await?;
+    Ok(Json(ApplicationPage {
+        items: apps.iter().map(|a| ApplicationView::new(a, &ctx.actor)).collect(),
+        page,
+        size,
+        total,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfParams {
+    /// The state at this time (RFC 3339), rebuilt from the log.
+    pub as_of: Option<String>,
+    /// The state at this version, rebuilt from the log.
+    pub version: Option<i64>,
+}
+
+/// An application; with `as_of` or `version`, its state at that point.
+#[utoipa::path(get, path = "/v1/environments/{env}/applications/{id}", tag = "applications",
+    params(("env" = String, Path, description = "environment id"), ("id" = Uuid, Path, description = "application id"), AsOfParams),
+    responses((status = 200, body = ApplicationView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn get_application(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+    params: Result<Query<AsOfParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ApplicationView>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
+    let id = parse_app_id(&id)?;
+    let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
+    let current = fold_app(&events, |_| true)?.filter(|a| a.environment == ctx.environment).ok_or_else(not_found)?;
+    current.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
+    let app = match (params.as_of, params.version) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("as_of", "query.exclusive", "give as_of or version, not both"));
+        }
+        (Some(as_of), None) => {
+            let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&as_of)
+                .map_err(|_| ApiError::invalid("as_of", "as_of.invalid", "as_of is an RFC 3339 time"))?
+                .with_timezone(&Utc);
+            fold_app(&events, |e| e.recorded_at <= at)?
+                .ok_or_else(|| ApiError::not_found("application.not_found", "the application did not exist at that time"))?
+        }
+        (None, Some(v)) => {
+            if v < 1 || v > current.version {
+                return Err(ApiError::not_found(
+                    "application.version_not_found",
+                    format!("the application has versions 1 to {}", current.version),
+                ));
+            }
+            fold_app(&events, |e| e.version <= v)?.ok_or_else(not_found)?
+        }
+        (None, None) => current,
+    };
+    Ok(Json(ApplicationView::new(&app, &ctx.actor)))
+}
+
+/// Update an application's definition (DEFINITION[U]).
+#[utoipa::path(put, path = "/v1/environments/{env}/applications/{id}", tag = "applications",
+    params(("env" = String, Path, description = "environment id"), ("id" = Uuid, Path, description = "application id")),
+    request_body = UpdateApplicationRequest,
+    responses((status = 200, body = ApplicationView), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_application(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<UpdateApplicationRequest>,
+) -> Result<Response, ApiError> {
+    let id = parse_app_id(&id)?;
+    let command = body.into_command().map_err(ApiError::Invalid)?;
+    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    let policy = state.policy(settings);
+    let executed = execute_app(&state, &ctx, "UpdateApplication", id, |current| {
+        let app = current.ok_or_else(not_found)?;
+        app.authorize(&ctx.actor, Permission::Definition, Operation::Update)?;
+        Ok(app.update(command.clone(), &policy)?)
+    })
+    .await?;
+    let response = Json(ApplicationView::new(&executed.app, &ctx.actor)).into_response();
+    Ok(with_token(response, executed.appended.as_ref()))
+}
+
+/// Archive an application (DEFINITION[D]: the primary owner, or an administrator).
+#[utoipa::path(delete, path = "/v1/environments/{env}/applications/{id}", tag = "applications",
+    params(("env" = String, Path, description = "environment id"), ("id" = Uuid, Path, description = "application id")),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn archive_application(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_app_id(&id)?;
+    let executed = execute_app(&state, &ctx, "ArchiveApplication", id, |current| {
+        let app = current.ok_or_else(not_found)?;
+        app.authorize(&ctx.actor, Permission::Definition, Operation::Delete)?;
+        Ok(app.archive()?)
+    })
+    .await?;
+    Ok(with_token(StatusCode::NO_CONTENT.into_response(), executed.appended.as_ref()))
+}
+
+/// Restore an archived application (administrators); the restoring admin becomes primary owner.
+#[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/_restore", tag = "applications",
+    params(("env" = String, Path, description = "environment id"), ("id" = Uuid, Path, description = "application id")),
+    responses((status = 200, body = ApplicationView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn restore_application(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = parse_app_id(&id)?;
+    let executed = execute_app(&state, &ctx, "RestoreApplication", id, |current| {
+        let app = current.ok_or_else(not_found)?;
+        app.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
+        Ok(app.restore(&ctx.actor)?)
+    })
+    .await?;
+    let response = Json(ApplicationView::new(&executed.app, &ctx.actor)).into_response();
+    Ok(with_token(response, executed.appended.as_ref()))
+}
+
+/// Every event of an application, oldest first (DEFINITION[R]).
+#[utoipa::path(get, path = "/v1/environments/{env}/applications/{id}/history", tag = "applications",
+    params(("env" = String, Path, description = "environment id"), ("id" = Uuid, Path, description = "application id")),
+    responses((status = 200, body = HistoryPage), (status = 404, body = Problem)))]
+pub async fn history(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let id = parse_app_id(&id)?;
+    let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
+    let current = fold_app(&events, |_| true)?.filter(|a| a.environment == ctx.environment).ok_or_else(not_found)?;
+    current.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
+    Ok(Json(HistoryPage { items: events.iter().map(HistoryEntry::from_event).collect() }))
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Readiness: the database answers and the read model is not far behind.
+#[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "ready"), (status = 503, body = Problem)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let head = state.store().head().await?;
+    if state.read().position() < head && !state.read().wait_for(head, std::time::Duration::from_secs(2)).await {
+        return Err(ApiError::Unavailable("the read model is catching up".into()));
+    }
+    Ok("ready")
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics().render(),
+    )
+        .into_response()
+}
+

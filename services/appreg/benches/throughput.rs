@@ -1,0 +1,325 @@
+//! Throughput benchmark (a program, not a timed test): `cargo bench -p appreg --bench throughput`.
+//!
+//! Against one PostgreSQL server, in one run, it measures
+//!   (a) raw single-row INSERT transactions/s with pgbench, and appreg's single-event appends/s
+//!       through the event store, at 1, 16 and 64 concurrent clients;
+//!   (b) `POST /applications` (simple) through HTTP against a separate `appreg api` process, at
+//!       64 connections: commands/s, p50/p99 latency, and the process's resident memory idle and
+//!       at peak;
+//! and prints each figure beside the limit measured in the same run, as a ratio.
+//!
+//! Environment: `APPREG_BENCH_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres,
+//! a server where it may create databases), `APPREG_BENCH_SECONDS` (default 10 per step).
+
+use appreg_eventstore::{AppendRequest, Database, NewEvent};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn server_url() -> String {
+    std::env::var("APPREG_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn seconds() -> u64 {
+    std::env::var("APPREG_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10)
+}
+
+/// Creates a fresh database and returns its URL.
+async fn fresh_database(prefix: &str) -> String {
+    let url = server_url();
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL is required for the benchmark");
+    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = url.rsplit_once('/').unwrap();
+    format!("{base}/{name}")
+}
+
+/// pgbench: single-row INSERT transactions (an event-sized jsonb row) per second.
+async fn pgbench_inserts(clients: u32) -> f64 {
+    let url = fresh_database("appreg_bench_raw").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE raw_events (position bigserial PRIMARY KEY, stream_id text NOT NULL, data jsonb NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let script = std::env::temp_dir().join(format!("appreg-bench-{}.sql", std::process::id()));
+    std::fs::write(
+        &script,
+        "INSERT INTO raw_events (stream_id, data) VALUES (md5(random()::text), '{\"name\":\"bench\",\"type\":\"simple\",\"client_id\":null}');\n",
+    )
+    .unwrap();
+    let out = Command::new("pgbench")
+        .args([
+            "-n",
+            "-c",
+            &clients.to_string(),
+            "-j",
+            "2",
+            "-T",
+            &seconds().to_string(),
+            "-f",
+        ])
+        .arg(&script)
+        .arg("-d")
+        .arg(&url)
+        .stderr(Stdio::null())
+        .output()
+        .expect("pgbench must be installed (Debian: postgresql-client)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("tps"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read pgbench's output: {text}"))
+}
+
+/// appreg event store: single-event appends per second, each writer creating new streams.
+async fn store_appends(writers: u32) -> f64 {
+    let url = fresh_database("appreg_bench_store").await;
+    let db = Database::connect(&url, writers.max(2)).await.unwrap();
+    db.migrate().await.unwrap();
+    let store = db.event_store().await.unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..writers {
+        let (store, done, stop) = (store.clone(), done.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let id = uuid::Uuid::now_v7();
+                let request = AppendRequest {
+                    stream_id: format!("application-{id}"),
+                    stream_type: "application".into(),
+                    expected_version: 0,
+                    events: vec![NewEvent {
+                        event_id: uuid::Uuid::now_v7(),
+                        event_type: "ApplicationCreated".into(),
+                        schema_version: 1,
+                        data: serde_json::json!({"name": "bench", "type": "simple", "client_id": null}),
+                        metadata: serde_json::json!({"environment": "DEFAULT", "actor": "bench"}),
+                        recorded_at: chrono::Utc::now(),
+                    }],
+                    claims: vec![],
+                    releases: vec![],
+                };
+                store.append(request).await.unwrap();
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds())).await;
+    stop.store(true, Ordering::Relaxed);
+    let n = done.load(Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    db.close().await;
+    n as f64 / elapsed
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct HttpFigures {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    idle_rss_mib: f64,
+    peak_rss_mib: f64,
+}
+
+/// `POST /applications` at `connections` connections against a separate `appreg api` process.
+async fn http_creates(connections: usize) -> HttpFigures {
+    let url = fresh_database("appreg_bench_http").await;
+    let data = std::env::temp_dir().join(format!("appreg-bench-data-{}", std::process::id()));
+    std::fs::create_dir_all(&data).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let exe = env!("CARGO_BIN_EXE_appreg");
+    let mut child = Command::new(exe)
+        .arg("api")
+        .env("APPREG_DATABASE_URL", &url)
+        .env("APPREG_LISTEN", format!("127.0.0.1:{port}"))
+        .env("APPREG_AUTH__DEV", "true")
+        .env("APPREG_DATA_DIR", &data)
+        .env("APPREG_DATABASE_MAX_CONNECTIONS", "32")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start appreg api");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(Instant::now() < deadline, "appreg api did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = rss_kib(child.id(), "VmRSS:");
+    let token = String::from_utf8(
+        Command::new(exe)
+            .args(["token", "--sub", "bench-user", "--data"])
+            .arg(&data)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let endpoint = format!("{base}/v1/environments/DEFAULT/applications");
+    // Warm up the connections.
+    for _ in 0..connections {
+        client.get(format!("{base}/healthz")).send().await.unwrap();
+    }
+    let started = Instant::now();
+    for _ in 0..connections {
+        let (client, stop, errors, endpoint, token) = (
+            client.clone(),
+            stop.clone(),
+            errors.clone(),
+            endpoint.clone(),
+            token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = client
+                    .post(&endpoint)
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({"name": "bench app", "type": "simple"}))
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status() == 201 => {
+                        let _ = r.bytes().await;
+                        latencies.push(t.elapsed());
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut peak = 0;
+    let end = Instant::now() + Duration::from_secs(seconds());
+    while Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_kib(child.id(), "VmRSS:"));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    peak = peak.max(rss_kib(child.id(), "VmHWM:"));
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .unwrap_or(0.0)
+    };
+    HttpFigures {
+        rate: all.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        errors: errors.load(Ordering::Relaxed),
+        idle_rss_mib: idle as f64 / 1024.0,
+        peak_rss_mib: peak as f64 / 1024.0,
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    println!(
+        "appreg throughput benchmark — {} s per step, PostgreSQL at {}",
+        seconds(),
+        server_url()
+    );
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    println!();
+    println!("(a) single-event appends vs pgbench single-row INSERT transactions");
+    println!(
+        "{:>8} {:>14} {:>14} {:>8}",
+        "clients", "pgbench tps", "appends/s", "ratio"
+    );
+    let mut raw16 = 0.0;
+    for clients in [1u32, 16, 64] {
+        let raw = pgbench_inserts(clients).await;
+        let ours = store_appends(clients).await;
+        if clients == 16 {
+            raw16 = raw;
+        }
+        println!(
+            "{clients:>8} {raw:>14.0} {ours:>14.0} {:>7.0}%",
+            100.0 * ours / raw
+        );
+    }
+    println!("target: appends ≥ 70% of pgbench at 16 clients");
+    println!();
+    println!("(b) POST /applications (simple) through HTTP, 64 connections, durable commits");
+    let h = http_creates(64).await;
+    println!(
+        "commands/s {:.0} ({:.0}% of pgbench's 16-client INSERT rate {:.0}; target ≥ 40%), p50 {:.1} ms, p99 {:.1} ms (target < 50 ms), errors {}",
+        h.rate,
+        100.0 * h.rate / raw16.max(1.0),
+        raw16,
+        h.p50_ms,
+        h.p99_ms,
+        h.errors
+    );
+    println!(
+        "api resident memory: idle {:.1} MiB (target < 64), peak {:.1} MiB (target < 256)",
+        h.idle_rss_mib, h.peak_rss_mib
+    );
+    println!(
+        "load average at end: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+}

@@ -1,0 +1,345 @@
+//! The `appreg` command line: the all-in-one development system, each production service, and
+//! the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
+//! none holds business logic.
+
+use anyhow::{bail, Context};
+use appreg_api::commands::{fold_app, read_all};
+use appreg_api::dto::{ApplicationView, HistoryEntry};
+use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
+use appreg_config::Config;
+use appreg_domain::{Actor, ApplicationId, UserId};
+use appreg_eventstore::Database;
+use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "appreg",
+    version,
+    about = "Applications and their OAuth clients, event-sourced."
+)]
+pub struct Cli {
+    /// Configuration file (TOML); `APPREG_*` environment variables override it.
+    #[arg(long, global = true, env = "APPREG_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The whole system in one process: embedded SQLite under --data, or PostgreSQL when
+    /// --database-url is given. Development tokens come from `appreg token`.
+    Dev {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// The HTTP api, for production (PostgreSQL and the token issuer from configuration).
+    Api,
+    /// Applies the PostgreSQL (or SQLite) migrations, then exits.
+    Migrate {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+    },
+    /// Prints a bearer token signed with the development key of --data (dev mode only).
+    Token {
+        #[arg(long)]
+        sub: String,
+        /// Give the token the administrator role.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl: i64,
+    },
+    /// An application's audit trail, or its state at a point (--as-of or --version).
+    History {
+        application_id: String,
+        #[arg(long, conflicts_with = "version")]
+        as_of: Option<String>,
+        #[arg(long)]
+        version: Option<i64>,
+        /// The database (default: the configured one, or the embedded database of --data).
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("appreg: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("appreg: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn sqlite_url(data: &Path) -> String {
+    format!("sqlite://{}", data.join("appreg.db").display())
+}
+
+fn database_url(
+    config: &Config,
+    flag: Option<String>,
+    data: Option<&Path>,
+) -> anyhow::Result<String> {
+    if let Some(url) = flag {
+        return Ok(url);
+    }
+    if let Some(url) = &config.database_url {
+        return Ok(url.expose_secret().to_string());
+    }
+    match data {
+        Some(dir) => Ok(sqlite_url(dir)),
+        None => bail!("no database configured: set database_url in the configuration file or APPREG_DATABASE_URL"),
+    }
+}
+
+async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
+    let db = Database::connect(url, max)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(url)))?;
+    appreg_api::migrate(&db)
+        .await
+        .context("cannot migrate the database")?;
+    Ok(db)
+}
+
+/// Hides the password of a database URL in messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A token cancelled by SIGTERM or Ctrl-C.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Dev {
+            listen,
+            data,
+            database_url: url,
+        } => {
+            if config.log_format == "json" && std::env::var_os("APPREG_LOG_FORMAT").is_none() {
+                config.log_format = "text".into();
+            }
+            appreg_telemetry::init_tracing(&config.log_format);
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("cannot create {}", data.display()))?;
+            let url = database_url(&config, url, Some(&data))?;
+            config.listen = listen;
+            config.data_dir = data.clone();
+            config.database_url = Some(SecretString::from(url.clone()));
+            let key = DevKey::load_or_create(&data)?;
+            let auth = Authenticator::dev(&key, &config.auth.role_claim);
+            let db = open(&url, config.database_max_connections).await?;
+            serve(&config, db, auth, Some(&data)).await
+        }
+        Command::Api => {
+            appreg_telemetry::init_tracing(&config.log_format);
+            let url = database_url(&config, None, None)?;
+            let auth = if config.auth.dev {
+                let key = DevKey::load_or_create(&config.data_dir)?;
+                Authenticator::dev(&key, &config.auth.role_claim)
+            } else {
+                let (Some(issuer), Some(jwks)) = (&config.auth.issuer, &config.auth.jwks_url)
+                else {
+                    bail!("auth.issuer and auth.jwks_url are required (or auth.dev = true for development)");
+                };
+                Authenticator::remote(
+                    issuer,
+                    jwks,
+                    config.auth.audience.clone(),
+                    &config.auth.role_claim,
+                )
+            };
+            let db = open(&url, config.database_max_connections).await?;
+            serve(&config, db, auth, None).await
+        }
+        Command::Migrate { database_url: url } => {
+            appreg_telemetry::init_tracing("text");
+            let url = database_url(&config, url, None)?;
+            open(&url, 2).await?;
+            println!("migrations applied to {}", redact(&url));
+            Ok(())
+        }
+        Command::Token {
+            sub,
+            admin,
+            name,
+            email,
+            data,
+            ttl,
+        } => {
+            UserId::parse(&sub).map_err(|(_, m)| anyhow::anyhow!("--sub: {m}"))?;
+            let key = DevKey::load_or_create(&data)?;
+            let now = chrono::Utc::now().timestamp();
+            let roles = if admin {
+                vec![config.auth.admin_role.clone()]
+            } else {
+                vec![]
+            };
+            let token = key.sign(&DevClaims {
+                iss: DEV_ISSUER.into(),
+                sub,
+                iat: now,
+                exp: now + ttl,
+                name,
+                email,
+                roles,
+            })?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::History {
+            application_id,
+            as_of,
+            version,
+            database_url: url,
+            data,
+        } => {
+            let id = uuid::Uuid::parse_str(&application_id).context("APPLICATION_ID is a UUID")?;
+            let url = database_url(&config, url, Some(&data))?;
+            let db = open(&url, 2).await?;
+            history(&db, ApplicationId(id), as_of, version).await
+        }
+    }
+}
+
+async fn serve(
+    config: &Config,
+    db: Database,
+    auth: Arc<Authenticator>,
+    dev_data: Option<&Path>,
+) -> anyhow::Result<()> {
+    let state = appreg_api::AppState::new(config, &db, auth).await?;
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, postgres = db.is_postgres(), "appreg listening");
+    println!("appreg listening on http://{addr}");
+    if let Some(dir) = dev_data {
+        println!("get a token with: appreg token --sub alice --data {}   (add --admin for an administrator)", dir.display());
+    }
+    appreg_api::run(listener, state, shutdown_signal()).await?;
+    db.close().await;
+    Ok(())
+}
+
+async fn history(
+    db: &Database,
+    id: ApplicationId,
+    as_of: Option<String>,
+    version: Option<i64>,
+) -> anyhow::Result<()> {
+    let store = db.event_store().await?;
+    let events = read_all(store.as_ref(), &id.stream_id())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if events.is_empty() {
+        bail!("no application {}", id);
+    }
+    if as_of.is_none() && version.is_none() {
+        for e in &events {
+            println!("{}", serde_json::to_string(&HistoryEntry::from_event(e))?);
+        }
+        return Ok(());
+    }
+    let app = if let Some(t) = as_of {
+        let at = chrono::DateTime::parse_from_rfc3339(&t).context("--as-of is an RFC 3339 time")?;
+        fold_app(&events, |e| e.recorded_at <= at)
+    } else {
+        let v = version.unwrap_or_default();
+        fold_app(&events, |e| e.version <= v)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))?
+    .context("the application did not exist at that point")?;
+    let auditor = Actor {
+        user: UserId::parse("appreg-cli").expect("valid"),
+        admin: true,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&ApplicationView::new(&app, &auditor))?
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://h/db"), "postgres://h/db");
+        assert_eq!(
+            redact("sqlite://./data/appreg.db"),
+            "sqlite://./data/appreg.db"
+        );
+    }
+}

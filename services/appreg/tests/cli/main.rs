@@ -1,0 +1,190 @@
+//! End-to-end tests of the `appreg` binary: `dev` on a random port (SQLite, then PostgreSQL),
+//! `token`, `migrate`, `history`, and a graceful stop on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+const EXE: &str = env!("CARGO_BIN_EXE_appreg");
+
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "appreg-cli-{tag}-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Starts `appreg dev` on a random port and returns the child and its base URL.
+fn start_dev(data: &Path, extra: &[&str]) -> (Child, String) {
+    let mut child = Command::new(EXE)
+        .args(["dev", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("appreg dev printed its URL").unwrap();
+        if let Some(url) = line.strip_prefix("appreg listening on ") {
+            break url.to_string();
+        }
+    };
+    // Keep draining stdout: a closed pipe would make the server's next print fail.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+fn token(data: &Path, sub: &str, admin: bool) -> String {
+    let mut cmd = Command::new(EXE);
+    cmd.args(["token", "--sub", sub, "--data"]).arg(data);
+    if admin {
+        cmd.arg("--admin");
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn stop(mut child: Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "appreg exits cleanly on SIGTERM: {exit}");
+}
+
+async fn scenario(data: &Path, url: &str, history_args: &[&str]) {
+    let client = reqwest::Client::new();
+    let alice = token(data, "alice", false);
+    let r = client
+        .post(format!("{url}/v1/environments/DEFAULT/applications"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "cli app", "type": "simple", "client_id": "cli-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = client
+        .put(format!("{url}/v1/environments/DEFAULT/applications/{id}"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "cli app renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let list: serde_json::Value = client
+        .get(format!("{url}/v1/environments/DEFAULT/applications"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["name"], "cli app renamed");
+    let anonymous = client
+        .get(format!("{url}/v1/environments/DEFAULT/applications"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // The audit trail, from the binary.
+    let out = Command::new(EXE)
+        .args(["history", &id])
+        .args(history_args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["type"], "ApplicationCreated");
+    assert_eq!(lines[0]["actor"], "alice");
+    assert_eq!(lines[1]["type"], "ApplicationUpdated");
+    let out = Command::new(EXE)
+        .args(["history", &id, "--version", "1"])
+        .args(history_args)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(state["name"], "cli app");
+    let out = Command::new(EXE)
+        .args(["history", &uuid::Uuid::now_v7().to_string()])
+        .args(history_args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown application is an error");
+}
+
+#[tokio::test]
+async fn dev_mode_on_embedded_sqlite() {
+    let data = temp_dir("sqlite");
+    let (child, url) = start_dev(&data, &[]);
+    assert!(data.join("appreg.db").exists());
+    let data_arg = data.to_str().unwrap().to_string();
+    scenario(&data, &url, &["--data", &data_arg]).await;
+    stop(child);
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[tokio::test]
+async fn dev_mode_on_postgres_and_migrate() {
+    let db_url = appreg_eventstore::testing::fresh_postgres_url().await;
+    for _ in 0..2 {
+        let out = Command::new(EXE)
+            .args(["migrate", "--database-url", &db_url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let data = temp_dir("pg");
+    let (child, url) = start_dev(&data, &["--database-url", &db_url]);
+    assert!(
+        !data.join("appreg.db").exists(),
+        "no SQLite database when PostgreSQL is given"
+    );
+    scenario(&data, &url, &["--database-url", &db_url]).await;
+    stop(child);
+    std::fs::remove_dir_all(&data).unwrap();
+}
+
+#[test]
+fn bad_arguments_fail_clearly() {
+    let out = Command::new(EXE)
+        .args(["history", "not-a-uuid"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UUID"));
+    let out = Command::new(EXE)
+        .args(["migrate"])
+        .env_remove("APPREG_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no database configured"));
+}

@@ -1,0 +1,188 @@
+//! Configuration of every appreg process: defaults, then an optional TOML file, then `APPREG_*`
+//! environment variables (`__` separates nested keys: `APPREG_AUTH__ISSUER`). Secrets are
+//! `SecretString`s, so they cannot be printed by accident.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+/// Settings of the api and the all-in-one `appreg dev`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). Empty: the embedded
+    /// SQLite database under `data_dir`.
+    #[serde(default)]
+    pub database_url: Option<SecretString>,
+    #[serde(default = "default_max_connections")]
+    pub database_max_connections: u32,
+    /// Where the embedded mode keeps its database and its development signing key.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Accept `http` redirect URIs for non-loopback hosts (never in production).
+    #[serde(default)]
+    pub allow_http_redirect_uris: bool,
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// Upper bound of a request body, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How often a command is retried after an optimistic-concurrency conflict.
+    #[serde(default = "default_retries")]
+    pub command_retries: u32,
+    /// Longest wait of a read for the read models to include a write, in milliseconds.
+    #[serde(default = "default_consistency_wait")]
+    pub consistency_wait_ms: u64,
+}
+
+/// How bearer tokens are checked.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct AuthConfig {
+    /// Expected `iss`. With `jwks_url`, tokens of that issuer are accepted (production).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Expected `aud`, if any.
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// The claim that lists the caller's roles, and the role that makes an administrator.
+    #[serde(default = "default_role_claim")]
+    pub role_claim: String,
+    #[serde(default = "default_admin_role")]
+    pub admin_role: String,
+    /// Accept tokens signed by the development key under `data_dir` (`appreg token`).
+    #[serde(default)]
+    pub dev: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            jwks_url: None,
+            audience: None,
+            role_claim: default_role_claim(),
+            admin_role: default_admin_role(),
+            dev: false,
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_max_connections() -> u32 {
+    32
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_consistency_wait() -> u64 {
+    5000
+}
+fn default_role_claim() -> String {
+    "roles".into()
+}
+fn default_admin_role() -> String {
+    "ADMIN".into()
+}
+
+impl Config {
+    /// Loads defaults, then `file` (or `$APPREG_CONFIG`) if given, then `APPREG_*` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::new().merge(Serialized::defaults(serde_json_empty()));
+        let env_file = std::env::var_os("APPREG_CONFIG").map(PathBuf::from);
+        if let Some(path) = file.map(Path::to_path_buf).or(env_file) {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "configuration file {} not found",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("APPREG_").ignore(&["CONFIG"]).split("__"));
+        figment.extract().map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// The defaults alone (tests, embedded mode).
+    pub fn defaults() -> Config {
+        Figment::new()
+            .merge(Serialized::defaults(serde_json_empty()))
+            .extract()
+            .expect("defaults are valid")
+    }
+}
+
+fn serde_json_empty() -> std::collections::BTreeMap<String, String> {
+    std::collections::BTreeMap::new()
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_and_environment_overrides() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "appreg.toml",
+                "listen = \"0.0.0.0:9000\"\n[auth]\nissuer = \"https://idp\"\n",
+            )?;
+            jail.set_env("APPREG_AUTH__ADMIN_ROLE", "root");
+            jail.set_env("APPREG_DATABASE_URL", "postgres://u:pw@h/db");
+            let c = Config::load(Some(Path::new("appreg.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "0.0.0.0:9000");
+            assert_eq!(c.auth.issuer.as_deref(), Some("https://idp"));
+            assert_eq!(c.auth.admin_role, "root");
+            assert_eq!(c.auth.role_claim, "roles");
+            assert_eq!(
+                c.database_url.unwrap().expose_secret(),
+                "postgres://u:pw@h/db"
+            );
+            assert_eq!(c.max_body_bytes, 65536);
+            assert!(!format!("{:?}", Config::defaults()).contains("pw"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_deployment_sample_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appreg.toml");
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(c.listen, "0.0.0.0:8080");
+            assert!(!c.auth.dev && !c.allow_http_redirect_uris);
+            assert!(c.auth.jwks_url.is_some());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        assert!(Config::load(Some(Path::new("/nonexistent/appreg.toml"))).is_err());
+    }
+}

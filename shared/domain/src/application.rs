@@ -1,0 +1,704 @@
+//! The Application aggregate: create, update, archive, restore, and the rules of DESIGN §1 that
+//! concern them (types and grant types, redirect URIs, the `client_id` claim, transitions).
+
+use crate::error::{DomainError, FieldErrors};
+use crate::permissions::{allows, Actor, Operation, Permission, Role};
+use crate::settings::ClientRegistrationSettings;
+use crate::values::*;
+use crate::{decode_tagged, tagged_data, DecodeError, DomainEvent, UniqueClaim};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// At most this many redirect URIs per application.
+pub const MAX_REDIRECT_URIS: usize = 20;
+/// Bounds of the free-text fields.
+pub const MAX_DESCRIPTION: usize = 4000;
+pub const MAX_DOMAIN: usize = 255;
+pub const MAX_PROVIDER_ID: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ApplicationStatus {
+    Active,
+    Archived,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RegistrationState {
+    Registering,
+    Registered,
+    RegistrationFailed,
+}
+
+/// The state of an OAuth application's client at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub state: RegistrationState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// OAuth settings of an OAuth application; `response_types` are computed from `grant_types`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthSettings {
+    pub redirect_uris: Vec<RedirectUri>,
+    pub grant_types: Vec<GrantType>,
+    pub response_types: Vec<ResponseType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<HttpUrl>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<HttpUrl>,
+}
+
+/// Configuration the rules depend on, passed in by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Policy {
+    pub settings: ClientRegistrationSettings,
+    /// Accept `http` redirect URIs on non-loopback hosts (off by default; for test portals).
+    pub allow_http_redirect_uris: bool,
+}
+
+/// A field of an update: keep the current value, clear it, or set a new one.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Patch<T> {
+    #[default]
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T: Clone> Patch<T> {
+    fn apply(&self, current: &Option<T>) -> Option<T> {
+        match self {
+            Patch::Keep => current.clone(),
+            Patch::Clear => None,
+            Patch::Set(v) => Some(v.clone()),
+        }
+    }
+    fn is_keep(&self) -> bool {
+        matches!(self, Patch::Keep)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateApplication {
+    pub id: ApplicationId,
+    pub environment: EnvironmentId,
+    pub name: ApplicationName,
+    pub description: Option<BoundedText>,
+    pub domain: Option<BoundedText>,
+    pub app_type: ApplicationType,
+    pub client_id: Option<ClientId>,
+    pub redirect_uris: Vec<RedirectUri>,
+    pub grant_types: Vec<GrantType>,
+    pub client_uri: Option<HttpUrl>,
+    pub logo_uri: Option<HttpUrl>,
+    pub provider_id: Option<String>,
+    /// The creator, who becomes primary owner.
+    pub owner: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpdateApplication {
+    pub name: Option<ApplicationName>,
+    pub description: Patch<BoundedText>,
+    pub domain: Patch<BoundedText>,
+    pub client_id: Patch<ClientId>,
+    pub redirect_uris: Option<Vec<RedirectUri>>,
+    pub grant_types: Option<Vec<GrantType>>,
+    pub client_uri: Patch<HttpUrl>,
+    pub logo_uri: Patch<HttpUrl>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationCreated {
+    pub id: ApplicationId,
+    pub environment: EnvironmentId,
+    pub name: ApplicationName,
+    pub description: Option<BoundedText>,
+    pub domain: Option<BoundedText>,
+    #[serde(rename = "type")]
+    pub app_type: ApplicationType,
+    pub client_id: Option<ClientId>,
+    pub oauth: Option<OAuthSettings>,
+    pub provider_id: Option<String>,
+    pub primary_owner: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrRegistrationRequested {
+    pub provider_id: Option<String>,
+}
+
+/// The application's definition after the update, and which fields changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationUpdated {
+    pub name: ApplicationName,
+    pub description: Option<BoundedText>,
+    pub domain: Option<BoundedText>,
+    pub client_id: Option<ClientId>,
+    pub oauth: Option<OAuthSettings>,
+    pub changed: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationArchived {
+    /// The primary owner whose link the archive dropped.
+    pub former_primary_owner: Option<UserId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplicationRestored {
+    /// The restoring administrator, now primary owner.
+    pub primary_owner: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ApplicationEvent {
+    ApplicationCreated(ApplicationCreated),
+    DcrRegistrationRequested(DcrRegistrationRequested),
+    ApplicationUpdated(ApplicationUpdated),
+    ApplicationArchived(ApplicationArchived),
+    ApplicationRestored(ApplicationRestored),
+}
+
+const EVENT_TYPES: &[&str] = &[
+    "ApplicationCreated",
+    "DcrRegistrationRequested",
+    "ApplicationUpdated",
+    "ApplicationArchived",
+    "ApplicationRestored",
+];
+
+impl DomainEvent for ApplicationEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            ApplicationEvent::ApplicationCreated(_) => "ApplicationCreated",
+            ApplicationEvent::DcrRegistrationRequested(_) => "DcrRegistrationRequested",
+            ApplicationEvent::ApplicationUpdated(_) => "ApplicationUpdated",
+            ApplicationEvent::ApplicationArchived(_) => "ApplicationArchived",
+            ApplicationEvent::ApplicationRestored(_) => "ApplicationRestored",
+        }
+    }
+    fn data(&self) -> serde_json::Value {
+        tagged_data(self)
+    }
+    fn decode(
+        event_type: &str,
+        schema_version: i32,
+        data: serde_json::Value,
+    ) -> Result<Self, DecodeError> {
+        decode_tagged(event_type, schema_version, EVENT_TYPES, data)
+    }
+}
+
+/// The aggregate's state, folded from its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Application {
+    pub id: ApplicationId,
+    pub environment: EnvironmentId,
+    pub name: ApplicationName,
+    pub description: Option<BoundedText>,
+    pub domain: Option<BoundedText>,
+    #[serde(rename = "type")]
+    pub app_type: ApplicationType,
+    pub status: ApplicationStatus,
+    pub client_id: Option<ClientId>,
+    pub oauth: Option<OAuthSettings>,
+    pub provider_id: Option<String>,
+    pub registration: Option<Registration>,
+    /// Members and their roles; the primary owner is among them (none while archived).
+    pub members: BTreeMap<UserId, Role>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub version: i64,
+}
+
+/// Checks the OAuth settings for a type and returns them normalised (deduplicated, defaults
+/// applied, response types computed). Collects every problem into `errors`.
+pub fn check_oauth_settings(
+    app_type: ApplicationType,
+    redirect_uris: &[RedirectUri],
+    grant_types: &[GrantType],
+    client_uri: Option<&HttpUrl>,
+    logo_uri: Option<&HttpUrl>,
+    policy: &Policy,
+    errors: &mut FieldErrors,
+) -> Option<OAuthSettings> {
+    if !app_type.is_oauth() {
+        if !redirect_uris.is_empty() {
+            errors.add(
+                "redirect_uris",
+                "redirect_uris.not_applicable",
+                "simple applications have no redirect URIs",
+            );
+        }
+        if !grant_types.is_empty() {
+            errors.add(
+                "grant_types",
+                "grant_types.not_applicable",
+                "simple applications have no grant types",
+            );
+        }
+        if client_uri.is_some() {
+            errors.add(
+                "client_uri",
+                "client_uri.not_applicable",
+                "client_uri is for OAuth applications only",
+            );
+        }
+        if logo_uri.is_some() {
+            errors.add(
+                "logo_uri",
+                "logo_uri.not_applicable",
+                "logo_uri is for OAuth applications only",
+            );
+        }
+        return None;
+    }
+    let before = errors.0.len();
+
+    // Redirect URIs.
+    let mut uris: Vec<RedirectUri> = Vec::new();
+    if app_type.requires_redirect_uris() {
+        if redirect_uris.is_empty() {
+            errors.add(
+                "redirect_uris",
+                "redirect_uris.required",
+                format!(
+                    "applications of type {} need at least one redirect URI",
+                    app_type.as_str()
+                ),
+            );
+        } else if redirect_uris.len() > MAX_REDIRECT_URIS {
+            errors.add(
+                "redirect_uris",
+                "redirect_uris.too_many",
+                format!("at most {MAX_REDIRECT_URIS} redirect URIs"),
+            );
+        }
+        for (i, uri) in redirect_uris.iter().enumerate() {
+            let field = format!("redirect_uris[{i}]");
+            match uri.scheme().as_str() {
+                "https" => {}
+                "http" if uri.is_loopback() || policy.allow_http_redirect_uris => {}
+                "http" => errors.add(
+                    field,
+                    "redirect_uri.insecure",
+                    format!(
+                        "{:?}: http is only allowed for loopback hosts; use https",
+                        uri.as_str()
+                    ),
+                ),
+                other if app_type == ApplicationType::Native => {
+                    // RFC 8252 §7.1: private-use URI schemes for native apps.
+                    let _ = other;
+                }
+                other => errors.add(
+                    field,
+                    "redirect_uri.scheme",
+                    format!("the scheme {other:?} is only allowed for native applications"),
+                ),
+            }
+            if !uris.contains(uri) {
+                uris.push(uri.clone());
+            }
+        }
+    } else if !redirect_uris.is_empty() {
+        errors.add(
+            "redirect_uris",
+            "redirect_uris.not_applicable",
+            format!(
+                "applications of type {} have no redirect URIs",
+                app_type.as_str()
+            ),
+        );
+    }
+
+    // Grant types: defaults when none, each allowed, every mandatory one present.
+    let mut grants: Vec<GrantType> = if grant_types.is_empty() {
+        app_type.default_grant_types().to_vec()
+    } else {
+        grant_types.to_vec()
+    };
+    grants.sort();
+    grants.dedup();
+    let allowed = app_type.allowed_grant_types();
+    for g in &grants {
+        if !allowed.contains(g) {
+            errors.add(
+                "grant_types",
+                "grant_type.not_allowed",
+                format!(
+                    "grant type {} is not allowed for type {} (allowed: {})",
+                    g.as_str(),
+                    app_type.as_str(),
+                    allowed
+                        .iter()
+                        .map(GrantType::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+    for m in app_type.mandatory_grant_types() {
+        if !grants.contains(m) {
+            errors.add(
+                "grant_types",
+                "grant_type.mandatory_missing",
+                format!(
+                    "grant type {} is mandatory for type {}",
+                    m.as_str(),
+                    app_type.as_str()
+                ),
+            );
+        }
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(OAuthSettings {
+        response_types: ResponseType::for_grants(&grants),
+        redirect_uris: uris,
+        grant_types: grants,
+        client_uri: client_uri.cloned(),
+        logo_uri: logo_uri.cloned(),
+    })
+}
+
+impl Application {
+    /// Decide a creation. The creator becomes primary owner; an OAuth application also asks for
+    /// its client (`DcrRegistrationRequested`).
+    pub fn create(
+        cmd: CreateApplication,
+        policy: &Policy,
+    ) -> Result<Vec<ApplicationEvent>, DomainError> {
+        let mut errors = FieldErrors::new();
+        if let Err((code, message)) = policy.settings.can_create(cmd.app_type) {
+            errors.add("type", code, message);
+        }
+        if cmd.app_type.is_oauth() && cmd.client_id.is_some() {
+            errors.add(
+                "client_id",
+                "client_id.not_applicable",
+                "the client_id of an OAuth application is issued by the provider",
+            );
+        }
+        if !cmd.app_type.is_oauth() && cmd.provider_id.is_some() {
+            errors.add(
+                "provider_id",
+                "provider_id.not_applicable",
+                "simple applications use no provider",
+            );
+        }
+        if cmd
+            .provider_id
+            .as_ref()
+            .is_some_and(|p| p.is_empty() || p.len() > MAX_PROVIDER_ID)
+        {
+            errors.add(
+                "provider_id",
+                "provider_id.invalid",
+                format!("a provider id has 1 to {MAX_PROVIDER_ID} characters"),
+            );
+        }
+        let oauth = check_oauth_settings(
+            cmd.app_type,
+            &cmd.redirect_uris,
+            &cmd.grant_types,
+            cmd.client_uri.as_ref(),
+            cmd.logo_uri.as_ref(),
+            policy,
+            &mut errors,
+        );
+        errors.into_result()?;
+        let is_oauth = cmd.app_type.is_oauth();
+        let mut events = vec![ApplicationEvent::ApplicationCreated(ApplicationCreated {
+            id: cmd.id,
+            environment: cmd.environment,
+            name: cmd.name,
+            description: cmd.description,
+            domain: cmd.domain,
+            app_type: cmd.app_type,
+            client_id: cmd.client_id,
+            oauth,
+            provider_id: cmd.provider_id.clone(),
+            primary_owner: cmd.owner,
+        })];
+        if is_oauth {
+            events.push(ApplicationEvent::DcrRegistrationRequested(
+                DcrRegistrationRequested {
+                    provider_id: cmd.provider_id,
+                },
+            ));
+        }
+        Ok(events)
+    }
+
+    /// The role a user holds, if any.
+    pub fn role_of(&self, user: &UserId) -> Option<Role> {
+        self.members.get(user).copied()
+    }
+
+    pub fn primary_owner(&self) -> Option<&UserId> {
+        self.members
+            .iter()
+            .find(|(_, r)| **r == Role::PrimaryOwner)
+            .map(|(u, _)| u)
+    }
+
+    /// Authorise an operation: administrators may do everything; an archived application is
+    /// visible to administrators only; a non-member gets `NotFound` (the application's existence
+    /// is not revealed), a member without the permission `Forbidden`.
+    pub fn authorize(
+        &self,
+        actor: &Actor,
+        permission: Permission,
+        op: Operation,
+    ) -> Result<(), DomainError> {
+        if actor.admin {
+            return Ok(());
+        }
+        if self.status == ApplicationStatus::Archived {
+            return Err(DomainError::NotFound);
+        }
+        match self.role_of(&actor.user) {
+            None => Err(DomainError::NotFound),
+            Some(role) if allows(role, permission, op) => Ok(()),
+            Some(_) => Err(DomainError::Forbidden(format!(
+                "{}[{}]",
+                permission.as_str(),
+                op.letter()
+            ))),
+        }
+    }
+
+    /// Decide an update of the definition. Nothing changes → no event.
+    pub fn update(
+        &self,
+        cmd: UpdateApplication,
+        policy: &Policy,
+    ) -> Result<Vec<ApplicationEvent>, DomainError> {
+        if self.status == ApplicationStatus::Archived {
+            return Err(DomainError::Archived);
+        }
+        let mut errors = FieldErrors::new();
+        if self.app_type.is_oauth() && !cmd.client_id.is_keep() {
+            errors.add(
+                "client_id",
+                "client_id.not_applicable",
+                "the client_id of an OAuth application is issued by the provider",
+            );
+        }
+        let current = self.oauth.clone();
+        let oauth = if self.app_type.is_oauth() {
+            let cur = current.clone().unwrap_or(OAuthSettings {
+                redirect_uris: vec![],
+                grant_types: vec![],
+                response_types: vec![],
+                client_uri: None,
+                logo_uri: None,
+            });
+            let uris = cmd
+                .redirect_uris
+                .clone()
+                .unwrap_or(cur.redirect_uris.clone());
+            let grants = cmd.grant_types.clone().unwrap_or(cur.grant_types.clone());
+            let client_uri = cmd.client_uri.apply(&cur.client_uri);
+            let logo_uri = cmd.logo_uri.apply(&cur.logo_uri);
+            check_oauth_settings(
+                self.app_type,
+                &uris,
+                &grants,
+                client_uri.as_ref(),
+                logo_uri.as_ref(),
+                policy,
+                &mut errors,
+            )
+        } else {
+            check_oauth_settings(
+                self.app_type,
+                cmd.redirect_uris.as_deref().unwrap_or(&[]),
+                cmd.grant_types.as_deref().unwrap_or(&[]),
+                match &cmd.client_uri {
+                    Patch::Set(u) => Some(u),
+                    _ => None,
+                },
+                match &cmd.logo_uri {
+                    Patch::Set(u) => Some(u),
+                    _ => None,
+                },
+                policy,
+                &mut errors,
+            )
+        };
+        errors.into_result()?;
+
+        let name = cmd.name.unwrap_or_else(|| self.name.clone());
+        let description = cmd.description.apply(&self.description);
+        let domain = cmd.domain.apply(&self.domain);
+        let client_id = cmd.client_id.apply(&self.client_id);
+        let mut changed = Vec::new();
+        if name != self.name {
+            changed.push("name");
+        }
+        if description != self.description {
+            changed.push("description");
+        }
+        if domain != self.domain {
+            changed.push("domain");
+        }
+        if client_id != self.client_id {
+            changed.push("client_id");
+        }
+        if let (Some(new), Some(old)) = (&oauth, &current) {
+            if new.redirect_uris != old.redirect_uris {
+                changed.push("redirect_uris");
+            }
+            if new.grant_types != old.grant_types {
+                changed.push("grant_types");
+            }
+            if new.client_uri != old.client_uri {
+                changed.push("client_uri");
+            }
+            if new.logo_uri != old.logo_uri {
+                changed.push("logo_uri");
+            }
+        }
+        if changed.is_empty() {
+            return Ok(vec![]);
+        }
+        Ok(vec![ApplicationEvent::ApplicationUpdated(
+            ApplicationUpdated {
+                name,
+                description,
+                domain,
+                client_id,
+                oauth,
+                changed: changed.into_iter().map(String::from).collect(),
+            },
+        )])
+    }
+
+    /// Decide an archive: the primary-owner link is dropped.
+    pub fn archive(&self) -> Result<Vec<ApplicationEvent>, DomainError> {
+        if self.status == ApplicationStatus::Archived {
+            return Err(DomainError::Archived);
+        }
+        Ok(vec![ApplicationEvent::ApplicationArchived(
+            ApplicationArchived {
+                former_primary_owner: self.primary_owner().cloned(),
+            },
+        )])
+    }
+
+    /// Decide a restore, by an administrator, who becomes primary owner.
+    pub fn restore(&self, actor: &Actor) -> Result<Vec<ApplicationEvent>, DomainError> {
+        if !actor.admin {
+            return Err(DomainError::AdminOnly);
+        }
+        if self.status == ApplicationStatus::Active {
+            return Err(DomainError::NotArchived);
+        }
+        Ok(vec![ApplicationEvent::ApplicationRestored(
+            ApplicationRestored {
+                primary_owner: actor.user.clone(),
+            },
+        )])
+    }
+
+    /// Fold one event. `None` before the first event; an event that cannot apply to the state is
+    /// ignored (the log is the truth; decide never produces such a sequence).
+    pub fn evolve(
+        state: Option<Application>,
+        event: &ApplicationEvent,
+        at: DateTime<Utc>,
+        version: i64,
+    ) -> Option<Application> {
+        let mut app = match (state, event) {
+            (None, ApplicationEvent::ApplicationCreated(e)) => {
+                let mut members = BTreeMap::new();
+                members.insert(e.primary_owner.clone(), Role::PrimaryOwner);
+                return Some(Application {
+                    id: e.id,
+                    environment: e.environment.clone(),
+                    name: e.name.clone(),
+                    description: e.description.clone(),
+                    domain: e.domain.clone(),
+                    app_type: e.app_type,
+                    status: ApplicationStatus::Active,
+                    client_id: e.client_id.clone(),
+                    oauth: e.oauth.clone(),
+                    provider_id: e.provider_id.clone(),
+                    registration: None,
+                    members,
+                    created_at: at,
+                    updated_at: at,
+                    version,
+                });
+            }
+            (None, _) => return None,
+            (Some(app), _) => app,
+        };
+        match event {
+            ApplicationEvent::ApplicationCreated(_) => {}
+            ApplicationEvent::DcrRegistrationRequested(_) => {
+                app.registration = Some(Registration {
+                    state: RegistrationState::Registering,
+                    error: None,
+                    error_description: None,
+                });
+            }
+            ApplicationEvent::ApplicationUpdated(e) => {
+                app.name = e.name.clone();
+                app.description = e.description.clone();
+                app.domain = e.domain.clone();
+                app.client_id = e.client_id.clone();
+                app.oauth = e.oauth.clone();
+            }
+            ApplicationEvent::ApplicationArchived(_) => {
+                app.status = ApplicationStatus::Archived;
+                app.members.retain(|_, r| *r != Role::PrimaryOwner);
+            }
+            ApplicationEvent::ApplicationRestored(e) => {
+                app.status = ApplicationStatus::Active;
+                app.members.retain(|_, r| *r != Role::PrimaryOwner);
+                app.members
+                    .insert(e.primary_owner.clone(), Role::PrimaryOwner);
+            }
+        }
+        app.updated_at = at;
+        app.version = version;
+        Some(app)
+    }
+
+    /// The claim this state holds: its client_id, while ACTIVE.
+    pub fn client_id_claim(&self) -> Option<UniqueClaim> {
+        match (&self.status, &self.client_id) {
+            (ApplicationStatus::Active, Some(cid)) => Some(UniqueClaim {
+                scope: format!("client_id/{}", self.environment),
+                value: cid.as_str().to_string(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The claims to take and to release when a stream moves from `before` to `after`.
+pub fn claim_changes(
+    before: Option<&Application>,
+    after: Option<&Application>,
+) -> (Vec<UniqueClaim>, Vec<UniqueClaim>) {
+    let old = before.and_then(Application::client_id_claim);
+    let new = after.and_then(Application::client_id_claim);
+    if old == new {
+        return (vec![], vec![]);
+    }
+    (new.into_iter().collect(), old.into_iter().collect())
+}

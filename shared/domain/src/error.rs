@@ -1,0 +1,84 @@
+//! Domain errors. Each carries a stable code that the HTTP edge maps to a status; the messages
+//! are safe to show to the caller (they never contain secrets or internals).
+
+use serde::Serialize;
+
+/// One invalid field of a command, with a stable code and a precise message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// Collects every invalid field, so a caller learns all of them at once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FieldErrors(pub Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn add(
+        &mut self,
+        field: impl Into<String>,
+        code: &'static str,
+        message: impl Into<String>,
+    ) {
+        self.0.push(FieldError {
+            field: field.into(),
+            code,
+            message: message.into(),
+        });
+    }
+    /// Records a parse result's error under `field` and returns the value, if any.
+    pub fn take<T>(&mut self, field: &str, result: Result<T, (&'static str, String)>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err((code, message)) => {
+                self.add(field, code, message);
+                None
+            }
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn into_result(self) -> Result<(), DomainError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(DomainError::Invalid(self))
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("invalid input")]
+    Invalid(FieldErrors),
+    #[error("the application is archived")]
+    Archived,
+    #[error("the application is not archived")]
+    NotArchived,
+    #[error("the application does not exist")]
+    NotFound,
+    #[error("missing permission {0}")]
+    Forbidden(String),
+    #[error("only an environment administrator may do this")]
+    AdminOnly,
+}
+
+impl DomainError {
+    /// The stable code of the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::Invalid(_) => "validation.failed",
+            DomainError::Archived => "application.archived",
+            DomainError::NotArchived => "application.not_archived",
+            DomainError::NotFound => "application.not_found",
+            DomainError::Forbidden(_) => "permission.denied",
+            DomainError::AdminOnly => "permission.admin_only",
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! The appreg domain: applications, their OAuth settings and the environment's client
+//! registration settings, as pure functions.
+//!
+//! Commands are decided against the current state (`decide`), producing events; state is
+//! rebuilt by folding events (`evolve`). This crate must never do I/O: no HTTP, no database, no
+//! clock, no randomness — ids and times are passed in by the caller, so every rule can be
+//! tested given/when/then.
+
+pub mod application;
+pub mod error;
+pub mod permissions;
+pub mod settings;
+pub mod values;
+
+pub use application::{
+    Application, ApplicationEvent, ApplicationStatus, CreateApplication, OAuthSettings, Patch,
+    Policy, Registration, RegistrationState, UpdateApplication,
+};
+pub use error::{DomainError, FieldError, FieldErrors};
+pub use permissions::{Actor, Operation, Permission, Role};
+pub use settings::{AllowedTypes, ClientRegistrationSettings, SettingsEvent};
+pub use values::*;
+
+/// A uniqueness claim the event store must hold atomically with the events that need it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UniqueClaim {
+    pub scope: String,
+    pub value: String,
+}
+
+/// An event type and the schema version its payload is written in.
+pub trait DomainEvent: Sized {
+    /// The event's name, past tense (`ApplicationCreated`).
+    fn event_type(&self) -> &'static str;
+    /// Schema version of the payload `data()` produces.
+    fn schema_version(&self) -> i32 {
+        1
+    }
+    /// The payload, without the type tag.
+    fn data(&self) -> serde_json::Value;
+    /// Decodes a stored payload, upcasting older schema versions.
+    fn decode(
+        event_type: &str,
+        schema_version: i32,
+        data: serde_json::Value,
+    ) -> Result<Self, DecodeError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {0}")]
+    UnknownType(String),
+    #[error("unsupported schema version {1} of {0}")]
+    UnsupportedVersion(String, i32),
+    #[error("malformed {0}: {1}")]
+    Malformed(String, serde_json::Error),
+}
+
+/// Encodes an adjacently tagged enum variant's payload (`{"type":..,"data":..}` → `data`).
+pub(crate) fn tagged_data<T: serde::Serialize>(event: &T) -> serde_json::Value {
+    match serde_json::to_value(event) {
+        Ok(serde_json::Value::Object(mut map)) => map.remove("data").unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    }
+}
+
+/// Decodes a payload into an adjacently tagged enum, for schema version 1 events.
+pub(crate) fn decode_tagged<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    schema_version: i32,
+    known: &[&str],
+    data: serde_json::Value,
+) -> Result<T, DecodeError> {
+    if !known.contains(&event_type) {
+        return Err(DecodeError::UnknownType(event_type.to_string()));
+    }
+    if schema_version != 1 {
+        return Err(DecodeError::UnsupportedVersion(
+            event_type.to_string(),
+            schema_version,
+        ));
+    }
+    serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
+        .map_err(|e| DecodeError::Malformed(event_type.to_string(), e))
+}

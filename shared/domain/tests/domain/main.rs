@@ -1,0 +1,17 @@
+//! Given/when/then tests of every rule of the appreg domain (DESIGN §1).
+//!
+//! One integration-test binary; each module covers one part of the domain. `support` holds the
+//! small given/when/then harness and the fixtures (fixed ids, users and times: no clock, no
+//! randomness outside the property tests' seeded strategies).
+
+mod support;
+
+mod archive_restore;
+mod authorize;
+mod claims;
+mod create;
+mod events;
+mod properties;
+mod settings;
+mod update;
+mod values;

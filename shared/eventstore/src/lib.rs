@@ -1,0 +1,186 @@
+//! The event store: the only source of truth of appreg.
+//!
+//! Every change is an immutable event appended to a stream with an expected version
+//! (optimistic concurrency) together with *uniqueness claims* (e.g. a `client_id` among the
+//! ACTIVE applications of an environment), all in one transaction. The whole log can be read in
+//! a commit-safe total order from a checkpoint: a reader never skips an event that commits late.
+//!
+//! Two adapters implement [`EventStore`]: PostgreSQL (production) and SQLite (embedded mode).
+//! This crate must never know about the domain: events are opaque JSON here.
+
+mod database;
+mod pg;
+mod sqlite;
+mod tailer;
+pub mod testing;
+
+pub use database::Database;
+pub use pg::PgEventStore;
+pub use sqlite::SqliteEventStore;
+pub use tailer::LogTailer;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+/// A point in the log's total order. On PostgreSQL the order is `(tx, pos)`: the appending
+/// transaction's id, then the row's sequence number inside it. On SQLite writers are serial, so
+/// `tx` is always 0 and `pos` alone orders the log. `LogPosition::START` is before every event.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct LogPosition {
+    pub tx: i64,
+    pub pos: i64,
+}
+
+impl LogPosition {
+    pub const START: LogPosition = LogPosition { tx: 0, pos: 0 };
+}
+
+impl fmt::Display for LogPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.tx, self.pos)
+    }
+}
+
+impl std::str::FromStr for LogPosition {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (tx, pos) = s
+            .split_once('.')
+            .ok_or_else(|| "expected TX.POS".to_string())?;
+        Ok(LogPosition {
+            tx: tx.parse().map_err(|_| "bad tx".to_string())?,
+            pos: pos.parse().map_err(|_| "bad pos".to_string())?,
+        })
+    }
+}
+
+/// An event to append. Its version is assigned by the store (expected version + index + 1).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub position: LogPosition,
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub stream_type: String,
+    /// 1-based version of the event inside its stream.
+    pub version: i64,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A uniqueness claim: at most one stream may hold `(scope, value)` at a time.
+/// Claiming a value the same stream already holds succeeds (idempotent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Claim {
+    pub scope: String,
+    pub value: String,
+}
+
+/// One atomic append: all events and claim changes commit together, or nothing does.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub stream_id: String,
+    pub stream_type: String,
+    /// The version the caller decided on: 0 for a new stream.
+    pub expected_version: i64,
+    pub events: Vec<NewEvent>,
+    /// Claims to take (released claims are processed first, so a stream may move a claim).
+    pub claims: Vec<Claim>,
+    /// Claims held by this stream to give up; releasing a claim not held is a no-op.
+    pub releases: Vec<Claim>,
+}
+
+/// What an append produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Version of the stream after the append.
+    pub version: i64,
+    /// Log position of the last appended event (a consistency token for read models).
+    pub position: LogPosition,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} is at version {actual}, not {expected}")]
+    VersionConflict {
+        stream_id: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("{scope} {value:?} is already claimed")]
+    ClaimTaken { scope: String, value: String },
+    #[error("an append needs at least one event")]
+    Empty,
+    #[error(transparent)]
+    Backend(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// An append carried an `event_id` that is already stored (or twice in the same append).
+    /// Nothing of that append was written. A retried append whose first attempt did commit ends
+    /// here, so callers may treat it as "already done" after checking the stream.
+    #[error("an event with the same event_id already exists")]
+    DuplicateEventId,
+    #[error("unsupported database url (expected postgres:// or sqlite:)")]
+    UnsupportedUrl,
+}
+
+/// The port every adapter implements. All methods are cancel-safe: dropping a future before it
+/// completes rolls its transaction back.
+#[async_trait::async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends atomically: fails with [`AppendError::VersionConflict`] unless the stream is at
+    /// `expected_version`, with [`AppendError::ClaimTaken`] if another stream holds a claim.
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// Events of one stream with `version > after_version`, in version order, at most `limit`.
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Events of the whole log strictly after `after`, in the commit-safe total order, at most
+    /// `limit`. Never returns an event while an earlier position could still commit.
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The position of the last event that `read_log` could return now (START if none).
+    async fn head(&self) -> Result<LogPosition, StoreError>;
+
+    /// Which stream (if any) holds a claim.
+    async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError>;
+
+    /// A receiver whose value changes whenever new events may have been committed (appends of
+    /// this process at once; other processes' appends through LISTEN/NOTIFY on PostgreSQL).
+    /// Wake-ups are hints: readers must still poll `read_log`.
+    fn wakeups(&self) -> tokio::sync::watch::Receiver<u64>;
+}

@@ -1,0 +1,551 @@
+//! PostgreSQL adapter of the [`EventStore`] port (production).
+//!
+//! # Appends
+//! One short READ COMMITTED transaction per append, with no lock shared by all writers (no
+//! `LOCK TABLE`, no global advisory lock, no "global sequence row"): appenders to different
+//! streams never wait for each other, except on a claim they both want. The steps are
+//!
+//! 1. insert all events in one `INSERT … SELECT FROM UNNEST(…)`, guarded by "the stream's
+//!    `max(version)` is the expected version" (0 rows inserted → `VersionConflict`). Two racing
+//!    appenders of the same stream both pass the guard, and the second one then blocks on the
+//!    `events_stream_version_key` index entry until the first commits, and fails with a unique
+//!    violation, reported as a `VersionConflict`. Doing this first means that, from here on, the
+//!    transaction is the only appender of its stream;
+//! 2. delete the released claims held by this stream;
+//! 3. insert the claims (sorted, so that concurrent appenders lock them in the same order) with
+//!    `ON CONFLICT … DO UPDATE … WHERE claims.stream_id = EXCLUDED.stream_id RETURNING`: a claim
+//!    the stream already holds comes back (idempotent), one held by another stream does not
+//!    (`ClaimTaken`);
+//! 4. commit.
+//!
+//! Any failure rolls the whole transaction back: an append is all or nothing.
+//!
+//! # The log order and the visibility horizon
+//! Every row records its transaction id (`tx_id`, the epoch-extended xid) and a `bigserial`
+//! position; the log order is `(tx_id, position)`. Positions are taken in insertion order, not
+//! commit order, so a reader that simply followed `position` could pass a gap whose transaction
+//! commits later and never see it. Instead, `read_log` and `head` only return rows whose `tx_id`
+//! is below the `xmin` of the reading statement's snapshot: every transaction with a smaller id has
+//! finished, and every transaction that has not started yet will get a larger id, so nothing can
+//! ever appear before a position that has been returned. Gaps (rolled-back rows, unused sequence
+//! numbers) are therefore harmless and are never "skipped on a timer".
+//!
+//! The price: the horizon is cluster-wide, so any transaction that holds an xid (in any database
+//! of the server) delays the visibility of later events until it ends. A session left "idle in
+//! transaction" with an xid stalls every tailer; keep `idle_in_transaction_session_timeout` set in
+//! production.
+//!
+//! # Wake-ups
+//! [`EventStore::wakeups`] is a `watch` channel bumped after each successful local append and by a
+//! background task that `LISTEN`s on [`NOTIFY_CHANNEL`] (on a dedicated connection, so it never
+//! takes a slot of the caller's pool). Appends do **not** call `pg_notify` inside their
+//! transaction: a transaction that has queued a notification takes PostgreSQL's global
+//! notify-queue lock at commit, which would serialise all appenders on one lock. Instead a
+//! committed append signals a coalescing notifier task that issues `SELECT pg_notify(…)` on the
+//! pool in its own transaction; any number of appends made while one NOTIFY is in flight collapse
+//! into a single following NOTIFY. Wake-ups are hints: a wake-up can arrive before the event is
+//! below the horizon, so readers ([`crate::LogTailer`]) also poll.
+//!
+//! This module must never serialise appenders globally, never return an event above the
+//! horizon, and never hold a notification or a sleep inside an append transaction (the test-only
+//! commit delay excepted).
+
+use crate::{
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
+};
+use sqlx::error::ErrorKind;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{PgConnection, Row};
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+/// The LISTEN/NOTIFY channel on which appends are announced to other processes.
+const NOTIFY_CHANNEL: &str = "appreg_events";
+
+/// Pause before retrying after the LISTEN connection or a NOTIFY failed.
+const RETRY_DELAY: Duration = Duration::from_millis(250);
+
+/// Attempts of one append when PostgreSQL aborts it as a deadlock victim or on a serialisation
+/// failure (possible only when a stream moves a claim that another stream is claiming at once).
+const MAX_ATTEMPTS: u32 = 3;
+
+/// `SELECT <all event columns> FROM events <tail>`, as a `&'static str` (statement cache key).
+macro_rules! select_events {
+    ($($tail:expr),+) => {
+        concat!(
+            "SELECT tx_id, position, event_id, stream_id, stream_type, version, event_type, ",
+            "schema_version, data, metadata, recorded_at FROM events ",
+            $($tail),+
+        )
+    };
+}
+
+/// `tx_id` below this is finished for the current statement's snapshot (see the module doc).
+macro_rules! horizon {
+    () => {
+        "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+    };
+}
+
+const INSERT_EVENTS: &str = "\
+INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, \
+                    data, metadata, recorded_at)
+SELECT e.event_id, $1, $2, $3 + e.ord, e.event_type, e.schema_version, e.data, e.metadata, \
+       e.recorded_at
+FROM UNNEST($4::uuid[], $5::text[], $6::int4[], $7::jsonb[], $8::jsonb[], $9::timestamptz[])
+     WITH ORDINALITY AS e(event_id, event_type, schema_version, data, metadata, recorded_at, ord)
+WHERE (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = $1) = $3
+ORDER BY e.ord
+RETURNING version, tx_id, position";
+
+const CURRENT_VERSION: &str =
+    "SELECT coalesce(max(version), 0)::bigint FROM events WHERE stream_id = $1";
+
+const RELEASE_CLAIMS: &str = "\
+DELETE FROM claims
+WHERE stream_id = $3
+  AND (scope, value) IN (SELECT s, v FROM UNNEST($1::text[], $2::text[]) AS c(s, v))";
+
+const TAKE_CLAIMS: &str = "\
+INSERT INTO claims (scope, value, stream_id)
+SELECT c.scope, c.value, $3 FROM UNNEST($1::text[], $2::text[]) AS c(scope, value)
+ON CONFLICT (scope, value) DO UPDATE SET stream_id = EXCLUDED.stream_id
+    WHERE claims.stream_id = EXCLUDED.stream_id
+RETURNING scope, value";
+
+/// The PostgreSQL event store. Dropping it stops its background tasks.
+pub struct PgEventStore {
+    pool: PgPool,
+    wakeups: Arc<watch::Sender<u64>>,
+    notifier: Arc<Notify>,
+    /// Test hook: a random delay up to this long before each COMMIT/ROLLBACK of an append.
+    commit_delay: Option<Duration>,
+    _tasks: AbortOnDrop,
+}
+
+impl fmt::Debug for PgEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgEventStore")
+            .field("pool", &self.pool)
+            .field("commit_delay", &self.commit_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Aborts the background tasks when the store goes away (they hold no reference to it).
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Why one append attempt failed.
+enum Failure {
+    /// Reported as is.
+    Append(AppendError),
+    /// A concurrent appender took one of our versions; the actual version is read afterwards.
+    VersionRace,
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        Failure::Append(AppendError::Backend(StoreError::Database(error)))
+    }
+}
+
+impl PgEventStore {
+    /// Builds the adapter over `pool` (migrated beforehand) and starts its background tasks:
+    /// the LISTEN task is listening when this returns, on a connection of its own (one more than
+    /// the pool's maximum).
+    pub async fn new(pool: PgPool) -> Result<Self, StoreError> {
+        let (sender, _) = watch::channel(0u64);
+        let wakeups = Arc::new(sender);
+        let notifier = Arc::new(Notify::new());
+
+        // PgListener keeps its connection checked out forever: give it a pool of its own so it
+        // never takes a slot of the caller's pool.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .test_before_acquire(false)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&listen_pool).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+
+        let tasks = vec![
+            tokio::spawn(listen_loop(listener, wakeups.clone())),
+            tokio::spawn(notify_loop(pool.clone(), notifier.clone())),
+        ];
+        Ok(PgEventStore {
+            pool,
+            wakeups,
+            notifier,
+            commit_delay: None,
+            _tasks: AbortOnDrop(tasks),
+        })
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Test hook: hold every append transaction open for a random 0..=`max` before its COMMIT
+    /// (or ROLLBACK), so that tests see transactions commit out of their id order.
+    #[doc(hidden)]
+    pub fn with_commit_delay_for_tests(mut self, max: Duration) -> Self {
+        self.commit_delay = Some(max);
+        self
+    }
+
+    async fn test_delay(&self) {
+        if let Some(max) = self.commit_delay {
+            tokio::time::sleep(random_up_to(max)).await;
+        }
+    }
+
+    async fn try_append(
+        &self,
+        request: &AppendRequest,
+        claims: &[&Claim],
+        releases: &[&Claim],
+    ) -> Result<Appended, AppendError> {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let failure = match append_in(&mut tx, request, claims, releases).await {
+            Ok(appended) => {
+                self.test_delay().await;
+                tx.commit().await.map_err(StoreError::from)?;
+                return Ok(appended);
+            }
+            Err(failure) => failure,
+        };
+        self.test_delay().await;
+        // Best effort: a failed ROLLBACK leaves the connection to sqlx, which closes it.
+        if let Err(error) = tx.rollback().await {
+            tracing::debug!(%error, "rollback of a failed append failed");
+        }
+        match failure {
+            Failure::Append(error) => Err(error),
+            Failure::VersionRace => {
+                let actual = sqlx::query_scalar::<_, i64>(CURRENT_VERSION)
+                    .bind(&request.stream_id)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(StoreError::from)?;
+                Err(AppendError::VersionConflict {
+                    stream_id: request.stream_id.clone(),
+                    expected: request.expected_version,
+                    actual,
+                })
+            }
+        }
+    }
+}
+
+/// The statements of one append, inside `tx` (see the module doc for their order).
+async fn append_in(
+    tx: &mut PgConnection,
+    request: &AppendRequest,
+    claims: &[&Claim],
+    releases: &[&Claim],
+) -> Result<Appended, Failure> {
+    let events = &request.events;
+    let rows = sqlx::query(INSERT_EVENTS)
+        .bind(&request.stream_id)
+        .bind(&request.stream_type)
+        .bind(request.expected_version)
+        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.schema_version).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.data.clone()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.metadata.clone())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.recorded_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| match unique_violation(&error) {
+            Some("events_stream_version_key") => Failure::VersionRace,
+            Some("events_pkey") => Failure::Append(StoreError::DuplicateEventId.into()),
+            _ => Failure::from(error),
+        })?;
+
+    if rows.is_empty() {
+        let actual = sqlx::query_scalar::<_, i64>(CURRENT_VERSION)
+            .bind(&request.stream_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        return Err(Failure::Append(AppendError::VersionConflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected_version,
+            actual,
+        }));
+    }
+    let mut last = (0i64, LogPosition::START);
+    for row in &rows {
+        let version: i64 = row.try_get("version")?;
+        if version > last.0 {
+            let position = LogPosition {
+                tx: row.try_get("tx_id")?,
+                pos: row.try_get("position")?,
+            };
+            last = (version, position);
+        }
+    }
+
+    if !releases.is_empty() {
+        sqlx::query(RELEASE_CLAIMS)
+            .bind(releases.iter().map(|c| c.scope.clone()).collect::<Vec<_>>())
+            .bind(releases.iter().map(|c| c.value.clone()).collect::<Vec<_>>())
+            .bind(&request.stream_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    if !claims.is_empty() {
+        let taken = sqlx::query(TAKE_CLAIMS)
+            .bind(claims.iter().map(|c| c.scope.clone()).collect::<Vec<_>>())
+            .bind(claims.iter().map(|c| c.value.clone()).collect::<Vec<_>>())
+            .bind(&request.stream_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if taken.len() != claims.len() {
+            let taken = taken
+                .iter()
+                .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+                .collect::<Result<HashSet<_>, sqlx::Error>>()?;
+            if let Some(claim) = claims
+                .iter()
+                .find(|c| !taken.contains(&(c.scope.clone(), c.value.clone())))
+            {
+                return Err(Failure::Append(AppendError::ClaimTaken {
+                    scope: claim.scope.clone(),
+                    value: claim.value.clone(),
+                }));
+            }
+        }
+    }
+
+    Ok(Appended {
+        version: last.0,
+        position: last.1,
+    })
+}
+
+#[async_trait::async_trait]
+impl EventStore for PgEventStore {
+    #[tracing::instrument(skip_all, fields(
+        stream_id = %request.stream_id,
+        expected_version = request.expected_version,
+        events = request.events.len(),
+    ))]
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if request.events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let claims = sorted_unique(&request.claims);
+        let releases = sorted_unique(&request.releases);
+        let mut attempt = 1;
+        loop {
+            match self.try_append(&request, &claims, &releases).await {
+                Ok(appended) => {
+                    bump(&self.wakeups);
+                    self.notifier.notify_one();
+                    return Ok(appended);
+                }
+                Err(AppendError::Backend(StoreError::Database(error)))
+                    if attempt < MAX_ATTEMPTS && is_transient(&error) =>
+                {
+                    tracing::debug!(%error, attempt, "append aborted by PostgreSQL; retrying");
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(select_events!(
+            "WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+        ))
+        .bind(stream_id)
+        .bind(after_version)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(select_events!(
+            "WHERE (tx_id, position) > ($1, $2) AND tx_id < ",
+            horizon!(),
+            " ORDER BY tx_id, position LIMIT $3"
+        ))
+        .bind(after.tx)
+        .bind(after.pos)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT tx_id, position FROM events WHERE tx_id < ",
+            horizon!(),
+            " ORDER BY tx_id DESC, position DESC LIMIT 1"
+        ))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => LogPosition {
+                tx: row.try_get("tx_id")?,
+                pos: row.try_get("position")?,
+            },
+            None => LogPosition::START,
+        })
+    }
+
+    async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = $1 AND value = $2")
+                .bind(&claim.scope)
+                .bind(&claim.value)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+}
+
+fn event_from_row(row: &PgRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        position: LogPosition {
+            tx: row.try_get("tx_id")?,
+            pos: row.try_get("position")?,
+        },
+        event_id: row.try_get("event_id")?,
+        stream_id: row.try_get("stream_id")?,
+        stream_type: row.try_get("stream_type")?,
+        version: row.try_get("version")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data: row.try_get("data")?,
+        metadata: row.try_get("metadata")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}
+
+/// Claims sorted and deduplicated: a consistent lock order across appenders, and no row
+/// affected twice by one `INSERT … ON CONFLICT`.
+pub(crate) fn sorted_unique(claims: &[Claim]) -> Vec<&Claim> {
+    let mut sorted: Vec<&Claim> = claims.iter().collect();
+    sorted.sort_by(|a, b| (&a.scope, &a.value).cmp(&(&b.scope, &b.value)));
+    sorted.dedup();
+    sorted
+}
+
+/// The constraint a unique violation is about (None for any other error).
+fn unique_violation(error: &sqlx::Error) -> Option<&str> {
+    error
+        .as_database_error()
+        .filter(|e| e.kind() == ErrorKind::UniqueViolation)
+        .and_then(|e| e.constraint())
+}
+
+/// Deadlock victim or serialisation failure: the transaction was rolled back and may be retried.
+fn is_transient(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
+}
+
+pub(crate) fn bump(wakeups: &watch::Sender<u64>) {
+    wakeups.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// Forwards notifications (from any process) to the watch channel until aborted.
+async fn listen_loop(mut listener: PgListener, wakeups: Arc<watch::Sender<u64>>) {
+    loop {
+        match listener.try_recv().await {
+            Ok(Some(_)) => bump(&wakeups),
+            Ok(None) => {
+                // The connection was lost and re-established: notifications may have been lost.
+                tracing::warn!("LISTEN connection lost and re-established");
+                bump(&wakeups);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "LISTEN connection failed; retrying");
+                bump(&wakeups);
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// Issues one NOTIFY per burst of local appends, outside their transactions, until aborted.
+async fn notify_loop(pool: PgPool, notifier: Arc<Notify>) {
+    loop {
+        notifier.notified().await;
+        match sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&pool)
+            .await
+        {
+            Ok(_) => {}
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(error) => {
+                tracing::warn!(%error, "NOTIFY failed; other processes will see the append on their next poll");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+        }
+    }
+}
+
+/// A pseudo-random duration in `0..=max` (test hook only; no rand dependency in the library).
+fn random_up_to(max: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = u64::try_from(max.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    Duration::from_nanos(random % nanos.saturating_add(1))
+}

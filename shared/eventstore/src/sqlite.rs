@@ -1,0 +1,321 @@
+//! SQLite adapter of the [`EventStore`] port (embedded mode: one process, one file).
+//!
+//! SQLite allows one writer at a time, so appends are serial: each runs in a `BEGIN IMMEDIATE`
+//! transaction (the write lock is taken at BEGIN, so two appenders never both read and then
+//! deadlock on upgrading to write), behind an in-process mutex so that this process's appenders
+//! queue fairly instead of spinning in SQLite's busy handler. Because writers are serial, the
+//! autoincrement `position` is the commit order, and `read_log` may follow it directly
+//! (`LogPosition.tx` is always 0). Inside the write transaction the version check, the event
+//! inserts and the claim checks cannot race with anyone.
+//!
+//! Text encodings: `event_id` is the hyphenated UUID, `data`/`metadata` JSON text, `recorded_at`
+//! RFC 3339 UTC with exactly 6 fractional digits (microseconds, like PostgreSQL's `timestamptz`;
+//! finer precision is truncated).
+//!
+//! Wake-ups are local only: the watch channel is bumped after each append of this store instance.
+//! Another process writing the same file is seen by polling.
+//!
+//! This module must never write outside a `BEGIN IMMEDIATE` transaction, nor leave a connection
+//! inside a transaction when a future is dropped (sqlx's `Transaction` rolls back on drop).
+
+use crate::pg::{bump, sorted_unique};
+use crate::{
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
+};
+use chrono::{DateTime, Utc};
+use sqlx::error::ErrorKind;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::{Row, SqliteConnection};
+use std::sync::Arc;
+use tokio::sync::{watch, Mutex};
+use uuid::Uuid;
+
+/// `SELECT <all event columns> FROM events <tail>`, as a `&'static str` (statement cache key).
+macro_rules! select_events {
+    ($tail:literal) => {
+        concat!(
+            "SELECT position, event_id, stream_id, stream_type, version, event_type, ",
+            "schema_version, data, metadata, recorded_at FROM events ",
+            $tail
+        )
+    };
+}
+
+/// The SQLite event store.
+#[derive(Debug)]
+pub struct SqliteEventStore {
+    pool: SqlitePool,
+    wakeups: Arc<watch::Sender<u64>>,
+    /// Serialises this process's appenders (SQLite would anyway, by busy-waiting).
+    write_lock: Mutex<()>,
+}
+
+impl SqliteEventStore {
+    /// Builds the adapter over `pool` (migrated beforehand).
+    pub fn new(pool: SqlitePool) -> Self {
+        let (sender, _) = watch::channel(0u64);
+        SqliteEventStore {
+            pool,
+            wakeups: Arc::new(sender),
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    /// The pool this store uses.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Formats a timestamp so that text order is time order (see the module doc).
+fn format_time(at: &DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The statements of one append, inside a `BEGIN IMMEDIATE` transaction.
+async fn append_in(
+    tx: &mut SqliteConnection,
+    request: &AppendRequest,
+    claims: &[&Claim],
+    releases: &[&Claim],
+) -> Result<Appended, AppendError> {
+    let actual: i64 =
+        sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?")
+            .bind(&request.stream_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+    if actual != request.expected_version {
+        return Err(AppendError::VersionConflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected_version,
+            actual,
+        });
+    }
+
+    let mut appended = Appended {
+        version: request.expected_version,
+        position: LogPosition::START,
+    };
+    for event in &request.events {
+        let version = appended.version + 1;
+        let data = serde_json::to_string(&event.data)
+            .map_err(|e| StoreError::Corrupt(format!("data: {e}")))?;
+        let metadata = serde_json::to_string(&event.metadata)
+            .map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))?;
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events (event_id, stream_id, stream_type, version, event_type, \
+             schema_version, data, metadata, recorded_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING position",
+        )
+        .bind(event.event_id.hyphenated().to_string())
+        .bind(&request.stream_id)
+        .bind(&request.stream_type)
+        .bind(version)
+        .bind(&event.event_type)
+        .bind(event.schema_version)
+        .bind(data)
+        .bind(metadata)
+        .bind(format_time(&event.recorded_at))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|error| {
+            // The version was checked under the write lock, so the only unique key this insert
+            // can violate is the event id (SQLite reports no constraint name to match on).
+            match error.as_database_error().map(|e| e.kind()) {
+                Some(ErrorKind::UniqueViolation) => StoreError::DuplicateEventId,
+                _ => StoreError::from(error),
+            }
+        })?;
+        appended = Appended {
+            version,
+            position: LogPosition {
+                tx: 0,
+                pos: position,
+            },
+        };
+    }
+
+    for claim in releases {
+        sqlx::query("DELETE FROM claims WHERE scope = ? AND value = ? AND stream_id = ?")
+            .bind(&claim.scope)
+            .bind(&claim.value)
+            .bind(&request.stream_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+    }
+
+    let now = format_time(&Utc::now());
+    for claim in claims {
+        let holder: Option<String> =
+            sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = ? AND value = ?")
+                .bind(&claim.scope)
+                .bind(&claim.value)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        match holder {
+            Some(holder) if holder == request.stream_id => {}
+            Some(_) => {
+                return Err(AppendError::ClaimTaken {
+                    scope: claim.scope.clone(),
+                    value: claim.value.clone(),
+                })
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO claims (scope, value, stream_id, claimed_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&claim.scope)
+                .bind(&claim.value)
+                .bind(&request.stream_id)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+            }
+        }
+    }
+    Ok(appended)
+}
+
+#[async_trait::async_trait]
+impl EventStore for SqliteEventStore {
+    #[tracing::instrument(skip_all, fields(
+        stream_id = %request.stream_id,
+        expected_version = request.expected_version,
+        events = request.events.len(),
+    ))]
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        if request.events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let claims = sorted_unique(&request.claims);
+        let releases = sorted_unique(&request.releases);
+
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from)?;
+        match append_in(&mut tx, &request, &claims, &releases).await {
+            Ok(appended) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                bump(&self.wakeups);
+                Ok(appended)
+            }
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback of a failed append failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        sqlx::query(select_events!(
+            "WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
+        ))
+        .bind(stream_id)
+        .bind(after_version)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // Every SQLite event is at tx 0: none is after a position with a larger tx.
+        if after.tx > 0 {
+            return Ok(Vec::new());
+        }
+        sqlx::query(select_events!(
+            "WHERE position > ? ORDER BY position LIMIT ?"
+        ))
+        .bind(after.pos)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(last.map_or(LogPosition::START, |pos| LogPosition { tx: 0, pos }))
+    }
+
+    async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = ? AND value = ?")
+                .bind(&claim.scope)
+                .bind(&claim.value)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    fn wakeups(&self) -> watch::Receiver<u64> {
+        self.wakeups.subscribe()
+    }
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let position: i64 = row.try_get("position")?;
+    let corrupt = |what: &str, error: &dyn std::fmt::Display| {
+        StoreError::Corrupt(format!("event at position {position}: {what}: {error}"))
+    };
+    let event_id: String = row.try_get("event_id")?;
+    let data: String = row.try_get("data")?;
+    let metadata: String = row.try_get("metadata")?;
+    let recorded_at: String = row.try_get("recorded_at")?;
+    Ok(StoredEvent {
+        position: LogPosition {
+            tx: 0,
+            pos: position,
+        },
+        event_id: Uuid::parse_str(&event_id).map_err(|e| corrupt("event_id", &e))?,
+        stream_id: row.try_get("stream_id")?,
+        stream_type: row.try_get("stream_type")?,
+        version: row.try_get("version")?,
+        event_type: row.try_get("event_type")?,
+        schema_version: row.try_get("schema_version")?,
+        data: serde_json::from_str(&data).map_err(|e| corrupt("data", &e))?,
+        metadata: serde_json::from_str(&metadata).map_err(|e| corrupt("metadata", &e))?,
+        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
+            .map_err(|e| corrupt("recorded_at", &e))?
+            .with_timezone(&Utc),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn time_text_has_fixed_precision_and_sorts() {
+        let a = Utc.with_ymd_and_hms(2024, 1, 2, 3, 4, 5).unwrap();
+        let b = a + chrono::Duration::nanoseconds(1_500);
+        assert_eq!(format_time(&a), "2024-01-02T03:04:05.000000Z");
+        assert_eq!(format_time(&b), "2024-01-02T03:04:05.000001Z");
+        assert!(format_time(&a) < format_time(&b));
+    }
+}
