@@ -157,6 +157,34 @@ pub struct ApplicationRestored {
     pub primary_owner: UserId,
 }
 
+/// A member was added with a role (OWNER or USER).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAdded {
+    pub user: UserId,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRoleChanged {
+    pub user: UserId,
+    pub from: Role,
+    pub to: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRemoved {
+    pub user: UserId,
+    pub role: Role,
+}
+
+/// `to` became primary owner; the former one (if any) now has `former_owner_role`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrimaryOwnershipTransferred {
+    pub from: Option<UserId>,
+    pub to: UserId,
+    pub former_owner_role: Role,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ApplicationEvent {
@@ -165,6 +193,10 @@ pub enum ApplicationEvent {
     ApplicationUpdated(ApplicationUpdated),
     ApplicationArchived(ApplicationArchived),
     ApplicationRestored(ApplicationRestored),
+    MemberAdded(MemberAdded),
+    MemberRoleChanged(MemberRoleChanged),
+    MemberRemoved(MemberRemoved),
+    PrimaryOwnershipTransferred(PrimaryOwnershipTransferred),
 }
 
 const EVENT_TYPES: &[&str] = &[
@@ -173,6 +205,10 @@ const EVENT_TYPES: &[&str] = &[
     "ApplicationUpdated",
     "ApplicationArchived",
     "ApplicationRestored",
+    "MemberAdded",
+    "MemberRoleChanged",
+    "MemberRemoved",
+    "PrimaryOwnershipTransferred",
 ];
 
 impl DomainEvent for ApplicationEvent {
@@ -183,6 +219,10 @@ impl DomainEvent for ApplicationEvent {
             ApplicationEvent::ApplicationUpdated(_) => "ApplicationUpdated",
             ApplicationEvent::ApplicationArchived(_) => "ApplicationArchived",
             ApplicationEvent::ApplicationRestored(_) => "ApplicationRestored",
+            ApplicationEvent::MemberAdded(_) => "MemberAdded",
+            ApplicationEvent::MemberRoleChanged(_) => "MemberRoleChanged",
+            ApplicationEvent::MemberRemoved(_) => "MemberRemoved",
+            ApplicationEvent::PrimaryOwnershipTransferred(_) => "PrimaryOwnershipTransferred",
         }
     }
     fn data(&self) -> serde_json::Value {
@@ -613,6 +653,79 @@ impl Application {
         )])
     }
 
+    fn active(&self) -> Result<(), DomainError> {
+        if self.status == ApplicationStatus::Archived {
+            return Err(DomainError::Archived);
+        }
+        Ok(())
+    }
+
+    /// Decide adding a member. The primary owner is only ever set by a transfer.
+    pub fn add_member(&self, user: UserId, role: Role) -> Result<Vec<ApplicationEvent>, DomainError> {
+        self.active()?;
+        if role == Role::PrimaryOwner {
+            return Err(role_error());
+        }
+        if self.members.contains_key(&user) {
+            return Err(DomainError::MemberExists);
+        }
+        Ok(vec![ApplicationEvent::MemberAdded(MemberAdded { user, role })])
+    }
+
+    /// Decide changing a member's role; the same role again changes nothing.
+    pub fn change_member_role(&self, user: UserId, role: Role) -> Result<Vec<ApplicationEvent>, DomainError> {
+        self.active()?;
+        if role == Role::PrimaryOwner {
+            return Err(role_error());
+        }
+        let from = self.role_of(&user).ok_or(DomainError::MemberNotFound)?;
+        if from == Role::PrimaryOwner {
+            return Err(DomainError::PrimaryOwnerImmutable);
+        }
+        if from == role {
+            return Ok(vec![]);
+        }
+        Ok(vec![ApplicationEvent::MemberRoleChanged(MemberRoleChanged { user, from, to: role })])
+    }
+
+    /// Decide removing a member; the primary owner cannot be removed.
+    pub fn remove_member(&self, user: UserId) -> Result<Vec<ApplicationEvent>, DomainError> {
+        self.active()?;
+        let role = self.role_of(&user).ok_or(DomainError::MemberNotFound)?;
+        if role == Role::PrimaryOwner {
+            return Err(DomainError::PrimaryOwnerImmutable);
+        }
+        Ok(vec![ApplicationEvent::MemberRemoved(MemberRemoved { user, role })])
+    }
+
+    /// Decide a transfer of primary ownership, by the primary owner or an administrator. The new
+    /// primary owner may or may not be a member yet; the former one keeps `former_owner_role`.
+    pub fn transfer_ownership(
+        &self,
+        actor: &Actor,
+        to: UserId,
+        former_owner_role: Role,
+    ) -> Result<Vec<ApplicationEvent>, DomainError> {
+        self.active()?;
+        let from = self.primary_owner().cloned();
+        if !actor.admin && from.as_ref() != Some(&actor.user) {
+            return Err(DomainError::Forbidden("PRIMARY_OWNER".into()));
+        }
+        if former_owner_role == Role::PrimaryOwner {
+            let mut e = FieldErrors::new();
+            e.add("former_owner_role", "role.invalid", "the former primary owner becomes OWNER or USER");
+            return Err(DomainError::Invalid(e));
+        }
+        if from.as_ref() == Some(&to) {
+            return Err(DomainError::AlreadyPrimaryOwner);
+        }
+        Ok(vec![ApplicationEvent::PrimaryOwnershipTransferred(PrimaryOwnershipTransferred {
+            from,
+            to,
+            former_owner_role,
+        })])
+    }
+
     /// Fold one event. `None` before the first event; an event that cannot apply to the state is
     /// ignored (the log is the truth; decide never produces such a sequence).
     pub fn evolve(
@@ -672,6 +785,22 @@ impl Application {
                 app.members
                     .insert(e.primary_owner.clone(), Role::PrimaryOwner);
             }
+            ApplicationEvent::MemberAdded(e) => {
+                app.members.insert(e.user.clone(), e.role);
+            }
+            ApplicationEvent::MemberRoleChanged(e) => {
+                app.members.insert(e.user.clone(), e.to);
+            }
+            ApplicationEvent::MemberRemoved(e) => {
+                app.members.remove(&e.user);
+            }
+            ApplicationEvent::PrimaryOwnershipTransferred(e) => {
+                if let Some(former) = &e.from {
+                    app.members.insert(former.clone(), e.former_owner_role);
+                }
+                app.members.retain(|_, r| *r != Role::PrimaryOwner);
+                app.members.insert(e.to.clone(), Role::PrimaryOwner);
+            }
         }
         app.updated_at = at;
         app.version = version;
@@ -688,6 +817,16 @@ impl Application {
             _ => None,
         }
     }
+}
+
+fn role_error() -> DomainError {
+    let mut e = FieldErrors::new();
+    e.add(
+        "role",
+        "role.primary_owner",
+        "PRIMARY_OWNER is given by _transfer_ownership only; use OWNER or USER",
+    );
+    DomainError::Invalid(e)
 }
 
 /// The claims to take and to release when a stream moves from `before` to `after`.

@@ -67,6 +67,14 @@ pub enum DomainError {
     Forbidden(String),
     #[error("only an environment administrator may do this")]
     AdminOnly,
+    #[error("the user is already a member")]
+    MemberExists,
+    #[error("the user is not a member")]
+    MemberNotFound,
+    #[error("the primary owner cannot be removed or given another role; transfer the ownership")]
+    PrimaryOwnerImmutable,
+    #[error("the user is already the primary owner")]
+    AlreadyPrimaryOwner,
 }
 
 impl DomainError {
@@ -79,6 +87,10 @@ impl DomainError {
             DomainError::NotFound => "application.not_found",
             DomainError::Forbidden(_) => "permission.denied",
             DomainError::AdminOnly => "permission.admin_only",
+            DomainError::MemberExists => "member.exists",
+            DomainError::MemberNotFound => "member.not_found",
+            DomainError::PrimaryOwnerImmutable => "member.primary_owner",
+            DomainError::AlreadyPrimaryOwner => "member.already_primary_owner",
         }
     }
 }
