@@ -7,10 +7,12 @@ use crate::extract::Ctx;
 use crate::state::AppState;
 use appreg_domain::application::claim_changes;
 use appreg_domain::{
-    Application, ApplicationEvent, ApplicationId, ClientRegistrationSettings, DomainEvent, SettingsEvent,
-    UniqueClaim,
+    Application, ApplicationEvent, ApplicationId, ClientRegistrationSettings, DomainEvent,
+    SettingsEvent, UniqueClaim,
 };
-use appreg_eventstore::{AppendError, AppendRequest, Appended, Claim, EventStore, NewEvent, StoredEvent};
+use appreg_eventstore::{
+    AppendError, AppendRequest, Appended, Claim, EventStore, NewEvent, StoredEvent,
+};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
@@ -19,7 +21,10 @@ pub const SETTINGS_STREAM: &str = "settings";
 const PAGE: i64 = 1000;
 
 /// Every event of a stream, in version order.
-pub async fn read_all(store: &dyn EventStore, stream_id: &str) -> Result<Vec<StoredEvent>, ApiError> {
+pub async fn read_all(
+    store: &dyn EventStore,
+    stream_id: &str,
+) -> Result<Vec<StoredEvent>, ApiError> {
     let mut out = Vec::new();
     loop {
         let after = out.last().map(|e: &StoredEvent| e.version).unwrap_or(0);
@@ -54,7 +59,11 @@ pub fn fold_app(
 }
 
 /// Loads an application of the caller's environment; another environment's is `None`.
-pub async fn load_app(state: &AppState, ctx: &Ctx, id: ApplicationId) -> Result<(Option<Application>, i64), ApiError> {
+pub async fn load_app(
+    state: &AppState,
+    ctx: &Ctx,
+    id: ApplicationId,
+) -> Result<(Option<Application>, i64), ApiError> {
     let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
     let version = events.last().map(|e| e.version).unwrap_or(0);
     let app = fold_app(&events, |_| true)?.filter(|a| a.environment == ctx.environment);
@@ -62,8 +71,15 @@ pub async fn load_app(state: &AppState, ctx: &Ctx, id: ApplicationId) -> Result<
 }
 
 /// The environment's client registration settings and the stream's version.
-pub async fn load_settings(state: &AppState, env: &str) -> Result<(ClientRegistrationSettings, i64), ApiError> {
-    let events = read_all(state.store().as_ref(), &ClientRegistrationSettings::stream_id(env)).await?;
+pub async fn load_settings(
+    state: &AppState,
+    env: &str,
+) -> Result<(ClientRegistrationSettings, i64), ApiError> {
+    let events = read_all(
+        state.store().as_ref(),
+        &ClientRegistrationSettings::stream_id(env),
+    )
+    .await?;
     let mut settings = ClientRegistrationSettings::default();
     for e in &events {
         let ev = SettingsEvent::decode(&e.event_type, e.schema_version, e.data.clone())
@@ -108,12 +124,19 @@ fn new_events<E: DomainEvent>(events: &[E], ctx: &Ctx, now: DateTime<Utc>) -> Ve
 }
 
 fn to_claims(claims: Vec<UniqueClaim>) -> Vec<Claim> {
-    claims.into_iter().map(|c| Claim { scope: c.scope, value: c.value }).collect()
+    claims
+        .into_iter()
+        .map(|c| Claim {
+            scope: c.scope,
+            value: c.value,
+        })
+        .collect()
 }
 
 fn record(command: &'static str, started: Instant, outcome: &str) {
     metrics::counter!("appreg_commands_total", "command" => command, "outcome" => outcome.to_string()).increment(1);
-    metrics::histogram!("appreg_command_duration_seconds", "command" => command).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("appreg_command_duration_seconds", "command" => command)
+        .record(started.elapsed().as_secs_f64());
 }
 
 /// The outcome of an application command: the state after it, and the append (none when the
@@ -148,8 +171,14 @@ where
         };
         if events.is_empty() {
             break match before {
-                Some(app) => Ok(Executed { app, appended: None }),
-                None => Err(ApiError::not_found("application.not_found", "no such application")),
+                Some(app) => Ok(Executed {
+                    app,
+                    appended: None,
+                }),
+                None => Err(ApiError::not_found(
+                    "application.not_found",
+                    "no such application",
+                )),
             };
         }
         let now = now();
@@ -168,10 +197,11 @@ where
         };
         match state.store().append(request).await {
             Ok(appended) => {
+                state.note_write(appended.position);
                 break Ok(Executed {
                     app: after.ok_or_else(|| ApiError::internal("no state after append"))?,
                     appended: Some(appended),
-                })
+                });
             }
             Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => {
                 tracing::debug!(attempt, "version conflict, retrying");
@@ -216,11 +246,18 @@ pub async fn execute_settings(
             releases: vec![],
         };
         match state.store().append(request).await {
-            Ok(appended) => break Ok((new, Some(appended))),
+            Ok(appended) => {
+                state.note_write(appended.position);
+                break Ok((new, Some(appended)));
+            }
             Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => continue,
             Err(e) => break Err(ApiError::from(e)),
         }
     };
-    record("UpdateClientRegistrationSettings", started, if result.is_ok() { "ok" } else { "error" });
+    record(
+        "UpdateClientRegistrationSettings",
+        started,
+        if result.is_ok() { "ok" } else { "error" },
+    );
     result
 }

@@ -4,8 +4,9 @@
 use appreg_domain::application::{check_oauth_settings, MAX_DESCRIPTION, MAX_DOMAIN};
 use appreg_domain::permissions::grants;
 use appreg_domain::{
-    Actor, Application, ApplicationId, ApplicationName, ApplicationType, BoundedText, ClientId, CreateApplication,
-    EnvironmentId, FieldErrors, GrantType, HttpUrl, Patch, Permission, Policy, RedirectUri, UpdateApplication,
+    Actor, Application, ApplicationId, ApplicationName, ApplicationType, BoundedText, ClientId,
+    CreateApplication, EnvironmentId, FieldErrors, GrantType, HttpUrl, Patch, Permission, Policy,
+    RedirectUri, UpdateApplication,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -38,7 +39,10 @@ pub struct CreateApplicationRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApplicationRequest {
-    pub name: Option<String>,
+    /// Not nullable: `null` is refused, not ignored.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub description: Option<Option<String>>,
@@ -119,38 +123,75 @@ impl CreateApplicationRequest {
             }
             Some(t) => e.take("type", ApplicationType::parse(t)),
         };
-        let description = self.description.as_deref().and_then(|d| text(&mut e, "description", d, MAX_DESCRIPTION));
-        let domain = self.domain.as_deref().and_then(|d| text(&mut e, "domain", d, MAX_DOMAIN));
-        let client_id = self.client_id.as_deref().and_then(|c| e.take("client_id", ClientId::parse(c)));
-        let redirect_uris = parse_list(&mut e, "redirect_uris", self.redirect_uris.as_deref().unwrap_or(&[]), RedirectUri::parse);
-        let grant_types = parse_list(&mut e, "grant_types", self.grant_types.as_deref().unwrap_or(&[]), GrantType::parse);
-        let client_uri = self.client_uri.as_deref().and_then(|u| e.take("client_uri", HttpUrl::parse(u)));
-        let logo_uri = self.logo_uri.as_deref().and_then(|u| e.take("logo_uri", HttpUrl::parse(u)));
+        let description = self
+            .description
+            .as_deref()
+            .and_then(|d| text(&mut e, "description", d, MAX_DESCRIPTION));
+        let domain = self
+            .domain
+            .as_deref()
+            .and_then(|d| text(&mut e, "domain", d, MAX_DOMAIN));
+        let client_id = self
+            .client_id
+            .as_deref()
+            .and_then(|c| e.take("client_id", ClientId::parse(c)));
+        let redirect_uris = parse_list(
+            &mut e,
+            "redirect_uris",
+            self.redirect_uris.as_deref().unwrap_or(&[]),
+            RedirectUri::parse,
+        );
+        let grant_types = parse_list(
+            &mut e,
+            "grant_types",
+            self.grant_types.as_deref().unwrap_or(&[]),
+            GrantType::parse,
+        );
+        let client_uri = self
+            .client_uri
+            .as_deref()
+            .and_then(|u| e.take("client_uri", HttpUrl::parse(u)));
+        let logo_uri = self
+            .logo_uri
+            .as_deref()
+            .and_then(|u| e.take("logo_uri", HttpUrl::parse(u)));
         // The type-dependent rules, for what parsed, so one answer lists every problem.
         if let (Some(t), Some(uris), Some(grants)) = (app_type, &redirect_uris, &grant_types) {
             if !e.is_empty() {
-                check_oauth_settings(t, uris, grants, client_uri.as_ref(), logo_uri.as_ref(), policy, &mut e);
+                check_oauth_settings(
+                    t,
+                    uris,
+                    grants,
+                    client_uri.as_ref(),
+                    logo_uri.as_ref(),
+                    policy,
+                    &mut e,
+                );
                 if let Err((code, message)) = policy.settings.can_create(t) {
                     e.add("type", code, message);
                 }
             }
         }
         match (name, app_type, redirect_uris, grant_types) {
-            (Some(name), Some(app_type), Some(redirect_uris), Some(grant_types)) if e.is_empty() => Ok(CreateApplication {
-                id,
-                environment,
-                name,
-                description,
-                domain,
-                app_type,
-                client_id,
-                redirect_uris,
-                grant_types,
-                client_uri,
-                logo_uri,
-                provider_id: self.provider_id,
-                owner: owner.user.clone(),
-            }),
+            (Some(name), Some(app_type), Some(redirect_uris), Some(grant_types))
+                if e.is_empty() =>
+            {
+                Ok(CreateApplication {
+                    id,
+                    environment,
+                    name,
+                    description,
+                    domain,
+                    app_type,
+                    client_id,
+                    redirect_uris,
+                    grant_types,
+                    client_uri,
+                    logo_uri,
+                    provider_id: self.provider_id,
+                    owner: owner.user.clone(),
+                })
+            }
             _ => Err(e),
         }
     }
@@ -165,19 +206,37 @@ fn patch<T>(
     match value {
         None => Patch::Keep,
         Some(None) => Patch::Clear,
-        Some(Some(v)) => e.take(field, parse(&v)).map(Patch::Set).unwrap_or(Patch::Keep),
+        Some(Some(v)) => e
+            .take(field, parse(&v))
+            .map(Patch::Set)
+            .unwrap_or(Patch::Keep),
     }
 }
 
 impl UpdateApplicationRequest {
     pub fn into_command(self) -> Result<UpdateApplication, FieldErrors> {
         let mut e = FieldErrors::new();
-        let name = self.name.as_deref().and_then(|n| e.take("name", ApplicationName::parse(n)));
-        let description = patch(&mut e, "description", self.description, |s| BoundedText::parse(s, MAX_DESCRIPTION));
-        let domain = patch(&mut e, "domain", self.domain, |s| BoundedText::parse(s, MAX_DOMAIN));
+        let name = match self.name {
+            None => None,
+            Some(None) => {
+                e.add("name", "name.required", "the name cannot be removed");
+                None
+            }
+            Some(Some(n)) => e.take("name", ApplicationName::parse(&n)),
+        };
+        let description = patch(&mut e, "description", self.description, |s| {
+            BoundedText::parse(s, MAX_DESCRIPTION)
+        });
+        let domain = patch(&mut e, "domain", self.domain, |s| {
+            BoundedText::parse(s, MAX_DOMAIN)
+        });
         let client_id = patch(&mut e, "client_id", self.client_id, ClientId::parse);
-        let redirect_uris = self.redirect_uris.map(|u| parse_list(&mut e, "redirect_uris", &u, RedirectUri::parse));
-        let grant_types = self.grant_types.map(|g| parse_list(&mut e, "grant_types", &g, GrantType::parse));
+        let redirect_uris = self
+            .redirect_uris
+            .map(|u| parse_list(&mut e, "redirect_uris", &u, RedirectUri::parse));
+        let grant_types = self
+            .grant_types
+            .map(|g| parse_list(&mut e, "grant_types", &g, GrantType::parse));
         let client_uri = patch(&mut e, "client_uri", self.client_uri, HttpUrl::parse);
         let logo_uri = patch(&mut e, "logo_uri", self.logo_uri, HttpUrl::parse);
         if !e.is_empty() {
@@ -248,7 +307,11 @@ impl ApplicationView {
         let permissions = Permission::ALL
             .iter()
             .map(|p| {
-                let g = if caller.admin { "CRUD" } else { role.map(|r| grants(r, *p)).unwrap_or("") };
+                let g = if caller.admin {
+                    "CRUD"
+                } else {
+                    role.map(|r| grants(r, *p)).unwrap_or("")
+                };
                 (p.as_str().to_string(), g.to_string())
             })
             .collect();
@@ -259,20 +322,54 @@ impl ApplicationView {
             description: app.description.as_ref().map(|d| d.as_str().to_string()),
             domain: app.domain.as_ref().map(|d| d.as_str().to_string()),
             app_type: app.app_type.as_str().to_string(),
-            status: serde_json::to_value(app.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            status: serde_json::to_value(app.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             client_id: app.client_id.as_ref().map(|c| c.as_str().to_string()),
-            redirect_uris: oauth.map(|o| o.redirect_uris.iter().map(|u| u.as_str().to_string()).collect()).unwrap_or_default(),
-            grant_types: oauth.map(|o| o.grant_types.iter().map(|g| g.as_str().to_string()).collect()).unwrap_or_default(),
-            response_types: oauth.map(|o| o.response_types.iter().map(|r| r.as_str().to_string()).collect()).unwrap_or_default(),
-            client_uri: oauth.and_then(|o| o.client_uri.as_ref()).map(|u| u.as_str().to_string()),
-            logo_uri: oauth.and_then(|o| o.logo_uri.as_ref()).map(|u| u.as_str().to_string()),
+            redirect_uris: oauth
+                .map(|o| {
+                    o.redirect_uris
+                        .iter()
+                        .map(|u| u.as_str().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            grant_types: oauth
+                .map(|o| {
+                    o.grant_types
+                        .iter()
+                        .map(|g| g.as_str().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            response_types: oauth
+                .map(|o| {
+                    o.response_types
+                        .iter()
+                        .map(|r| r.as_str().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            client_uri: oauth
+                .and_then(|o| o.client_uri.as_ref())
+                .map(|u| u.as_str().to_string()),
+            logo_uri: oauth
+                .and_then(|o| o.logo_uri.as_ref())
+                .map(|u| u.as_str().to_string()),
             provider_id: app.provider_id.clone(),
             registration: app.registration.as_ref().map(|r| RegistrationView {
-                state: serde_json::to_value(r.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+                state: serde_json::to_value(r.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
                 error: r.error.clone(),
                 error_description: r.error_description.clone(),
             }),
-            owner: app.primary_owner().map(|u| OwnerView { id: u.as_str().to_string(), name: None }),
+            owner: app.primary_owner().map(|u| OwnerView {
+                id: u.as_str().to_string(),
+                name: None,
+            }),
             role: role.map(|r| r.as_str().to_string()),
             permissions,
             created_at: app.created_at,
@@ -307,7 +404,12 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     pub fn from_event(e: &appreg_eventstore::StoredEvent) -> HistoryEntry {
-        let meta = |k: &str| e.metadata.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let meta = |k: &str| {
+            e.metadata
+                .get(k)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
         HistoryEntry {
             version: e.version,
             event_type: e.event_type.clone(),

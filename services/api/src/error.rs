@@ -65,7 +65,10 @@ impl ApiError {
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::NotFound { code, message: message.into() }
+        ApiError::NotFound {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn internal(error: impl std::fmt::Display) -> Self {
@@ -75,20 +78,44 @@ impl ApiError {
     /// (status, stable code, title)
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
-            ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "auth.unauthenticated", "Unauthenticated"),
+            ApiError::Unauthenticated(_) => (
+                StatusCode::UNAUTHORIZED,
+                "auth.unauthenticated",
+                "Unauthenticated",
+            ),
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, "Forbidden"),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, "Not found"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
-            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "request.malformed_json", "Malformed JSON"),
+            ApiError::MalformedJson(_) => (
+                StatusCode::BAD_REQUEST,
+                "request.malformed_json",
+                "Malformed JSON",
+            ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "request.unsupported_media_type",
                 "Unsupported media type",
             ),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "request.too_large", "Payload too large"),
-            ApiError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation.failed", "Invalid input"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "service.unavailable", "Service unavailable"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+            ApiError::PayloadTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request.too_large",
+                "Payload too large",
+            ),
+            ApiError::Invalid(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation.failed",
+                "Invalid input",
+            ),
+            ApiError::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service.unavailable",
+                "Service unavailable",
+            ),
+            ApiError::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            ),
         }
     }
 
@@ -111,8 +138,19 @@ impl From<DomainError> for ApiError {
                 code,
                 message: format!("this needs the permission {p} on the application"),
             },
-            DomainError::AdminOnly => ApiError::Forbidden { code, message: e.to_string() },
-            DomainError::Archived | DomainError::NotArchived => ApiError::Conflict { code, message: e.to_string() },
+            DomainError::AdminOnly => ApiError::Forbidden {
+                code,
+                message: e.to_string(),
+            },
+            DomainError::MemberNotFound => ApiError::not_found(code, e.to_string()),
+            DomainError::Archived
+            | DomainError::NotArchived
+            | DomainError::MemberExists
+            | DomainError::PrimaryOwnerImmutable
+            | DomainError::AlreadyPrimaryOwner => ApiError::Conflict {
+                code,
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -120,7 +158,9 @@ impl From<DomainError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match &e {
-            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => {
                 tracing::error!(error = %e, "event store unavailable");
                 ApiError::Unavailable("the database is unavailable, try again later".into())
             }
@@ -156,11 +196,17 @@ impl IntoResponse for ApiError {
         let (detail, errors) = match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
-                ("an internal error occurred; it has been logged".to_string(), vec![])
+                (
+                    "an internal error occurred; it has been logged".to_string(),
+                    vec![],
+                )
             }
             ApiError::Invalid(errors) => {
                 let n = errors.0.len();
-                (format!("{n} invalid field{}", if n == 1 { "" } else { "s" }), errors.0)
+                (
+                    format!("{n} invalid field{}", if n == 1 { "" } else { "s" }),
+                    errors.0,
+                )
             }
             other => (other.to_string(), vec![]),
         };
@@ -174,7 +220,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -57,10 +57,15 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
     let token = header
         .to_str()
         .ok()
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into()))?;
+        .ok_or_else(|| {
+            ApiError::Unauthenticated("the Authorization header must be `Bearer <token>`".into())
+        })?;
     state.auth().authenticate(token).await.map_err(|e| match e {
         AuthError::KeysUnavailable(reason) => {
             tracing::error!(%reason, "cannot fetch the token issuer's keys");
@@ -77,19 +82,31 @@ pub async fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, 
 impl FromRequestParts<AppState> for Ctx {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let principal = authenticate(parts, state).await?;
+        // A token whose subject is not usable is not a valid token: 401 before anything else.
+        let user = UserId::parse(&principal.subject).map_err(|(_, m)| {
+            ApiError::Unauthenticated(format!("the token's subject is not usable: {m}"))
+        })?;
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
             .map_err(|e| ApiError::internal(format!("path: {e}")))?;
         let env_raw = params.get("env").map(String::as_str).unwrap_or_default();
-        let environment = EnvironmentId::parse(env_raw)
-            .map_err(|_| ApiError::not_found("environment.not_found", format!("no environment {env_raw:?}")))?;
+        let environment = EnvironmentId::parse(env_raw).map_err(|_| {
+            ApiError::not_found(
+                "environment.not_found",
+                format!("no environment {env_raw:?}"),
+            )
+        })?;
         if !state.environment_exists(&environment).await? {
-            return Err(ApiError::not_found("environment.not_found", format!("no environment {env_raw:?}")));
+            return Err(ApiError::not_found(
+                "environment.not_found",
+                format!("no environment {env_raw:?}"),
+            ));
         }
-        let user = UserId::parse(&principal.subject)
-            .map_err(|(_, m)| ApiError::Unauthenticated(format!("the token's subject is not usable: {m}")))?;
         let admin = principal.roles.iter().any(|r| r == state.admin_role());
         let correlation_id = parts
             .extensions
@@ -139,20 +156,64 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, so that malformed JSON is a 400 whatever its shape.
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    // Every body is an object: serde would also read a struct from an array, positionally.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid(
+            "body",
+            "type.invalid",
+            "the body must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                let field = if path == "." { "body".to_string() } else { path };
-                ApiError::invalid(&field, "type.invalid", strip_position(&inner.to_string()))
+                let message = strip_position(&inner.to_string());
+                let at = |name: &str| {
+                    if path == "." {
+                        name.to_string()
+                    } else {
+                        format!("{path}.{name}")
+                    }
+                };
+                // A missing field is named, not its parent (the path of an unknown one already
+                // ends with it).
+                if let Some(name) = quoted_after(&message, "missing field `") {
+                    ApiError::invalid(
+                        &at(name),
+                        "field.required",
+                        format!("the field {name} is required"),
+                    )
+                } else if message.starts_with("unknown field `") {
+                    ApiError::invalid(&path, "field.unknown", message.clone())
+                } else {
+                    let field = if path == "." {
+                        "body".to_string()
+                    } else {
+                        path
+                    };
+                    ApiError::invalid(&field, "type.invalid", message)
+                }
             }
             _ => ApiError::MalformedJson(inner.to_string()),
         }
     })?;
-    de.end().map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// The name between `prefix` (ending in a backquote) and the next backquote, as serde spells
+/// missing and unknown fields.
+fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
+    message
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.split('`').next())
 }
 
 fn strip_position(message: &str) -> String {

@@ -46,7 +46,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -62,20 +67,35 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
-        let mut problem = ApiError::Conflict { code: "", message: String::new() }.into_response();
+        let mut problem = ApiError::Conflict {
+            code: "",
+            message: String::new(),
+        }
+        .into_response();
         *problem.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-        return problem_with(axum::http::StatusCode::METHOD_NOT_ALLOWED, "request.method_not_allowed", "this method is not allowed here", problem);
+        return problem_with(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "request.method_not_allowed",
+            "this method is not allowed here",
+            problem,
+        );
     }
     response
 }
 
-fn problem_with(status: axum::http::StatusCode, code: &str, detail: &str, mut base: Response) -> Response {
+fn problem_with(
+    status: axum::http::StatusCode,
+    code: &str,
+    detail: &str,
+    mut base: Response,
+) -> Response {
     let body = serde_json::json!({
         "type": format!("urn:appreg:problem:{code}"), "title": "Method not allowed",
         "status": status.as_u16(), "detail": detail, "code": code,
     });
     *base.body_mut() = axum::body::Body::from(body.to_string());
-    base.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    base.headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
     base
 }
 
@@ -96,7 +116,9 @@ async fn http_metrics(request: Request, next: Next) -> Response {
 }
 
 /// Applies every migration: the event store's, then the api's read models.
-pub async fn migrate(db: &appreg_eventstore::Database) -> Result<(), appreg_eventstore::StoreError> {
+pub async fn migrate(
+    db: &appreg_eventstore::Database,
+) -> Result<(), appreg_eventstore::StoreError> {
     db.migrate().await?;
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
@@ -110,14 +132,25 @@ pub async fn migrate(db: &appreg_eventstore::Database) -> Result<(), appreg_even
 /// The router, with every layer.
 pub fn router(state: AppState) -> Router {
     let env = Router::new()
-        .route("/settings/client-registration", get(routes::get_settings).put(routes::put_settings))
+        .route(
+            "/settings/client-registration",
+            get(routes::get_settings).put(routes::put_settings),
+        )
         .route("/application-types", get(routes::application_types))
-        .route("/applications", get(routes::list_applications).post(routes::create_application))
+        .route(
+            "/applications",
+            get(routes::list_applications).post(routes::create_application),
+        )
         .route(
             "/applications/{id}",
-            get(routes::get_application).put(routes::update_application).delete(routes::archive_application),
+            get(routes::get_application)
+                .put(routes::update_application)
+                .delete(routes::archive_application),
         )
-        .route("/applications/{id}/_restore", post(routes::restore_application))
+        .route(
+            "/applications/{id}/_restore",
+            post(routes::restore_application),
+        )
         .route("/applications/{id}/history", get(routes::history));
     let max_body = state.max_body_bytes();
     Router::new()
@@ -140,7 +173,11 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves the api on `listener` and runs its projector until `shutdown` fires, then drains
 /// in-flight requests.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let projector = tokio::spawn(readmodel::run_projector(
         state.read().clone(),
         state.store().clone(),
@@ -163,7 +200,10 @@ mod tests {
     #[test]
     fn openapi_snapshot_is_current() {
         use utoipa::OpenApi;
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto-schemas/openapi.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../proto-schemas/openapi.json"
+        );
         let current = serde_json::to_string_pretty(&super::ApiDoc::openapi()).unwrap() + "\n";
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(path, &current).unwrap();

@@ -51,7 +51,10 @@ impl ReadModel {
             Some((tx, pos)) => LogPosition { tx, pos },
             None => LogPosition::START,
         };
-        Ok(ReadModel { db, position: watch::Sender::new(start) })
+        Ok(ReadModel {
+            db,
+            position: watch::Sender::new(start),
+        })
     }
 
     /// The log position the read model includes.
@@ -62,7 +65,9 @@ impl ReadModel {
     /// Waits until the read model includes `target`; false after `timeout`.
     pub async fn wait_for(&self, target: LogPosition, timeout: Duration) -> bool {
         let mut rx = self.position.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= target)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= target))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Applies a batch of events in one transaction, with the checkpoint.
@@ -74,9 +79,15 @@ impl ReadModel {
         // locked (PostgreSQL) or the write lock taken (SQLite, one writer), and only events past
         // it are applied, so the model never goes back and nothing is applied twice.
         let (begin, lock) = if self.db.is_postgres() {
-            ("BEGIN", "SELECT tx, pos FROM rm_checkpoints WHERE name = $1 FOR UPDATE")
+            (
+                "BEGIN",
+                "SELECT tx, pos FROM rm_checkpoints WHERE name = $1 FOR UPDATE",
+            )
         } else {
-            ("BEGIN IMMEDIATE", "SELECT tx, pos FROM rm_checkpoints WHERE name = $1")
+            (
+                "BEGIN IMMEDIATE",
+                "SELECT tx, pos FROM rm_checkpoints WHERE name = $1",
+            )
         };
         let mut applied = last;
         with_pool!(&self.db, pool => {
@@ -157,7 +168,14 @@ impl ReadModel {
                 .map_err(db_err)?;
             tx.commit().await.map_err(db_err)?;
         });
-        self.position.send_if_modified(|p| if *p < applied { *p = applied; true } else { false });
+        self.position.send_if_modified(|p| {
+            if *p < applied {
+                *p = applied;
+                true
+            } else {
+                false
+            }
+        });
         Ok(())
     }
 
@@ -199,7 +217,10 @@ impl ReadModel {
                 (docs, total)
             }),
         };
-        let apps = docs.iter().map(|d| parse_doc(d)).collect::<Result<Vec<_>, _>>()?;
+        let apps = docs
+            .iter()
+            .map(|d| parse_doc(d))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok((apps, total))
     }
 
@@ -216,7 +237,11 @@ impl ReadModel {
 
 /// Tails the event store into the read model until `cancel` fires. A batch that fails to apply
 /// is retried with back-off; it is never skipped.
-pub async fn run_projector(read: Arc<ReadModel>, store: Arc<dyn EventStore>, cancel: CancellationToken) {
+pub async fn run_projector(
+    read: Arc<ReadModel>,
+    store: Arc<dyn EventStore>,
+    cancel: CancellationToken,
+) {
     let mut tailer = LogTailer::new(store, read.position(), 500);
     loop {
         let batch = tokio::select! {
@@ -239,7 +264,8 @@ pub async fn run_projector(read: Arc<ReadModel>, store: Arc<dyn EventStore>, can
                 Ok(()) => break,
                 Err(e) => {
                     tracing::error!(error = %e, "projector cannot apply a batch; retrying");
-                    metrics::counter!("appreg_projection_errors_total", "projection" => CHECKPOINT).increment(1);
+                    metrics::counter!("appreg_projection_errors_total", "projection" => CHECKPOINT)
+                        .increment(1);
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
@@ -248,6 +274,7 @@ pub async fn run_projector(read: Arc<ReadModel>, store: Arc<dyn EventStore>, can
                 }
             }
         }
-        metrics::counter!("appreg_projected_events_total", "projection" => CHECKPOINT).increment(batch.len() as u64);
+        metrics::counter!("appreg_projected_events_total", "projection" => CHECKPOINT)
+            .increment(batch.len() as u64);
     }
 }

@@ -29,21 +29,35 @@ fn with_token(mut response: Response, appended: Option<&Appended>) -> Response {
 }
 
 /// Waits until the read model includes the caller's last write (`X-Consistency-Token`), or,
-/// without a token, everything committed before the request: a list never misses a write the
-/// caller has seen acknowledged.
+/// without a token, everything committed before the request and every write this process
+/// acknowledged: a list never misses a write the caller has seen acknowledged (through another
+/// api instance, send the token).
 async fn fresh_read_model(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let target = match headers.get(&CONSISTENCY_TOKEN) {
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|s| s.parse::<LogPosition>().ok())
-            .ok_or_else(|| ApiError::invalid("X-Consistency-Token", "consistency_token.invalid", "not a token this api issued"))?,
-        None => state.store().head().await?,
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "X-Consistency-Token",
+                    "consistency_token.invalid",
+                    "not a token this api issued",
+                )
+            })?,
+        None => state.store().head().await?.max(state.last_write()),
     };
-    if state.read().position() >= target || state.read().wait_for(target, state.consistency_wait()).await {
+    if state.read().position() >= target
+        || state
+            .read()
+            .wait_for(target, state.consistency_wait())
+            .await
+    {
         Ok(())
     } else {
-        Err(ApiError::Unavailable("the read models are behind; retry shortly".into()))
+        Err(ApiError::Unavailable(
+            "the read models are behind; retry shortly".into(),
+        ))
     }
 }
 
@@ -61,7 +75,10 @@ fn not_found() -> ApiError {
 #[utoipa::path(get, path = "/v1/environments/{env}/settings/client-registration", tag = "settings",
     params(("env" = String, Path, description = "environment id")),
     responses((status = 200, body = ClientRegistrationSettingsDoc), (status = 401, body = Problem), (status = 404, body = Problem)))]
-pub async fn get_settings(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ClientRegistrationSettingsDoc>, ApiError> {
+pub async fn get_settings(
+    State(state): State<AppState>,
+    ctx: Ctx,
+) -> Result<Json<ClientRegistrationSettingsDoc>, ApiError> {
     let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
     Ok(Json(settings.into()))
 }
@@ -83,14 +100,20 @@ pub async fn put_settings(
         });
     }
     let (settings, appended) = execute_settings(&state, &ctx, body.into()).await?;
-    Ok(with_token(Json(ClientRegistrationSettingsDoc::from(settings)).into_response(), appended.as_ref()))
+    Ok(with_token(
+        Json(ClientRegistrationSettingsDoc::from(settings)).into_response(),
+        appended.as_ref(),
+    ))
 }
 
 /// The application types that can be created now, with their grant types.
 #[utoipa::path(get, path = "/v1/environments/{env}/application-types", tag = "applications",
     params(("env" = String, Path, description = "environment id")),
     responses((status = 200, body = ApplicationTypeList)))]
-pub async fn application_types(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ApplicationTypeList>, ApiError> {
+pub async fn application_types(
+    State(state): State<AppState>,
+    ctx: Ctx,
+) -> Result<Json<ApplicationTypeList>, ApiError> {
     let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
     let items = ApplicationType::ALL
         .into_iter()
@@ -119,13 +142,24 @@ pub async fn create_application(
         .map_err(ApiError::Invalid)?;
     let executed = execute_app(&state, &ctx, "CreateApplication", id, |current| {
         if current.is_some() {
-            return Err(ApiError::Conflict { code: "application.exists", message: "the application exists".into() });
+            return Err(ApiError::Conflict {
+                code: "application.exists",
+                message: "the application exists".into(),
+            });
         }
         Ok(Application::create(command.clone(), &policy)?)
     })
     .await?;
-    let status = if executed.app.app_type.is_oauth() { StatusCode::ACCEPTED } else { StatusCode::CREATED };
-    let mut response = (status, Json(ApplicationView::new(&executed.app, &ctx.actor))).into_response();
+    let status = if executed.app.app_type.is_oauth() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::CREATED
+    };
+    let mut response = (
+        status,
+        Json(ApplicationView::new(&executed.app, &ctx.actor)),
+    )
+        .into_response();
     let location = format!("/v1/environments/{}/applications/{}", ctx.environment, id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -154,7 +188,8 @@ pub async fn list_applications(
     headers: HeaderMap,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ApplicationPage>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
     let mut errors = appreg_domain::FieldErrors::new();
     let status = params.status.as_deref().unwrap_or("ACTIVE");
     if status != "ACTIVE" && status != "ARCHIVED" {
@@ -179,10 +214,19 @@ pub async fn list_applications(
     let member = (!ctx.actor.admin).then(|| ctx.actor.user.as_str());
     let (apps, total) = state
         .read()
-        .list(ctx.environment.as_str(), member, status, size, (page - 1) * size)
+        .list(
+            ctx.environment.as_str(),
+            member,
+            status,
+            size,
+            (page - 1) * size,
+        )
         .await?;
     Ok(Json(ApplicationPage {
-        items: apps.iter().map(|a| ApplicationView::new(a, &ctx.actor)).collect(),
+        items: apps
+            .iter()
+            .map(|a| ApplicationView::new(a, &ctx.actor))
+            .collect(),
         page,
         size,
         total,
@@ -208,21 +252,34 @@ pub async fn get_application(
     Path((_, id)): Path<(String, String)>,
     params: Result<Query<AsOfParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ApplicationView>, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
+    let Query(params) =
+        params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
     let id = parse_app_id(&id)?;
     let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
-    let current = fold_app(&events, |_| true)?.filter(|a| a.environment == ctx.environment).ok_or_else(not_found)?;
+    let current = fold_app(&events, |_| true)?
+        .filter(|a| a.environment == ctx.environment)
+        .ok_or_else(not_found)?;
     current.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
     let app = match (params.as_of, params.version) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid("as_of", "query.exclusive", "give as_of or version, not both"));
+            return Err(ApiError::invalid(
+                "as_of",
+                "query.exclusive",
+                "give as_of or version, not both",
+            ));
         }
         (Some(as_of), None) => {
             let at: DateTime<Utc> = DateTime::parse_from_rfc3339(&as_of)
-                .map_err(|_| ApiError::invalid("as_of", "as_of.invalid", "as_of is an RFC 3339 time"))?
+                .map_err(|_| {
+                    ApiError::invalid("as_of", "as_of.invalid", "as_of is an RFC 3339 time")
+                })?
                 .with_timezone(&Utc);
-            fold_app(&events, |e| e.recorded_at <= at)?
-                .ok_or_else(|| ApiError::not_found("application.not_found", "the application did not exist at that time"))?
+            fold_app(&events, |e| e.recorded_at <= at)?.ok_or_else(|| {
+                ApiError::not_found(
+                    "application.not_found",
+                    "the application did not exist at that time",
+                )
+            })?
         }
         (None, Some(v)) => {
             if v < 1 || v > current.version {
@@ -280,7 +337,10 @@ pub async fn archive_application(
         Ok(app.archive()?)
     })
     .await?;
-    Ok(with_token(StatusCode::NO_CONTENT.into_response(), executed.appended.as_ref()))
+    Ok(with_token(
+        StatusCode::NO_CONTENT.into_response(),
+        executed.appended.as_ref(),
+    ))
 }
 
 /// Restore an archived application (administrators); the restoring admin becomes primary owner.
@@ -314,9 +374,13 @@ pub async fn history(
 ) -> Result<Json<HistoryPage>, ApiError> {
     let id = parse_app_id(&id)?;
     let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
-    let current = fold_app(&events, |_| true)?.filter(|a| a.environment == ctx.environment).ok_or_else(not_found)?;
+    let current = fold_app(&events, |_| true)?
+        .filter(|a| a.environment == ctx.environment)
+        .ok_or_else(not_found)?;
     current.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
-    Ok(Json(HistoryPage { items: events.iter().map(HistoryEntry::from_event).collect() }))
+    Ok(Json(HistoryPage {
+        items: events.iter().map(HistoryEntry::from_event).collect(),
+    }))
 }
 
 /// Liveness.
@@ -329,8 +393,15 @@ pub async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "ready"), (status = 503, body = Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     let head = state.store().head().await?;
-    if state.read().position() < head && !state.read().wait_for(head, std::time::Duration::from_secs(2)).await {
-        return Err(ApiError::Unavailable("the read model is catching up".into()));
+    if state.read().position() < head
+        && !state
+            .read()
+            .wait_for(head, std::time::Duration::from_secs(2))
+            .await
+    {
+        return Err(ApiError::Unavailable(
+            "the read model is catching up".into(),
+        ));
     }
     Ok("ready")
 }
@@ -344,4 +415,3 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     )
         .into_response()
 }
-

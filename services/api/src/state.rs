@@ -6,7 +6,7 @@ use crate::readmodel::ReadModel;
 use appreg_auth::Authenticator;
 use appreg_config::Config;
 use appreg_domain::{EnvironmentId, Policy};
-use appreg_eventstore::{Database, EventStore};
+use appreg_eventstore::{Database, EventStore, LogPosition};
 use appreg_telemetry::PrometheusHandle;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,10 +29,16 @@ struct Inner {
     consistency_wait: Duration,
     metrics: PrometheusHandle,
     known_environments: RwLock<HashSet<String>>,
+    /// The log position of the last write this process acknowledged (see `note_write`).
+    last_write: std::sync::Mutex<LogPosition>,
 }
 
 impl AppState {
-    pub async fn new(config: &Config, db: &Database, auth: Arc<Authenticator>) -> Result<AppState, ApiError> {
+    pub async fn new(
+        config: &Config,
+        db: &Database,
+        auth: Arc<Authenticator>,
+    ) -> Result<AppState, ApiError> {
         let store = db.event_store().await?;
         let read = Arc::new(ReadModel::new(db.clone()).await?);
         Ok(AppState {
@@ -46,7 +52,10 @@ impl AppState {
                 retries: config.command_retries.max(1),
                 consistency_wait: Duration::from_millis(config.consistency_wait_ms),
                 metrics: appreg_telemetry::metrics_handle(),
-                known_environments: RwLock::new(HashSet::from([EnvironmentId::DEFAULT.to_string()])),
+                known_environments: RwLock::new(HashSet::from(
+                    [EnvironmentId::DEFAULT.to_string()],
+                )),
+                last_write: std::sync::Mutex::new(LogPosition::START),
             }),
         })
     }
@@ -72,6 +81,28 @@ impl AppState {
     pub fn consistency_wait(&self) -> Duration {
         self.inner.consistency_wait
     }
+
+    /// Records a write acknowledged by this process. A read without a consistency token waits
+    /// for it: `EventStore::head` stops at the log's visibility horizon, which on PostgreSQL any
+    /// transaction still running in the cluster holds back, so it may not include a write that
+    /// was already committed and acknowledged.
+    pub fn note_write(&self, position: LogPosition) {
+        let mut last = self
+            .inner
+            .last_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = (*last).max(position);
+    }
+
+    /// The last write this process acknowledged (`LogPosition::START` if none).
+    pub fn last_write(&self) -> LogPosition {
+        *self
+            .inner
+            .last_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
     }
@@ -86,13 +117,28 @@ impl AppState {
 
     /// `DEFAULT` always exists; another environment exists once its stream has an event.
     pub async fn environment_exists(&self, env: &EnvironmentId) -> Result<bool, ApiError> {
-        if self.inner.known_environments.read().await.contains(env.as_str()) {
+        if self
+            .inner
+            .known_environments
+            .read()
+            .await
+            .contains(env.as_str())
+        {
             return Ok(true);
         }
         let stream = format!("environment-{env}");
-        let exists = !self.inner.store.read_stream(&stream, 0, 1).await?.is_empty();
+        let exists = !self
+            .inner
+            .store
+            .read_stream(&stream, 0, 1)
+            .await?
+            .is_empty();
         if exists {
-            self.inner.known_environments.write().await.insert(env.to_string());
+            self.inner
+                .known_environments
+                .write()
+                .await
+                .insert(env.to_string());
         }
         Ok(exists)
     }

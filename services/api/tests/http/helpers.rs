@@ -1,0 +1,416 @@
+//! `spawn_app`: the real api router and projector on a random port, over a fresh database
+//! (a new PostgreSQL database per test, or a new SQLite file), with tokens signed by a key
+//! generated for the test.
+
+use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
+use appreg_config::Config;
+use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
+use appreg_eventstore::{Database, EventStore};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Arc<dyn EventStore>,
+    pub db: Database,
+    key: DevKey,
+    shutdown: CancellationToken,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _sqlite: Option<SqliteFile>,
+}
+
+/// A response: status, headers and the JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+    /// The problem's stable code.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+    /// The fields named by a validation problem.
+    pub fn fields(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["field"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// The (field, code) pairs of a validation problem, in order.
+    pub fn field_errors(&self) -> Vec<(String, String)> {
+        self.body["errors"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["field"].as_str().unwrap_or("").to_string(),
+                            e["code"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    /// Asserts a 422 `validation.failed` listing exactly these (field, code) pairs, in order,
+    /// each with a message.
+    #[track_caller]
+    pub fn assert_invalid(&self, expected: &[(&str, &str)]) -> &Self {
+        self.assert_problem(422, "validation.failed");
+        let got = self.field_errors();
+        let want: Vec<(String, String)> = expected
+            .iter()
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .collect();
+        assert_eq!(got, want, "unexpected field errors; body: {}", self.body);
+        for e in self.body["errors"].as_array().unwrap() {
+            assert!(
+                e["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "every field error has a message; body: {}",
+                self.body
+            );
+        }
+        self
+    }
+    /// Asserts a 422 `validation.failed` naming exactly these fields (codes not checked).
+    #[track_caller]
+    pub fn assert_invalid_fields(&self, fields: &[&str]) -> &Self {
+        self.assert_problem(422, "validation.failed");
+        assert_eq!(
+            self.fields(),
+            fields,
+            "unexpected invalid fields; body: {}",
+            self.body
+        );
+        self
+    }
+    /// The problem's detail.
+    pub fn detail(&self) -> &str {
+        self.body["detail"].as_str().unwrap_or("")
+    }
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Self {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self
+    }
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) -> &Self {
+        self.assert_status(status);
+        assert_eq!(self.code(), code, "unexpected code; body: {}", self.body);
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "problems are application/problem+json"
+        );
+        assert_eq!(self.body["status"].as_u64(), Some(status as u64));
+        assert!(
+            self.body["title"].is_string()
+                && self.body["detail"].is_string()
+                && self.body["type"].is_string()
+        );
+        self
+    }
+}
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let (url, sqlite) = match backend {
+        Backend::Postgres => (fresh_postgres_url().await, None),
+        Backend::Sqlite => {
+            let (file, url) = fresh_sqlite_url();
+            (url, Some(file))
+        }
+    };
+    let mut config = Config::defaults();
+    configure(&mut config);
+    let db = Database::connect(&url, 16).await.expect("database");
+    appreg_api::migrate(&db).await.expect("migrations");
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();
+    let auth = Authenticator::dev(&key, &config.auth.role_claim);
+    let state = appreg_api::AppState::new(&config, &db, auth)
+        .await
+        .expect("state");
+    let store = state.store().clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        store,
+        db,
+        key,
+        shutdown,
+        handle: Some(handle),
+        _sqlite: sqlite,
+    }
+}
+
+impl TestApp {
+    /// A token for `sub`; `admin` adds the administrator role.
+    pub fn token(&self, sub: &str, admin: bool) -> String {
+        self.sign(self.claims(sub, admin))
+    }
+
+    /// The claims `token` signs, for tests that alter them.
+    pub fn claims(&self, sub: &str, admin: bool) -> DevClaims {
+        let now = chrono::Utc::now().timestamp();
+        DevClaims {
+            iss: DEV_ISSUER.into(),
+            sub: sub.into(),
+            iat: now,
+            exp: now + 600,
+            name: Some(format!("{sub} name")),
+            email: None,
+            roles: if admin { vec!["ADMIN".into()] } else { vec![] },
+        }
+    }
+
+    /// The public key the api trusts, as a JWK.
+    pub fn jwk(&self) -> jsonwebtoken::jwk::Jwk {
+        self.key.jwk()
+    }
+
+    pub fn sign(&self, claims: DevClaims) -> String {
+        self.key.sign(&claims).unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with('/') {
+            format!("{}{}", self.base, path)
+        } else {
+            format!("{}/v1/environments/DEFAULT/{}", self.base, path)
+        }
+    }
+
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Resp {
+        let r = request.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request builder for `method path` with `token` (none: no Authorization header).
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let r = self.client.request(method, self.url(path));
+        match token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    /// GET with query parameters (encoded).
+    pub async fn get_query(&self, path: &str, token: &str, query: &[(&str, &str)]) -> Resp {
+        self.send(
+            self.client
+                .get(self.url(path))
+                .bearer_auth(token)
+                .query(query),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(self.client.get(self.url(path)).bearer_auth(token))
+            .await
+    }
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+    }
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
+        self.send(
+            self.client
+                .post(self.url(path))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(
+            self.client
+                .put(self.url(path))
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+    }
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(self.client.delete(self.url(path)).bearer_auth(token))
+            .await
+    }
+
+    /// Creates a simple application as `token`'s user and returns its id.
+    pub async fn create_simple(&self, token: &str, name: &str, client_id: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "name": name, "type": "simple" });
+        if let Some(c) = client_id {
+            body["client_id"] = c.into();
+        }
+        let r = self.post("applications", token, body).await;
+        r.assert_status(201);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Enables DCR in DEFAULT (as an administrator).
+    pub async fn enable_dcr(&self) {
+        let admin = self.token("root", true);
+        let body = serde_json::json!({
+            "allowed_types": { "simple": true, "browser": true, "web": true, "native": true, "backend_to_backend": true },
+            "dcr_enabled": true
+        });
+        self.put("settings/client-registration", &admin, body)
+            .await
+            .assert_status(200);
+    }
+
+    /// The number of events committed to the log, counted in the table itself: exact at once,
+    /// whatever the log readers' visibility horizon (other transactions of the PostgreSQL
+    /// cluster can hold `read_log` back for a while).
+    pub async fn event_count(&self) -> usize {
+        let n: i64 = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .expect("count events");
+        usize::try_from(n).unwrap()
+    }
+
+    /// Asserts that exactly `n` events were appended since `before` (an `event_count`); returns
+    /// the new count.
+    pub async fn assert_appended(&self, before: usize, n: usize, what: &str) -> usize {
+        let now = self.event_count().await;
+        assert_eq!(now, before + n, "{what}: expected {n} new event(s)");
+        now
+    }
+
+    /// Asserts that no event was appended since `before` (an `event_count`).
+    pub async fn assert_unchanged(&self, before: usize, what: &str) {
+        let now = self.event_count().await;
+        assert_eq!(now, before, "{what}: no event may be appended");
+    }
+
+    /// Every event of one stream (for assertions on what a command appended).
+    pub async fn stream(&self, stream_id: &str) -> Vec<appreg_eventstore::StoredEvent> {
+        self.store.read_stream(stream_id, 0, 10_000).await.unwrap()
+    }
+
+    /// Makes environment `env` exist, as the environment commands of a later issue will: an
+    /// event on the stream `environment-<env>`.
+    pub async fn create_environment(&self, env: &str) {
+        let now = chrono::Utc::now();
+        self.store
+            .append(appreg_eventstore::AppendRequest {
+                stream_id: format!("environment-{env}"),
+                stream_type: "environment".into(),
+                expected_version: 0,
+                events: vec![appreg_eventstore::NewEvent {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: "EnvironmentCreated".into(),
+                    schema_version: 1,
+                    data: serde_json::json!({ "id": env, "name": env }),
+                    metadata: serde_json::json!({ "environment": env, "actor": "test" }),
+                    recorded_at: now,
+                }],
+                claims: vec![],
+                releases: vec![],
+            })
+            .await
+            .expect("create environment");
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs an async scenario `fn(TestApp)` against both backends, as two tests.
+#[macro_export]
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario($crate::helpers::spawn($crate::helpers::Backend::Postgres).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::helpers::spawn($crate::helpers::Backend::Sqlite).await).await;
+                }
+            }
+        )*
+    };
+}

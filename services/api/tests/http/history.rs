@@ -1,0 +1,229 @@
+//! The audit trail (`/history`) with actors and correlation ids, and time travel (`?version=`,
+//! `?as_of=`).
+
+use crate::helpers::TestApp;
+use crate::on_both;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+async fn history_with_correlation_ids(app: TestApp) {
+    let alice = app.token("alice", false);
+    let admin = app.token("root", true);
+    let r = app
+        .send(
+            app.client
+                .post(app.url("applications"))
+                .bearer_auth(&alice)
+                .header("x-request-id", "create-req-0001")
+                .json(&json!({"name": "Audited", "type": "simple", "client_id": "audited"})),
+        )
+        .await;
+    r.assert_status(201);
+    assert_eq!(
+        r.header("x-request-id").as_deref(),
+        Some("create-req-0001"),
+        "X-Request-Id is echoed"
+    );
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let path = format!("applications/{id}");
+    let r = app
+        .send(
+            app.client
+                .put(app.url(&path))
+                .bearer_auth(&alice)
+                .header("x-request-id", "update-req-0002")
+                .json(&json!({"name": "Audited 2", "description": "now described"})),
+        )
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("update-req-0002"));
+    // Without X-Request-Id, one is generated (and used as the correlation id).
+    let r = app.delete(&path, &alice).await;
+    r.assert_status(204);
+    let generated = r.header("x-request-id").expect("a generated request id");
+    assert!(!generated.is_empty());
+    let r = app
+        .post(&format!("{path}/_restore"), &admin, json!({}))
+        .await;
+    r.assert_status(200);
+    let restore_id = r.header("x-request-id").unwrap();
+
+    let r = app
+        .send(
+            app.client
+                .get(app.url(&format!("{path}/history")))
+                .bearer_auth(&admin)
+                .header("x-request-id", "history-req-3"),
+        )
+        .await;
+    r.assert_status(200);
+    assert_eq!(r.header("x-request-id").as_deref(), Some("history-req-3"));
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{}", r.body);
+    let expected = [
+        (1, "ApplicationCreated", "alice", "create-req-0001"),
+        (2, "ApplicationUpdated", "alice", "update-req-0002"),
+        (3, "ApplicationArchived", "alice", generated.as_str()),
+        (4, "ApplicationRestored", "root", restore_id.as_str()),
+    ];
+    let mut last_at: Option<DateTime<Utc>> = None;
+    for (item, (version, kind, actor, correlation)) in items.iter().zip(expected) {
+        assert_eq!(item["version"], version, "{item}");
+        assert_eq!(item["type"], kind, "{item}");
+        assert_eq!(item["actor"], actor, "{item}");
+        assert_eq!(item["correlation_id"], correlation, "{item}");
+        assert!(item["data"].is_object(), "{item}");
+        let at: DateTime<Utc> = item["at"].as_str().unwrap().parse().unwrap();
+        assert!(last_at.is_none_or(|l| l <= at), "oldest first");
+        assert!(
+            (Utc::now() - at).num_seconds().abs() < 60,
+            "at is the time of the command"
+        );
+        last_at = Some(at);
+    }
+    assert_eq!(items[0]["data"]["name"], "Audited");
+    assert_eq!(items[0]["data"]["client_id"], "audited");
+    assert_eq!(items[0]["data"]["primary_owner"], "alice");
+    assert_eq!(items[1]["data"]["name"], "Audited 2");
+    assert_eq!(items[3]["data"]["primary_owner"], "root");
+
+    // The stored events carry the same metadata (environment, actor, correlation id).
+    let events = app.stream(&format!("application-{id}")).await;
+    assert_eq!(events[0].metadata["environment"], "DEFAULT");
+    assert_eq!(events[0].metadata["actor"], "alice");
+    assert_eq!(events[0].metadata["correlation_id"], "create-req-0001");
+    assert!(events[0].metadata["causation_id"].is_string());
+
+    // A request id that is not a sane header token is replaced, not echoed.
+    let r = app
+        .send(
+            app.client
+                .get(app.url(&format!("{path}/history")))
+                .bearer_auth(&admin)
+                .header("x-request-id", "has space"),
+        )
+        .await;
+    r.assert_status(200);
+    let echoed = r.header("x-request-id").unwrap();
+    assert_ne!(echoed, "has space");
+    assert!(!echoed.is_empty());
+    app.stop().await;
+}
+
+async fn state_at_a_version_or_time(app: TestApp) {
+    let alice = app.token("alice", false);
+    let id = app.create_simple(&alice, "Before", Some("before")).await;
+    let path = format!("applications/{id}");
+    // Make sure the two events have distinct times, at the store's microsecond precision.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    app.put(
+        &path,
+        &alice,
+        json!({"name": "After", "client_id": "after"}),
+    )
+    .await
+    .assert_status(200);
+
+    let history = app.get(&format!("{path}/history"), &alice).await;
+    let at1 = history.body["items"][0]["at"].as_str().unwrap().to_string();
+    let at2 = history.body["items"][1]["at"].as_str().unwrap().to_string();
+    assert_ne!(at1, at2);
+
+    let v1 = app.get_query(&path, &alice, &[("version", "1")]).await;
+    v1.assert_status(200);
+    assert_eq!(v1.body["name"], "Before");
+    assert_eq!(v1.body["client_id"], "before");
+    assert_eq!(v1.body["version"], 1);
+    let v2 = app.get_query(&path, &alice, &[("version", "2")]).await;
+    assert_eq!(v2.body["name"], "After");
+    assert_eq!(v2.body["version"], 2);
+
+    // as_of: at the first event's time → the first state; at the second's, or now → current.
+    let t1 = app.get_query(&path, &alice, &[("as_of", &at1)]).await;
+    t1.assert_status(200);
+    assert_eq!(t1.body["name"], "Before");
+    assert_eq!(t1.body["version"], 1);
+    let t2 = app.get_query(&path, &alice, &[("as_of", &at2)]).await;
+    assert_eq!(t2.body["name"], "After");
+    // Between the two events, with a time-zone offset.
+    let mid: DateTime<Utc> =
+        at1.parse::<DateTime<Utc>>().unwrap() + chrono::Duration::microseconds(1);
+    let mid = mid
+        .with_timezone(&chrono::FixedOffset::east_opt(2 * 3600).unwrap())
+        .to_rfc3339();
+    let tm = app.get_query(&path, &alice, &[("as_of", &mid)]).await;
+    tm.assert_status(200);
+    assert_eq!(tm.body["name"], "Before", "{mid}");
+    let now = Utc::now().to_rfc3339();
+    assert_eq!(
+        app.get_query(&path, &alice, &[("as_of", &now)]).await.body["name"],
+        "After"
+    );
+    // Before the application existed.
+    app.get_query(&path, &alice, &[("as_of", "2000-01-01T00:00:00Z")])
+        .await
+        .assert_problem(404, "application.not_found");
+
+    let count = app.event_count().await;
+    // No such version.
+    for v in ["0", "3", "-1", "9223372036854775807"] {
+        let r = app.get_query(&path, &alice, &[("version", v)]).await;
+        assert_eq!(r.status, 404, "version {v}: {}", r.body);
+        r.assert_problem(404, "application.version_not_found");
+    }
+    // Bad parameters.
+    app.get_query(&path, &alice, &[("version", "1"), ("as_of", &at1)])
+        .await
+        .assert_problem(422, "validation.failed");
+    for bad in [
+        "yesterday",
+        "2024-13-01T00:00:00Z",
+        "2024-01-01",
+        "1700000000",
+    ] {
+        let r = app.get_query(&path, &alice, &[("as_of", bad)]).await;
+        assert_eq!(r.status, 422, "as_of {bad}: {}", r.body);
+        r.assert_invalid(&[("as_of", "as_of.invalid")]);
+    }
+    let r = app.get_query(&path, &alice, &[("version", "two")]).await;
+    r.assert_problem(422, "validation.failed");
+    let r = app.get_query(&path, &alice, &[("verson", "1")]).await;
+    r.assert_problem(422, "validation.failed");
+    app.assert_unchanged(count, "reads").await;
+    // Someone else's application stays hidden, at any version.
+    let bob = app.token("bob", false);
+    app.get_query(&path, &bob, &[("version", "1")])
+        .await
+        .assert_problem(404, "application.not_found");
+    app.get_query(&path, &bob, &[("version", "9")])
+        .await
+        .assert_problem(404, "application.not_found");
+    app.stop().await;
+}
+
+async fn time_travel_over_archive(app: TestApp) {
+    // An administrator reads an archived application's past: at version 1 it was ACTIVE with
+    // its primary owner.
+    let alice = app.token("alice", false);
+    let admin = app.token("root", true);
+    let id = app.create_simple(&alice, "Gone", None).await;
+    let path = format!("applications/{id}");
+    app.delete(&path, &alice).await.assert_status(204);
+    let v1 = app.get_query(&path, &admin, &[("version", "1")]).await;
+    v1.assert_status(200);
+    assert_eq!(v1.body["status"], "ACTIVE");
+    assert_eq!(v1.body["owner"]["id"], "alice");
+    let v2 = app.get_query(&path, &admin, &[("version", "2")]).await;
+    assert_eq!(v2.body["status"], "ARCHIVED");
+    // The former owner cannot read the past of an application now hidden from her.
+    app.get_query(&path, &alice, &[("version", "1")])
+        .await
+        .assert_problem(404, "application.not_found");
+    app.stop().await;
+}
+
+on_both!(
+    history_with_correlation_ids,
+    state_at_a_version_or_time,
+    time_travel_over_archive
+);

@@ -1,0 +1,14 @@
+//! HTTP tests of the api: the real router and projector on a random port, the real database
+//! (PostgreSQL and SQLite), real signed tokens. Every scenario runs on both backends.
+
+mod helpers;
+
+mod applications;
+mod archive;
+mod auth;
+mod environments;
+mod history;
+mod listing;
+mod settings;
+mod system;
+mod validation;
