@@ -197,7 +197,6 @@ where
         };
         match state.store().append(request).await {
             Ok(appended) => {
-                state.note_write(appended.position);
                 break Ok(Executed {
                     app: after.ok_or_else(|| ApiError::internal("no state after append"))?,
                     appended: Some(appended),
@@ -247,7 +246,6 @@ pub async fn execute_settings(
         };
         match state.store().append(request).await {
             Ok(appended) => {
-                state.note_write(appended.position);
                 break Ok((new, Some(appended)));
             }
             Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => continue,

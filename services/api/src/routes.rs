@@ -45,7 +45,7 @@ async fn fresh_read_model(state: &AppState, headers: &HeaderMap) -> Result<(), A
                     "not a token this api issued",
                 )
             })?,
-        None => state.store().head().await?.max(state.last_write()),
+        None => state.store().last_committed().await?,
     };
     if state.read().position() >= target
         || state

@@ -6,7 +6,7 @@ use crate::readmodel::ReadModel;
 use appreg_auth::Authenticator;
 use appreg_config::Config;
 use appreg_domain::{EnvironmentId, Policy};
-use appreg_eventstore::{Database, EventStore, LogPosition};
+use appreg_eventstore::{Database, EventStore};
 use appreg_telemetry::PrometheusHandle;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -29,8 +29,6 @@ struct Inner {
     consistency_wait: Duration,
     metrics: PrometheusHandle,
     known_environments: RwLock<HashSet<String>>,
-    /// The log position of the last write this process acknowledged (see `note_write`).
-    last_write: std::sync::Mutex<LogPosition>,
 }
 
 impl AppState {
@@ -55,7 +53,6 @@ impl AppState {
                 known_environments: RwLock::new(HashSet::from(
                     [EnvironmentId::DEFAULT.to_string()],
                 )),
-                last_write: std::sync::Mutex::new(LogPosition::START),
             }),
         })
     }
@@ -82,27 +79,6 @@ impl AppState {
         self.inner.consistency_wait
     }
 
-    /// Records a write acknowledged by this process. A read without a consistency token waits
-    /// for it: `EventStore::head` stops at the log's visibility horizon, which on PostgreSQL any
-    /// transaction still running in the cluster holds back, so it may not include a write that
-    /// was already committed and acknowledged.
-    pub fn note_write(&self, position: LogPosition) {
-        let mut last = self
-            .inner
-            .last_write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *last = (*last).max(position);
-    }
-
-    /// The last write this process acknowledged (`LogPosition::START` if none).
-    pub fn last_write(&self) -> LogPosition {
-        *self
-            .inner
-            .last_write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
     }

@@ -661,7 +661,11 @@ impl Application {
     }
 
     /// Decide adding a member. The primary owner is only ever set by a transfer.
-    pub fn add_member(&self, user: UserId, role: Role) -> Result<Vec<ApplicationEvent>, DomainError> {
+    pub fn add_member(
+        &self,
+        user: UserId,
+        role: Role,
+    ) -> Result<Vec<ApplicationEvent>, DomainError> {
         self.active()?;
         if role == Role::PrimaryOwner {
             return Err(role_error());
@@ -669,11 +673,18 @@ impl Application {
         if self.members.contains_key(&user) {
             return Err(DomainError::MemberExists);
         }
-        Ok(vec![ApplicationEvent::MemberAdded(MemberAdded { user, role })])
+        Ok(vec![ApplicationEvent::MemberAdded(MemberAdded {
+            user,
+            role,
+        })])
     }
 
     /// Decide changing a member's role; the same role again changes nothing.
-    pub fn change_member_role(&self, user: UserId, role: Role) -> Result<Vec<ApplicationEvent>, DomainError> {
+    pub fn change_member_role(
+        &self,
+        user: UserId,
+        role: Role,
+    ) -> Result<Vec<ApplicationEvent>, DomainError> {
         self.active()?;
         if role == Role::PrimaryOwner {
             return Err(role_error());
@@ -685,7 +696,13 @@ impl Application {
         if from == role {
             return Ok(vec![]);
         }
-        Ok(vec![ApplicationEvent::MemberRoleChanged(MemberRoleChanged { user, from, to: role })])
+        Ok(vec![ApplicationEvent::MemberRoleChanged(
+            MemberRoleChanged {
+                user,
+                from,
+                to: role,
+            },
+        )])
     }
 
     /// Decide removing a member; the primary owner cannot be removed.
@@ -695,7 +712,10 @@ impl Application {
         if role == Role::PrimaryOwner {
             return Err(DomainError::PrimaryOwnerImmutable);
         }
-        Ok(vec![ApplicationEvent::MemberRemoved(MemberRemoved { user, role })])
+        Ok(vec![ApplicationEvent::MemberRemoved(MemberRemoved {
+            user,
+            role,
+        })])
     }
 
     /// Decide a transfer of primary ownership, by the primary owner or an administrator. The new
@@ -713,17 +733,23 @@ impl Application {
         }
         if former_owner_role == Role::PrimaryOwner {
             let mut e = FieldErrors::new();
-            e.add("former_owner_role", "role.invalid", "the former primary owner becomes OWNER or USER");
+            e.add(
+                "former_owner_role",
+                "role.invalid",
+                "the former primary owner becomes OWNER or USER",
+            );
             return Err(DomainError::Invalid(e));
         }
         if from.as_ref() == Some(&to) {
             return Err(DomainError::AlreadyPrimaryOwner);
         }
-        Ok(vec![ApplicationEvent::PrimaryOwnershipTransferred(PrimaryOwnershipTransferred {
-            from,
-            to,
-            former_owner_role,
-        })])
+        Ok(vec![ApplicationEvent::PrimaryOwnershipTransferred(
+            PrimaryOwnershipTransferred {
+                from,
+                to,
+                former_owner_role,
+            },
+        )])
     }
 
     /// Fold one event. `None` before the first event; an event that cannot apply to the state is

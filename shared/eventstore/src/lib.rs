@@ -176,6 +176,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// The position of the last event that `read_log` could return now (START if none).
     async fn head(&self) -> Result<LogPosition, StoreError>;
 
+    /// The position of the last committed event, whether or not `read_log` may return it yet
+    /// (START if none). A reader that waits until its checkpoint reaches this position has seen
+    /// every event committed before the call.
+    async fn last_committed(&self) -> Result<LogPosition, StoreError>;
+
     /// Which stream (if any) holds a claim.
     async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError>;
 

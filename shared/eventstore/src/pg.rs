@@ -437,6 +437,17 @@ impl EventStore for PgEventStore {
         })
     }
 
+    async fn last_committed(&self) -> Result<LogPosition, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT tx_id, position FROM events ORDER BY tx_id DESC, position DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|(tx, pos)| LogPosition { tx, pos })
+            .unwrap_or(LogPosition::START))
+    }
+
     async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = $1 AND value = $2")

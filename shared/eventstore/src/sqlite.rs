@@ -262,6 +262,11 @@ impl EventStore for SqliteEventStore {
         Ok(last.map_or(LogPosition::START, |pos| LogPosition { tx: 0, pos }))
     }
 
+    /// Writers are serial, so the last committed event is the head.
+    async fn last_committed(&self) -> Result<LogPosition, StoreError> {
+        self.head().await
+    }
+
     async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = ? AND value = ?")

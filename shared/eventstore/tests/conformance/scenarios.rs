@@ -392,6 +392,8 @@ pub async fn head_and_wakeups(h: Harness) {
         wakeups.has_changed().unwrap(),
         "a local append must bump the wake-up channel before it returns"
     );
+    // The last committed event is known at once, horizon or not.
+    assert_eq!(store.last_committed().await.unwrap(), first.position);
     wakeups.borrow_and_update();
 
     if let Some((remote, mut remote_wakeups)) = remote {
@@ -421,6 +423,7 @@ pub async fn head_and_wakeups(h: Harness) {
         .unwrap();
     assert!(wakeups.has_changed().unwrap());
     assert!(second.position > first.position);
+    assert_eq!(store.last_committed().await.unwrap(), second.position);
     wait_for_head(store, second.position).await;
     assert_eq!(store.head().await.unwrap(), second.position);
     let log = settled_log(store, second.position).await;
