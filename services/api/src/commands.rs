@@ -71,6 +71,21 @@ pub async fn load_app(
 }
 
 /// The environment's client registration settings and the stream's version.
+/// The environment's settings for deciding a command: from the cache the projector keeps
+/// current, else from the event store.
+pub async fn current_settings(
+    state: &AppState,
+    env: &str,
+) -> Result<ClientRegistrationSettings, ApiError> {
+    if let Some((settings, _)) = state.read().cached_settings(env) {
+        return Ok(settings);
+    }
+    let (settings, version) = load_settings(state, env).await?;
+    state.read().remember_settings(env, settings, version);
+    Ok(settings)
+}
+
+/// The environment's settings and their stream version, from the event store.
 pub async fn load_settings(
     state: &AppState,
     env: &str,
@@ -146,7 +161,7 @@ pub struct Executed {
     pub appended: Option<Appended>,
 }
 
-/// Runs an application command. `decide` sees the current state (None: no such application in
+/// Runs an application command (`new_stream`: the id was just generated). `decide` sees the current state (None: no such application in
 /// the caller's environment) and returns the events to append.
 #[tracing::instrument(skip_all, fields(command, application_id = %id, correlation_id = %ctx.correlation_id), err(Display))]
 pub async fn execute_app<F>(
@@ -154,6 +169,7 @@ pub async fn execute_app<F>(
     ctx: &Ctx,
     command: &'static str,
     id: ApplicationId,
+    new_stream: bool,
     mut decide: F,
 ) -> Result<Executed, ApiError>
 where
@@ -164,7 +180,13 @@ where
     let mut attempt = 0;
     let result = loop {
         attempt += 1;
-        let (before, version) = load_app(state, ctx, id).await?;
+        let (before, version) = if new_stream && attempt == 1 {
+            // A freshly generated id has no events: skip the read; the append's expected
+            // version 0 still guards it.
+            (None, 0)
+        } else {
+            load_app(state, ctx, id).await?
+        };
         let events = match decide(before.as_ref()) {
             Ok(events) => events,
             Err(e) => break Err(e),
@@ -246,6 +268,9 @@ pub async fn execute_settings(
         };
         match state.store().append(request).await {
             Ok(appended) => {
+                state
+                    .read()
+                    .remember_settings(ctx.environment.as_str(), new, appended.version);
                 break Ok((new, Some(appended)));
             }
             Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => continue,

@@ -6,11 +6,14 @@
 //! the same code once per backend. This module never decides anything: it only folds events
 //! with the domain's `evolve`.
 
-use crate::commands::{decode_app, APPLICATION_STREAM};
+use crate::commands::{decode_app, APPLICATION_STREAM, SETTINGS_STREAM};
 use crate::error::ApiError;
-use appreg_domain::{Application, ApplicationId};
+use appreg_domain::{
+    Application, ApplicationId, ClientRegistrationSettings, DomainEvent, SettingsEvent,
+};
 use appreg_eventstore::{Database, EventStore, LogPosition, LogTailer, StoredEvent};
 use chrono::SecondsFormat;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -30,6 +33,10 @@ macro_rules! with_pool {
 pub struct ReadModel {
     db: Database,
     position: watch::Sender<LogPosition>,
+    /// Each environment's client registration settings and their stream version, read on every
+    /// create: kept current by this process's writes and by the projector (other instances'
+    /// writes), never moved back to an older version.
+    settings: std::sync::RwLock<HashMap<String, (ClientRegistrationSettings, i64)>>,
 }
 
 fn db_err(e: sqlx::Error) -> ApiError {
@@ -54,12 +61,63 @@ impl ReadModel {
         Ok(ReadModel {
             db,
             position: watch::Sender::new(start),
+            settings: Default::default(),
         })
     }
 
     /// The log position the read model includes.
     pub fn position(&self) -> LogPosition {
         *self.position.borrow()
+    }
+
+    /// The cached settings of an environment, if known.
+    pub fn cached_settings(&self, env: &str) -> Option<(ClientRegistrationSettings, i64)> {
+        let cache = self
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(env).copied()
+    }
+
+    /// Remembers an environment's settings at a version, unless a newer one is known.
+    pub fn remember_settings(&self, env: &str, settings: ClientRegistrationSettings, version: i64) {
+        let mut cache = self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match cache.get(env) {
+            Some((_, known)) if *known >= version => {}
+            _ => {
+                cache.insert(env.to_string(), (settings, version));
+            }
+        }
+    }
+
+    /// Applies a settings event to the cache: the next version is folded in; after a gap the
+    /// entry is dropped (the next read loads it from the event store).
+    fn follow_settings(&self, e: &StoredEvent) {
+        let Some(env) = e.stream_id.strip_prefix("settings-") else {
+            return;
+        };
+        let mut cache = self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some((settings, version)) = cache.get_mut(env) else {
+            return;
+        };
+        if e.version <= *version {
+            return;
+        }
+        match SettingsEvent::decode(&e.event_type, e.schema_version, e.data.clone()) {
+            Ok(event) if e.version == *version + 1 => {
+                settings.evolve(&event);
+                *version = e.version;
+            }
+            _ => {
+                cache.remove(env);
+            }
+        }
     }
 
     /// Waits until the read model includes `target`; false after `timeout`.
@@ -75,6 +133,9 @@ impl ReadModel {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(());
         };
+        for e in events.iter().filter(|e| e.stream_type == SETTINGS_STREAM) {
+            self.follow_settings(e);
+        }
         // Several api instances may project into the same tables: the stored checkpoint is
         // locked (PostgreSQL) or the write lock taken (SQLite, one writer), and only events past
         // it are applied, so the model never goes back and nothing is applied twice.

@@ -1,7 +1,9 @@
 //! HTTP handlers of `/v1/environments/{env}/…` (API.md). Handlers are thin: parse at the edge,
 //! run a command through `commands`, render a view.
 
-use crate::commands::{execute_app, execute_settings, fold_app, load_settings, read_all};
+use crate::commands::{
+    current_settings, execute_app, execute_settings, fold_app, load_settings, read_all,
+};
 use crate::dto::*;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
@@ -114,7 +116,7 @@ pub async fn application_types(
     State(state): State<AppState>,
     ctx: Ctx,
 ) -> Result<Json<ApplicationTypeList>, ApiError> {
-    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    let settings = current_settings(&state, ctx.environment.as_str()).await?;
     let items = ApplicationType::ALL
         .into_iter()
         .filter(|t| settings.can_create(*t).is_ok())
@@ -134,13 +136,13 @@ pub async fn create_application(
     ctx: Ctx,
     JsonBody(body): JsonBody<CreateApplicationRequest>,
 ) -> Result<Response, ApiError> {
-    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    let settings = current_settings(&state, ctx.environment.as_str()).await?;
     let policy = state.policy(settings);
     let id = ApplicationId(Uuid::now_v7());
     let command = body
         .into_command(id, ctx.environment.clone(), &ctx.actor, &policy)
         .map_err(ApiError::Invalid)?;
-    let executed = execute_app(&state, &ctx, "CreateApplication", id, |current| {
+    let executed = execute_app(&state, &ctx, "CreateApplication", id, true, |current| {
         if current.is_some() {
             return Err(ApiError::Conflict {
                 code: "application.exists",
@@ -309,9 +311,9 @@ pub async fn update_application(
 ) -> Result<Response, ApiError> {
     let id = parse_app_id(&id)?;
     let command = body.into_command().map_err(ApiError::Invalid)?;
-    let (settings, _) = load_settings(&state, ctx.environment.as_str()).await?;
+    let settings = current_settings(&state, ctx.environment.as_str()).await?;
     let policy = state.policy(settings);
-    let executed = execute_app(&state, &ctx, "UpdateApplication", id, |current| {
+    let executed = execute_app(&state, &ctx, "UpdateApplication", id, false, |current| {
         let app = current.ok_or_else(not_found)?;
         app.authorize(&ctx.actor, Permission::Definition, Operation::Update)?;
         Ok(app.update(command.clone(), &policy)?)
@@ -331,7 +333,7 @@ pub async fn archive_application(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = parse_app_id(&id)?;
-    let executed = execute_app(&state, &ctx, "ArchiveApplication", id, |current| {
+    let executed = execute_app(&state, &ctx, "ArchiveApplication", id, false, |current| {
         let app = current.ok_or_else(not_found)?;
         app.authorize(&ctx.actor, Permission::Definition, Operation::Delete)?;
         Ok(app.archive()?)
@@ -353,7 +355,7 @@ pub async fn restore_application(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = parse_app_id(&id)?;
-    let executed = execute_app(&state, &ctx, "RestoreApplication", id, |current| {
+    let executed = execute_app(&state, &ctx, "RestoreApplication", id, false, |current| {
         let app = current.ok_or_else(not_found)?;
         app.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
         Ok(app.restore(&ctx.actor)?)

@@ -140,12 +140,20 @@ struct Cache {
 
 /// Verifies bearer tokens.
 pub struct Authenticator {
+    /// Tokens already verified, until they expire: a signature is checked once per token, not
+    /// once per request. Bounded; emptied when full.
+    verified: std::sync::Mutex<std::collections::HashMap<String, (Principal, i64)>>,
     source: KeySource,
     cache: RwLock<Cache>,
     issuer: String,
     audience: Option<String>,
     role_claim: String,
 }
+
+/// Clock skew tolerated on `exp`, in seconds.
+const LEEWAY: u64 = 30;
+/// At most this many verified tokens are remembered.
+const VERIFIED_MAX: usize = 10_000;
 
 /// A remote JWKS is refetched at most this often when a token names an unknown key.
 const MIN_REFRESH: Duration = Duration::from_secs(10);
@@ -159,6 +167,7 @@ impl Authenticator {
             keys: vec![key.jwk()],
         };
         Arc::new(Authenticator {
+            verified: Default::default(),
             source: KeySource::Static,
             cache: RwLock::new(Cache {
                 keys,
@@ -182,6 +191,7 @@ impl Authenticator {
             .build()
             .expect("http client");
         Arc::new(Authenticator {
+            verified: Default::default(),
             source: KeySource::Remote {
                 url: jwks_url.into(),
                 client,
@@ -233,6 +243,30 @@ impl Authenticator {
 
     /// Checks signature, issuer, audience, expiry (30 s leeway) and returns the caller.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let now = chrono::Utc::now().timestamp();
+        if let Some((principal, exp)) = self.verified_lock().get(token) {
+            if now <= exp + LEEWAY as i64 {
+                return Ok(principal.clone());
+            }
+        }
+        let (principal, exp) = self.verify(token).await?;
+        let mut verified = self.verified_lock();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn verified_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Principal, i64)>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn verify(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         self.refresh(false).await?;
@@ -257,7 +291,7 @@ impl Authenticator {
             ));
         }
         let mut validation = Validation::new(alg);
-        validation.leeway = 30;
+        validation.leeway = LEEWAY;
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         match &self.audience {
@@ -288,12 +322,14 @@ impl Authenticator {
             }
             _ => vec![],
         };
-        Ok(Principal {
+        let exp = claims.get("exp").and_then(|v| v.as_i64()).unwrap_or(0);
+        let principal = Principal {
             subject,
             name: text("name"),
             email: text("email"),
             roles,
-        })
+        };
+        Ok((principal, exp))
     }
 }
 
