@@ -18,6 +18,8 @@ use std::time::Instant;
 
 pub const APPLICATION_STREAM: &str = "application";
 pub const SETTINGS_STREAM: &str = "settings";
+pub const ENVIRONMENT_STREAM: &str = "environment";
+pub const USER_STREAM: &str = "user";
 const PAGE: i64 = 1000;
 
 /// Every event of a stream, in version order.
@@ -136,6 +138,26 @@ fn new_events<E: DomainEvent>(events: &[E], ctx: &Ctx, now: DateTime<Utc>) -> Ve
             recorded_at: now,
         })
         .collect()
+}
+
+/// Appends events decided outside an aggregate command (environments, users) to a stream.
+pub async fn append_events<E: DomainEvent>(
+    state: &AppState,
+    ctx: &Ctx,
+    stream_id: String,
+    stream_type: &str,
+    expected_version: i64,
+    events: &[E],
+) -> Result<Appended, AppendError> {
+    let request = AppendRequest {
+        stream_id,
+        stream_type: stream_type.into(),
+        expected_version,
+        events: new_events(events, ctx, now()),
+        claims: vec![],
+        releases: vec![],
+    };
+    state.store().append(request).await
 }
 
 fn to_claims(claims: Vec<UniqueClaim>) -> Vec<Claim> {

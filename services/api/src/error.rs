@@ -147,7 +147,9 @@ impl From<DomainError> for ApiError {
             | DomainError::NotArchived
             | DomainError::MemberExists
             | DomainError::PrimaryOwnerImmutable
-            | DomainError::AlreadyPrimaryOwner => ApiError::Conflict {
+            | DomainError::AlreadyPrimaryOwner
+            | DomainError::EnvironmentExists
+            | DomainError::TooManyMembers => ApiError::Conflict {
                 code,
                 message: e.to_string(),
             },

@@ -107,18 +107,20 @@ impl FromRequestParts<AppState> for Ctx {
                 format!("no environment {env_raw:?}"),
             ));
         }
-        let admin = principal.roles.iter().any(|r| r == state.admin_role());
+        let admin = state.is_admin_of(&principal, &environment);
         let correlation_id = parts
             .extensions
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        Ok(Ctx {
+        let ctx = Ctx {
             actor: Actor { user, admin },
             principal,
             environment,
             correlation_id,
-        })
+        };
+        crate::users::ensure_user(state, &ctx).await?;
+        Ok(ctx)
     }
 }
 

@@ -5,11 +5,14 @@
 
 pub mod commands;
 pub mod dto;
+mod environments;
 pub mod error;
 mod extract;
+mod members;
 pub mod readmodel;
 mod routes;
 mod state;
+mod users;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -31,7 +34,9 @@ use utoipa::OpenApi;
         routes::get_settings, routes::put_settings, routes::application_types,
         routes::create_application, routes::list_applications, routes::get_application,
         routes::update_application, routes::archive_application, routes::restore_application,
-        routes::history, routes::healthz, routes::readyz, routes::metrics,
+        routes::history,
+        members::list, members::add, members::change_role, members::remove, members::transfer,
+        environments::create, environments::list, routes::healthz, routes::readyz, routes::metrics,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -151,9 +156,22 @@ pub fn router(state: AppState) -> Router {
             "/applications/{id}/_restore",
             post(routes::restore_application),
         )
-        .route("/applications/{id}/history", get(routes::history));
+        .route("/applications/{id}/history", get(routes::history))
+        .route(
+            "/applications/{id}/members",
+            get(members::list).post(members::add),
+        )
+        .route(
+            "/applications/{id}/members/_transfer_ownership",
+            post(members::transfer),
+        )
+        .route(
+            "/applications/{id}/members/{user}",
+            axum::routing::put(members::change_role).delete(members::remove),
+        );
     let max_body = state.max_body_bytes();
     Router::new()
+        .route("/v1/environments", get(environments::list).post(environments::create))
         .nest("/v1/environments/{env}", env)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))

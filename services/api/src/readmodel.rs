@@ -6,8 +6,11 @@
 //! the same code once per backend. This module never decides anything: it only folds events
 //! with the domain's `evolve`.
 
-use crate::commands::{decode_app, APPLICATION_STREAM, SETTINGS_STREAM};
+use crate::commands::{
+    decode_app, APPLICATION_STREAM, ENVIRONMENT_STREAM, SETTINGS_STREAM, USER_STREAM,
+};
 use crate::error::ApiError;
+use appreg_domain::environment::{EnvironmentEvent, UserEvent};
 use appreg_domain::{
     Application, ApplicationId, ClientRegistrationSettings, DomainEvent, SettingsEvent,
 };
@@ -220,6 +223,39 @@ impl ReadModel {
                         .map_err(db_err)?;
                 }
             }
+            for e in fresh.iter() {
+                let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+                if e.stream_type == USER_STREAM {
+                    let UserEvent::UserFirstSeen(u) = UserEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+                        .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+                    let env = e.metadata.get("environment").and_then(|v| v.as_str()).unwrap_or_default();
+                    sqlx::query(
+                        "INSERT INTO rm_users (environment, user_id, name, email, first_seen) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (environment, user_id) DO NOTHING",
+                    )
+                    .bind(env)
+                    .bind(u.user.as_str())
+                    .bind(u.name.as_deref())
+                    .bind(u.email.as_deref())
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                } else if e.stream_type == ENVIRONMENT_STREAM {
+                    let EnvironmentEvent::EnvironmentCreated(c) =
+                        EnvironmentEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+                            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+                    sqlx::query(
+                        "INSERT INTO rm_environments (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(c.id.as_str())
+                    .bind(&c.name)
+                    .bind(&at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
             sqlx::query("INSERT INTO rm_checkpoints (name, tx, pos) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos")
                 .bind(CHECKPOINT)
                 .bind(last.tx)
@@ -283,6 +319,34 @@ impl ReadModel {
             .map(|d| parse_doc(d))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((apps, total))
+    }
+
+    /// A user's profile (name, email) in an environment, once first seen.
+    pub async fn user_profile(
+        &self,
+        env: &str,
+        user: &str,
+    ) -> Result<Option<(Option<String>, Option<String>)>, ApiError> {
+        with_pool!(&self.db, pool => sqlx::query_as("SELECT name, email FROM rm_users WHERE environment = $1 AND user_id = $2")
+            .bind(env)
+            .bind(user)
+            .fetch_optional(pool)
+            .await)
+        .map_err(db_err)
+    }
+
+    /// Every environment (id, name), `DEFAULT` first.
+    pub async fn environments(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let rows: Vec<(String, String)> = with_pool!(&self.db, pool => sqlx::query_as("SELECT id, name FROM rm_environments ORDER BY id LIMIT 10000")
+            .fetch_all(pool)
+            .await)
+        .map_err(db_err)?;
+        let mut out = vec![(
+            appreg_domain::EnvironmentId::DEFAULT.to_string(),
+            "Default environment".to_string(),
+        )];
+        out.extend(rows);
+        Ok(out)
     }
 
     /// One application's row, if projected.

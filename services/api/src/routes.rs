@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 pub static CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
 
-fn with_token(mut response: Response, appended: Option<&Appended>) -> Response {
+pub(crate) fn with_token(mut response: Response, appended: Option<&Appended>) -> Response {
     if let Some(a) = appended {
         if let Ok(v) = HeaderValue::from_str(&a.position.to_string()) {
             response.headers_mut().insert(CONSISTENCY_TOKEN.clone(), v);
@@ -63,13 +63,35 @@ async fn fresh_read_model(state: &AppState, headers: &HeaderMap) -> Result<(), A
     }
 }
 
-fn parse_app_id(raw: &str) -> Result<ApplicationId, ApiError> {
+pub(crate) fn parse_app_id(raw: &str) -> Result<ApplicationId, ApiError> {
     Uuid::parse_str(raw)
         .map(ApplicationId)
         .map_err(|_| ApiError::not_found("application.not_found", "no such application"))
 }
 
-fn not_found() -> ApiError {
+/// The caller's view of an application, with the primary owner's name.
+pub(crate) async fn view(
+    state: &AppState,
+    ctx: &Ctx,
+    app: &Application,
+) -> Result<ApplicationView, ApiError> {
+    let mut view = ApplicationView::new(app, &ctx.actor);
+    if let Some(owner) = view.owner.as_mut() {
+        owner.name = if owner.id == ctx.actor.user.as_str() {
+            // The caller's own name is in their token: no read needed.
+            ctx.principal.name.clone()
+        } else {
+            state
+                .read()
+                .user_profile(ctx.environment.as_str(), &owner.id)
+                .await?
+                .and_then(|(name, _)| name)
+        };
+    }
+    Ok(view)
+}
+
+pub(crate) fn not_found() -> ApiError {
     ApiError::not_found("application.not_found", "no such application")
 }
 
@@ -157,11 +179,7 @@ pub async fn create_application(
     } else {
         StatusCode::CREATED
     };
-    let mut response = (
-        status,
-        Json(ApplicationView::new(&executed.app, &ctx.actor)),
-    )
-        .into_response();
+    let mut response = (status, Json(view(&state, &ctx, &executed.app).await?)).into_response();
     let location = format!("/v1/environments/{}/applications/{}", ctx.environment, id);
     if let Ok(v) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, v);
@@ -224,11 +242,24 @@ pub async fn list_applications(
             (page - 1) * size,
         )
         .await?;
+    let mut names: std::collections::HashMap<String, Option<String>> = Default::default();
+    let mut items = Vec::with_capacity(apps.len());
+    for app in &apps {
+        let mut item = ApplicationView::new(app, &ctx.actor);
+        if let Some(owner) = item.owner.as_mut() {
+            if !names.contains_key(&owner.id) {
+                let profile = state
+                    .read()
+                    .user_profile(ctx.environment.as_str(), &owner.id)
+                    .await?;
+                names.insert(owner.id.clone(), profile.and_then(|(name, _)| name));
+            }
+            owner.name = names[&owner.id].clone();
+        }
+        items.push(item);
+    }
     Ok(Json(ApplicationPage {
-        items: apps
-            .iter()
-            .map(|a| ApplicationView::new(a, &ctx.actor))
-            .collect(),
+        items,
         page,
         size,
         total,
@@ -294,7 +325,7 @@ pub async fn get_application(
         }
         (None, None) => current,
     };
-    Ok(Json(ApplicationView::new(&app, &ctx.actor)))
+    Ok(Json(view(&state, &ctx, &app).await?))
 }
 
 /// Update an application's definition (DEFINITION[U]).
@@ -319,7 +350,7 @@ pub async fn update_application(
         Ok(app.update(command.clone(), &policy)?)
     })
     .await?;
-    let response = Json(ApplicationView::new(&executed.app, &ctx.actor)).into_response();
+    let response = Json(view(&state, &ctx, &executed.app).await?).into_response();
     Ok(with_token(response, executed.appended.as_ref()))
 }
 
@@ -361,7 +392,7 @@ pub async fn restore_application(
         Ok(app.restore(&ctx.actor)?)
     })
     .await?;
-    let response = Json(ApplicationView::new(&executed.app, &ctx.actor)).into_response();
+    let response = Json(view(&state, &ctx, &executed.app).await?).into_response();
     Ok(with_token(response, executed.appended.as_ref()))
 }
 

@@ -23,6 +23,10 @@ struct Inner {
     read: Arc<ReadModel>,
     auth: Arc<Authenticator>,
     admin_role: String,
+    admin_environments_claim: String,
+    default_application: bool,
+    /// (environment, user) pairs known to have been seen (bounded; emptied when full).
+    seen_users: std::sync::Mutex<HashSet<(String, String)>>,
     allow_http_redirect_uris: bool,
     max_body_bytes: usize,
     retries: u32,
@@ -45,6 +49,9 @@ impl AppState {
                 read,
                 auth,
                 admin_role: config.auth.admin_role.clone(),
+                admin_environments_claim: config.auth.admin_environments_claim.clone(),
+                default_application: config.default_application,
+                seen_users: Default::default(),
                 allow_http_redirect_uris: config.allow_http_redirect_uris,
                 max_body_bytes: config.max_body_bytes,
                 retries: config.command_retries.max(1),
@@ -66,8 +73,57 @@ impl AppState {
     pub fn auth(&self) -> &Authenticator {
         &self.inner.auth
     }
-    pub fn admin_role(&self) -> &str {
-        &self.inner.admin_role
+    /// An organisation administrator: the admin role, or `*` among administered environments.
+    pub fn is_org_admin(&self, principal: &appreg_auth::Principal) -> bool {
+        principal.roles.iter().any(|r| *r == self.inner.admin_role)
+            || principal
+                .strings(&self.inner.admin_environments_claim)
+                .iter()
+                .any(|e| e == "*")
+    }
+
+    /// An administrator of `env`: an organisation administrator, or `env` among the
+    /// environments the token names. An administrator of one environment is nobody elsewhere.
+    pub fn is_admin_of(&self, principal: &appreg_auth::Principal, env: &EnvironmentId) -> bool {
+        self.is_org_admin(principal)
+            || principal
+                .strings(&self.inner.admin_environments_claim)
+                .iter()
+                .any(|e| e == env.as_str())
+    }
+
+    pub fn default_application(&self) -> bool {
+        self.inner.default_application
+    }
+
+    pub fn user_seen(&self, env: &EnvironmentId, user: &appreg_domain::UserId) -> bool {
+        let seen = self
+            .inner
+            .seen_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.contains(&(env.to_string(), user.to_string()))
+    }
+
+    pub fn mark_user_seen(&self, env: &EnvironmentId, user: &appreg_domain::UserId) {
+        let mut seen = self
+            .inner
+            .seen_users
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() >= 100_000 {
+            seen.clear();
+        }
+        seen.insert((env.to_string(), user.to_string()));
+    }
+
+    /// Remembers that an environment exists (after creating it).
+    pub async fn mark_environment(&self, env: &EnvironmentId) {
+        self.inner
+            .known_environments
+            .write()
+            .await
+            .insert(env.to_string());
     }
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
@@ -102,7 +158,7 @@ impl AppState {
         {
             return Ok(true);
         }
-        let stream = format!("environment-{env}");
+        let stream = appreg_domain::environment::environment_stream(env);
         let exists = !self
             .inner
             .store

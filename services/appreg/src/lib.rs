@@ -53,9 +53,12 @@ pub enum Command {
     Token {
         #[arg(long)]
         sub: String,
-        /// Give the token the administrator role.
+        /// Give the token the administrator role (administrator of every environment).
         #[arg(long)]
         admin: bool,
+        /// Make the user administrator of this environment only (repeatable).
+        #[arg(long = "admin-of", value_name = "ENV")]
+        admin_of: Vec<String>,
         #[arg(long)]
         name: Option<String>,
         #[arg(long)]
@@ -226,6 +229,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             sub,
             admin,
+            admin_of,
             name,
             email,
             data,
@@ -247,6 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 name,
                 email,
                 roles,
+                admin_environments: admin_of,
             })?;
             println!("{token}");
             Ok(())

@@ -28,6 +28,25 @@ pub struct Principal {
     pub email: Option<String>,
     /// Roles found in the configured role claim.
     pub roles: Vec<String>,
+    /// Every claim of the token, for claims the caller interprets (e.g. administered environments).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Principal {
+    /// The strings of a claim found by a dotted path: an array of strings, or a space-separated
+    /// string.
+    pub fn strings(&self, path: &str) -> Vec<String> {
+        match lookup(&self.claims, path) {
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(serde_json::Value::String(s)) => {
+                s.split_whitespace().map(str::to_string).collect()
+            }
+            _ => vec![],
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +75,9 @@ pub struct DevClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     pub roles: Vec<String>,
+    /// Environments this user administers (`*`: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_environments: Vec<String>,
 }
 
 /// The development signing key (Ed25519, PKCS#8 in `DIR/dev-signing-key.pk8`).
@@ -312,23 +334,15 @@ impl Authenticator {
         let subject = text("sub")
             .filter(|s| !s.is_empty())
             .ok_or_else(|| AuthError::Invalid("empty sub".into()))?;
-        let roles = match lookup(&claims, &self.role_claim) {
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect(),
-            Some(serde_json::Value::String(s)) => {
-                s.split_whitespace().map(str::to_string).collect()
-            }
-            _ => vec![],
-        };
         let exp = claims.get("exp").and_then(|v| v.as_i64()).unwrap_or(0);
-        let principal = Principal {
+        let mut principal = Principal {
             subject,
             name: text("name"),
             email: text("email"),
-            roles,
+            roles: vec![],
+            claims,
         };
+        principal.roles = principal.strings(&self.role_claim);
         Ok((principal, exp))
     }
 }
@@ -370,6 +384,7 @@ mod tests {
             name: Some("Alice".into()),
             email: None,
             roles: vec!["ADMIN".into()],
+            admin_environments: vec![],
         }
     }
 

@@ -41,6 +41,10 @@ pub struct Config {
     /// How often a command is retried after an optimistic-concurrency conflict.
     #[serde(default = "default_retries")]
     pub command_retries: u32,
+    /// Give each new non-administrator user a simple "Default application" on their first
+    /// request in an environment (Gravitee's `user.login.default_application`).
+    #[serde(default = "default_true")]
+    pub default_application: bool,
     /// Longest wait of a read for the read models to include a write, in milliseconds.
     #[serde(default = "default_consistency_wait")]
     pub consistency_wait_ms: u64,
@@ -62,6 +66,10 @@ pub struct AuthConfig {
     pub role_claim: String,
     #[serde(default = "default_admin_role")]
     pub admin_role: String,
+    /// The claim listing the environments the caller administers (`*`: all of them). A token
+    /// with `admin_role` in the role claim administers every environment.
+    #[serde(default = "default_admin_environments_claim")]
+    pub admin_environments_claim: String,
     /// Accept tokens signed by the development key under `data_dir` (`appreg token`).
     #[serde(default)]
     pub dev: bool,
@@ -75,6 +83,7 @@ impl Default for AuthConfig {
             audience: None,
             role_claim: default_role_claim(),
             admin_role: default_admin_role(),
+            admin_environments_claim: default_admin_environments_claim(),
             dev: false,
         }
     }
@@ -106,6 +115,12 @@ fn default_role_claim() -> String {
 }
 fn default_admin_role() -> String {
     "ADMIN".into()
+}
+fn default_admin_environments_claim() -> String {
+    "admin_environments".into()
+}
+fn default_true() -> bool {
+    true
 }
 
 impl Config {

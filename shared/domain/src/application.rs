@@ -16,6 +16,8 @@ pub const MAX_REDIRECT_URIS: usize = 20;
 pub const MAX_DESCRIPTION: usize = 4000;
 pub const MAX_DOMAIN: usize = 255;
 pub const MAX_PROVIDER_ID: usize = 100;
+/// At most this many members per application.
+pub const MAX_MEMBERS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -672,6 +674,9 @@ impl Application {
         }
         if self.members.contains_key(&user) {
             return Err(DomainError::MemberExists);
+        }
+        if self.members.len() >= MAX_MEMBERS {
+            return Err(DomainError::TooManyMembers);
         }
         Ok(vec![ApplicationEvent::MemberAdded(MemberAdded {
             user,

@@ -75,6 +75,10 @@ pub enum DomainError {
     PrimaryOwnerImmutable,
     #[error("the user is already the primary owner")]
     AlreadyPrimaryOwner,
+    #[error("the environment exists")]
+    EnvironmentExists,
+    #[error("the application has the most members it may have")]
+    TooManyMembers,
 }
 
 impl DomainError {
@@ -91,6 +95,8 @@ impl DomainError {
             DomainError::MemberNotFound => "member.not_found",
             DomainError::PrimaryOwnerImmutable => "member.primary_owner",
             DomainError::AlreadyPrimaryOwner => "member.already_primary_owner",
+            DomainError::EnvironmentExists => "environment.exists",
+            DomainError::TooManyMembers => "member.limit",
         }
     }
 }

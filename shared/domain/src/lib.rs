@@ -7,6 +7,7 @@
 //! tested given/when/then.
 
 pub mod application;
+pub mod environment;
 pub mod error;
 pub mod permissions;
 pub mod settings;

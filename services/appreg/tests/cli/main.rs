@@ -92,7 +92,17 @@ async fn scenario(data: &Path, url: &str, history_args: &[&str]) {
         .json()
         .await
         .unwrap();
-    assert_eq!(list["items"][0]["name"], "cli app renamed");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Default application", "cli app renamed"],
+        "alice's first request gave her a default application"
+    );
     let anonymous = client
         .get(format!("{url}/v1/environments/DEFAULT/applications"))
         .send()

@@ -1,0 +1,122 @@
+//! `/v1/environments`: organisation administrators create environments; callers list the ones
+//! they may see (an administrator of one environment is nobody in another).
+
+use crate::commands::{append_events, ENVIRONMENT_STREAM};
+use crate::error::{ApiError, Problem};
+use crate::extract::{authenticate, JsonBody, RequestId};
+use crate::state::AppState;
+use appreg_domain::environment::{create_environment, environment_stream};
+use appreg_domain::{Actor, EnvironmentId, UserId};
+use axum::extract::State;
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnvironmentRequest {
+    /// 1–64 characters among A-Z, a-z, 0-9, `_` and `-`.
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvironmentView {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EnvironmentList {
+    pub items: Vec<EnvironmentView>,
+}
+
+/// The caller of a route outside any environment, as a context for appending events.
+async fn org_caller(
+    parts: &Parts,
+    state: &AppState,
+    env: &EnvironmentId,
+) -> Result<crate::extract::Ctx, ApiError> {
+    let principal = authenticate(parts, state).await?;
+    let user = UserId::parse(&principal.subject).map_err(|(_, m)| {
+        ApiError::Unauthenticated(format!("the token's subject is not usable: {m}"))
+    })?;
+    let admin = state.is_org_admin(&principal);
+    let correlation_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    Ok(crate::extract::Ctx {
+        actor: Actor { user, admin },
+        principal,
+        environment: env.clone(),
+        correlation_id,
+    })
+}
+
+/// Create an environment (organisation administrators).
+#[utoipa::path(post, path = "/v1/environments", tag = "environments",
+    request_body = CreateEnvironmentRequest,
+    responses((status = 201, body = EnvironmentView), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    parts: Parts,
+    JsonBody(body): JsonBody<CreateEnvironmentRequest>,
+) -> Result<Response, ApiError> {
+    let id =
+        EnvironmentId::parse(&body.id).map_err(|(code, m)| ApiError::invalid("id", code, m))?;
+    let ctx = org_caller(&parts, &state, &id).await?;
+    if !ctx.actor.admin {
+        return Err(ApiError::Forbidden {
+            code: "permission.admin_only",
+            message: "only an organisation administrator may create environments".into(),
+        });
+    }
+    let exists = state.environment_exists(&id).await?;
+    let events = create_environment(id.clone(), &body.name, exists)?;
+    append_events(
+        &state,
+        &ctx,
+        environment_stream(&id),
+        ENVIRONMENT_STREAM,
+        0,
+        &events,
+    )
+    .await
+    .map_err(|e| match e {
+        appreg_eventstore::AppendError::VersionConflict { .. } => {
+            ApiError::from(appreg_domain::DomainError::EnvironmentExists)
+        }
+        other => other.into(),
+    })?;
+    state.mark_environment(&id).await;
+    let view = EnvironmentView {
+        id: id.to_string(),
+        name: body.name.trim().to_string(),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// The environments the caller administers (organisation administrators: all), and `DEFAULT`.
+#[utoipa::path(get, path = "/v1/environments", tag = "environments",
+    responses((status = 200, body = EnvironmentList), (status = 401, body = Problem)))]
+pub async fn list(
+    State(state): State<AppState>,
+    parts: Parts,
+) -> Result<Json<EnvironmentList>, ApiError> {
+    let principal = authenticate(&parts, &state).await?;
+    let all = state.read().environments().await?;
+    let items = all
+        .into_iter()
+        .filter(|(id, _)| {
+            id == EnvironmentId::DEFAULT
+                || EnvironmentId::parse(id).is_ok_and(|env| state.is_admin_of(&principal, &env))
+        })
+        .map(|(id, name)| EnvironmentView { id, name })
+        .collect();
+    Ok(Json(EnvironmentList { items }))
+}
