@@ -23,6 +23,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const CHECKPOINT: &str = "applications";
+/// Rows per set-based statement (bounded by SQLite's limit on bound parameters).
+const CHUNK: usize = 200;
 
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
@@ -169,59 +171,79 @@ impl ReadModel {
                 self.position.send_if_modified(|p| if *p < applied { *p = applied; true } else { false });
                 return Ok(());
             }
-            let mut touched: Vec<(String, Option<Application>)> = Vec::new();
-            for e in fresh.iter().filter(|e| e.stream_type == APPLICATION_STREAM) {
-                let id = e.stream_id.strip_prefix("application-").unwrap_or(&e.stream_id).to_string();
-                let idx = match touched.iter().position(|(k, _)| *k == id) {
-                    Some(i) => i,
-                    None => {
-                        let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM rm_applications WHERE id = $1")
-                            .bind(&id)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db_err)?;
-                        touched.push((id.clone(), doc.as_deref().map(parse_doc).transpose()?));
-                        touched.len() - 1
-                    }
-                };
-                let state = touched[idx].1.take();
-                if state.as_ref().is_some_and(|a| a.version >= e.version) {
-                    touched[idx].1 = state; // already included
-                    continue;
+            // The touched applications' documents, folded in memory, written back in a few
+            // set-based statements per batch (not a few per event).
+            let mut order: Vec<String> = Vec::new();
+            let mut states: HashMap<String, Option<Application>> = HashMap::new();
+            let app_events: Vec<(&StoredEvent, String)> = fresh
+                .iter()
+                .filter(|e| e.stream_type == APPLICATION_STREAM)
+                .map(|e| (*e, e.stream_id.strip_prefix("application-").unwrap_or(&e.stream_id).to_string()))
+                .collect();
+            for (_, id) in &app_events {
+                if !states.contains_key(id) {
+                    states.insert(id.clone(), None);
+                    order.push(id.clone());
                 }
-                touched[idx].1 = Application::evolve(state, &decode_app(e)?, e.recorded_at, e.version);
             }
-            for (id, app) in &touched {
-                let Some(app) = app else { continue };
-                let doc = serde_json::to_string(app).map_err(ApiError::internal)?;
-                let status = if app.status == appreg_domain::ApplicationStatus::Active { "ACTIVE" } else { "ARCHIVED" };
-                sqlx::query(
-                    "INSERT INTO rm_applications (id, environment, status, created_at, doc) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
-                )
-                .bind(id)
-                .bind(app.environment.as_str())
-                .bind(status)
-                .bind(app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true))
-                .bind(&doc)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                sqlx::query("DELETE FROM rm_application_members WHERE application_id = $1")
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                for (user, role) in &app.members {
-                    sqlx::query("INSERT INTO rm_application_members (application_id, user_id, environment, role) VALUES ($1, $2, $3, $4)")
-                        .bind(id)
-                        .bind(user.as_str())
-                        .bind(app.environment.as_str())
-                        .bind(role.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+            for chunk in order.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("SELECT id, doc FROM rm_applications WHERE id IN (");
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.clone());
                 }
+                ids.push_unseparated(")");
+                let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await.map_err(db_err)?;
+                for (id, doc) in rows {
+                    states.insert(id, Some(parse_doc(&doc)?));
+                }
+            }
+            for (e, id) in &app_events {
+                let state = states.get_mut(id).expect("every touched id has an entry");
+                if state.as_ref().is_some_and(|a| a.version >= e.version) {
+                    continue; // already included
+                }
+                *state = Application::evolve(state.take(), &decode_app(e)?, e.recorded_at, e.version);
+            }
+            let mut rows = Vec::with_capacity(order.len());
+            let mut members = Vec::new();
+            for id in &order {
+                let Some(app) = &states[id] else { continue };
+                let status = if app.status == appreg_domain::ApplicationStatus::Active { "ACTIVE" } else { "ARCHIVED" };
+                rows.push((
+                    id.clone(),
+                    app.environment.to_string(),
+                    status,
+                    app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    serde_json::to_string(app).map_err(ApiError::internal)?,
+                ));
+                for (user, role) in &app.members {
+                    members.push((id.clone(), user.to_string(), app.environment.to_string(), role.as_str()));
+                }
+            }
+            for chunk in rows.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO rm_applications (id, environment, status, created_at, doc) ");
+                q.push_values(chunk, |mut b, (id, env, status, created, doc)| {
+                    b.push_bind(id.clone()).push_bind(env.clone()).push_bind(*status).push_bind(created.clone()).push_bind(doc.clone());
+                });
+                q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc");
+                q.build().execute(&mut *tx).await.map_err(db_err)?;
+            }
+            for chunk in order.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("DELETE FROM rm_application_members WHERE application_id IN (");
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.clone());
+                }
+                ids.push_unseparated(")");
+                q.build().execute(&mut *tx).await.map_err(db_err)?;
+            }
+            for chunk in members.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new("INSERT INTO rm_application_members (application_id, user_id, environment, role) ");
+                q.push_values(chunk, |mut b, (id, user, env, role)| {
+                    b.push_bind(id.clone()).push_bind(user.clone()).push_bind(env.clone()).push_bind(*role);
+                });
+                q.build().execute(&mut *tx).await.map_err(db_err)?;
             }
             for e in fresh.iter() {
                 let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
@@ -401,5 +423,71 @@ pub async fn run_projector(
         }
         metrics::counter!("appreg_projected_events_total", "projection" => CHECKPOINT)
             .increment(batch.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use appreg_domain::application::ApplicationCreated;
+    use appreg_domain::{
+        ApplicationEvent, ApplicationName, ApplicationType, EnvironmentId, UserId,
+    };
+
+    fn created(i: i64) -> StoredEvent {
+        let id = ApplicationId(uuid::Uuid::from_u128(i as u128 + 1));
+        let event = ApplicationEvent::ApplicationCreated(ApplicationCreated {
+            id,
+            environment: EnvironmentId::default_env(),
+            name: ApplicationName::parse(&format!("app {i}")).unwrap(),
+            description: None,
+            domain: None,
+            app_type: ApplicationType::Simple,
+            client_id: None,
+            oauth: None,
+            provider_id: None,
+            primary_owner: UserId::parse("alice").unwrap(),
+        });
+        StoredEvent {
+            position: LogPosition { tx: 0, pos: i + 1 },
+            event_id: uuid::Uuid::now_v7(),
+            stream_id: id.stream_id(),
+            stream_type: APPLICATION_STREAM.into(),
+            version: 1,
+            event_type: event.event_type().into(),
+            schema_version: 1,
+            data: event.data(),
+            metadata: serde_json::json!({"environment": "DEFAULT"}),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    /// One batch larger than a statement's chunk is projected whole, and applying it again
+    /// (a redelivery) changes nothing.
+    async fn large_batch(db: Database) {
+        crate::migrate(&db).await.unwrap();
+        let read = ReadModel::new(db).await.unwrap();
+        let batch: Vec<StoredEvent> = (0..(CHUNK as i64 * 2 + 50)).map(created).collect();
+        read.apply(&batch).await.unwrap();
+        read.apply(&batch).await.unwrap();
+        let (apps, total) = read
+            .list("DEFAULT", Some("alice"), "ACTIVE", 1000, 0)
+            .await
+            .unwrap();
+        assert_eq!(total, CHUNK as i64 * 2 + 50);
+        assert_eq!(apps.len() as i64, total);
+        assert_eq!(read.position(), batch.last().unwrap().position);
+    }
+
+    #[tokio::test]
+    async fn large_batch_sqlite() {
+        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        large_batch(Database::connect(&url, 2).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn large_batch_postgres() {
+        let url = appreg_eventstore::testing::fresh_postgres_url().await;
+        large_batch(Database::connect(&url, 2).await.unwrap()).await;
     }
 }

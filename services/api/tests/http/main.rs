@@ -9,6 +9,7 @@ mod auth;
 mod environments;
 mod history;
 mod listing;
+mod projection;
 mod settings;
 mod system;
 mod validation;
