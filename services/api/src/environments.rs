@@ -4,10 +4,12 @@
 use crate::commands::{append_events, ENVIRONMENT_STREAM};
 use crate::error::{ApiError, Problem};
 use crate::extract::{authenticate, JsonBody, RequestId};
+use crate::routes::{fresh_read_model, with_token};
 use crate::state::AppState;
+use appreg_auth::Principal;
 use appreg_domain::environment::{create_environment, environment_stream};
 use appreg_domain::{Actor, EnvironmentId, UserId};
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -35,50 +37,55 @@ pub struct EnvironmentList {
 }
 
 /// The caller of a route outside any environment, as a context for appending events.
-async fn org_caller(
+fn org_caller(
     parts: &Parts,
     state: &AppState,
+    principal: Principal,
+    user: UserId,
     env: &EnvironmentId,
-) -> Result<crate::extract::Ctx, ApiError> {
-    let principal = authenticate(parts, state).await?;
-    let user = UserId::parse(&principal.subject).map_err(|(_, m)| {
-        ApiError::Unauthenticated(format!("the token's subject is not usable: {m}"))
-    })?;
+) -> crate::extract::Ctx {
     let admin = state.is_org_admin(&principal);
     let correlation_id = parts
         .extensions
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    Ok(crate::extract::Ctx {
+    crate::extract::Ctx {
         actor: Actor { user, admin },
         principal,
         environment: env.clone(),
         correlation_id,
-    })
+    }
 }
 
 /// Create an environment (organisation administrators).
 #[utoipa::path(post, path = "/v1/environments", tag = "environments",
     request_body = CreateEnvironmentRequest,
     responses((status = 201, body = EnvironmentView), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
-pub async fn create(
-    State(state): State<AppState>,
-    parts: Parts,
-    JsonBody(body): JsonBody<CreateEnvironmentRequest>,
-) -> Result<Response, ApiError> {
-    let id =
-        EnvironmentId::parse(&body.id).map_err(|(code, m)| ApiError::invalid("id", code, m))?;
-    let ctx = org_caller(&parts, &state, &id).await?;
-    if !ctx.actor.admin {
+pub async fn create(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    // The caller first: without a valid token 401, without the role 403, whatever the body.
+    let (parts, body) = request.into_parts();
+    let principal = authenticate(&parts, &state).await?;
+    let user = UserId::parse(&principal.subject).map_err(|(_, m)| {
+        ApiError::Unauthenticated(format!("the token's subject is not usable: {m}"))
+    })?;
+    if !state.is_org_admin(&principal) {
         return Err(ApiError::Forbidden {
             code: "permission.admin_only",
             message: "only an organisation administrator may create environments".into(),
         });
     }
+    let JsonBody(body) = JsonBody::<CreateEnvironmentRequest>::from_request(
+        Request::from_parts(parts.clone(), body),
+        &state,
+    )
+    .await?;
+    let id =
+        EnvironmentId::parse(&body.id).map_err(|(code, m)| ApiError::invalid("id", code, m))?;
+    let ctx = org_caller(&parts, &state, principal, user, &id);
     let exists = state.environment_exists(&id).await?;
     let events = create_environment(id.clone(), &body.name, exists)?;
-    append_events(
+    let appended = append_events(
         &state,
         &ctx,
         environment_stream(&id),
@@ -98,7 +105,10 @@ pub async fn create(
         id: id.to_string(),
         name: body.name.trim().to_string(),
     };
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    Ok(with_token(
+        (StatusCode::CREATED, Json(view)).into_response(),
+        Some(&appended),
+    ))
 }
 
 /// The environments the caller administers (organisation administrators: all), and `DEFAULT`.
@@ -109,6 +119,8 @@ pub async fn list(
     parts: Parts,
 ) -> Result<Json<EnvironmentList>, ApiError> {
     let principal = authenticate(&parts, &state).await?;
+    // An environment is listed as soon as its creation has been answered.
+    fresh_read_model(&state, &parts.headers).await?;
     let all = state.read().environments().await?;
     let items = all
         .into_iter()

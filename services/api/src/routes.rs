@@ -34,7 +34,10 @@ pub(crate) fn with_token(mut response: Response, appended: Option<&Appended>) ->
 /// without a token, everything committed before the request and every write this process
 /// acknowledged: a list never misses a write the caller has seen acknowledged (through another
 /// api instance, send the token).
-async fn fresh_read_model(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) async fn fresh_read_model(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     let target = match headers.get(&CONSISTENCY_TOKEN) {
         Some(v) => v
             .to_str()

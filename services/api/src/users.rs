@@ -46,6 +46,14 @@ pub async fn ensure_user(state: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
     if let Some(id) = seen.default_application {
         create_default_application(state, ctx, ApplicationId(id)).await?;
     }
+    // Member lists and owners show the profile from the read model: once the first request is
+    // answered, every reader sees it (bounded wait; the profile shows later if it times out).
+    if state.read().position() < first.position {
+        state
+            .read()
+            .wait_for(first.position, state.consistency_wait())
+            .await;
+    }
     state.mark_user_seen(&ctx.environment, &ctx.actor.user);
     Ok(())
 }

@@ -200,6 +200,40 @@ impl TestApp {
         }
     }
 
+    /// A token for `sub` that administers exactly `envs` (the `admin_environments` claim;
+    /// `"*"`: every environment), without the administrator role.
+    pub fn admin_of(&self, sub: &str, envs: &[&str]) -> String {
+        let mut claims = self.claims(sub, false);
+        claims.admin_environments = envs.iter().map(|e| e.to_string()).collect();
+        self.sign(claims)
+    }
+
+    /// Creates environment `env` through `POST /v1/environments`, as an organisation
+    /// administrator.
+    pub async fn create_environment_http(&self, env: &str) {
+        let admin = self.token("org-admin", true);
+        self.post(
+            "/v1/environments",
+            &admin,
+            serde_json::json!({ "id": env, "name": format!("{env} environment") }),
+        )
+        .await
+        .assert_status(201);
+    }
+
+    /// Creates a simple application in environment `env` as `token`'s user and returns its id.
+    pub async fn create_simple_in(&self, env: &str, token: &str, name: &str) -> String {
+        let r = self
+            .post(
+                &format!("/v1/environments/{env}/applications"),
+                token,
+                serde_json::json!({ "name": name, "type": "simple" }),
+            )
+            .await;
+        r.assert_status(201);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
     /// The public key the api trusts, as a JWK.
     pub fn jwk(&self) -> jsonwebtoken::jwk::Jwk {
         self.key.jwk()
@@ -343,6 +377,27 @@ impl TestApp {
         usize::try_from(n).unwrap()
     }
 
+    /// The number of committed events of one type (every stream), counted in the table itself.
+    pub async fn count_events_of_type(&self, event_type: &str) -> usize {
+        let sql = "SELECT COUNT(*) FROM events WHERE event_type = $1";
+        let n: i64 = match &self.db {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(event_type)
+                    .fetch_one(pool)
+                    .await
+            }
+            Database::Sqlite(pool) => {
+                sqlx::query_scalar(sql)
+                    .bind(event_type)
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+        .expect("count events of a type");
+        usize::try_from(n).unwrap()
+    }
+
     /// Asserts that exactly `n` events were appended since `before` (an `event_count`); returns
     /// the new count.
     pub async fn assert_appended(&self, before: usize, n: usize, what: &str) -> usize {
@@ -399,6 +454,28 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Runs async scenarios `fn(TestApp)` against both backends, as two tests each, with the
+/// configuration changed by `$configure` (a `FnOnce(&mut Config)`).
+#[macro_export]
+macro_rules! on_both_with {
+    ($configure:expr; $($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[allow(unused_imports)]
+                use super::*;
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$scenario($crate::helpers::spawn_with($crate::helpers::Backend::Postgres, $configure).await).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$scenario($crate::helpers::spawn_with($crate::helpers::Backend::Sqlite, $configure).await).await;
+                }
+            }
+        )*
+    };
 }
 
 /// Runs an async scenario `fn(TestApp)` against both backends, as two tests.

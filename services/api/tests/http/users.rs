@@ -1,0 +1,228 @@
+//! Users: `UserFirstSeen` on a subject's first authenticated request in an environment, and the
+//! "Default application" of a new non-administrator — exactly once, also when 20 first requests
+//! arrive at the same moment; none for an administrator of the environment, none with the flag
+//! off.
+
+use crate::helpers::{Resp, TestApp};
+use crate::{on_both, on_both_with};
+use futures::future::join_all;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const DEFAULT_APPLICATION: &str = "Default application";
+
+fn with_default_application(config: &mut appreg_config::Config) {
+    config.default_application = true;
+}
+
+/// The events of a user's stream in an environment.
+async fn user_events(app: &TestApp, env: &str, user: &str) -> Vec<appreg_eventstore::StoredEvent> {
+    app.stream(&format!("user-{env}/{user}")).await
+}
+
+/// `n` requests at once, as `token`, cycling over a few endpoints of environment `env` that any
+/// authenticated user may call.
+async fn first_requests(app: &TestApp, env: &str, token: &str, n: usize) -> Vec<Resp> {
+    let base = format!("/v1/environments/{env}");
+    let missing = uuid::Uuid::now_v7();
+    let requests = (0..n).map(|i| {
+        let (method, path) = match i % 4 {
+            0 => (Method::GET, format!("{base}/applications")),
+            1 => (Method::GET, format!("{base}/application-types")),
+            2 => (Method::GET, format!("{base}/settings/client-registration")),
+            _ => (Method::GET, format!("{base}/applications/{missing}")),
+        };
+        app.send(app.request(method, &path, Some(token)))
+    });
+    join_all(requests).await
+}
+
+fn assert_answered(answers: &[Resp]) {
+    for (i, r) in answers.iter().enumerate() {
+        let expected = if i % 4 == 3 { 404 } else { 200 };
+        assert_eq!(r.status, expected, "request {i}: {}", r.body);
+    }
+}
+
+async fn twenty_first_requests_make_one_default_application(app: TestApp) {
+    let before = app.event_count().await;
+    let mut claims = app.claims("newbie", false);
+    claims.email = Some("newbie@example.com".into());
+    let newbie = app.sign(claims);
+
+    // 20 first requests at once, all of them lists: each answer already shows the application
+    // (it is made before the request goes on).
+    let lists = (0..20).map(|_| app.get("applications", &newbie));
+    let answers = join_all(lists).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &answers {
+        r.assert_status(200);
+        assert_eq!(r.body["total"], 1, "{}", r.body);
+        let item = &r.body["items"][0];
+        assert_eq!(item["name"], DEFAULT_APPLICATION);
+        assert_eq!(item["type"], "simple");
+        assert_eq!(item["status"], "ACTIVE");
+        assert_eq!(item["client_id"], Value::Null);
+        assert_eq!(item["role"], "PRIMARY_OWNER");
+        assert_eq!(item["owner"]["id"], "newbie");
+        ids.insert(item["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 1, "one default application: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    app.assert_appended(before, 1, "20 first requests").await;
+    assert_eq!(app.count_events_of_type("ApplicationCreated").await, 1);
+    assert_eq!(app.count_events_of_type("UserFirstSeen").await, 1);
+
+    // The first sighting, with the token's profile and the default application's id.
+    let seen = user_events(&app, "DEFAULT", "newbie").await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].event_type, "UserFirstSeen");
+    assert_eq!(
+        seen[0].data,
+        json!({"user": "newbie", "name": "newbie name", "email": "newbie@example.com", "admin": false, "default_application": id})
+    );
+    assert_eq!(seen[0].metadata["environment"], "DEFAULT");
+    let created = app.stream(&format!("application-{id}")).await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].event_type, "ApplicationCreated");
+    assert_eq!(created[0].metadata["actor"], "newbie");
+
+    // Later requests make no other one, also after the user archived it.
+    let count = app.event_count().await;
+    assert_answered(&first_requests(&app, "DEFAULT", &newbie, 8).await);
+    app.delete(&format!("applications/{id}"), &newbie)
+        .await
+        .assert_status(204);
+    assert_answered(&first_requests(&app, "DEFAULT", &newbie, 8).await);
+    app.assert_appended(count, 1, "the archive only").await;
+    assert_eq!(app.get("applications", &newbie).await.body["total"], 0);
+
+    // Another user, mixing endpoints: one as well, their own.
+    let count = app.event_count().await;
+    let mixer = app.token("mixer", false);
+    assert_answered(&first_requests(&app, "DEFAULT", &mixer, 20).await);
+    app.assert_appended(count, 1, "20 mixed first requests")
+        .await;
+    let list = app.get("applications", &mixer).await;
+    assert_eq!(list.body["total"], 1);
+    assert_eq!(list.body["items"][0]["name"], DEFAULT_APPLICATION);
+    assert_eq!(list.body["items"][0]["owner"]["id"], "mixer");
+    assert_eq!(app.count_events_of_type("UserFirstSeen").await, 2);
+
+    // A first request in another environment: a default application there too.
+    app.create_environment_http("team").await;
+    let count = app.event_count().await;
+    assert_answered(&first_requests(&app, "team", &newbie, 20).await);
+    app.assert_appended(count, 1, "first requests in team")
+        .await;
+    let team = app.get("/v1/environments/team/applications", &newbie).await;
+    assert_eq!(team.body["total"], 1);
+    assert_eq!(team.body["items"][0]["name"], DEFAULT_APPLICATION);
+    assert_ne!(team.body["items"][0]["id"], id.as_str());
+    assert_eq!(user_events(&app, "team", "newbie").await.len(), 1);
+    app.stop().await;
+}
+
+async fn administrators_get_no_default_application(app: TestApp) {
+    app.create_environment_http("other").await;
+    let before = app.event_count().await;
+    // An organisation administrator, an administrator of DEFAULT (`admin_environments`), and
+    // one of every environment (`*`): 20 first requests each, no application.
+    let admins = [
+        ("root", app.token("root", true)),
+        ("ada", app.admin_of("ada", &["DEFAULT"])),
+        ("stella", app.admin_of("stella", &["*"])),
+    ];
+    for (sub, token) in &admins {
+        assert_answered(&first_requests(&app, "DEFAULT", token, 20).await);
+        let seen = user_events(&app, "DEFAULT", sub).await;
+        assert_eq!(seen.len(), 1, "{sub}");
+        assert_eq!(seen[0].data["admin"], true, "{sub}");
+        assert_eq!(seen[0].data["default_application"], Value::Null, "{sub}");
+        assert_eq!(app.get("applications", token).await.body["total"], 0);
+    }
+    app.assert_unchanged(before, "administrators' first requests")
+        .await;
+    assert_eq!(app.count_events_of_type("ApplicationCreated").await, 0);
+
+    // An administrator of another environment is nobody in DEFAULT: a user like any other.
+    let oscar = app.admin_of("oscar", &["other"]);
+    assert_answered(&first_requests(&app, "DEFAULT", &oscar, 4).await);
+    app.assert_appended(before, 1, "oscar's first requests in DEFAULT")
+        .await;
+    let list = app.get("applications", &oscar).await;
+    assert_eq!(list.body["total"], 1);
+    assert_eq!(list.body["items"][0]["name"], DEFAULT_APPLICATION);
+    // ... and an administrator in the one they administer: none there.
+    let count = app.event_count().await;
+    assert_answered(&first_requests(&app, "other", &oscar, 4).await);
+    app.assert_unchanged(count, "oscar's first requests in other")
+        .await;
+    app.stop().await;
+}
+
+async fn no_default_application_when_simple_applications_are_disabled(app: TestApp) {
+    let admin = app.token("root", true);
+    app.put(
+        "settings/client-registration",
+        &admin,
+        json!({
+            "allowed_types": {"simple": false, "browser": true, "web": true, "native": true, "backend_to_backend": true},
+            "dcr_enabled": false
+        }),
+    )
+    .await
+    .assert_status(200);
+    let count = app.event_count().await;
+    let newbie = app.token("newbie", false);
+    assert_answered(&first_requests(&app, "DEFAULT", &newbie, 8).await);
+    app.assert_unchanged(count, "no simple applications: no default application")
+        .await;
+    assert_eq!(user_events(&app, "DEFAULT", "newbie").await.len(), 1);
+    app.stop().await;
+}
+
+/// The harness turns the flag off: first requests record the user and create nothing.
+async fn flag_off_creates_none(app: TestApp) {
+    let before = app.event_count().await;
+    let newbie = app.token("newbie", false);
+    assert_answered(&first_requests(&app, "DEFAULT", &newbie, 20).await);
+    app.assert_unchanged(before, "first requests with the flag off")
+        .await;
+    assert_eq!(app.count_events_of_type("ApplicationCreated").await, 0);
+    let seen = user_events(&app, "DEFAULT", "newbie").await;
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        seen[0].data,
+        json!({"user": "newbie", "name": "newbie name", "email": null, "admin": false, "default_application": null})
+    );
+    assert_eq!(app.get("applications", &newbie).await.body["total"], 0);
+    // A user's own applications are theirs alone, as usual.
+    app.create_simple(&newbie, "Mine", None).await;
+    assert_eq!(app.get("applications", &newbie).await.body["total"], 1);
+    app.stop().await;
+}
+
+/// Requests that fail before the caller is known (no token, an unknown environment) record no
+/// user.
+async fn unauthenticated_and_unknown_environment_record_nobody(app: TestApp) {
+    let newbie = app.token("newbie", false);
+    app.send(app.request(Method::GET, "applications", None))
+        .await
+        .assert_status(401);
+    app.get("/v1/environments/nowhere/applications", &newbie)
+        .await
+        .assert_problem(404, "environment.not_found");
+    assert_eq!(app.count_events_of_type("UserFirstSeen").await, 0);
+    assert_eq!(app.count_events_of_type("ApplicationCreated").await, 0);
+    app.stop().await;
+}
+
+on_both_with!(
+    with_default_application;
+    twenty_first_requests_make_one_default_application,
+    administrators_get_no_default_application,
+    no_default_application_when_simple_applications_are_disabled,
+    unauthenticated_and_unknown_environment_record_nobody,
+);
+on_both!(flag_off_creates_none);
