@@ -550,6 +550,9 @@ async fn listen_loop(mut listener: PgListener, wakeups: Arc<watch::Sender<u64>>)
     }
 }
 
+/// Shortest interval between two NOTIFYs of one store.
+const NOTIFY_PACE: Duration = Duration::from_millis(2);
+
 /// Issues one NOTIFY per burst of local appends, outside their transactions, until aborted.
 async fn notify_loop(pool: PgPool, notifier: Arc<Notify>) {
     loop {
@@ -559,7 +562,9 @@ async fn notify_loop(pool: PgPool, notifier: Arc<Notify>) {
             .execute(&pool)
             .await
         {
-            Ok(_) => {}
+            // Pace the NOTIFYs (at most one per NOTIFY_PACE): appends made meanwhile share the
+            // next one, so a busy writer sends hundreds a second, not thousands.
+            Ok(_) => tokio::time::sleep(NOTIFY_PACE).await,
             Err(sqlx::Error::PoolClosed) => return,
             Err(error) => {
                 tracing::warn!(%error, "NOTIFY failed; other processes will see the append on their next poll");
