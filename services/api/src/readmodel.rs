@@ -175,6 +175,7 @@ impl ReadModel {
             // set-based statements per batch (not a few per event).
             let mut order: Vec<String> = Vec::new();
             let mut states: HashMap<String, Option<Application>> = HashMap::new();
+            let mut existed: std::collections::HashSet<String> = Default::default();
             let app_events: Vec<(&StoredEvent, String)> = fresh
                 .iter()
                 .filter(|e| e.stream_type == APPLICATION_STREAM)
@@ -195,7 +196,8 @@ impl ReadModel {
                 ids.push_unseparated(")");
                 let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await.map_err(db_err)?;
                 for (id, doc) in rows {
-                    states.insert(id, Some(parse_doc(&doc)?));
+                    states.insert(id.clone(), Some(parse_doc(&doc)?));
+                    existed.insert(id);
                 }
             }
             for (e, id) in &app_events {
@@ -229,11 +231,13 @@ impl ReadModel {
                 q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc");
                 q.build().execute(&mut *tx).await.map_err(db_err)?;
             }
-            for chunk in order.chunks(CHUNK) {
+            // Only applications projected before can have membership rows to replace.
+            let known: Vec<&String> = existed.iter().collect();
+            for chunk in known.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new("DELETE FROM rm_application_members WHERE application_id IN (");
                 let mut ids = q.separated(", ");
                 for id in chunk {
-                    ids.push_bind(id.clone());
+                    ids.push_bind((*id).clone());
                 }
                 ids.push_unseparated(")");
                 q.build().execute(&mut *tx).await.map_err(db_err)?;

@@ -8,7 +8,8 @@
 //!       at peak;
 //! and prints each figure beside the limit measured in the same run, as a ratio.
 //!
-//! Environment: `APPREG_BENCH_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres,
+//! Environment: `APPREG_BENCH_API_CONNECTIONS` (the api's pool, default 16),
+//! `APPREG_BENCH_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres,
 //! a server where it may create databases), `APPREG_BENCH_SECONDS` (default 10 per step).
 
 use appreg_eventstore::{AppendRequest, Database, NewEvent};
@@ -168,7 +169,10 @@ async fn http_creates(connections: usize) -> HttpFigures {
         .env("APPREG_LISTEN", format!("127.0.0.1:{port}"))
         .env("APPREG_AUTH__DEV", "true")
         .env("APPREG_DATA_DIR", &data)
-        .env("APPREG_DATABASE_MAX_CONNECTIONS", "32")
+        .env(
+            "APPREG_DATABASE_MAX_CONNECTIONS",
+            std::env::var("APPREG_BENCH_API_CONNECTIONS").unwrap_or_else(|_| "16".into()),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
