@@ -1,5 +1,5 @@
-//! The `appreg` command line: the all-in-one development system, each production service, and
-//! the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
+//! The `appreg` command line: the all-in-one development system, each production service (api,
+//! relay), and the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
 //! none holds business logic.
 
 use anyhow::{bail, Context};
@@ -44,6 +44,18 @@ pub enum Command {
     },
     /// The HTTP api, for production (PostgreSQL and the token issuer from configuration).
     Api,
+    /// The relay, for production: publishes every event to NATS JetStream once and in log
+    /// order. Several may run against one database: one publishes, the others stand by.
+    Relay {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        /// NATS server(s), comma-separated (default: nats_url of the configuration).
+        #[arg(long, env = "APPREG_NATS_URL")]
+        nats_url: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+    },
     /// Applies the PostgreSQL (or SQLite) migrations, then exits.
     Migrate {
         #[arg(long, env = "APPREG_DATABASE_URL")]
@@ -219,6 +231,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open(&url, config.database_max_connections).await?;
             serve(&config, db, auth, None).await
         }
+        Command::Relay {
+            database_url: url,
+            nats_url,
+            metrics_listen,
+        } => {
+            appreg_telemetry::init_tracing(&config.log_format);
+            let url = database_url(&config, url, None)?;
+            let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
+            relay(&config, &url, &nats_url, metrics_listen.as_deref()).await
+        }
         Command::Migrate { database_url: url } => {
             appreg_telemetry::init_tracing("text");
             let url = database_url(&config, url, None)?;
@@ -288,6 +310,76 @@ async fn serve(
         println!("get a token with: appreg token --sub alice --data {}   (add --admin for an administrator)", dir.display());
     }
     appreg_api::run(listener, state, shutdown_signal()).await?;
+    db.close().await;
+    Ok(())
+}
+
+/// `appreg relay`: the event store's pool, a NATS connection that keeps retrying, and the
+/// relay until SIGTERM.
+async fn relay(
+    config: &Config,
+    url: &str,
+    nats_url: &str,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<()> {
+    // Install the recorder before the relay registers its metrics.
+    let metrics = appreg_telemetry::metrics_handle();
+    let shutdown = shutdown_signal();
+    let db = Database::connect(url, 4)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(url)))?;
+    db.migrate()
+        .await
+        .context("cannot migrate the event store")?;
+    let store = db.event_store().await?;
+    let pg_pool = match &db {
+        Database::Postgres(pool) => Some(pool.clone()),
+        Database::Sqlite(_) => None,
+    };
+    // Connecting never fails here: the client keeps retrying in the background, and the relay
+    // publishes once NATS answers.
+    let nats = async_nats::ConnectOptions::new()
+        .name("appreg-relay")
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis(100 * attempts.min(10) as u64)
+        })
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("bad NATS url {}", redact(nats_url)))?;
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!(addr = %listener.local_addr()?, "relay metrics listening");
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move { metrics.render() }
+                }),
+            )
+            .route("/healthz", axum::routing::get(|| async { "ok" }));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "relay metrics server failed");
+            }
+        });
+    }
+    let relay_config = appreg_relay::RelayConfig::from_config(config);
+    tracing::info!(
+        stream = %relay_config.stream,
+        subject_prefix = %relay_config.subject_prefix,
+        nats = %redact(nats_url),
+        postgres = db.is_postgres(),
+        "appreg relay starting"
+    );
+    appreg_relay::run(relay_config, store, pg_pool, nats, shutdown).await?;
     db.close().await;
     Ok(())
 }

@@ -48,6 +48,16 @@ pub struct Config {
     /// Longest wait of a read for the read models to include a write, in milliseconds.
     #[serde(default = "default_consistency_wait")]
     pub consistency_wait_ms: u64,
+    /// NATS server(s) of the relay (`nats://host:4222`, comma-separated for a cluster). May
+    /// carry credentials (`nats://user:password@host`), hence a secret.
+    #[serde(default = "default_nats_url")]
+    pub nats_url: SecretString,
+    /// The JetStream stream the relay publishes to (one per deployment sharing a NATS).
+    #[serde(default = "default_nats_stream")]
+    pub nats_stream: String,
+    /// First token(s) of every event subject: `<prefix>.<env>.<stream_type>.<stream_id>.<Type>`.
+    #[serde(default = "default_nats_subject_prefix")]
+    pub nats_subject_prefix: String,
 }
 
 /// How bearer tokens are checked.
@@ -109,6 +119,15 @@ fn default_retries() -> u32 {
 }
 fn default_consistency_wait() -> u64 {
     5000
+}
+fn default_nats_url() -> SecretString {
+    SecretString::from("nats://127.0.0.1:4222")
+}
+fn default_nats_stream() -> String {
+    "APPREG_EVENTS".into()
+}
+fn default_nats_subject_prefix() -> String {
+    "appreg".into()
 }
 fn default_role_claim() -> String {
     "roles".into()
@@ -179,6 +198,9 @@ mod tests {
                 "postgres://u:pw@h/db"
             );
             assert_eq!(c.max_body_bytes, 65536);
+            assert_eq!(c.nats_url.expose_secret(), "nats://127.0.0.1:4222");
+            assert_eq!(c.nats_stream, "APPREG_EVENTS");
+            assert_eq!(c.nats_subject_prefix, "appreg");
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
             Ok(())
         });
@@ -192,6 +214,8 @@ mod tests {
             assert_eq!(c.listen, "0.0.0.0:8080");
             assert!(!c.auth.dev && !c.allow_http_redirect_uris);
             assert!(c.auth.jwks_url.is_some());
+            assert_eq!(c.nats_stream, "APPREG_EVENTS");
+            assert_eq!(c.nats_subject_prefix, "appreg");
             Ok(())
         });
     }

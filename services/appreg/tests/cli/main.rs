@@ -1,5 +1,8 @@
 //! End-to-end tests of the `appreg` binary: `dev` on a random port (SQLite, then PostgreSQL),
-//! `token`, `migrate`, `history`, and a graceful stop on SIGTERM.
+//! `token`, `migrate`, `history`, a graceful stop on SIGTERM, and `relay` processes killed and
+//! taken over (`relay.rs`).
+
+mod relay;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
