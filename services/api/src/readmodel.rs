@@ -23,6 +23,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const CHECKPOINT: &str = "applications";
+/// Events per projected batch, and the least time between two reads once caught up (so a busy
+/// log is projected in a few large transactions rather than one per event).
+const BATCH: i64 = 500;
+const GATHER: Duration = Duration::from_millis(5);
 /// Rows per set-based statement (bounded by SQLite's limit on bound parameters).
 const CHUNK: usize = 200;
 
@@ -393,7 +397,7 @@ pub async fn run_projector(
     store: Arc<dyn EventStore>,
     cancel: CancellationToken,
 ) {
-    let mut tailer = LogTailer::new(store, read.position(), 500);
+    let mut tailer = LogTailer::new(store, read.position(), BATCH).with_min_interval(GATHER);
     loop {
         let batch = tokio::select! {
             _ = cancel.cancelled() => return,

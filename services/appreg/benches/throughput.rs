@@ -5,7 +5,7 @@
 //!       through the event store, at 1, 16 and 64 concurrent clients;
 //!   (b) `POST /applications` (simple) through HTTP against a separate `appreg api` process, at
 //!       64 connections: commands/s, p50/p99 latency, and the process's resident memory idle and
-//!       at peak;
+//!       at peak — beside a bare axum handler doing one INSERT per request, in the same run;
 //! and prints each figure beside the limit measured in the same run, as a ratio.
 //!
 //! Environment: `APPREG_BENCH_API_CONNECTIONS` (the api's pool, default 16),
@@ -200,34 +200,59 @@ async fn http_creates(connections: usize) -> HttpFigures {
     .unwrap()
     .trim()
     .to_string();
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
     let endpoint = format!("{base}/v1/environments/DEFAULT/applications");
     // Warm up the connections.
     for _ in 0..connections {
         client.get(format!("{base}/healthz")).send().await.unwrap();
     }
+    let (mut figures, peak) = drive(
+        &client,
+        &endpoint,
+        Some(&token),
+        connections,
+        Some(child.id()),
+    )
+    .await;
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    figures.idle_rss_mib = idle as f64 / 1024.0;
+    figures.peak_rss_mib = peak as f64 / 1024.0;
+    figures
+}
+
+/// `connections` clients POST a simple application to `endpoint` for the configured time;
+/// samples the resident memory of `pid` meanwhile (peak, KiB).
+async fn drive(
+    client: &reqwest::Client,
+    endpoint: &str,
+    token: Option<&str>,
+    connections: usize,
+    pid: Option<u32>,
+) -> (HttpFigures, u64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
     let started = Instant::now();
     for _ in 0..connections {
         let (client, stop, errors, endpoint, token) = (
             client.clone(),
             stop.clone(),
             errors.clone(),
-            endpoint.clone(),
-            token.clone(),
+            endpoint.to_string(),
+            token.map(str::to_string),
         );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(4096);
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = client
+                let mut request = client
                     .post(&endpoint)
-                    .bearer_auth(&token)
-                    .json(&serde_json::json!({"name": "bench app", "type": "simple"}))
-                    .send()
-                    .await;
-                match r {
+                    .json(&serde_json::json!({"name": "bench app", "type": "simple"}));
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                match request.send().await {
                     Ok(r) if r.status() == 201 => {
                         let _ = r.bytes().await;
                         latencies.push(t.elapsed());
@@ -244,7 +269,9 @@ async fn http_creates(connections: usize) -> HttpFigures {
     let end = Instant::now() + Duration::from_secs(seconds());
     while Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        peak = peak.max(rss_kib(child.id(), "VmRSS:"));
+        if let Some(pid) = pid {
+            peak = peak.max(rss_kib(pid, "VmRSS:"));
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
@@ -252,24 +279,78 @@ async fn http_creates(connections: usize) -> HttpFigures {
         all.extend(t.await.unwrap());
     }
     let elapsed = started.elapsed().as_secs_f64();
-    peak = peak.max(rss_kib(child.id(), "VmHWM:"));
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&data);
+    if let Some(pid) = pid {
+        peak = peak.max(rss_kib(pid, "VmHWM:"));
+    }
     all.sort();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
             .map(|d| d.as_secs_f64() * 1000.0)
             .unwrap_or(0.0)
     };
-    HttpFigures {
+    let figures = HttpFigures {
         rate: all.len() as f64 / elapsed,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors: errors.load(Ordering::Relaxed),
-        idle_rss_mib: idle as f64 / 1024.0,
-        peak_rss_mib: peak as f64 / 1024.0,
-    }
+        idle_rss_mib: 0.0,
+        peak_rss_mib: 0.0,
+    };
+    (figures, peak)
+}
+
+/// The limit of (b): a bare axum handler that does one INSERT per request (no auth, no
+/// validation, no read model), on its own runtime with 2 workers and a 16-connection pool.
+async fn bare_handler(connections: usize) -> HttpFigures {
+    use axum::routing::post;
+    let url = fresh_database("appreg_bench_bare").await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .test_before_acquire(false)
+        .connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE raw_apps (id uuid PRIMARY KEY, data jsonb NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server_pool = pool.clone();
+    runtime.spawn(async move {
+        let app = axum::Router::new().route(
+            "/raw",
+            post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let pool = server_pool.clone();
+                async move {
+                    sqlx::query("INSERT INTO raw_apps (id, data) VALUES ($1, $2)")
+                        .bind(uuid::Uuid::now_v7())
+                        .bind(&body)
+                        .execute(&pool)
+                        .await
+                        .unwrap();
+                    (axum::http::StatusCode::CREATED, axum::Json(body))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, app).await.unwrap();
+    });
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}/raw");
+    let (figures, _) = drive(&client, &endpoint, None, connections, None).await;
+    runtime.shutdown_background();
+    pool.close().await;
+    figures
 }
 
 #[tokio::main]
@@ -306,6 +387,13 @@ async fn main() {
     println!("target: appends ≥ 70% of pgbench at 16 clients");
     println!();
     println!("(b) POST /applications (simple) through HTTP, 64 connections, durable commits");
+    let bare = bare_handler(64).await;
+    println!(
+        "limit: a bare axum handler doing one INSERT: {:.0} req/s ({:.0}% of pgbench), p99 {:.1} ms",
+        bare.rate,
+        100.0 * bare.rate / raw16.max(1.0),
+        bare.p99_ms
+    );
     let h = http_creates(64).await;
     println!(
         "commands/s {:.0} ({:.0}% of pgbench's 16-client INSERT rate {:.0}; target ≥ 40%), p50 {:.1} ms, p99 {:.1} ms (target < 50 ms), errors {}",
@@ -315,6 +403,10 @@ async fn main() {
         h.p50_ms,
         h.p99_ms,
         h.errors
+    );
+    println!(
+        "appreg create vs the bare one-INSERT handler: {:.0}%",
+        100.0 * h.rate / bare.rate.max(1.0)
     );
     println!(
         "api resident memory: idle {:.1} MiB (target < 64), peak {:.1} MiB (target < 256)",

@@ -23,6 +23,9 @@ pub struct LogTailer {
     position: LogPosition,
     batch_size: i64,
     poll_interval: Duration,
+    /// Least time between a read that came back short (caught up) and the next read.
+    min_interval: Duration,
+    last_short_read: Option<tokio::time::Instant>,
     wakeups: watch::Receiver<u64>,
 }
 
@@ -46,6 +49,8 @@ impl LogTailer {
             position: from,
             batch_size: batch_size.max(1),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            min_interval: Duration::ZERO,
+            last_short_read: None,
             wakeups,
         }
     }
@@ -53,6 +58,14 @@ impl LogTailer {
     /// Sets the longest wait between two reads when no wake-up comes (default 200 ms).
     pub fn with_poll_interval(mut self, poll_interval: Duration) -> Self {
         self.poll_interval = poll_interval;
+        self
+    }
+
+    /// Sets the least time between a read that found the tailer caught up and the next read
+    /// (default none). Under a steady stream of appends, wake-ups then gather events into
+    /// fewer, larger batches instead of one read per append.
+    pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
+        self.min_interval = min_interval;
         self
     }
 
@@ -70,8 +83,14 @@ impl LogTailer {
         loop {
             // Mark the current wake-up as seen *before* reading, so that an append committed
             // during the read still wakes the wait below.
+            if let Some(at) = self.last_short_read {
+                tokio::time::sleep_until(at + self.min_interval).await;
+            }
             self.wakeups.borrow_and_update();
             let batch = self.store.read_log(self.position, self.batch_size).await?;
+            self.last_short_read = ((batch.len() as i64) < self.batch_size
+                && !self.min_interval.is_zero())
+            .then(tokio::time::Instant::now);
             if let Some(last) = batch.last() {
                 self.position = last.position;
                 return Ok(batch);
