@@ -20,7 +20,19 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// Starts `appreg dev` on a random port and returns the child and its base URL.
-fn start_dev(data: &Path, extra: &[&str]) -> (Child, String) {
+/// A child process killed when dropped, so a failing test leaves no server behind.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_dev(data: &Path, extra: &[&str]) -> (Running, String) {
     let mut child = Command::new(EXE)
         .args(["dev", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
@@ -30,7 +42,9 @@ fn start_dev(data: &Path, extra: &[&str]) -> (Child, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let stdout = child.stdout.take().unwrap();
+    let running = Running(Some(child));
+    let mut lines = BufReader::new(stdout).lines();
     let url = loop {
         let line = lines.next().expect("appreg dev printed its URL").unwrap();
         if let Some(url) = line.strip_prefix("appreg listening on ") {
@@ -39,7 +53,7 @@ fn start_dev(data: &Path, extra: &[&str]) -> (Child, String) {
     };
     // Keep draining stdout: a closed pipe would make the server's next print fail.
     std::thread::spawn(move || for _ in lines {});
-    (child, url)
+    (running, url)
 }
 
 fn token(data: &Path, sub: &str, admin: bool) -> String {
@@ -53,7 +67,8 @@ fn token(data: &Path, sub: &str, admin: bool) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn stop(mut child: Child) {
+fn stop(mut running: Running) {
+    let mut child = running.0.take().expect("running");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
