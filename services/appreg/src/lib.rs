@@ -41,6 +41,9 @@ pub enum Command {
         data: PathBuf,
         #[arg(long, env = "APPREG_DATABASE_URL")]
         database_url: Option<String>,
+        /// Also run the relay, publishing every event to this NATS server's JetStream.
+        #[arg(long, env = "APPREG_NATS_URL")]
+        nats_url: Option<String>,
     },
     /// The HTTP api, for production (PostgreSQL and the token issuer from configuration).
     Api,
@@ -194,6 +197,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             data,
             database_url: url,
+            nats_url,
         } => {
             if config.log_format == "json" && std::env::var_os("APPREG_LOG_FORMAT").is_none() {
                 config.log_format = "text".into();
@@ -208,7 +212,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let key = DevKey::load_or_create(&data)?;
             let auth = Authenticator::dev(&key, &config.auth.role_claim);
             let db = open(&url, config.database_max_connections).await?;
-            serve(&config, db, auth, Some(&data)).await
+            let shutdown = shutdown_signal();
+            let relay = match nats_url {
+                Some(nats_url) => {
+                    let nats = connect_nats(&nats_url).await?;
+                    let store = db.event_store().await?;
+                    let pg_pool = match &db {
+                        Database::Postgres(pool) => Some(pool.clone()),
+                        Database::Sqlite(_) => None,
+                    };
+                    println!("relay publishing to {}", redact(&nats_url));
+                    let relay_config = appreg_relay::RelayConfig::from_config(&config);
+                    Some(tokio::spawn(appreg_relay::run(
+                        relay_config,
+                        store,
+                        pg_pool,
+                        nats,
+                        shutdown.clone(),
+                    )))
+                }
+                None => None,
+            };
+            let served = serve(&config, &db, auth, Some(&data), shutdown.clone()).await;
+            shutdown.cancel();
+            if let Some(relay) = relay {
+                relay.await.context("the relay task failed")??;
+            }
+            db.close().await;
+            served
         }
         Command::Api => {
             appreg_telemetry::init_tracing(&config.log_format);
@@ -229,7 +260,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             };
             let db = open(&url, config.database_max_connections).await?;
-            serve(&config, db, auth, None).await
+            let served = serve(&config, &db, auth, None, shutdown_signal()).await;
+            db.close().await;
+            served
         }
         Command::Relay {
             database_url: url,
@@ -293,13 +326,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Serves the api until `shutdown` fires (the caller closes the database afterwards).
 async fn serve(
     config: &Config,
-    db: Database,
+    db: &Database,
     auth: Arc<Authenticator>,
     dev_data: Option<&Path>,
+    shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = appreg_api::AppState::new(config, &db, auth).await?;
+    let state = appreg_api::AppState::new(config, db, auth).await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -309,9 +344,22 @@ async fn serve(
     if let Some(dir) = dev_data {
         println!("get a token with: appreg token --sub alice --data {}   (add --admin for an administrator)", dir.display());
     }
-    appreg_api::run(listener, state, shutdown_signal()).await?;
-    db.close().await;
+    appreg_api::run(listener, state, shutdown).await?;
     Ok(())
+}
+
+/// A NATS client. Connecting never fails here: the client keeps retrying in the background,
+/// and the relay publishes once NATS answers.
+async fn connect_nats(nats_url: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("appreg-relay")
+        .retry_on_initial_connect()
+        .reconnect_delay_callback(|attempts| {
+            std::time::Duration::from_millis(100 * attempts.min(10) as u64)
+        })
+        .connect(nats_url)
+        .await
+        .with_context(|| format!("bad NATS url {}", redact(nats_url)))
 }
 
 /// `appreg relay`: the event store's pool, a NATS connection that keeps retrying, and the
@@ -336,17 +384,7 @@ async fn relay(
         Database::Postgres(pool) => Some(pool.clone()),
         Database::Sqlite(_) => None,
     };
-    // Connecting never fails here: the client keeps retrying in the background, and the relay
-    // publishes once NATS answers.
-    let nats = async_nats::ConnectOptions::new()
-        .name("appreg-relay")
-        .retry_on_initial_connect()
-        .reconnect_delay_callback(|attempts| {
-            std::time::Duration::from_millis(100 * attempts.min(10) as u64)
-        })
-        .connect(nats_url)
-        .await
-        .with_context(|| format!("bad NATS url {}", redact(nats_url)))?;
+    let nats = connect_nats(nats_url).await?;
     if let Some(addr) = metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -190,12 +190,32 @@ async fn dev_mode_on_postgres_and_migrate() {
         );
     }
     let data = temp_dir("pg");
-    let (child, url) = start_dev(&data, &["--database-url", &db_url]);
+    // With --nats-url, appreg dev also runs the relay (a private nats-server).
+    let nats = appreg_relay::testing::NatsServer::start();
+    let (child, url) = start_dev(
+        &data,
+        &["--database-url", &db_url, "--nats-url", &nats.url()],
+    );
     assert!(
         !data.join("appreg.db").exists(),
         "no SQLite database when PostgreSQL is given"
     );
     scenario(&data, &url, &["--database-url", &db_url]).await;
+    let db = appreg_eventstore::Database::connect(&db_url, 2)
+        .await
+        .unwrap();
+    let store = db.event_store().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let config = appreg_relay::RelayConfig::from_config(&appreg_config::Config::defaults());
+    let n = appreg_relay::testing::assert_exactly_once(
+        &js,
+        store.as_ref(),
+        &config,
+        std::time::Duration::from_secs(20),
+    )
+    .await;
+    assert!(n >= 3, "the dev scenario's events reached JetStream ({n})");
     stop(child);
     std::fs::remove_dir_all(&data).unwrap();
 }
