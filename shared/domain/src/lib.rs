@@ -65,7 +65,10 @@ pub(crate) fn tagged_data<T: serde::Serialize>(event: &T) -> serde_json::Value {
     }
 }
 
-/// Decodes a payload into an adjacently tagged enum, for schema version 1 events.
+/// Decodes a payload into an adjacently tagged enum, for schema version 1 events. Every other
+/// version is refused as unsupported: an event type whose payload changes gets a new schema file
+/// and an upcaster in its `DomainEvent::decode` that turns the older payload into the current one
+/// before calling this (proto-schemas/README.md, "Adding a schema version").
 pub(crate) fn decode_tagged<T: serde::de::DeserializeOwned>(
     event_type: &str,
     schema_version: i32,

@@ -1,0 +1,521 @@
+//! A corpus of events, each decided by the domain itself (plus, marked as such, the few payloads
+//! the Rust types allow but no decision emits today), with the stream it belongs to.
+
+use appreg_domain::application::{
+    ApplicationArchived, ApplicationEvent, PrimaryOwnershipTransferred,
+};
+use appreg_domain::environment::{
+    create_environment, environment_stream, first_seen, user_stream, EnvironmentEvent, UserEvent,
+};
+use appreg_domain::*;
+use chrono::{DateTime, TimeZone, Utc};
+use uuid::Uuid;
+
+/// One event as the event store keeps it: its stream, type, schema version and payload.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// What the sample shows (for failure messages).
+    pub case: String,
+    pub stream_id: String,
+    pub stream_type: &'static str,
+    pub event_type: &'static str,
+    pub schema_version: i32,
+    pub data: serde_json::Value,
+}
+
+fn sample<E: DomainEvent>(
+    case: &str,
+    stream_id: &str,
+    stream_type: &'static str,
+    event: &E,
+) -> Sample {
+    Sample {
+        case: case.to_string(),
+        stream_id: stream_id.to_string(),
+        stream_type,
+        event_type: event.event_type(),
+        schema_version: event.schema_version(),
+        data: event.data(),
+    }
+}
+
+pub fn user(s: &str) -> UserId {
+    UserId::parse(s).unwrap()
+}
+
+fn env(s: &str) -> EnvironmentId {
+    EnvironmentId::parse(s).unwrap()
+}
+
+fn uri(s: &str) -> RedirectUri {
+    RedirectUri::parse(s).unwrap()
+}
+
+fn url(s: &str) -> HttpUrl {
+    HttpUrl::parse(s).unwrap()
+}
+
+fn text(s: &str) -> BoundedText {
+    BoundedText::parse(s, 4000).unwrap()
+}
+
+fn admin(s: &str) -> Actor {
+    Actor {
+        user: user(s),
+        admin: true,
+    }
+}
+
+pub fn at(n: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_795_000_000 + n, 123_456_000).unwrap()
+}
+
+/// Every type on and DCR on: every application type can be created.
+fn policy() -> Policy {
+    Policy {
+        settings: ClientRegistrationSettings {
+            allowed_types: AllowedTypes::default(),
+            dcr_enabled: true,
+        },
+        allow_http_redirect_uris: false,
+    }
+}
+
+fn create(n: u128, app_type: ApplicationType, owner: &str) -> CreateApplication {
+    CreateApplication {
+        id: ApplicationId(Uuid::from_u128(
+            0x0190_f0c8_6d1a_7c7e_8a51_0000_0000_0000 + n,
+        )),
+        environment: EnvironmentId::default_env(),
+        name: ApplicationName::parse(&format!("App {n}")).unwrap(),
+        description: None,
+        domain: None,
+        app_type,
+        client_id: None,
+        redirect_uris: if app_type.requires_redirect_uris() {
+            vec![uri("https://app.example.com/callback")]
+        } else {
+            vec![]
+        },
+        grant_types: vec![],
+        client_uri: None,
+        logo_uri: None,
+        provider_id: None,
+        owner: user(owner),
+    }
+}
+
+/// Folds and records the events of one application stream as they are decided.
+struct Stream {
+    state: Option<Application>,
+    stream_id: String,
+    version: i64,
+    out: Vec<Sample>,
+}
+
+impl Stream {
+    fn new(cmd: CreateApplication, case: &str) -> Self {
+        let mut stream = Stream {
+            state: None,
+            stream_id: cmd.id.stream_id(),
+            version: 0,
+            out: vec![],
+        };
+        let events = Application::create(cmd, &policy()).expect(case);
+        stream.apply(case, events);
+        stream
+    }
+
+    fn apply(&mut self, case: &str, events: Vec<ApplicationEvent>) {
+        assert!(!events.is_empty(), "{case}: decided no event");
+        for event in events {
+            self.version += 1;
+            self.state =
+                Application::evolve(self.state.take(), &event, at(self.version), self.version);
+            self.out
+                .push(sample(case, &self.stream_id, "application", &event));
+        }
+    }
+
+    fn app(&self) -> &Application {
+        self.state.as_ref().unwrap()
+    }
+
+    fn decide(
+        &mut self,
+        case: &str,
+        decide: impl FnOnce(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
+    ) {
+        let events = decide(self.app()).unwrap_or_else(|e| panic!("{case}: {e:?}"));
+        self.apply(case, events);
+    }
+}
+
+fn application_samples() -> Vec<Sample> {
+    let mut out = Vec::new();
+    let pol = policy();
+
+    // Every type, minimal: no optional field, default grant types.
+    for (n, t) in ApplicationType::ALL.into_iter().enumerate() {
+        let s = Stream::new(
+            create(n as u128, t, "alice"),
+            &format!("minimal {}", t.as_str()),
+        );
+        out.extend(s.out);
+    }
+
+    // Every OAuth type with every allowed grant, several (and repeated) redirect URIs, both URLs,
+    // a named provider and a description and domain.
+    for (n, t) in ApplicationType::ALL.into_iter().enumerate() {
+        if !t.is_oauth() {
+            continue;
+        }
+        let mut cmd = create(10 + n as u128, t, "alice@example.com");
+        cmd.description = Some(text("Ünïcødé description\nwith a line break"));
+        cmd.domain = Some(text("example.com"));
+        cmd.grant_types = t.allowed_grant_types().iter().rev().copied().collect();
+        cmd.grant_types.extend(t.mandatory_grant_types());
+        if t.requires_redirect_uris() {
+            cmd.redirect_uris = vec![
+                uri("https://app.example.com/callback?x=1"),
+                uri("http://localhost:8080/cb"),
+                uri("http://127.0.0.1/cb"),
+                uri("http://[::1]:9000/cb"),
+                uri("https://app.example.com/callback?x=1"),
+            ];
+        }
+        if t == ApplicationType::Native {
+            cmd.redirect_uris
+                .push(uri("com.example.app:/oauth2redirect"));
+        }
+        cmd.client_uri = Some(url("https://app.example.com/"));
+        cmd.logo_uri = Some(url("http://cdn.example.com/logo.png#v2"));
+        cmd.provider_id = Some("keycloak-main".into());
+        out.extend(Stream::new(cmd, &format!("full {}", t.as_str())).out);
+    }
+
+    // Simple with everything a simple application can have; a long multi-byte name.
+    let mut cmd = create(20, ApplicationType::Simple, "ünïcødé user");
+    cmd.name = ApplicationName::parse(&format!("  {}  ", "é".repeat(200))).unwrap();
+    cmd.description = Some(text(""));
+    cmd.domain = Some(text("a.example"));
+    cmd.client_id = Some(ClientId::parse("my-client_id:1/ü").unwrap());
+    let mut simple = Stream::new(cmd, "simple with client_id");
+
+    // Updates of a simple application: name, description cleared, domain set, client_id changed
+    // then cleared.
+    simple.decide("update simple: name, description, domain, client_id", |a| {
+        a.update(
+            UpdateApplication {
+                name: Some(ApplicationName::parse("Renamed").unwrap()),
+                description: Patch::Clear,
+                domain: Patch::Set(text("b.example")),
+                client_id: Patch::Set(ClientId::parse("other").unwrap()),
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    simple.decide("update simple: client_id cleared", |a| {
+        a.update(
+            UpdateApplication {
+                client_id: Patch::Clear,
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    // Members: added as OWNER and USER, role changed both ways, removed, ownership transferred.
+    simple.decide("member added OWNER", |a| {
+        a.add_member(user("bob"), Role::Owner)
+    });
+    simple.decide("member added USER", |a| {
+        a.add_member(user("carol.c@example.org"), Role::User)
+    });
+    simple.decide("role USER -> OWNER", |a| {
+        a.change_member_role(user("carol.c@example.org"), Role::Owner)
+    });
+    simple.decide("role OWNER -> USER", |a| {
+        a.change_member_role(user("bob"), Role::User)
+    });
+    simple.decide("member removed (USER)", |a| a.remove_member(user("bob")));
+    simple.decide("member removed (OWNER)", |a| {
+        a.remove_member(user("carol.c@example.org"))
+    });
+    simple.decide("transfer to a non-member, former owner USER", |a| {
+        a.transfer_ownership(&admin("root"), user("dave"), Role::User)
+    });
+    simple.decide("transfer by the owner, former owner OWNER", |a| {
+        a.transfer_ownership(
+            &Actor {
+                user: user("dave"),
+                admin: false,
+            },
+            user("ünïcødé user"),
+            Role::Owner,
+        )
+    });
+    simple.decide("archive", |a| a.archive());
+    simple.decide("restore", |a| a.restore(&admin("root")));
+    out.extend(simple.out);
+
+    // Updates of OAuth applications: URIs, grants, client_uri cleared, logo_uri set.
+    let mut web = Stream::new(create(30, ApplicationType::Web, "erin"), "web for updates");
+    web.decide("update web: redirect_uris, grant_types, logo_uri", |a| {
+        a.update(
+            UpdateApplication {
+                redirect_uris: Some(vec![
+                    uri("https://a.example/cb"),
+                    uri("https://b.example/cb"),
+                ]),
+                grant_types: Some(vec![
+                    GrantType::AuthorizationCode,
+                    GrantType::RefreshToken,
+                    GrantType::Implicit,
+                ]),
+                logo_uri: Patch::Set(url("https://a.example/logo.svg")),
+                client_uri: Patch::Set(url("https://a.example")),
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    web.decide("update web: client_uri cleared, name and domain", |a| {
+        a.update(
+            UpdateApplication {
+                name: Some(ApplicationName::parse("Web 2").unwrap()),
+                domain: Patch::Set(text("web.example")),
+                client_uri: Patch::Clear,
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    web.decide("archive web", |a| a.archive());
+    web.decide("restore web", |a| a.restore(&admin("root")));
+    out.extend(web.out);
+
+    let mut b2b = Stream::new(
+        create(31, ApplicationType::BackendToBackend, "frank"),
+        "b2b for updates",
+    );
+    b2b.decide("update backend_to_backend: description", |a| {
+        a.update(
+            UpdateApplication {
+                description: Patch::Set(text("machine to machine")),
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    out.extend(b2b.out);
+
+    // What the types allow but no decision emits today: an archive or a transfer of an
+    // application without a primary owner.
+    let stream = "application-0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f";
+    out.push(sample(
+        "type-level: archive without a primary owner",
+        stream,
+        "application",
+        &ApplicationEvent::ApplicationArchived(ApplicationArchived {
+            former_primary_owner: None,
+        }),
+    ));
+    out.push(sample(
+        "type-level: transfer without a former owner",
+        stream,
+        "application",
+        &ApplicationEvent::PrimaryOwnershipTransferred(PrimaryOwnershipTransferred {
+            from: None,
+            to: user("x"),
+            former_owner_role: Role::User,
+        }),
+    ));
+    out
+}
+
+fn settings_samples() -> Vec<Sample> {
+    let stream = ClientRegistrationSettings::stream_id("DEFAULT");
+    let mut out = Vec::new();
+    let current = ClientRegistrationSettings::default();
+    let dcr_on = ClientRegistrationSettings {
+        dcr_enabled: true,
+        ..current
+    };
+    let only_simple = ClientRegistrationSettings {
+        allowed_types: AllowedTypes {
+            simple: true,
+            browser: false,
+            web: false,
+            native: false,
+            backend_to_backend: false,
+        },
+        dcr_enabled: false,
+    };
+    let nothing = ClientRegistrationSettings {
+        allowed_types: AllowedTypes {
+            simple: false,
+            browser: false,
+            web: false,
+            native: false,
+            backend_to_backend: false,
+        },
+        dcr_enabled: true,
+    };
+    for (case, from, to) in [
+        ("settings: DCR on", current, dcr_on),
+        ("settings: simple only", dcr_on, only_simple),
+        ("settings: no type", only_simple, nothing),
+    ] {
+        for e in from.decide_update(to).unwrap() {
+            out.push(sample(case, &stream, "settings", &e));
+        }
+    }
+    out
+}
+
+fn environment_samples() -> Vec<Sample> {
+    let mut out = Vec::new();
+    for (id, name) in [
+        ("prod", "  Production  "),
+        ("a_B-9", "ü"),
+        ("x", &"n".repeat(100)),
+    ] {
+        let id = env(id);
+        for e in create_environment(id.clone(), name, false).unwrap() {
+            let EnvironmentEvent::EnvironmentCreated(_) = &e;
+            out.push(sample(
+                &format!("environment {id}"),
+                &environment_stream(&id),
+                "environment",
+                &e,
+            ));
+        }
+    }
+    out
+}
+
+fn user_samples() -> Vec<Sample> {
+    let mut out = Vec::new();
+    let new_app = Uuid::from_u128(0x0190_f0c8_6d1a_7c7e_8a51_0a2c_7e6b_1d2f);
+    /// case, user, name, email, admin, default application enabled
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<String>,
+        Option<String>,
+        bool,
+        bool,
+    );
+    let cases: [Case; 5] = [
+        (
+            "user: plain, default application",
+            "alice",
+            Some("Alice".into()),
+            Some("alice@example.com".into()),
+            false,
+            true,
+        ),
+        (
+            "user: admin gets no default application",
+            "root",
+            None,
+            None,
+            true,
+            true,
+        ),
+        (
+            "user: feature off",
+            "bob",
+            Some(String::new()),
+            None,
+            false,
+            false,
+        ),
+        (
+            "user: long profile clipped",
+            "carol",
+            Some("é".repeat(300)),
+            Some(format!("{}@x.example", "c".repeat(300))),
+            false,
+            true,
+        ),
+        (
+            "user: awkward id",
+            "user with spaces.and*dots>",
+            None,
+            Some("not an email".into()),
+            false,
+            true,
+        ),
+    ];
+    let environment = EnvironmentId::default_env();
+    for (case, id, name, email, is_admin, enabled) in cases {
+        let e = first_seen(user(id), name, email, is_admin, enabled, new_app);
+        let UserEvent::UserFirstSeen(_) = &e;
+        out.push(sample(
+            case,
+            &user_stream(&environment, &user(id)),
+            "user",
+            &e,
+        ));
+    }
+    out
+}
+
+/// The whole corpus.
+pub fn corpus() -> Vec<Sample> {
+    let mut out = application_samples();
+    out.extend(settings_samples());
+    out.extend(environment_samples());
+    out.extend(user_samples());
+    out
+}
+
+/// Every event type of the domain. The exhaustive matches fail to compile when a variant is
+/// added, so a new event cannot go without a schema and a place in the corpus.
+pub fn all_event_types() -> Vec<&'static str> {
+    fn application(e: &ApplicationEvent) -> &'static str {
+        match e {
+            ApplicationEvent::ApplicationCreated(_)
+            | ApplicationEvent::DcrRegistrationRequested(_)
+            | ApplicationEvent::ApplicationUpdated(_)
+            | ApplicationEvent::ApplicationArchived(_)
+            | ApplicationEvent::ApplicationRestored(_)
+            | ApplicationEvent::MemberAdded(_)
+            | ApplicationEvent::MemberRoleChanged(_)
+            | ApplicationEvent::MemberRemoved(_)
+            | ApplicationEvent::PrimaryOwnershipTransferred(_) => e.event_type(),
+        }
+    }
+    fn settings(e: &SettingsEvent) -> &'static str {
+        match e {
+            SettingsEvent::ClientRegistrationSettingsUpdated(_) => e.event_type(),
+        }
+    }
+    fn environment(e: &EnvironmentEvent) -> &'static str {
+        match e {
+            EnvironmentEvent::EnvironmentCreated(_) => e.event_type(),
+        }
+    }
+    fn user_event(e: &UserEvent) -> &'static str {
+        match e {
+            UserEvent::UserFirstSeen(_) => e.event_type(),
+        }
+    }
+    let _ = (application, settings, environment, user_event);
+    vec![
+        "ApplicationCreated",
+        "DcrRegistrationRequested",
+        "ApplicationUpdated",
+        "ApplicationArchived",
+        "ApplicationRestored",
+        "MemberAdded",
+        "MemberRoleChanged",
+        "MemberRemoved",
+        "PrimaryOwnershipTransferred",
+        "ClientRegistrationSettingsUpdated",
+        "EnvironmentCreated",
+        "UserFirstSeen",
+    ]
+}

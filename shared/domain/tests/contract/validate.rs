@@ -1,0 +1,476 @@
+//! Every event of the corpus against its schema; envelope and metadata against theirs; and a few
+//! payloads the schemas must refuse, so they are known to be precise.
+
+use crate::corpus::{all_event_types, at, corpus, Sample};
+use crate::{errors, load_schema, schema_root, validator};
+use appreg_domain::application::ApplicationEvent;
+use appreg_domain::environment::{EnvironmentEvent, UserEvent};
+use appreg_domain::{DomainEvent, SettingsEvent};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+fn schema_path(event_type: &str, schema_version: i32) -> String {
+    format!("events/{event_type}/v{schema_version}.json")
+}
+
+/// Decodes a sample with the decoder of its stream type and encodes it again.
+fn round_trip(s: &Sample) -> Value {
+    fn again<E: DomainEvent>(s: &Sample) -> Value {
+        let e = E::decode(s.event_type, s.schema_version, s.data.clone())
+            .unwrap_or_else(|e| panic!("{}: {e}", s.case));
+        assert_eq!(e.event_type(), s.event_type, "{}", s.case);
+        e.data()
+    }
+    match s.stream_type {
+        "application" => again::<ApplicationEvent>(s),
+        "settings" => again::<SettingsEvent>(s),
+        "environment" => again::<EnvironmentEvent>(s),
+        "user" => again::<UserEvent>(s),
+        other => panic!("unknown stream type {other}"),
+    }
+}
+
+#[test]
+fn every_event_of_the_corpus_validates_against_its_schema() {
+    let mut validators = BTreeMap::new();
+    let mut failures = Vec::new();
+    let samples = corpus();
+    for s in &samples {
+        let path = schema_path(s.event_type, s.schema_version);
+        let v = validators
+            .entry(path.clone())
+            .or_insert_with(|| validator(&path));
+        let problems = errors(v, &s.data);
+        if !problems.is_empty() {
+            failures.push(format!("{} ({path}): {}\n{problems}", s.case, s.data));
+        }
+        assert_eq!(
+            round_trip(s),
+            s.data,
+            "{}: decode/encode changed the payload",
+            s.case
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(samples.len() > 40, "the corpus shrank to {}", samples.len());
+}
+
+#[test]
+fn the_corpus_covers_every_event_type_and_every_type_has_a_schema() {
+    let known: BTreeSet<&str> = all_event_types().into_iter().collect();
+    let covered: BTreeSet<&str> = corpus().iter().map(|s| s.event_type).collect();
+    assert_eq!(covered, known, "event types without a sample in the corpus");
+
+    let dirs: BTreeSet<String> = std::fs::read_dir(schema_root().join("events"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let known: BTreeSet<String> = known.into_iter().map(String::from).collect();
+    assert_eq!(
+        dirs, known,
+        "proto-schemas/events/ must have one directory per event type, and no other"
+    );
+}
+
+#[test]
+fn every_schema_file_is_a_valid_draft_2020_12_schema() {
+    for path in crate::lock::schema_files() {
+        let schema = load_schema(&path);
+        assert_eq!(
+            schema["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{path}"
+        );
+        if let Err(e) = jsonschema::meta::validate(&schema) {
+            panic!("{path} is not a valid schema: {e}");
+        }
+        validator(&path);
+    }
+}
+
+/// The metadata the api writes (services/api/src/commands.rs `metadata`).
+fn api_metadata(actor: &str, actor_name: Option<&str>, admin: bool, correlation: &str) -> Value {
+    json!({
+        "environment": "DEFAULT",
+        "actor": actor,
+        "actor_name": actor_name,
+        "actor_admin": admin,
+        "correlation_id": correlation,
+        "causation_id": correlation,
+        "at": at(0),
+    })
+}
+
+/// The body the relay publishes (services/relay/src/envelope.rs `Envelope::new`).
+fn envelope(s: &Sample, version: i64, metadata: Value) -> Value {
+    json!({
+        "event_id": "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f",
+        "stream_id": s.stream_id,
+        "stream_type": s.stream_type,
+        "version": version,
+        "type": s.event_type,
+        "schema_version": s.schema_version,
+        "at": at(version),
+        "metadata": metadata,
+        "data": s.data,
+    })
+}
+
+#[test]
+fn envelopes_and_metadata_validate() {
+    let envelope_schema = validator("envelope/v1.json");
+    let metadata_schema = validator("metadata/v1.json");
+    let metadatas = [
+        api_metadata(
+            "alice",
+            Some("Alice"),
+            false,
+            "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f",
+        ),
+        api_metadata("ünïcødé user", None, true, "caller-chosen-id_42"),
+        {
+            let mut m = api_metadata("bob", None, false, "x");
+            m["traceparent"] = json!("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+            m["something_new"] = json!({"producers": "may add fields"});
+            m
+        },
+    ];
+    for (i, s) in corpus().iter().enumerate() {
+        let metadata = metadatas[i % metadatas.len()].clone();
+        let problems = errors(&metadata_schema, &metadata);
+        assert!(problems.is_empty(), "metadata {metadata}:\n{problems}");
+        let body = envelope(s, i as i64 + 1, metadata);
+        let problems = errors(&envelope_schema, &body);
+        assert!(
+            problems.is_empty(),
+            "{}: envelope {body}:\n{problems}",
+            s.case
+        );
+    }
+}
+
+/// Mutations of valid payloads that the schemas must refuse.
+#[test]
+fn the_schemas_refuse_what_the_domain_never_emits() {
+    let samples = corpus();
+    let first = |event_type: &str, case_part: &str| -> Value {
+        samples
+            .iter()
+            .find(|s| s.event_type == event_type && s.case.contains(case_part))
+            .unwrap_or_else(|| panic!("no {event_type} sample like {case_part:?}"))
+            .data
+            .clone()
+    };
+    let with = |mut v: Value, pointer: &str, value: Value| -> Value {
+        *v.pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("{pointer}")) = value;
+        v
+    };
+    let insert = |mut v: Value, key: &str, value: Value| -> Value {
+        v.as_object_mut().unwrap().insert(key.to_string(), value);
+        v
+    };
+    let without = |mut v: Value, key: &str| -> Value {
+        v.as_object_mut().unwrap().remove(key).unwrap();
+        v
+    };
+    let web = first("ApplicationCreated", "full web");
+    let simple = first("ApplicationCreated", "minimal simple");
+    let b2b = first("ApplicationCreated", "minimal backend_to_backend");
+    let bad: Vec<(&str, &str, Value)> = vec![
+        (
+            "ApplicationCreated",
+            "unknown field",
+            insert(web.clone(), "extra", json!(1)),
+        ),
+        (
+            "ApplicationCreated",
+            "missing name",
+            without(web.clone(), "name"),
+        ),
+        (
+            "ApplicationCreated",
+            "empty name",
+            with(web.clone(), "/name", json!("")),
+        ),
+        (
+            "ApplicationCreated",
+            "untrimmed name",
+            with(web.clone(), "/name", json!(" a")),
+        ),
+        (
+            "ApplicationCreated",
+            "201 characters",
+            with(web.clone(), "/name", json!("a".repeat(201))),
+        ),
+        (
+            "ApplicationCreated",
+            "unknown type",
+            with(web.clone(), "/type", json!("spa")),
+        ),
+        (
+            "ApplicationCreated",
+            "OAuth app with a client_id",
+            with(web.clone(), "/client_id", json!("mine")),
+        ),
+        (
+            "ApplicationCreated",
+            "OAuth app without oauth",
+            with(web.clone(), "/oauth", json!(null)),
+        ),
+        (
+            "ApplicationCreated",
+            "simple app with oauth",
+            with(simple.clone(), "/oauth", web["oauth"].clone()),
+        ),
+        (
+            "ApplicationCreated",
+            "simple app with a provider",
+            with(simple.clone(), "/provider_id", json!("p")),
+        ),
+        (
+            "ApplicationCreated",
+            "unknown grant",
+            with(web.clone(), "/oauth/grant_types/0", json!("device_code")),
+        ),
+        (
+            "ApplicationCreated",
+            "grant not allowed for web",
+            with(
+                web.clone(),
+                "/oauth/grant_types/0",
+                json!("client_credentials"),
+            ),
+        ),
+        (
+            "ApplicationCreated",
+            "web without authorization_code",
+            with(web.clone(), "/oauth/grant_types", json!(["implicit"])),
+        ),
+        (
+            "ApplicationCreated",
+            "b2b with a redirect URI",
+            with(
+                b2b.clone(),
+                "/oauth/redirect_uris",
+                json!(["https://a.example/cb"]),
+            ),
+        ),
+        (
+            "ApplicationCreated",
+            "web without redirect URI",
+            with(web.clone(), "/oauth/redirect_uris", json!([])),
+        ),
+        (
+            "ApplicationCreated",
+            "redirect URI with a fragment",
+            with(
+                web.clone(),
+                "/oauth/redirect_uris/0",
+                json!("https://a.example/cb#f"),
+            ),
+        ),
+        (
+            "ApplicationCreated",
+            "relative redirect URI",
+            with(web.clone(), "/oauth/redirect_uris/0", json!("/cb")),
+        ),
+        (
+            "ApplicationCreated",
+            "logo_uri not http",
+            with(web.clone(), "/oauth/logo_uri", json!("ftp://a.example/x")),
+        ),
+        (
+            "ApplicationCreated",
+            "logo_uri null",
+            with(web.clone(), "/oauth/logo_uri", json!(null)),
+        ),
+        (
+            "ApplicationCreated",
+            "unknown response type",
+            with(web.clone(), "/oauth/response_types/0", json!("none")),
+        ),
+        (
+            "ApplicationCreated",
+            "id not a UUID",
+            with(web.clone(), "/id", json!("app-1")),
+        ),
+        (
+            "ApplicationCreated",
+            "bad environment",
+            with(web.clone(), "/environment", json!("a.b")),
+        ),
+        (
+            "ApplicationCreated",
+            "primary owner with a control character",
+            with(web.clone(), "/primary_owner", json!("a\u{7}")),
+        ),
+        (
+            "ApplicationUpdated",
+            "nothing changed",
+            with(
+                first("ApplicationUpdated", "name, description"),
+                "/changed",
+                json!([]),
+            ),
+        ),
+        (
+            "ApplicationUpdated",
+            "unknown changed field",
+            with(
+                first("ApplicationUpdated", "name, description"),
+                "/changed/0",
+                json!("type"),
+            ),
+        ),
+        (
+            "MemberAdded",
+            "added as PRIMARY_OWNER",
+            with(
+                first("MemberAdded", "OWNER"),
+                "/role",
+                json!("PRIMARY_OWNER"),
+            ),
+        ),
+        (
+            "MemberAdded",
+            "lower-case role",
+            with(first("MemberAdded", "OWNER"), "/role", json!("owner")),
+        ),
+        (
+            "MemberRoleChanged",
+            "same role",
+            with(
+                first("MemberRoleChanged", "USER -> OWNER"),
+                "/to",
+                json!("USER"),
+            ),
+        ),
+        (
+            "PrimaryOwnershipTransferred",
+            "former owner stays primary",
+            with(
+                first("PrimaryOwnershipTransferred", "non-member"),
+                "/former_owner_role",
+                json!("PRIMARY_OWNER"),
+            ),
+        ),
+        ("ApplicationArchived", "missing field", json!({})),
+        (
+            "ClientRegistrationSettingsUpdated",
+            "missing type flag",
+            without(
+                first("ClientRegistrationSettingsUpdated", "DCR on"),
+                "dcr_enabled",
+            ),
+        ),
+        (
+            "ClientRegistrationSettingsUpdated",
+            "string flag",
+            with(
+                first("ClientRegistrationSettingsUpdated", "DCR on"),
+                "/allowed_types/web",
+                json!("true"),
+            ),
+        ),
+        (
+            "EnvironmentCreated",
+            "empty name",
+            with(first("EnvironmentCreated", "prod"), "/name", json!("")),
+        ),
+        (
+            "UserFirstSeen",
+            "default application not a UUID",
+            with(
+                first("UserFirstSeen", "plain"),
+                "/default_application",
+                json!("x"),
+            ),
+        ),
+        (
+            "UserFirstSeen",
+            "name over 200 characters",
+            with(
+                first("UserFirstSeen", "plain"),
+                "/name",
+                json!("n".repeat(201)),
+            ),
+        ),
+        (
+            "DcrRegistrationRequested",
+            "empty provider id",
+            json!({"provider_id": ""}),
+        ),
+    ];
+    let mut accepted = Vec::new();
+    for (event_type, case, data) in bad {
+        if validator(&schema_path(event_type, 1)).is_valid(&data) {
+            accepted.push(format!("{event_type}: {case}: {data}"));
+        }
+    }
+    assert!(accepted.is_empty(), "accepted:\n{}", accepted.join("\n"));
+
+    let envelope_schema = validator("envelope/v1.json");
+    let good = envelope(&samples[0], 1, api_metadata("a", None, false, "c"));
+    for (case, body) in [
+        ("no data", without(good.clone(), "data")),
+        ("version 0", with(good.clone(), "/version", json!(0))),
+        (
+            "at not a date-time",
+            with(good.clone(), "/at", json!("yesterday")),
+        ),
+        (
+            "event_id not a UUID",
+            with(good.clone(), "/event_id", json!("1")),
+        ),
+    ] {
+        assert!(
+            !envelope_schema.is_valid(&body),
+            "envelope accepted: {case}"
+        );
+    }
+    let metadata_schema = validator("metadata/v1.json");
+    for (case, metadata) in [
+        (
+            "no environment",
+            without(api_metadata("a", None, false, "c"), "environment"),
+        ),
+        (
+            "correlation id with a space",
+            api_metadata("a", None, false, "a b"),
+        ),
+        (
+            "at not a date-time",
+            with(api_metadata("a", None, false, "c"), "/at", json!("now")),
+        ),
+        (
+            "bad traceparent",
+            insert(
+                api_metadata("a", None, false, "c"),
+                "traceparent",
+                json!("00-xyz"),
+            ),
+        ),
+    ] {
+        assert!(
+            !metadata_schema.is_valid(&metadata),
+            "metadata accepted: {case}"
+        );
+    }
+}
+
+/// The AsyncAPI document has one message per event type, referencing the type's newest schema.
+#[test]
+fn the_asyncapi_document_names_every_event_type() {
+    let text = std::fs::read_to_string(schema_root().join("asyncapi.yaml")).unwrap();
+    assert!(text.contains("asyncapi: 2.6.0"));
+    for s in corpus() {
+        for needle in [
+            format!("#/components/messages/{}\"", s.event_type),
+            format!("\n    {}:\n      name: {}\n", s.event_type, s.event_type),
+            format!("$ref: \"{}\"", schema_path(s.event_type, s.schema_version)),
+            format!("- {}\n", s.event_type),
+        ] {
+            assert!(text.contains(&needle), "asyncapi.yaml lacks {needle:?}");
+        }
+    }
+}
