@@ -431,7 +431,10 @@ impl TestApp {
                     event_type: "EnvironmentCreated".into(),
                     schema_version: 1,
                     data: serde_json::json!({ "id": env, "name": env }),
-                    metadata: serde_json::json!({ "environment": env, "actor": "test" }),
+                    metadata: serde_json::json!({
+                        "environment": env, "actor": "test", "correlation_id": "test",
+                        "causation_id": "test", "at": chrono::Utc::now(),
+                    }),
                     recorded_at: now,
                 }],
                 claims: vec![],
@@ -467,18 +470,82 @@ macro_rules! on_both_with {
                 use super::*;
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$scenario($crate::helpers::spawn_with($crate::helpers::Backend::Postgres, $configure).await).await;
+                    $crate::helpers::checked($crate::helpers::spawn_with($crate::helpers::Backend::Postgres, $configure).await, super::$scenario).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$scenario($crate::helpers::spawn_with($crate::helpers::Backend::Sqlite, $configure).await).await;
+                    $crate::helpers::checked($crate::helpers::spawn_with($crate::helpers::Backend::Sqlite, $configure).await, super::$scenario).await;
                 }
             }
         )*
     };
 }
 
-/// Runs an async scenario `fn(TestApp)` against both backends, as two tests.
+/// Runs a scenario, then checks that every event it left in the store matches the published
+/// schema of its type and version, and its metadata the metadata schema (proto-schemas/).
+pub async fn checked<Fut: std::future::Future<Output = ()>>(
+    mut app: TestApp,
+    scenario: impl FnOnce(TestApp) -> Fut,
+) {
+    let db = app.db.clone();
+    let file = app._sqlite.take();
+    scenario(app).await;
+    assert_events_match_schemas(&db).await;
+    drop(file);
+}
+
+fn validator(relative: &str) -> jsonschema::Validator {
+    let path = format!(
+        "{}/../../proto-schemas/{relative}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no schema {path}: {e}"));
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+pub async fn assert_events_match_schemas(db: &Database) {
+    let rows: Vec<(String, i32, String, String)> = match db {
+        Database::Postgres(pool) => sqlx::query_as(
+            "SELECT event_type, schema_version, data::text, metadata::text FROM events ORDER BY position",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+        Database::Sqlite(pool) => {
+            sqlx::query_as("SELECT event_type, schema_version, data, metadata FROM events ORDER BY position")
+                .fetch_all(pool)
+                .await
+                .unwrap()
+        }
+    };
+    let metadata = validator("metadata/v1.json");
+    let mut validators: std::collections::HashMap<(String, i32), jsonschema::Validator> =
+        Default::default();
+    for (event_type, version, data, meta) in rows {
+        let data: Value = serde_json::from_str(&data).unwrap();
+        let meta: Value = serde_json::from_str(&meta).unwrap();
+        let v = validators
+            .entry((event_type.clone(), version))
+            .or_insert_with(|| validator(&format!("events/{event_type}/v{version}.json")));
+        let errors: Vec<String> = v.iter_errors(&data).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{event_type} v{version} does not match its schema: {errors:?}\n{data}"
+        );
+        let errors: Vec<String> = metadata.iter_errors(&meta).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "metadata of {event_type} does not match its schema: {errors:?}\n{meta}"
+        );
+    }
+}
+
+/// Runs an async scenario `fn(TestApp)` against both backends, as two tests; afterwards every
+/// event it appended must match its schema.
 #[macro_export]
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {
@@ -486,11 +553,11 @@ macro_rules! on_both {
             mod $scenario {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn postgres() {
-                    super::$scenario($crate::helpers::spawn($crate::helpers::Backend::Postgres).await).await;
+                    $crate::helpers::checked($crate::helpers::spawn($crate::helpers::Backend::Postgres).await, super::$scenario).await;
                 }
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn sqlite() {
-                    super::$scenario($crate::helpers::spawn($crate::helpers::Backend::Sqlite).await).await;
+                    $crate::helpers::checked($crate::helpers::spawn($crate::helpers::Backend::Sqlite).await, super::$scenario).await;
                 }
             }
         )*
