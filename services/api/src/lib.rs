@@ -7,6 +7,7 @@ pub mod commands;
 pub mod dto;
 mod environments;
 pub mod error;
+mod events;
 mod extract;
 mod members;
 pub mod readmodel;
@@ -34,7 +35,7 @@ use utoipa::OpenApi;
         routes::get_settings, routes::put_settings, routes::application_types,
         routes::create_application, routes::list_applications, routes::get_application,
         routes::update_application, routes::archive_application, routes::restore_application,
-        routes::history,
+        routes::history, events::events,
         members::list, members::add, members::change_role, members::remove, members::transfer,
         environments::create, environments::list, routes::healthz, routes::readyz, routes::metrics,
     ),
@@ -157,6 +158,7 @@ pub fn router(state: AppState) -> Router {
             post(routes::restore_application),
         )
         .route("/applications/{id}/history", get(routes::history))
+        .route("/events", get(events::events))
         .route(
             "/applications/{id}/members",
             get(members::list).post(members::add),
@@ -201,10 +203,16 @@ pub async fn run(
         state.store().clone(),
         shutdown.child_token(),
     ));
+    // Event streams never end on their own: they end when the shutdown starts, so that the
+    // graceful shutdown can drain them.
+    let closing = state.closing().clone();
     let app = router(state);
     let token = shutdown.clone();
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
+        .with_graceful_shutdown(async move {
+            token.cancelled().await;
+            closing.cancel();
+        })
         .await;
     shutdown.cancel();
     let _ = projector.await;

@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +34,10 @@ struct Inner {
     consistency_wait: Duration,
     metrics: PrometheusHandle,
     known_environments: RwLock<HashSet<String>>,
+    /// Interval of the heartbeats of an idle event stream.
+    sse_heartbeat: Duration,
+    /// Cancelled when the server shuts down: long-lived responses (event streams) end.
+    closing: CancellationToken,
 }
 
 impl AppState {
@@ -60,6 +65,8 @@ impl AppState {
                 known_environments: RwLock::new(HashSet::from(
                     [EnvironmentId::DEFAULT.to_string()],
                 )),
+                sse_heartbeat: Duration::from_millis(config.sse_heartbeat_ms.max(1)),
+                closing: CancellationToken::new(),
             }),
         })
     }
@@ -133,6 +140,15 @@ impl AppState {
     }
     pub fn consistency_wait(&self) -> Duration {
         self.inner.consistency_wait
+    }
+
+    pub fn sse_heartbeat(&self) -> Duration {
+        self.inner.sse_heartbeat
+    }
+
+    /// Cancelled when the server shuts down.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.inner.closing
     }
 
     pub fn metrics(&self) -> &PrometheusHandle {

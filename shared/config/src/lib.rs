@@ -48,6 +48,10 @@ pub struct Config {
     /// Longest wait of a read for the read models to include a write, in milliseconds.
     #[serde(default = "default_consistency_wait")]
     pub consistency_wait_ms: u64,
+    /// Interval of the heartbeats (SSE comments) of an idle `GET /events` stream, in
+    /// milliseconds: keeps proxies from closing the connection and lets clients notice a dead one.
+    #[serde(default = "default_sse_heartbeat")]
+    pub sse_heartbeat_ms: u64,
     /// NATS server(s) of the relay (`nats://host:4222`, comma-separated for a cluster). May
     /// carry credentials (`nats://user:password@host`), hence a secret.
     #[serde(default = "default_nats_url")]
@@ -119,6 +123,9 @@ fn default_retries() -> u32 {
 }
 fn default_consistency_wait() -> u64 {
     5000
+}
+fn default_sse_heartbeat() -> u64 {
+    15_000
 }
 fn default_nats_url() -> SecretString {
     SecretString::from("nats://127.0.0.1:4222")
@@ -198,6 +205,7 @@ mod tests {
                 "postgres://u:pw@h/db"
             );
             assert_eq!(c.max_body_bytes, 65536);
+            assert_eq!(c.sse_heartbeat_ms, 15_000);
             assert_eq!(c.nats_url.expose_secret(), "nats://127.0.0.1:4222");
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");

@@ -7,6 +7,7 @@ mod applications;
 mod archive;
 mod auth;
 mod environments;
+mod events;
 mod history;
 mod listing;
 mod members;

@@ -1,0 +1,254 @@
+//! `GET /v1/environments/{env}/events`: the lifecycle events the caller may see, as
+//! Server-Sent Events. Each SSE event carries the log position as its `id`, the event type as
+//! its `event` and the envelope JSON (the same shape the relay publishes on NATS) as its `data`.
+//!
+//! Every connection follows the log with its own [`LogTailer`], from the `Last-Event-ID`
+//! header's position (resuming: exactly the events after it, none lost, none twice) or, without
+//! it, from the last committed event (only new events). Filtering:
+//! - only events of the path's environment (`metadata.environment`);
+//! - application events: administrators of the environment, and current members of the
+//!   application (membership as of the event or later, kept in a small per-connection cache);
+//! - client registration settings events: everyone in the environment;
+//! - `UserFirstSeen`: that user and administrators;
+//! - everything else (`EnvironmentCreated`…): administrators.
+//!
+//! Heartbeats are SSE comments every `sse_heartbeat_ms` without an event. The stream ends when
+//! the server shuts down or the caller's token expires (the client reconnects with
+//! `Last-Event-ID`).
+
+use crate::commands::{decode_app, read_all, APPLICATION_STREAM, SETTINGS_STREAM, USER_STREAM};
+use crate::error::{ApiError, Problem};
+use crate::extract::Ctx;
+use crate::state::AppState;
+use appreg_domain::environment::UserEvent;
+use appreg_domain::{Application, ApplicationId, DomainEvent};
+use appreg_eventstore::{LogPosition, LogTailer, StoredEvent};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Events read from the log per step of one connection.
+const BATCH: i64 = 500;
+/// Least time between two reads of a caught-up connection.
+const GATHER: Duration = Duration::from_millis(5);
+/// Applications whose membership a connection remembers (emptied when full).
+const CACHE: usize = 10_000;
+
+/// Subscribe to the lifecycle events the caller may see (Server-Sent Events).
+#[utoipa::path(get, path = "/v1/environments/{env}/events", tag = "events",
+    params(("env" = String, Path, description = "environment id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (a log position `tx.pos`)")),
+    responses((status = 200, content_type = "text/event-stream",
+            description = "`id:` the log position, `event:` the event type, `data:` the envelope JSON; heartbeats are comments"),
+        (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn events(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let from = match headers.get("last-event-id") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<LogPosition>().ok())
+            .filter(|p| p.tx >= 0 && p.pos >= 0)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Last-Event-ID",
+                    "last_event_id.invalid",
+                    "not an event id of this stream",
+                )
+            })?,
+        None => state.store().last_committed().await?,
+    };
+    let expires = ctx
+        .principal
+        .claims
+        .get("exp")
+        .and_then(serde_json::Value::as_i64)
+        .map(|exp| {
+            let left = exp.saturating_sub(chrono::Utc::now().timestamp()).max(0);
+            tokio::time::Instant::now() + Duration::from_secs(left as u64)
+        });
+    let heartbeat = state.sse_heartbeat();
+    let conn = Connection {
+        tailer: LogTailer::new(state.store().clone(), from, BATCH).with_min_interval(GATHER),
+        state,
+        ctx,
+        apps: HashMap::new(),
+        pending: VecDeque::new(),
+        expires,
+    };
+    let stream = futures::stream::unfold(conn, |mut conn| async move {
+        conn.next().await.map(|event| (Ok(event), conn))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)))
+}
+
+struct Connection {
+    tailer: LogTailer,
+    state: AppState,
+    ctx: Ctx,
+    /// Known state of applications (None: no such application), with its stream version.
+    apps: HashMap<Uuid, (Option<Application>, i64)>,
+    pending: VecDeque<Event>,
+    expires: Option<tokio::time::Instant>,
+}
+
+impl Connection {
+    /// The next SSE event to send; None ends the stream.
+    async fn next(&mut self) -> Option<Event> {
+        let closing = self.state.closing().clone();
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
+            }
+            let expiry = async {
+                match self.expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let batch = tokio::select! {
+                biased;
+                _ = closing.cancelled() => return None,
+                _ = expiry => return None,
+                batch = self.tailer.next_batch() => batch,
+            };
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an event stream cannot read the log; ending it");
+                    // The client reconnects with Last-Event-ID: nothing is lost.
+                    return None;
+                }
+            };
+            for e in &batch {
+                let event = match self.visible(e).await {
+                    Ok(true) => sse_event(e).map(Some).map_err(ApiError::internal),
+                    Ok(false) => Ok(None),
+                    Err(err) => Err(err),
+                };
+                match event {
+                    Ok(Some(event)) => self.pending.push_back(event),
+                    Ok(None) => {}
+                    Err(err) => {
+                        // Send what came before this event, then end: the client reconnects
+                        // with the last id it received, so this event is not skipped.
+                        tracing::warn!(error = %err, event_id = %e.event_id, "an event stream cannot go on; ending it");
+                        self.expires = Some(tokio::time::Instant::now());
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the caller may see `e`.
+    async fn visible(&mut self, e: &StoredEvent) -> Result<bool, ApiError> {
+        let env = e
+            .metadata
+            .get("environment")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("");
+        if env != self.ctx.environment.as_str() {
+            return Ok(false);
+        }
+        let admin = self.ctx.actor.admin;
+        match e.stream_type.as_str() {
+            APPLICATION_STREAM => {
+                let member = self.is_member(e).await?;
+                Ok(admin || member)
+            }
+            SETTINGS_STREAM => Ok(true),
+            USER_STREAM => {
+                if admin {
+                    return Ok(true);
+                }
+                Ok(
+                    match UserEvent::decode(&e.event_type, e.schema_version, e.data.clone()) {
+                        Ok(UserEvent::UserFirstSeen(u)) => u.user == self.ctx.actor.user,
+                        Err(_) => false,
+                    },
+                )
+            }
+            _ => Ok(admin),
+        }
+    }
+
+    /// Whether the caller is a member of `e`'s application, as of `e` or later. Keeps the
+    /// cached state current with every event of a cached application that passes by.
+    async fn is_member(&mut self, e: &StoredEvent) -> Result<bool, ApiError> {
+        let Some(id) = e
+            .stream_id
+            .strip_prefix("application-")
+            .and_then(|s| Uuid::parse_str(s).ok())
+        else {
+            return Ok(false);
+        };
+        let known = self.apps.get(&id).map(|(_, v)| *v);
+        match known {
+            Some(v) if v >= e.version => {}
+            Some(v) if v + 1 == e.version => {
+                let (app, _) = self.apps.remove(&id).unwrap_or((None, 0));
+                let app = Application::evolve(app, &decode_app(e)?, e.recorded_at, e.version);
+                self.apps.insert(id, (app, e.version));
+            }
+            None if e.version == 1 => {
+                let app = Application::evolve(None, &decode_app(e)?, e.recorded_at, 1);
+                self.remember(id, app, 1);
+            }
+            _ => {
+                let events =
+                    read_all(self.state.store().as_ref(), &ApplicationId(id).stream_id()).await?;
+                let version = events.last().map(|x| x.version).unwrap_or(0);
+                let app = crate::commands::fold_app(&events, |_| true)?;
+                self.remember(id, app, version);
+            }
+        }
+        Ok(self.apps.get(&id).is_some_and(|(app, _)| {
+            app.as_ref().is_some_and(|a| {
+                a.environment == self.ctx.environment && a.role_of(&self.ctx.actor.user).is_some()
+            })
+        }))
+    }
+
+    fn remember(&mut self, id: Uuid, app: Option<Application>, version: i64) {
+        if self.apps.len() >= CACHE {
+            self.apps.clear();
+        }
+        self.apps.insert(id, (app, version));
+    }
+}
+
+/// The envelope JSON of an event: the shape the relay publishes (API.md "NATS").
+pub fn envelope(e: &StoredEvent) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": e.event_id,
+        "stream_id": e.stream_id,
+        "stream_type": e.stream_type,
+        "version": e.version,
+        "type": e.event_type,
+        "schema_version": e.schema_version,
+        "at": e.recorded_at,
+        "metadata": e.metadata,
+        "data": e.data,
+    })
+}
+
+fn sse_event(e: &StoredEvent) -> Result<Event, serde_json::Error> {
+    Ok(Event::default()
+        .id(e.position.to_string())
+        .event(sanitize(&e.event_type))
+        .data(serde_json::to_string(&envelope(e))?))
+}
+
+/// An SSE field value must not contain a line break.
+fn sanitize(s: &str) -> String {
+    s.chars().filter(|c| *c != '\n' && *c != '\r').collect()
+}
