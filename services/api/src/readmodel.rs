@@ -5,6 +5,10 @@
 //! The SQL is portable (PostgreSQL and SQLite run the same statements); `with_pool!` expands
 //! the same code once per backend. This module never decides anything: it only folds events
 //! with the domain's `evolve`.
+//!
+//! The statements that write the model are built from a [`Tables`] set: the live one ([`LIVE`])
+//! or the shadow one ([`SHADOW`]) that [`rebuild`] replays the whole log into before swapping it
+//! in.
 
 use crate::commands::{
     decode_app, APPLICATION_STREAM, ENVIRONMENT_STREAM, SETTINGS_STREAM, USER_STREAM,
@@ -23,12 +27,105 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 const CHECKPOINT: &str = "applications";
+/// The only projection `rebuild` knows.
+pub const PROJECTION: &str = CHECKPOINT;
 /// Events per projected batch, and the least time between two reads once caught up (so a busy
 /// log is projected in a few large transactions rather than one per event).
 const BATCH: i64 = 500;
 const GATHER: Duration = Duration::from_millis(5);
 /// Rows per set-based statement (bounded by SQLite's limit on bound parameters).
 const CHUNK: usize = 200;
+
+/// A set of read-model tables, by name: the live set the api reads, or the shadow set a rebuild
+/// fills. Every statement that writes the model is built from one of these. Checkpoints of
+/// both sets are rows of `rm_checkpoints`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tables {
+    pub applications: &'static str,
+    pub members: &'static str,
+    pub users: &'static str,
+    pub environments: &'static str,
+    /// The set's row in `rm_checkpoints`.
+    pub checkpoint: &'static str,
+    /// Index names (PostgreSQL keeps an index's name when its table is renamed, so the shadow
+    /// set's indexes are named apart and renamed at the swap).
+    pub applications_index: &'static str,
+    pub members_index: &'static str,
+}
+
+/// The tables the api serves from (created by the migrations).
+pub const LIVE: Tables = Tables {
+    applications: "rm_applications",
+    members: "rm_application_members",
+    users: "rm_users",
+    environments: "rm_environments",
+    checkpoint: CHECKPOINT,
+    applications_index: "rm_applications_env_status",
+    members_index: "rm_application_members_user",
+};
+
+/// The tables a rebuild replays into before the swap.
+pub const SHADOW: Tables = Tables {
+    applications: "rm_applications_rebuild",
+    members: "rm_application_members_rebuild",
+    users: "rm_users_rebuild",
+    environments: "rm_environments_rebuild",
+    checkpoint: "applications_rebuild",
+    applications_index: "rm_applications_rebuild_env_status",
+    members_index: "rm_application_members_rebuild_user",
+};
+
+impl Tables {
+    fn all(&self) -> [&'static str; 4] {
+        [
+            self.applications,
+            self.members,
+            self.users,
+            self.environments,
+        ]
+    }
+
+    /// The set's secondary indexes, as in the migrations.
+    fn index_ddl(&self) -> [String; 2] {
+        [
+            format!(
+                "CREATE INDEX {} ON {} (environment, status, created_at, id)",
+                self.applications_index, self.applications
+            ),
+            format!(
+                "CREATE INDEX {} ON {} (environment, user_id)",
+                self.members_index, self.members
+            ),
+        ]
+    }
+
+    /// The set's DDL: the same columns, keys and indexes as the migrations (portable SQL).
+    fn ddl(&self) -> Vec<String> {
+        let mut ddl = vec![
+            format!(
+                "CREATE TABLE {} (id TEXT PRIMARY KEY, environment TEXT NOT NULL, status TEXT NOT NULL, \
+                 created_at TEXT NOT NULL, doc TEXT NOT NULL)",
+                self.applications
+            ),
+            format!(
+                "CREATE TABLE {} (application_id TEXT NOT NULL, user_id TEXT NOT NULL, environment TEXT NOT NULL, \
+                 role TEXT NOT NULL, PRIMARY KEY (application_id, user_id))",
+                self.members
+            ),
+            format!(
+                "CREATE TABLE {} (environment TEXT NOT NULL, user_id TEXT NOT NULL, name TEXT, email TEXT, \
+                 first_seen TEXT NOT NULL, PRIMARY KEY (environment, user_id))",
+                self.users
+            ),
+            format!(
+                "CREATE TABLE {} (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL)",
+                self.environments
+            ),
+        ];
+        ddl.extend(self.index_ddl());
+        ddl
+    }
+}
 
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
@@ -37,6 +134,129 @@ macro_rules! with_pool {
             Database::Sqlite($pool) => $body,
         }
     };
+}
+
+/// Writes the rows of `$fresh` (events past the table set's checkpoint, in log order) into the
+/// table set `$t` inside the open transaction `$tx`: the touched applications' documents are
+/// folded in memory and written back in a few set-based statements per batch. Shared by the
+/// projector, the rebuild's replay and the rebuild's final catch-up. The caller writes the
+/// checkpoint.
+macro_rules! write_fresh {
+    ($tx:ident, $t:expr, $fresh:expr) => {{
+            // The touched applications' documents, folded in memory, written back in a few
+            // set-based statements per batch (not a few per event).
+            let mut order: Vec<String> = Vec::new();
+            let mut states: HashMap<String, Option<Application>> = HashMap::new();
+            let mut existed: std::collections::HashSet<String> = Default::default();
+            let app_events: Vec<(&StoredEvent, String)> = $fresh
+                .iter()
+                .filter(|e| e.stream_type == APPLICATION_STREAM)
+                .map(|e| (*e, e.stream_id.strip_prefix("application-").unwrap_or(&e.stream_id).to_string()))
+                .collect();
+            for (_, id) in &app_events {
+                if !states.contains_key(id) {
+                    states.insert(id.clone(), None);
+                    order.push(id.clone());
+                }
+            }
+            for chunk in order.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(format!("SELECT id, doc FROM {} WHERE id IN (", $t.applications));
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind(id.clone());
+                }
+                ids.push_unseparated(")");
+                let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *$tx).await.map_err(db_err)?;
+                for (id, doc) in rows {
+                    states.insert(id.clone(), Some(parse_doc(&doc)?));
+                    existed.insert(id);
+                }
+            }
+            for (e, id) in &app_events {
+                let state = states.get_mut(id).expect("every touched id has an entry");
+                if state.as_ref().is_some_and(|a| a.version >= e.version) {
+                    continue; // already included
+                }
+                *state = Application::evolve(state.take(), &decode_app(e)?, e.recorded_at, e.version);
+            }
+            let mut rows = Vec::with_capacity(order.len());
+            let mut members = Vec::new();
+            for id in &order {
+                let Some(app) = &states[id] else { continue };
+                let status = if app.status == appreg_domain::ApplicationStatus::Active { "ACTIVE" } else { "ARCHIVED" };
+                rows.push((
+                    id.clone(),
+                    app.environment.to_string(),
+                    status,
+                    app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                    serde_json::to_string(app).map_err(ApiError::internal)?,
+                ));
+                for (user, role) in &app.members {
+                    members.push((id.clone(), user.to_string(), app.environment.to_string(), role.as_str()));
+                }
+            }
+            for chunk in rows.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {} (id, environment, status, created_at, doc) ", $t.applications));
+                q.push_values(chunk, |mut b, (id, env, status, created, doc)| {
+                    b.push_bind(id.clone()).push_bind(env.clone()).push_bind(*status).push_bind(created.clone()).push_bind(doc.clone());
+                });
+                q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc");
+                q.build().execute(&mut *$tx).await.map_err(db_err)?;
+            }
+            // Only applications projected before can have membership rows to replace.
+            let known: Vec<&String> = existed.iter().collect();
+            for chunk in known.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(format!("DELETE FROM {} WHERE application_id IN (", $t.members));
+                let mut ids = q.separated(", ");
+                for id in chunk {
+                    ids.push_bind((*id).clone());
+                }
+                ids.push_unseparated(")");
+                q.build().execute(&mut *$tx).await.map_err(db_err)?;
+            }
+            for chunk in members.chunks(CHUNK) {
+                let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {} (application_id, user_id, environment, role) ", $t.members));
+                q.push_values(chunk, |mut b, (id, user, env, role)| {
+                    b.push_bind(id.clone()).push_bind(user.clone()).push_bind(env.clone()).push_bind(*role);
+                });
+                q.build().execute(&mut *$tx).await.map_err(db_err)?;
+            }
+            for e in $fresh.iter() {
+                let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+                if e.stream_type == USER_STREAM {
+                    let UserEvent::UserFirstSeen(u) = UserEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+                        .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+                    let env = e.metadata.get("environment").and_then(|v| v.as_str()).unwrap_or_default();
+                    sqlx::query(&format!(
+                        "INSERT INTO {} (environment, user_id, name, email, first_seen) VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (environment, user_id) DO NOTHING",
+                        $t.users
+                    ))
+                    .bind(env)
+                    .bind(u.user.as_str())
+                    .bind(u.name.as_deref())
+                    .bind(u.email.as_deref())
+                    .bind(&at)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(db_err)?;
+                } else if e.stream_type == ENVIRONMENT_STREAM {
+                    let EnvironmentEvent::EnvironmentCreated(c) =
+                        EnvironmentEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+                            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+                    sqlx::query(&format!(
+                        "INSERT INTO {} (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+                        $t.environments
+                    ))
+                    .bind(c.id.as_str())
+                    .bind(&c.name)
+                    .bind(&at)
+                    .execute(&mut *$tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+            }
+    }};
 }
 
 pub struct ReadModel {
@@ -139,162 +359,13 @@ impl ReadModel {
 
     /// Applies a batch of events in one transaction, with the checkpoint.
     pub async fn apply(&self, events: &[StoredEvent]) -> Result<(), ApiError> {
-        let Some(last) = events.last().map(|e| e.position) else {
+        if events.is_empty() {
             return Ok(());
-        };
+        }
         for e in events.iter().filter(|e| e.stream_type == SETTINGS_STREAM) {
             self.follow_settings(e);
         }
-        // Several api instances may project into the same tables: the stored checkpoint is
-        // locked (PostgreSQL) or the write lock taken (SQLite, one writer), and only events past
-        // it are applied, so the model never goes back and nothing is applied twice.
-        let (begin, lock) = if self.db.is_postgres() {
-            (
-                "BEGIN",
-                "SELECT tx, pos FROM rm_checkpoints WHERE name = $1 FOR UPDATE",
-            )
-        } else {
-            (
-                "BEGIN IMMEDIATE",
-                "SELECT tx, pos FROM rm_checkpoints WHERE name = $1",
-            )
-        };
-        let mut applied = last;
-        with_pool!(&self.db, pool => {
-            let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
-            let stored: Option<(i64, i64)> = sqlx::query_as(lock)
-                .bind(CHECKPOINT)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            let stored = stored.map(|(tx, pos)| LogPosition { tx, pos }).unwrap_or(LogPosition::START);
-            let fresh: Vec<&StoredEvent> = events.iter().filter(|e| e.position > stored).collect();
-            if fresh.is_empty() {
-                applied = applied.max(stored);
-                tx.rollback().await.map_err(db_err)?;
-                self.position.send_if_modified(|p| if *p < applied { *p = applied; true } else { false });
-                return Ok(());
-            }
-            // The touched applications' documents, folded in memory, written back in a few
-            // set-based statements per batch (not a few per event).
-            let mut order: Vec<String> = Vec::new();
-            let mut states: HashMap<String, Option<Application>> = HashMap::new();
-            let mut existed: std::collections::HashSet<String> = Default::default();
-            let app_events: Vec<(&StoredEvent, String)> = fresh
-                .iter()
-                .filter(|e| e.stream_type == APPLICATION_STREAM)
-                .map(|e| (*e, e.stream_id.strip_prefix("application-").unwrap_or(&e.stream_id).to_string()))
-                .collect();
-            for (_, id) in &app_events {
-                if !states.contains_key(id) {
-                    states.insert(id.clone(), None);
-                    order.push(id.clone());
-                }
-            }
-            for chunk in order.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("SELECT id, doc FROM rm_applications WHERE id IN (");
-                let mut ids = q.separated(", ");
-                for id in chunk {
-                    ids.push_bind(id.clone());
-                }
-                ids.push_unseparated(")");
-                let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await.map_err(db_err)?;
-                for (id, doc) in rows {
-                    states.insert(id.clone(), Some(parse_doc(&doc)?));
-                    existed.insert(id);
-                }
-            }
-            for (e, id) in &app_events {
-                let state = states.get_mut(id).expect("every touched id has an entry");
-                if state.as_ref().is_some_and(|a| a.version >= e.version) {
-                    continue; // already included
-                }
-                *state = Application::evolve(state.take(), &decode_app(e)?, e.recorded_at, e.version);
-            }
-            let mut rows = Vec::with_capacity(order.len());
-            let mut members = Vec::new();
-            for id in &order {
-                let Some(app) = &states[id] else { continue };
-                let status = if app.status == appreg_domain::ApplicationStatus::Active { "ACTIVE" } else { "ARCHIVED" };
-                rows.push((
-                    id.clone(),
-                    app.environment.to_string(),
-                    status,
-                    app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                    serde_json::to_string(app).map_err(ApiError::internal)?,
-                ));
-                for (user, role) in &app.members {
-                    members.push((id.clone(), user.to_string(), app.environment.to_string(), role.as_str()));
-                }
-            }
-            for chunk in rows.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO rm_applications (id, environment, status, created_at, doc) ");
-                q.push_values(chunk, |mut b, (id, env, status, created, doc)| {
-                    b.push_bind(id.clone()).push_bind(env.clone()).push_bind(*status).push_bind(created.clone()).push_bind(doc.clone());
-                });
-                q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc");
-                q.build().execute(&mut *tx).await.map_err(db_err)?;
-            }
-            // Only applications projected before can have membership rows to replace.
-            let known: Vec<&String> = existed.iter().collect();
-            for chunk in known.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("DELETE FROM rm_application_members WHERE application_id IN (");
-                let mut ids = q.separated(", ");
-                for id in chunk {
-                    ids.push_bind((*id).clone());
-                }
-                ids.push_unseparated(")");
-                q.build().execute(&mut *tx).await.map_err(db_err)?;
-            }
-            for chunk in members.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new("INSERT INTO rm_application_members (application_id, user_id, environment, role) ");
-                q.push_values(chunk, |mut b, (id, user, env, role)| {
-                    b.push_bind(id.clone()).push_bind(user.clone()).push_bind(env.clone()).push_bind(*role);
-                });
-                q.build().execute(&mut *tx).await.map_err(db_err)?;
-            }
-            for e in fresh.iter() {
-                let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
-                if e.stream_type == USER_STREAM {
-                    let UserEvent::UserFirstSeen(u) = UserEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-                        .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
-                    let env = e.metadata.get("environment").and_then(|v| v.as_str()).unwrap_or_default();
-                    sqlx::query(
-                        "INSERT INTO rm_users (environment, user_id, name, email, first_seen) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (environment, user_id) DO NOTHING",
-                    )
-                    .bind(env)
-                    .bind(u.user.as_str())
-                    .bind(u.name.as_deref())
-                    .bind(u.email.as_deref())
-                    .bind(&at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                } else if e.stream_type == ENVIRONMENT_STREAM {
-                    let EnvironmentEvent::EnvironmentCreated(c) =
-                        EnvironmentEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-                            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
-                    sqlx::query(
-                        "INSERT INTO rm_environments (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(c.id.as_str())
-                    .bind(&c.name)
-                    .bind(&at)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err)?;
-                }
-            }
-            sqlx::query("INSERT INTO rm_checkpoints (name, tx, pos) VALUES ($1, $2, $3) ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos")
-                .bind(CHECKPOINT)
-                .bind(last.tx)
-                .bind(last.pos)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)?;
-        });
+        let applied = apply_batch(&self.db, &LIVE, events).await?;
         self.position.send_if_modified(|p| {
             if *p < applied {
                 *p = applied;
@@ -388,6 +459,300 @@ impl ReadModel {
         .map_err(db_err)?;
         doc.as_deref().map(parse_doc).transpose()
     }
+}
+
+/// The statements that open a write transaction and lock a checkpoint row: several api
+/// instances (and a rebuild) may write the same tables, so the stored checkpoint is locked
+/// (PostgreSQL) or the write lock taken (SQLite, one writer), and only events past it are
+/// applied, so a model never goes back and nothing is applied twice.
+fn write_begin(db: &Database) -> (&'static str, &'static str) {
+    if db.is_postgres() {
+        (
+            "BEGIN",
+            "SELECT tx, pos FROM rm_checkpoints WHERE name = $1 FOR UPDATE",
+        )
+    } else {
+        (
+            "BEGIN IMMEDIATE",
+            "SELECT tx, pos FROM rm_checkpoints WHERE name = $1",
+        )
+    }
+}
+
+const UPSERT_CHECKPOINT: &str = "INSERT INTO rm_checkpoints (name, tx, pos) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos";
+
+/// Applies a batch of events to the table set `t` in one transaction, with its checkpoint;
+/// returns the position the set then includes.
+async fn apply_batch(
+    db: &Database,
+    t: &Tables,
+    events: &[StoredEvent],
+) -> Result<LogPosition, ApiError> {
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(LogPosition::START);
+    };
+    let (begin, lock) = write_begin(db);
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
+        let stored: Option<(i64, i64)> = sqlx::query_as(lock)
+            .bind(t.checkpoint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let stored = stored.map(|(tx, pos)| LogPosition { tx, pos }).unwrap_or(LogPosition::START);
+        let fresh: Vec<&StoredEvent> = events.iter().filter(|e| e.position > stored).collect();
+        if fresh.is_empty() {
+            tx.rollback().await.map_err(db_err)?;
+            return Ok(last.max(stored));
+        }
+        write_fresh!(tx, t, fresh);
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(t.checkpoint)
+            .bind(last.tx)
+            .bind(last.pos)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+    });
+    Ok(last)
+}
+
+/// Events per replayed batch (one short write transaction each) during a rebuild.
+pub const REBUILD_BATCH: i64 = 1000;
+
+/// How far a rebuild is: events replayed out of the events counted at its start (events
+/// appended meanwhile raise `total`).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub done: u64,
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+impl Progress {
+    /// Events per second so far.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.done as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// The time left at the current rate, once there is one.
+    pub fn eta(&self) -> Option<Duration> {
+        let rate = self.rate();
+        (rate > 0.0)
+            .then(|| Duration::from_secs_f64(self.total.saturating_sub(self.done) as f64 / rate))
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone)]
+pub struct RebuildSummary {
+    /// Events replayed in batches while the live tables kept serving.
+    pub replayed: u64,
+    /// Events applied in the swap transaction (appended during the replay).
+    pub caught_up: u64,
+    /// The log position the swapped-in tables include (the live checkpoint).
+    pub position: LogPosition,
+    /// Application rows after the swap.
+    pub applications: i64,
+    pub elapsed: Duration,
+    /// How long the swap transaction (catch-up, drop, renames) held the live tables.
+    pub swap: Duration,
+}
+
+/// Rebuilds the application read model from the whole event store (never from NATS): the log
+/// is replayed into fresh shadow tables ([`SHADOW`]) in batches of [`REBUILD_BATCH`], one
+/// short transaction each, while the live tables keep serving and the projector keeps them
+/// current; then one transaction catches the shadow tables up to the head of the log, drops
+/// the live tables, renames the shadow ones (and their indexes) to the live names and moves
+/// the live checkpoint to the shadow's. A running projector then continues from there: the
+/// events of its current batch that the swap already applied are skipped by the checkpoint.
+///
+/// Only folds events: no handler with side effects runs. One rebuild at a time per database.
+pub async fn rebuild(
+    db: &Database,
+    mut progress: impl FnMut(&Progress),
+) -> Result<RebuildSummary, ApiError> {
+    let started = std::time::Instant::now();
+    let store = db.event_store().await.map_err(ApiError::from)?;
+    let counted: i64 = with_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await)
+    .map_err(db_err)?;
+    let mut total = u64::try_from(counted).unwrap_or_default();
+    prepare_shadow(db).await?;
+    let mut done = 0u64;
+    progress(&Progress {
+        done,
+        total,
+        elapsed: started.elapsed(),
+    });
+    let mut position = LogPosition::START;
+    loop {
+        let batch = store
+            .read_log(position, REBUILD_BATCH)
+            .await
+            .map_err(ApiError::from)?;
+        if batch.is_empty() {
+            break;
+        }
+        position = apply_batch(db, &SHADOW, &batch).await?;
+        done += batch.len() as u64;
+        total = total.max(done);
+        progress(&Progress {
+            done,
+            total,
+            elapsed: started.elapsed(),
+        });
+    }
+    let replayed = done;
+    let swap_started = std::time::Instant::now();
+    let (position, caught_up) = swap(db, store.as_ref(), position).await?;
+    let swap = swap_started.elapsed();
+    done += caught_up;
+    progress(&Progress {
+        done,
+        total: total.max(done),
+        elapsed: started.elapsed(),
+    });
+    let applications: i64 =
+        with_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM rm_applications")
+        .fetch_one(pool)
+        .await)
+        .map_err(db_err)?;
+    Ok(RebuildSummary {
+        replayed,
+        caught_up,
+        position,
+        applications,
+        elapsed: started.elapsed(),
+        swap,
+    })
+}
+
+/// Drops what an interrupted rebuild left and creates empty shadow tables at `START`.
+async fn prepare_shadow(db: &Database) -> Result<(), ApiError> {
+    let (begin, _) = write_begin(db);
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
+        for table in SHADOW.all() {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        for ddl in SHADOW.ddl() {
+            sqlx::query(&ddl).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(SHADOW.checkpoint)
+            .bind(0i64)
+            .bind(0i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+    });
+    Ok(())
+}
+
+/// The swap, in one transaction: the live checkpoint is locked first (as the projector does,
+/// so neither waits for the other in a cycle), then on PostgreSQL the live tables (readers wait
+/// for the commit instead of seeing half a swap); the shadow tables catch up to the head of the
+/// log, replace the live ones, and the live checkpoint moves to theirs. Returns that position
+/// and the number of events applied here.
+async fn swap(
+    db: &Database,
+    store: &dyn EventStore,
+    replayed_to: LogPosition,
+) -> Result<(LogPosition, u64), ApiError> {
+    let (begin, lock) = write_begin(db);
+    let mut caught_up = 0u64;
+    let mut position = replayed_to;
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
+        let live: Option<(i64, i64)> = sqlx::query_as(lock)
+            .bind(LIVE.checkpoint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        let live = live.map(|(tx, pos)| LogPosition { tx, pos }).unwrap_or(LogPosition::START);
+        if db.is_postgres() {
+            sqlx::query(&format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", LIVE.all().join(", ")))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        let shadow: Option<(i64, i64)> = sqlx::query_as(lock)
+            .bind(SHADOW.checkpoint)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if let Some((tx, pos)) = shadow {
+            position = position.max(LogPosition { tx, pos });
+        }
+        loop {
+            let batch = store.read_log(position, REBUILD_BATCH).await.map_err(ApiError::from)?;
+            let Some(last) = batch.last().map(|e| e.position) else { break };
+            let fresh: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > position).collect();
+            caught_up += fresh.len() as u64;
+            write_fresh!(tx, SHADOW, fresh);
+            position = last;
+        }
+        if position < live {
+            // Cannot happen (the projector only applies events `read_log` returned, and the
+            // horizon only moves forward); never move the live model back.
+            return Err(ApiError::internal(format!(
+                "rebuild reached {position}, behind the live read model at {live}"
+            )));
+        }
+        for table in LIVE.all() {
+            sqlx::query(&format!("DROP TABLE {table}")).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        for (shadow, live) in SHADOW.all().into_iter().zip(LIVE.all()) {
+            sqlx::query(&format!("ALTER TABLE {shadow} RENAME TO {live}"))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        // Index names are per schema: the shadow set's must be free for the next rebuild.
+        let mut renames = Vec::new();
+        if db.is_postgres() {
+            renames.push(format!("ALTER INDEX {} RENAME TO {}", SHADOW.applications_index, LIVE.applications_index));
+            renames.push(format!("ALTER INDEX {} RENAME TO {}", SHADOW.members_index, LIVE.members_index));
+            for (shadow, live) in SHADOW.all().into_iter().zip(LIVE.all()) {
+                renames.push(format!("ALTER INDEX {shadow}_pkey RENAME TO {live}_pkey"));
+            }
+        } else {
+            // SQLite has no ALTER INDEX (its primary keys have internal names).
+            renames.push(format!("DROP INDEX {}", SHADOW.applications_index));
+            renames.push(format!("DROP INDEX {}", SHADOW.members_index));
+            renames.extend(LIVE.index_ddl());
+        }
+        for sql in renames {
+            sqlx::query(&sql).execute(&mut *tx).await.map_err(db_err)?;
+        }
+        sqlx::query(UPSERT_CHECKPOINT)
+            .bind(LIVE.checkpoint)
+            .bind(position.tx)
+            .bind(position.pos)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("DELETE FROM rm_checkpoints WHERE name = $1")
+            .bind(SHADOW.checkpoint)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+    });
+    Ok((position, caught_up))
 }
 
 /// Tails the event store into the read model until `cancel` fires. A batch that fails to apply

@@ -97,6 +97,26 @@ pub enum Command {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
     },
+    /// Operators' tools for the read models (projections).
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Replays the whole event store into fresh tables while the live ones keep serving, then
+    /// swaps them in atomically and catches up the tail. Progress on stderr.
+    Rebuild {
+        /// The projection (`applications`, the only one); default: all.
+        name: Option<String>,
+        /// The database (default: the configured one, or the embedded database of --data).
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -323,7 +343,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = open(&url, 2).await?;
             history(&db, ApplicationId(id), as_of, version).await
         }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Rebuild {
+                    name,
+                    database_url: url,
+                    data,
+                },
+        } => {
+            let projection = appreg_api::readmodel::PROJECTION;
+            if let Some(name) = name.as_deref().filter(|n| *n != projection) {
+                bail!("no projection {name:?} (known: {projection})");
+            }
+            let url = database_url(&config, url, Some(&data))?;
+            let db = open(&url, 4).await?;
+            let rebuilt = rebuild(&db, projection).await;
+            db.close().await;
+            rebuilt
+        }
     }
+}
+
+/// `appreg projections rebuild`: a progress line on stderr (rewritten with `\r` at most every
+/// 200 ms), then a summary on stdout.
+async fn rebuild(db: &Database, projection: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut last_print: Option<std::time::Instant> = None;
+    let summary = appreg_api::readmodel::rebuild(db, |p| {
+        let finished = p.done >= p.total;
+        if !finished && last_print.is_some_and(|t| t.elapsed().as_millis() < 200) {
+            return;
+        }
+        last_print = Some(std::time::Instant::now());
+        let percent = if p.total == 0 {
+            100.0
+        } else {
+            p.done as f64 * 100.0 / p.total as f64
+        };
+        let eta = match p.eta() {
+            Some(eta) => format!("{}s", eta.as_secs()),
+            None => "?".into(),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rrebuilding {projection}: {}/{} events ({percent:.0}%), {:.0} events/s, ETA {eta}   ",
+            p.done,
+            p.total,
+            p.rate()
+        );
+        let _ = err.flush();
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("rebuild of {projection} failed: {e}"))?;
+    eprintln!();
+    let secs = summary.elapsed.as_secs_f64();
+    let events = summary.replayed + summary.caught_up;
+    println!(
+        "rebuilt {projection}: {events} events ({} replayed, {} caught up in the swap) in {secs:.2}s \
+         ({:.0} events/s), {} applications, checkpoint {}, swap held the tables {} ms",
+        summary.replayed,
+        summary.caught_up,
+        if secs > 0.0 { events as f64 / secs } else { 0.0 },
+        summary.applications,
+        summary.position,
+        summary.swap.as_millis()
+    );
+    Ok(())
 }
 
 /// Serves the api until `shutdown` fires (the caller closes the database afterwards).

@@ -14,6 +14,7 @@ mod members;
 mod permissions;
 mod projection;
 mod races;
+mod rebuild;
 mod settings;
 mod system;
 mod tenancy;

@@ -236,3 +236,106 @@ fn bad_arguments_fail_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no database configured"));
 }
+
+/// `appreg projections rebuild` against PostgreSQL while `appreg dev` serves the same database:
+/// progress on stderr, a summary on stdout, the same lists afterwards, and new writes still
+/// projected.
+#[tokio::test]
+async fn projections_rebuild_on_postgres() {
+    let db_url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let data = temp_dir("rebuild");
+    let (child, url) = start_dev(&data, &["--database-url", &db_url]);
+    let client = reqwest::Client::new();
+    let alice = token(&data, "alice", false);
+    let apps = format!("{url}/v1/environments/DEFAULT/applications");
+    for i in 0..30 {
+        let r = client
+            .post(&apps)
+            .bearer_auth(&alice)
+            .json(&serde_json::json!({"name": format!("rebuild {i}"), "type": "simple"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let list = |client: reqwest::Client, apps: String, alice: String| async move {
+        for _ in 0..100 {
+            let body: serde_json::Value = client
+                .get(format!("{apps}?size=100"))
+                .bearer_auth(&alice)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if body["total"].as_i64() >= Some(30) {
+                return body;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the applications were not projected");
+    };
+    let before = list(client.clone(), apps.clone(), alice.clone()).await;
+
+    let out = Command::new(EXE)
+        .args([
+            "projections",
+            "rebuild",
+            "applications",
+            "--database-url",
+            &db_url,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("rebuilding applications:")
+            && stderr.contains("events/s")
+            && stderr.contains("ETA"),
+        "a progress line: {stderr}"
+    );
+    assert!(
+        stdout.starts_with("rebuilt applications: ")
+            && stdout.contains(" applications, checkpoint "),
+        "a summary: {stdout}"
+    );
+    assert_eq!(
+        list(client.clone(), apps.clone(), alice.clone()).await,
+        before
+    );
+
+    let r = client
+        .post(&apps)
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "after", "type": "simple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let mut total = 0;
+    for _ in 0..100 {
+        let body = list(client.clone(), apps.clone(), alice.clone()).await;
+        total = body["total"].as_i64().unwrap();
+        if total == before["total"].as_i64().unwrap() + 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        total,
+        before["total"].as_i64().unwrap() + 1,
+        "the running api's projector follows the swapped tables"
+    );
+
+    let out = Command::new(EXE)
+        .args(["projections", "rebuild", "audit", "--database-url", &db_url])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no projection \"audit\""));
+    stop(child);
+    std::fs::remove_dir_all(&data).unwrap();
+}
