@@ -20,6 +20,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
     #[error("the request body is larger than {0} bytes")]
@@ -90,6 +92,11 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "request.malformed_json",
                 "Malformed JSON",
+            ),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "request.method_not_allowed",
+                "Method not allowed",
             ),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -70,39 +70,19 @@ async fn not_found() -> ApiError {
     ApiError::not_found("route.not_found", "no such resource")
 }
 
+/// Gives axum's bare 405 a problem body, keeping its `Allow` header.
 async fn method_not_allowed(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    if response.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED {
-        let mut problem = ApiError::Conflict {
-            code: "",
-            message: String::new(),
-        }
-        .into_response();
-        *problem.status_mut() = axum::http::StatusCode::METHOD_NOT_ALLOWED;
-        return problem_with(
-            axum::http::StatusCode::METHOD_NOT_ALLOWED,
-            "request.method_not_allowed",
-            "this method is not allowed here",
-            problem,
-        );
+    if response.status() != axum::http::StatusCode::METHOD_NOT_ALLOWED {
+        return response;
     }
-    response
-}
-
-fn problem_with(
-    status: axum::http::StatusCode,
-    code: &str,
-    detail: &str,
-    mut base: Response,
-) -> Response {
-    let body = serde_json::json!({
-        "type": format!("urn:appreg:problem:{code}"), "title": "Method not allowed",
-        "status": status.as_u16(), "detail": detail, "code": code,
-    });
-    *base.body_mut() = axum::body::Body::from(body.to_string());
-    base.headers_mut()
-        .remove(axum::http::header::CONTENT_LENGTH);
-    base
+    let mut problem = ApiError::MethodNotAllowed.into_response();
+    if let Some(allow) = response.headers().get(axum::http::header::ALLOW) {
+        problem
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow.clone());
+    }
+    problem
 }
 
 async fn http_metrics(request: Request, next: Next) -> Response {

@@ -304,7 +304,7 @@ impl Authenticator {
         };
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let alg = match jwk.common.key_algorithm {
-            Some(a) => Algorithm::from_str_lossy(&a.to_string()).unwrap_or(header.alg),
+            Some(a) => a.to_string().parse().unwrap_or(header.alg),
             None => header.alg,
         };
         if header.alg != alg {
@@ -358,16 +358,6 @@ fn lookup<'a>(
         value = value.get(p)?;
     }
     Some(value)
-}
-
-trait AlgorithmExt: Sized {
-    fn from_str_lossy(s: &str) -> Option<Self>;
-}
-
-impl AlgorithmExt for Algorithm {
-    fn from_str_lossy(s: &str) -> Option<Self> {
-        s.parse().ok()
-    }
 }
 
 #[cfg(test)]
