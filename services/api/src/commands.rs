@@ -16,10 +16,7 @@ use appreg_eventstore::{
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
-pub const APPLICATION_STREAM: &str = "application";
-pub const SETTINGS_STREAM: &str = "settings";
-pub const ENVIRONMENT_STREAM: &str = "environment";
-pub const USER_STREAM: &str = "user";
+pub use appreg_readmodel::{APPLICATION_STREAM, ENVIRONMENT_STREAM, SETTINGS_STREAM, USER_STREAM};
 const PAGE: i64 = 1000;
 
 /// Every event of a stream, in version order.

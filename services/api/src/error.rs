@@ -178,6 +178,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<appreg_readmodel::ReadModelError> for ApiError {
+    fn from(e: appreg_readmodel::ReadModelError) -> Self {
+        match e {
+            appreg_readmodel::ReadModelError::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<AppendError> for ApiError {
     fn from(e: AppendError) -> Self {
         match e {

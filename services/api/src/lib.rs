@@ -10,7 +10,7 @@ pub mod error;
 mod events;
 mod extract;
 mod members;
-pub mod readmodel;
+pub use appreg_readmodel as readmodel;
 mod routes;
 mod state;
 mod users;
@@ -106,13 +106,7 @@ pub async fn migrate(
     db: &appreg_eventstore::Database,
 ) -> Result<(), appreg_eventstore::StoreError> {
     db.migrate().await?;
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_ignore_missing(true);
-    match db {
-        appreg_eventstore::Database::Postgres(pool) => migrator.run(pool).await?,
-        appreg_eventstore::Database::Sqlite(pool) => migrator.run(pool).await?,
-    }
-    Ok(())
+    appreg_readmodel::migrate(db).await
 }
 
 /// The router, with every layer.

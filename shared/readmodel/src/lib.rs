@@ -1,30 +1,88 @@
 //! The application read model: one row per application (its folded state as JSON) and one per
-//! membership, for the list queries. Kept by a projector that tails the event store; its
-//! checkpoint is written in the same transaction as its rows, so replays change nothing.
+//! membership, for the list queries, plus the users and environments known. Kept by a projector
+//! (inside the api, tailing the event store, or the `appreg projector` service, from JetStream);
+//! its checkpoint is written in the same transaction as its rows, so replays change nothing.
 //!
 //! The SQL is portable (PostgreSQL and SQLite run the same statements); `with_pool!` expands
-//! the same code once per backend. This module never decides anything: it only folds events
-//! with the domain's `evolve`.
+//! the same code once per backend. This crate never decides anything: it only folds events
+//! with the domain's `evolve`, and never runs a side effect.
 //!
 //! The statements that write the model are built from a [`Tables`] set: the live one ([`LIVE`])
 //! or the shadow one ([`SHADOW`]) that [`rebuild`] replays the whole log into before swapping it
 //! in.
 
-use crate::commands::{
-    decode_app, APPLICATION_STREAM, ENVIRONMENT_STREAM, SETTINGS_STREAM, USER_STREAM,
-};
-use crate::error::ApiError;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
 use appreg_domain::{
-    Application, ApplicationId, ClientRegistrationSettings, DomainEvent, SettingsEvent,
+    Application, ApplicationEvent, ApplicationId, ClientRegistrationSettings, DomainEvent,
+    SettingsEvent,
 };
-use appreg_eventstore::{Database, EventStore, LogPosition, LogTailer, StoredEvent};
+use appreg_eventstore::{Database, EventStore, LogPosition, LogTailer, StoreError, StoredEvent};
 use chrono::SecondsFormat;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+/// Stream types (the `stream_type` column) of the streams the model folds.
+pub const APPLICATION_STREAM: &str = "application";
+pub const SETTINGS_STREAM: &str = "settings";
+pub const ENVIRONMENT_STREAM: &str = "environment";
+pub const USER_STREAM: &str = "user";
+
+/// Why the read model could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadModelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An event the model cannot fold (undecodable data, an unknown type or schema version):
+    /// retrying it gives the same answer, so a projector parks it after a few attempts.
+    #[error("event {event_id} ({event_type}) cannot be projected: {reason}")]
+    Event {
+        event_id: uuid::Uuid,
+        event_type: String,
+        reason: String,
+    },
+    #[error("read model: {0}")]
+    Internal(String),
+}
+
+impl ReadModelError {
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        ReadModelError::Internal(e.to_string())
+    }
+
+    fn event(e: &StoredEvent, reason: impl std::fmt::Display) -> Self {
+        ReadModelError::Event {
+            event_id: e.event_id,
+            event_type: e.event_type.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ReadModelError {
+    fn from(e: sqlx::Error) -> Self {
+        ReadModelError::Store(StoreError::from(e))
+    }
+}
+
+/// Applies the read models' migrations (the event store's come first: see the api's `migrate`).
+pub async fn migrate(db: &Database) -> Result<(), StoreError> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    match db {
+        Database::Postgres(pool) => migrator.run(pool).await?,
+        Database::Sqlite(pool) => migrator.run(pool).await?,
+    }
+    Ok(())
+}
+
+/// Decodes a stored application event (upcasting older schema versions).
+pub fn decode_app(e: &StoredEvent) -> Result<ApplicationEvent, ReadModelError> {
+    ApplicationEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+        .map_err(|err| ReadModelError::event(e, err))
+}
 
 const CHECKPOINT: &str = "applications";
 /// The only projection `rebuild` knows.
@@ -189,7 +247,7 @@ macro_rules! write_fresh {
                     app.environment.to_string(),
                     status,
                     app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                    serde_json::to_string(app).map_err(ApiError::internal)?,
+                    serde_json::to_string(app).map_err(ReadModelError::internal)?,
                 ));
                 for (user, role) in &app.members {
                     members.push((id.clone(), user.to_string(), app.environment.to_string(), role.as_str()));
@@ -225,7 +283,7 @@ macro_rules! write_fresh {
                 let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
                 if e.stream_type == USER_STREAM {
                     let UserEvent::UserFirstSeen(u) = UserEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-                        .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+                        .map_err(|err| ReadModelError::event(e, err))?;
                     let env = e.metadata.get("environment").and_then(|v| v.as_str()).unwrap_or_default();
                     sqlx::query(&format!(
                         "INSERT INTO {} (environment, user_id, name, email, first_seen) VALUES ($1, $2, $3, $4, $5) \
@@ -243,7 +301,7 @@ macro_rules! write_fresh {
                 } else if e.stream_type == ENVIRONMENT_STREAM {
                     let EnvironmentEvent::EnvironmentCreated(c) =
                         EnvironmentEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-                            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+                            .map_err(|err| ReadModelError::event(e, err))?;
                     sqlx::query(&format!(
                         "INSERT INTO {} (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
                         $t.environments
@@ -266,18 +324,23 @@ pub struct ReadModel {
     /// create: kept current by this process's writes and by the projector (other instances'
     /// writes), never moved back to an older version.
     settings: std::sync::RwLock<HashMap<String, (ClientRegistrationSettings, i64)>>,
+    /// Kept by another process (`appreg projector`): this one only follows its checkpoint
+    /// ([`ReadModel::follow_checkpoint`]) and caches no settings (it sees no settings event).
+    external: bool,
+    policy: RetryPolicy,
 }
 
-fn db_err(e: sqlx::Error) -> ApiError {
-    ApiError::from(appreg_eventstore::StoreError::from(e))
+fn db_err(e: sqlx::Error) -> ReadModelError {
+    ReadModelError::from(appreg_eventstore::StoreError::from(e))
 }
 
-fn parse_doc(doc: &str) -> Result<Application, ApiError> {
-    serde_json::from_str(doc).map_err(|e| ApiError::internal(format!("read model document: {e}")))
+fn parse_doc(doc: &str) -> Result<Application, ReadModelError> {
+    serde_json::from_str(doc)
+        .map_err(|e| ReadModelError::internal(format!("read model document: {e}")))
 }
 
 impl ReadModel {
-    pub async fn new(db: Database) -> Result<ReadModel, ApiError> {
+    pub async fn new(db: Database) -> Result<ReadModel, ReadModelError> {
         let row: Option<(i64, i64)> = with_pool!(&db, pool => sqlx::query_as("SELECT tx, pos FROM rm_checkpoints WHERE name = $1")
             .bind(CHECKPOINT)
             .fetch_optional(pool)
@@ -291,7 +354,93 @@ impl ReadModel {
             db,
             position: watch::Sender::new(start),
             settings: Default::default(),
+            external: false,
+            policy: RetryPolicy::default(),
         })
+    }
+
+    /// A read model kept by another process: run [`ReadModel::follow_checkpoint`] to see it move.
+    pub async fn external(db: Database) -> Result<ReadModel, ReadModelError> {
+        let mut read = ReadModel::new(db).await?;
+        read.external = true;
+        Ok(read)
+    }
+
+    /// Whether another process keeps this model.
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+
+    /// Sets how poison events are retried before they are parked.
+    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Reads the stored checkpoint and moves [`ReadModel::position`] forward to it.
+    pub async fn refresh_position(&self) -> Result<LogPosition, ReadModelError> {
+        let row: Option<(i64, i64)> = with_pool!(&self.db, pool => sqlx::query_as("SELECT tx, pos FROM rm_checkpoints WHERE name = $1")
+            .bind(CHECKPOINT)
+            .fetch_optional(pool)
+            .await)
+        .map_err(db_err)?;
+        let stored = row
+            .map(|(tx, pos)| LogPosition { tx, pos })
+            .unwrap_or(LogPosition::START);
+        self.advance(stored);
+        Ok(self.position())
+    }
+
+    fn advance(&self, to: LogPosition) {
+        self.position.send_if_modified(|p| {
+            if *p < to {
+                *p = to;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Follows the checkpoint another process writes, until `cancel` fires: woken by the
+    /// projector's notifications on PostgreSQL, and polled every `poll` in any case.
+    pub async fn follow_checkpoint(self: Arc<Self>, poll: Duration, cancel: CancellationToken) {
+        let mut listener = match &self.db {
+            Database::Postgres(pool) => {
+                match sqlx::postgres::PgListener::connect_with(pool).await {
+                    Ok(mut l) => match l.listen(NOTIFY_CHANNEL).await {
+                        Ok(()) => Some(l),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for read-model notifications; polling");
+                            None
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for read-model notifications; polling");
+                        None
+                    }
+                }
+            }
+            Database::Sqlite(_) => None,
+        };
+        loop {
+            if let Err(e) = self.refresh_position().await {
+                tracing::warn!(error = %e, "cannot read the read-model checkpoint");
+            }
+            let woken = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        let _ = l.try_recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = woken => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
     }
 
     /// The log position the read model includes.
@@ -301,6 +450,9 @@ impl ReadModel {
 
     /// The cached settings of an environment, if known.
     pub fn cached_settings(&self, env: &str) -> Option<(ClientRegistrationSettings, i64)> {
+        if self.external {
+            return None;
+        }
         let cache = self
             .settings
             .read()
@@ -358,22 +510,15 @@ impl ReadModel {
     }
 
     /// Applies a batch of events in one transaction, with the checkpoint.
-    pub async fn apply(&self, events: &[StoredEvent]) -> Result<(), ApiError> {
+    pub async fn apply(&self, events: &[StoredEvent]) -> Result<(), ReadModelError> {
         if events.is_empty() {
             return Ok(());
         }
         for e in events.iter().filter(|e| e.stream_type == SETTINGS_STREAM) {
             self.follow_settings(e);
         }
-        let applied = apply_batch(&self.db, &LIVE, events).await?;
-        self.position.send_if_modified(|p| {
-            if *p < applied {
-                *p = applied;
-                true
-            } else {
-                false
-            }
-        });
+        let applied = apply_parking(&self.db, &LIVE, events, self.policy).await?;
+        self.advance(applied);
         Ok(())
     }
 
@@ -386,7 +531,7 @@ impl ReadModel {
         status: &str,
         limit: i64,
         offset: i64,
-    ) -> Result<(Vec<Application>, i64), ApiError> {
+    ) -> Result<(Vec<Application>, i64), ReadModelError> {
         let (docs, total): (Vec<String>, i64) = match member {
             Some(user) => with_pool!(&self.db, pool => {
                 let docs = sqlx::query_scalar(
@@ -427,7 +572,7 @@ impl ReadModel {
         &self,
         env: &str,
         user: &str,
-    ) -> Result<Option<(Option<String>, Option<String>)>, ApiError> {
+    ) -> Result<Option<(Option<String>, Option<String>)>, ReadModelError> {
         with_pool!(&self.db, pool => sqlx::query_as("SELECT name, email FROM rm_users WHERE environment = $1 AND user_id = $2")
             .bind(env)
             .bind(user)
@@ -437,7 +582,7 @@ impl ReadModel {
     }
 
     /// Every environment (id, name), `DEFAULT` first.
-    pub async fn environments(&self) -> Result<Vec<(String, String)>, ApiError> {
+    pub async fn environments(&self) -> Result<Vec<(String, String)>, ReadModelError> {
         let rows: Vec<(String, String)> = with_pool!(&self.db, pool => sqlx::query_as("SELECT id, name FROM rm_environments ORDER BY id LIMIT 10000")
             .fetch_all(pool)
             .await)
@@ -451,7 +596,7 @@ impl ReadModel {
     }
 
     /// One application's row, if projected.
-    pub async fn get(&self, id: ApplicationId) -> Result<Option<Application>, ApiError> {
+    pub async fn get(&self, id: ApplicationId) -> Result<Option<Application>, ReadModelError> {
         let doc: Option<String> = with_pool!(&self.db, pool => sqlx::query_scalar("SELECT doc FROM rm_applications WHERE id = $1")
             .bind(id.0.to_string())
             .fetch_optional(pool)
@@ -483,16 +628,20 @@ const UPSERT_CHECKPOINT: &str = "INSERT INTO rm_checkpoints (name, tx, pos) VALU
      ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos";
 
 /// Applies a batch of events to the table set `t` in one transaction, with its checkpoint;
-/// returns the position the set then includes.
+/// returns the position the set then includes. Events named in `park` (poison events, with
+/// the reason), and every later event of a stream that has a parked event, are written to
+/// `rm_parked` instead of being folded; the checkpoint moves past them all.
 async fn apply_batch(
     db: &Database,
     t: &Tables,
     events: &[StoredEvent],
-) -> Result<LogPosition, ApiError> {
+    park: &HashMap<uuid::Uuid, (String, u32)>,
+) -> Result<LogPosition, ReadModelError> {
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(LogPosition::START);
     };
     let (begin, lock) = write_begin(db);
+    let now = chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
     with_pool!(db, pool => {
         let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
         let stored: Option<(i64, i64)> = sqlx::query_as(lock)
@@ -506,7 +655,56 @@ async fn apply_batch(
             tx.rollback().await.map_err(db_err)?;
             return Ok(last.max(stored));
         }
-        write_fresh!(tx, t, fresh);
+        // Streams with a parked event: their later events wait behind it.
+        let mut blocked: HashMap<String, uuid::Uuid> = HashMap::new();
+        let mut streams: Vec<&str> = fresh.iter().map(|e| e.stream_id.as_str()).collect();
+        streams.sort_unstable();
+        streams.dedup();
+        for chunk in streams.chunks(CHUNK) {
+            let mut q = sqlx::QueryBuilder::new("SELECT stream_id, MIN(event_id) FROM rm_parked WHERE projection = ");
+            q.push_bind(t.checkpoint).push(" AND stream_id IN (");
+            let mut ids = q.separated(", ");
+            for id in chunk {
+                ids.push_bind(id.to_string());
+            }
+            ids.push_unseparated(") GROUP BY stream_id");
+            let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *tx).await.map_err(db_err)?;
+            for (stream, event) in rows {
+                blocked.insert(stream, event.parse().unwrap_or_default());
+            }
+        }
+        let mut foldable: Vec<&StoredEvent> = Vec::with_capacity(fresh.len());
+        let mut parked: Vec<(&StoredEvent, String, u32)> = Vec::new();
+        for e in fresh {
+            if let Some(behind) = blocked.get(&e.stream_id) {
+                parked.push((e, format!("waits behind parked event {behind}"), 0));
+            } else if let Some((reason, attempts)) = park.get(&e.event_id) {
+                parked.push((e, reason.clone(), *attempts));
+                blocked.insert(e.stream_id.clone(), e.event_id);
+            } else {
+                foldable.push(e);
+            }
+        }
+        write_fresh!(tx, t, foldable);
+        for (e, reason, attempts) in &parked {
+            sqlx::query(
+                "INSERT INTO rm_parked (projection, event_id, stream_id, version, event_type, tx, pos, reason, attempts, parked_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (projection, event_id) DO NOTHING",
+            )
+            .bind(t.checkpoint)
+            .bind(e.event_id.to_string())
+            .bind(&e.stream_id)
+            .bind(e.version)
+            .bind(&e.event_type)
+            .bind(e.position.tx)
+            .bind(e.position.pos)
+            .bind(reason)
+            .bind(i64::from(*attempts))
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
         sqlx::query(UPSERT_CHECKPOINT)
             .bind(t.checkpoint)
             .bind(last.tx)
@@ -514,9 +712,304 @@ async fn apply_batch(
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        if db.is_postgres() {
+            // Wakes whoever waits for the model to move (api instances, benchmarks): delivered
+            // at commit.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(format!("{} {}", t.checkpoint, last))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         tx.commit().await.map_err(db_err)?;
+        if !parked.is_empty() {
+            tracing::warn!(projection = t.checkpoint, parked = parked.len(), "events parked");
+            metrics::counter!("appreg_projection_parked_total", "projection" => t.checkpoint)
+                .increment(parked.len() as u64);
+        }
     });
     Ok(last)
+}
+
+/// The PostgreSQL channel a projection notifies (payload `NAME TX.POS`) when it commits.
+pub const NOTIFY_CHANNEL: &str = "appreg_read_models";
+
+/// How a projection treats an event it cannot fold: retried `attempts` times in all, waiting
+/// `first_delay` then twice as long each time (at most `max_delay`), then parked.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retry, no wait: a rebuild replays a log whose poison events fail the same way every
+    /// time.
+    pub const REPLAY: RetryPolicy = RetryPolicy {
+        attempts: 1,
+        first_delay: Duration::ZERO,
+        max_delay: Duration::ZERO,
+    };
+}
+
+/// Applies a batch to the table set `t`: a poison event is retried per `policy`, then parked
+/// (with the later events of its stream) while the rest of the batch is folded. Other errors
+/// (the database) are returned: the caller retries the whole batch, which never skips it.
+async fn apply_parking(
+    db: &Database,
+    t: &Tables,
+    events: &[StoredEvent],
+    policy: RetryPolicy,
+) -> Result<LogPosition, ReadModelError> {
+    let mut park: HashMap<uuid::Uuid, (String, u32)> = HashMap::new();
+    let mut failures: HashMap<uuid::Uuid, u32> = HashMap::new();
+    loop {
+        match apply_batch(db, t, events, &park).await {
+            Err(ReadModelError::Event {
+                event_id,
+                event_type,
+                reason,
+            }) if !park.contains_key(&event_id) => {
+                let n = failures.entry(event_id).or_default();
+                *n += 1;
+                if *n >= policy.attempts.max(1) {
+                    tracing::error!(projection = t.checkpoint, %event_id, event_type, reason, attempts = *n, "poison event parked");
+                    park.insert(event_id, (reason, *n));
+                } else {
+                    tracing::warn!(projection = t.checkpoint, %event_id, event_type, reason, attempt = *n, "cannot fold an event; retrying");
+                    let delay = policy
+                        .first_delay
+                        .saturating_mul(1 << (*n - 1).min(16))
+                        .min(policy.max_delay);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// An event a projection parked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedEvent {
+    pub projection: String,
+    pub event_id: String,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub position: LogPosition,
+    pub reason: String,
+    pub attempts: i64,
+    pub parked_at: String,
+}
+
+/// The events parked by the live projection, oldest first (at most `limit`).
+pub async fn parked(db: &Database, limit: i64) -> Result<Vec<ParkedEvent>, ReadModelError> {
+    type Row = (
+        String,
+        String,
+        String,
+        i64,
+        String,
+        i64,
+        i64,
+        String,
+        i64,
+        String,
+    );
+    let rows: Vec<Row> = with_pool!(db, pool => sqlx::query_as(
+        "SELECT projection, event_id, stream_id, version, event_type, tx, pos, reason, CAST(attempts AS BIGINT), parked_at \
+         FROM rm_parked WHERE projection = $1 ORDER BY tx, pos LIMIT $2",
+    )
+    .bind(LIVE.checkpoint)
+    .bind(limit)
+    .fetch_all(pool)
+    .await)
+    .map_err(db_err)?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(
+                projection,
+                event_id,
+                stream_id,
+                version,
+                event_type,
+                tx,
+                pos,
+                reason,
+                attempts,
+                parked_at,
+            )| ParkedEvent {
+                projection,
+                event_id,
+                stream_id,
+                version,
+                event_type,
+                position: LogPosition { tx, pos },
+                reason,
+                attempts,
+                parked_at,
+            },
+        )
+        .collect())
+}
+
+/// The number of events the live projection has parked.
+pub async fn parked_count(db: &Database) -> Result<i64, ReadModelError> {
+    with_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM rm_parked WHERE projection = $1")
+        .bind(LIVE.checkpoint)
+        .fetch_one(pool)
+        .await)
+    .map_err(db_err)
+}
+
+/// What a retry of the parked events did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetrySummary {
+    /// Events folded into the model and removed from the parked set.
+    pub applied: u64,
+    /// Events still parked (the first of each stream failed again, or waits behind one that did).
+    pub still_parked: u64,
+}
+
+/// Replays the parked events of the live projection, oldest first, each read again from the
+/// event store (the truth: a repaired event or a newer decoder is what makes a retry succeed).
+/// Each event is folded and unparked in one transaction under the checkpoint's lock, so a
+/// running projector never interleaves; a stream stops at its first event that fails again
+/// (its reason and attempts are updated).
+pub async fn retry_parked(db: &Database) -> Result<RetrySummary, ReadModelError> {
+    let store = db.event_store().await?;
+    let mut summary = RetrySummary::default();
+    let mut failed_streams: std::collections::HashSet<String> = Default::default();
+    let mut after = LogPosition::START;
+    loop {
+        let page: Vec<ParkedEvent> = parked(db, 1000)
+            .await?
+            .into_iter()
+            .filter(|p| p.position > after)
+            .collect();
+        let Some(last) = page.last().map(|p| p.position) else {
+            break;
+        };
+        for p in page {
+            if failed_streams.contains(&p.stream_id) {
+                summary.still_parked += 1;
+                continue;
+            }
+            let event = store
+                .read_stream(&p.stream_id, p.version - 1, 1)
+                .await?
+                .into_iter()
+                .next()
+                .filter(|e| e.event_id.to_string() == p.event_id)
+                .ok_or_else(|| {
+                    ReadModelError::internal(format!(
+                        "parked event {} is not in the event store",
+                        p.event_id
+                    ))
+                })?;
+            match unpark(db, &event).await {
+                Ok(()) => summary.applied += 1,
+                Err(ReadModelError::Event { reason, .. }) => {
+                    with_pool!(db, pool => sqlx::query(
+                        "UPDATE rm_parked SET reason = $1, attempts = attempts + 1 WHERE projection = $2 AND event_id = $3",
+                    )
+                    .bind(&reason)
+                    .bind(LIVE.checkpoint)
+                    .bind(&p.event_id)
+                    .execute(pool)
+                    .await
+                    .map(|_| ()))
+                    .map_err(db_err)?;
+                    failed_streams.insert(p.stream_id.clone());
+                    summary.still_parked += 1;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        after = last;
+    }
+    Ok(summary)
+}
+
+/// Folds one parked event into the live model and removes it from the parked set.
+async fn unpark(db: &Database, event: &StoredEvent) -> Result<(), ReadModelError> {
+    let (begin, lock) = write_begin(db);
+    with_pool!(db, pool => {
+        let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
+        sqlx::query(lock).bind(LIVE.checkpoint).fetch_optional(&mut *tx).await.map_err(db_err)?;
+        let fresh = [event];
+        write_fresh!(tx, LIVE, fresh);
+        sqlx::query("DELETE FROM rm_parked WHERE projection = $1 AND event_id = $2")
+            .bind(LIVE.checkpoint)
+            .bind(event.event_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+    });
+    Ok(())
+}
+
+/// Row counts and a digest of every row of the live read model: two databases (or one before
+/// and after a rebuild) hold the same model exactly when their checksums are equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checksum {
+    pub applications: i64,
+    pub members: i64,
+    pub users: i64,
+    pub environments: i64,
+    /// SHA-256 over every row of the four tables, in key order.
+    pub digest: String,
+}
+
+/// The [`Checksum`] of the live tables.
+pub async fn checksum(db: &Database) -> Result<Checksum, ReadModelError> {
+    use sha2::{Digest, Sha256};
+    let queries = [
+        "SELECT id || '|' || environment || '|' || status || '|' || created_at || '|' || doc FROM rm_applications ORDER BY id",
+        "SELECT application_id || '|' || user_id || '|' || environment || '|' || role FROM rm_application_members ORDER BY application_id, user_id",
+        "SELECT environment || '|' || user_id || '|' || COALESCE(name, '') || '|' || COALESCE(email, '') || '|' || first_seen FROM rm_users ORDER BY environment, user_id",
+        "SELECT id || '|' || name || '|' || created_at FROM rm_environments ORDER BY id",
+    ];
+    let mut hasher = Sha256::new();
+    let mut counts = [0i64; 4];
+    for (i, sql) in queries.iter().enumerate() {
+        let rows: Vec<String> =
+            with_pool!(db, pool => sqlx::query_scalar(sql).fetch_all(pool).await)
+                .map_err(db_err)?;
+        counts[i] = rows.len() as i64;
+        hasher.update(format!("table {i}\n"));
+        for row in rows {
+            hasher.update(row.as_bytes());
+            hasher.update(b"\n");
+        }
+    }
+    let digest = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok(Checksum {
+        applications: counts[0],
+        members: counts[1],
+        users: counts[2],
+        environments: counts[3],
+        digest,
+    })
 }
 
 /// Events per replayed batch (one short write transaction each) during a rebuild.
@@ -578,9 +1071,9 @@ pub struct RebuildSummary {
 pub async fn rebuild(
     db: &Database,
     mut progress: impl FnMut(&Progress),
-) -> Result<RebuildSummary, ApiError> {
+) -> Result<RebuildSummary, ReadModelError> {
     let started = std::time::Instant::now();
-    let store = db.event_store().await.map_err(ApiError::from)?;
+    let store = db.event_store().await.map_err(ReadModelError::from)?;
     let counted: i64 = with_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM events")
         .fetch_one(pool)
         .await)
@@ -598,11 +1091,11 @@ pub async fn rebuild(
         let batch = store
             .read_log(position, REBUILD_BATCH)
             .await
-            .map_err(ApiError::from)?;
+            .map_err(ReadModelError::from)?;
         if batch.is_empty() {
             break;
         }
-        position = apply_batch(db, &SHADOW, &batch).await?;
+        position = apply_parking(db, &SHADOW, &batch, RetryPolicy::REPLAY).await?;
         done += batch.len() as u64;
         total = total.max(done);
         progress(&Progress {
@@ -637,7 +1130,7 @@ pub async fn rebuild(
 }
 
 /// Drops what an interrupted rebuild left and creates empty shadow tables at `START`.
-async fn prepare_shadow(db: &Database) -> Result<(), ApiError> {
+async fn prepare_shadow(db: &Database) -> Result<(), ReadModelError> {
     let (begin, _) = write_begin(db);
     with_pool!(db, pool => {
         let mut tx = pool.begin_with(begin).await.map_err(db_err)?;
@@ -650,6 +1143,11 @@ async fn prepare_shadow(db: &Database) -> Result<(), ApiError> {
         for ddl in SHADOW.ddl() {
             sqlx::query(&ddl).execute(&mut *tx).await.map_err(db_err)?;
         }
+        sqlx::query("DELETE FROM rm_parked WHERE projection = $1")
+            .bind(SHADOW.checkpoint)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
         sqlx::query(UPSERT_CHECKPOINT)
             .bind(SHADOW.checkpoint)
             .bind(0i64)
@@ -671,7 +1169,7 @@ async fn swap(
     db: &Database,
     store: &dyn EventStore,
     replayed_to: LogPosition,
-) -> Result<(LogPosition, u64), ApiError> {
+) -> Result<(LogPosition, u64), ReadModelError> {
     let (begin, lock) = write_begin(db);
     let mut caught_up = 0u64;
     let mut position = replayed_to;
@@ -698,7 +1196,7 @@ async fn swap(
             position = position.max(LogPosition { tx, pos });
         }
         loop {
-            let batch = store.read_log(position, REBUILD_BATCH).await.map_err(ApiError::from)?;
+            let batch = store.read_log(position, REBUILD_BATCH).await.map_err(ReadModelError::from)?;
             let Some(last) = batch.last().map(|e| e.position) else { break };
             let fresh: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > position).collect();
             caught_up += fresh.len() as u64;
@@ -708,7 +1206,7 @@ async fn swap(
         if position < live {
             // Cannot happen (the projector only applies events `read_log` returned, and the
             // horizon only moves forward); never move the live model back.
-            return Err(ApiError::internal(format!(
+            return Err(ReadModelError::internal(format!(
                 "rebuild reached {position}, behind the live read model at {live}"
             )));
         }
@@ -742,6 +1240,18 @@ async fn swap(
             .bind(LIVE.checkpoint)
             .bind(position.tx)
             .bind(position.pos)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        // The rebuilt model's parked events replace the old model's.
+        sqlx::query("DELETE FROM rm_parked WHERE projection = $1")
+            .bind(LIVE.checkpoint)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        sqlx::query("UPDATE rm_parked SET projection = $1 WHERE projection = $2")
+            .bind(LIVE.checkpoint)
+            .bind(SHADOW.checkpoint)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -838,6 +1348,7 @@ mod tests {
     /// One batch larger than a statement's chunk is projected whole, and applying it again
     /// (a redelivery) changes nothing.
     async fn large_batch(db: Database) {
+        db.migrate().await.unwrap();
         crate::migrate(&db).await.unwrap();
         let read = ReadModel::new(db).await.unwrap();
         let batch: Vec<StoredEvent> = (0..(CHUNK as i64 * 2 + 50)).map(created).collect();
