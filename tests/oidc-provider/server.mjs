@@ -152,12 +152,26 @@ function configuration() {
       registration: {
         enabled: true,
         initialAccessToken: FIXED_TOKEN ?? true,
+        // Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): a repeated registration
+        // with the same key gets the same client_id, so the provider stores one client, not
+        // two, when an answer was lost after the client was created. Without the header: a
+        // random id, as by default.
+        idFactory: (ctx) => {
+          const key = ctx.get('idempotency-key');
+          if (key && /^[A-Za-z0-9._:~-]{8,200}$/.test(key)) {
+            return `idem-${crypto.createHash('sha256').update(key).digest('base64url').slice(0, 32)}`;
+          }
+          return crypto.randomBytes(18).toString('base64url');
+        },
       },
       registrationManagement: {
         enabled: true,
         rotateRegistrationAccessToken: true,
       },
     },
+    // Every OpenID Connect response type (the default set has no `id_token token`, which
+    // implicit clients register with).
+    responseTypes: ['code', 'id_token', 'id_token token', 'code id_token', 'code token', 'code id_token token', 'none'],
     // pkce: the provider's defaults (S256 only, required for public clients).
   };
 }
@@ -166,12 +180,12 @@ function configuration() {
 // Fault injection for registration requests (POST /reg)
 // ---------------------------------------------------------------------------------------------
 const faults = [];
-const FAULT_KINDS = new Set(['status', 'delay', 'reset', 'created_then_500']);
+const FAULT_KINDS = new Set(['status', 'delay', 'reset', 'created_then_500', 'created_then_delay']);
 
 function validFault(f) {
   if (!f || typeof f !== 'object' || !FAULT_KINDS.has(f.kind)) return false;
   if (f.kind === 'status') return Number.isInteger(f.status) && f.status >= 100 && f.status <= 599;
-  if (f.kind === 'delay') return Number.isInteger(f.ms) && f.ms >= 0 && f.ms <= 600000;
+  if (f.kind === 'delay' || f.kind === 'created_then_delay') return Number.isInteger(f.ms) && f.ms >= 0 && f.ms <= 600000;
   return true;
 }
 
@@ -248,7 +262,7 @@ async function faultsRoute(req, res) {
     return;
   }
   if (!Array.isArray(list) || !list.every(validFault)) {
-    sendJson(res, 400, { error: 'body must be a JSON array of faults: {"kind":"status","status":N} | {"kind":"delay","ms":N} | {"kind":"reset"} | {"kind":"created_then_500"}' });
+    sendJson(res, 400, { error: 'body must be a JSON array of faults: {"kind":"status","status":N} | {"kind":"delay","ms":N} | {"kind":"reset"} | {"kind":"created_then_500"} | {"kind":"created_then_delay","ms":N}' });
     return;
   }
   faults.push(...list);
@@ -293,6 +307,9 @@ async function route(req, res) {
       case 'created_then_500':
         req.appregCreatedThen500 = true; // read by the koa middleware below
         break;
+      case 'created_then_delay':
+        req.appregCreatedThenDelay = fault.ms; // read by the koa middleware below
+        break;
       default:
     }
   }
@@ -318,6 +335,9 @@ server.listen(Number(env.PORT || 0), '127.0.0.1', () => {
     if (ctx.req.appregCreatedThen500) {
       ctx.status = 500;
       ctx.body = { error: 'server_error', error_description: 'injected fault: created_then_500' };
+    }
+    if (ctx.req.appregCreatedThenDelay) {
+      await new Promise((resolve) => { setTimeout(resolve, ctx.req.appregCreatedThenDelay); });
     }
   });
 

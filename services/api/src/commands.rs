@@ -104,7 +104,7 @@ pub async fn load_settings(
 }
 
 /// The time of a command, at the precision the event store keeps (microseconds).
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
 }

@@ -263,6 +263,37 @@ pub struct RegistrationView {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
+    /// The provider that issued the client.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// Fingerprint (`sha256:…`) of the current client secret; the secret is at `/credentials`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires_at: Option<DateTime<Utc>>,
+    /// The last operation on the client at the provider (an update or a secret renewal) and
+    /// its outcome; a failure stays visible (Gravitee swallows it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation: Option<OperationView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperationView {
+    /// UPDATE or RENEW_SECRET.
+    pub kind: String,
+    /// PENDING, DONE or FAILED.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+fn upper<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -365,6 +396,15 @@ impl ApplicationView {
                     .unwrap_or_default(),
                 error: r.error.clone(),
                 error_description: r.error_description.clone(),
+                provider_id: r.provider_id.clone(),
+                client_secret_fingerprint: r.client_secret_fingerprint.clone(),
+                client_secret_expires_at: r.client_secret_expires_at,
+                operation: r.operation.as_ref().map(|o| OperationView {
+                    kind: upper(&o.kind),
+                    state: upper(&o.state),
+                    error: o.error.clone(),
+                    error_description: o.error_description.clone(),
+                }),
             }),
             owner: app.primary_owner().map(|u| OwnerView {
                 id: u.as_str().to_string(),
@@ -417,9 +457,31 @@ impl HistoryEntry {
             actor: meta("actor"),
             correlation_id: meta("correlation_id"),
             causation_id: meta("causation_id"),
-            data: e.data.clone(),
+            data: current_data(e),
         }
     }
+}
+
+/// An application event's payload in its current schema version (older stored versions are
+/// upcast, as every reader of the log does); other payloads as stored.
+fn current_data(e: &appreg_eventstore::StoredEvent) -> serde_json::Value {
+    use appreg_domain::DomainEvent;
+    if e.stream_type != appreg_readmodel::APPLICATION_STREAM {
+        return e.data.clone();
+    }
+    match appreg_readmodel::decode_app(e) {
+        Ok(event) => event.data(),
+        Err(_) => e.data.clone(),
+    }
+}
+
+/// `GET /applications/{id}/credentials`.
+#[derive(Serialize, ToSchema)]
+pub struct CredentialsView {
+    pub client_id: Option<String>,
+    /// Absent for public clients (browser applications).
+    pub client_secret: Option<String>,
+    pub client_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -149,14 +149,24 @@ impl From<DomainError> for ApiError {
                 code,
                 message: e.to_string(),
             },
-            DomainError::MemberNotFound => ApiError::not_found(code, e.to_string()),
+            DomainError::MemberNotFound | DomainError::ProviderNotFound => {
+                ApiError::not_found(code, e.to_string())
+            }
             DomainError::Archived
             | DomainError::NotArchived
             | DomainError::MemberExists
             | DomainError::PrimaryOwnerImmutable
             | DomainError::AlreadyPrimaryOwner
             | DomainError::EnvironmentExists
-            | DomainError::TooManyMembers => ApiError::Conflict {
+            | DomainError::TooManyMembers
+            | DomainError::NotOAuth
+            | DomainError::NotRegistered
+            | DomainError::RegistrationNotFailed
+            | DomainError::StaleRequest
+            | DomainError::OperationPending
+            | DomainError::TooManyProviders
+            | DomainError::ProviderInUse
+            | DomainError::ProviderIsDefault => ApiError::Conflict {
                 code,
                 message: e.to_string(),
             },

@@ -10,9 +10,10 @@ pub mod error;
 mod events;
 mod extract;
 mod members;
+mod providers;
 pub use appreg_readmodel as readmodel;
 mod routes;
-mod state;
+pub mod state;
 mod users;
 
 pub use error::ApiError;
@@ -38,6 +39,8 @@ use utoipa::OpenApi;
         routes::history, events::events,
         members::list, members::add, members::change_role, members::remove, members::transfer,
         environments::create, environments::list, routes::healthz, routes::readyz, routes::metrics,
+        providers::list, providers::get, providers::create, providers::update, providers::delete,
+        routes::retry_registration, routes::renew_secret, routes::credentials,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -106,7 +109,9 @@ pub async fn migrate(
     db: &appreg_eventstore::Database,
 ) -> Result<(), appreg_eventstore::StoreError> {
     db.migrate().await?;
-    appreg_readmodel::migrate(db).await
+    appreg_readmodel::migrate(db).await?;
+    appreg_secrets::store::migrate(db).await?;
+    appreg_dcr_saga::migrate(db).await
 }
 
 /// The router, with every layer.
@@ -117,6 +122,25 @@ pub fn router(state: AppState) -> Router {
             get(routes::get_settings).put(routes::put_settings),
         )
         .route("/application-types", get(routes::application_types))
+        .route(
+            "/client-registration-providers",
+            get(providers::list).post(providers::create),
+        )
+        .route(
+            "/client-registration-providers/{id}",
+            get(providers::get)
+                .put(providers::update)
+                .delete(providers::delete),
+        )
+        .route(
+            "/applications/{id}/_retry_registration",
+            post(routes::retry_registration),
+        )
+        .route(
+            "/applications/{id}/_renew_secret",
+            post(routes::renew_secret),
+        )
+        .route("/applications/{id}/credentials", get(routes::credentials))
         .route(
             "/applications",
             get(routes::list_applications).post(routes::create_application),
@@ -165,18 +189,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the api on `listener` and runs its projector until `shutdown` fires, then drains
+/// How often the api reads the checkpoint of a read model kept by `appreg projector` when no
+/// notification came.
+const CHECKPOINT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Serves the api on `listener` and runs its projector (or follows the external one) until `shutdown` fires, then drains
 /// in-flight requests.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let projector = tokio::spawn(readmodel::run_projector(
-        state.read().clone(),
-        state.store().clone(),
-        shutdown.child_token(),
-    ));
+    let projector = if state.read().is_external() {
+        tokio::spawn(
+            state
+                .read()
+                .clone()
+                .follow_checkpoint(CHECKPOINT_POLL, shutdown.child_token()),
+        )
+    } else {
+        tokio::spawn(readmodel::run_projector(
+            state.read().clone(),
+            state.store().clone(),
+            shutdown.child_token(),
+        ))
+    };
     // Event streams never end on their own: they end when the shutdown starts, so that the
     // graceful shutdown can drain them.
     let closing = state.closing().clone();

@@ -21,6 +21,8 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn EventStore>,
+    vault: appreg_secrets::SecretStore,
+    provider_client: appreg_dcr_saga::provider::ProviderClient,
     read: Arc<ReadModel>,
     auth: Arc<Authenticator>,
     admin_role: String,
@@ -40,6 +42,24 @@ struct Inner {
     closing: CancellationToken,
 }
 
+/// The vault's keyring from the configuration (`secrets_master_key`, `secrets_previous_keys`).
+pub fn keyring(config: &Config) -> Result<appreg_secrets::Keyring, ApiError> {
+    use secrecy::ExposeSecret;
+    let Some(current) = &config.secrets_master_key else {
+        return Err(ApiError::internal(
+            "secrets_master_key is not configured (APPREG_SECRETS_MASTER_KEY)",
+        ));
+    };
+    appreg_secrets::Keyring::parse(
+        current.expose_secret(),
+        config
+            .secrets_previous_keys
+            .iter()
+            .map(|k| k.expose_secret()),
+    )
+    .map_err(|e| ApiError::internal(format!("secrets_master_key: {e}")))
+}
+
 impl AppState {
     pub async fn new(
         config: &Config,
@@ -47,10 +67,17 @@ impl AppState {
         auth: Arc<Authenticator>,
     ) -> Result<AppState, ApiError> {
         let store = db.event_store().await?;
-        let read = Arc::new(ReadModel::new(db.clone()).await?);
+        let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring(config)?));
+        let read = Arc::new(match config.read_models {
+            appreg_config::ReadModels::Inline => ReadModel::new(db.clone()).await?,
+            appreg_config::ReadModels::External => ReadModel::external(db.clone()).await?,
+        });
         Ok(AppState {
             inner: Arc::new(Inner {
                 store,
+                vault,
+                provider_client: appreg_dcr_saga::provider::ProviderClient::new()
+                    .map_err(ApiError::internal)?,
                 read,
                 auth,
                 admin_role: config.auth.admin_role.clone(),
@@ -73,6 +100,25 @@ impl AppState {
 
     pub fn store(&self) -> &Arc<dyn EventStore> {
         &self.inner.store
+    }
+    pub fn vault(&self) -> &appreg_secrets::SecretStore {
+        &self.inner.vault
+    }
+    pub fn provider_client(&self) -> &appreg_dcr_saga::provider::ProviderClient {
+        &self.inner.provider_client
+    }
+    /// Whether an `http` URL is acceptable for a provider: on a loopback host, or when http is
+    /// allowed (`allow_http_redirect_uris`, never in production).
+    pub fn allows_http_url(&self, url: &str) -> bool {
+        if self.inner.allow_http_redirect_uris {
+            return true;
+        }
+        url::Url::parse(url).is_ok_and(|u| match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        })
     }
     pub fn read(&self) -> &Arc<ReadModel> {
         &self.inner.read

@@ -168,6 +168,10 @@ async fn http_creates(connections: usize) -> HttpFigures {
         .env("APPREG_DATABASE_URL", &url)
         .env("APPREG_LISTEN", format!("127.0.0.1:{port}"))
         .env("APPREG_AUTH__DEV", "true")
+        .env(
+            "APPREG_SECRETS_MASTER_KEY",
+            "bench:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
         .env("APPREG_DATA_DIR", &data)
         .env(
             "APPREG_DATABASE_MAX_CONNECTIONS",

@@ -1,5 +1,5 @@
 //! The `appreg` command line: the all-in-one development system, each production service (api,
-//! relay), and the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
+//! relay, projector, dcr-saga), and the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
 //! none holds business logic.
 
 use anyhow::{bail, Context};
@@ -55,6 +55,27 @@ pub enum Command {
         /// NATS server(s), comma-separated (default: nats_url of the configuration).
         #[arg(long, env = "APPREG_NATS_URL")]
         nats_url: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+    },
+    /// The projector, for production: keeps the read models from the JetStream stream (durable
+    /// consumer `projector_consumer`). Run the api with `read_models = "external"`.
+    Projector {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        /// NATS server(s), comma-separated (default: nats_url of the configuration).
+        #[arg(long, env = "APPREG_NATS_URL")]
+        nats_url: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+    },
+    /// The DCR saga, for production: obtains clients at the providers for OAuth applications
+    /// (RFC 7591). One is active per database; others stand by.
+    DcrSaga {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
@@ -117,6 +138,25 @@ pub enum ProjectionsCommand {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
     },
+    /// Lists the events the projection parked (poison events, and the later events of their
+    /// streams that wait behind them), oldest first.
+    Parked {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+    /// Replays the parked events from the event store (after a fix); what fails again stays
+    /// parked.
+    Retry {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
 }
 
 /// Entry point of the binary.
@@ -138,6 +178,37 @@ pub fn main() -> ExitCode {
             eprintln!("appreg: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The development master key of the secrets vault, `DIR/master.key` (created once, mode 0600).
+fn dev_master_key(data: &Path) -> anyhow::Result<SecretString> {
+    let path = data.join("master.key");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return Ok(SecretString::from(text.trim().to_string()));
+    }
+    let key = appreg_secrets::MasterKey::generate("dev", &mut rand::rngs::OsRng)
+        .map_err(|e| anyhow::anyhow!("cannot generate a master key: {e}"))?;
+    let text = key.to_config_string();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            use std::io::Write;
+            file.write_all(text.expose_secret().as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(text)
+        }
+        // Created meanwhile by another process: use that one.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(SecretString::from(
+            std::fs::read_to_string(&path)?.trim().to_string(),
+        )),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
     }
 }
 
@@ -231,6 +302,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config.database_url = Some(SecretString::from(url.clone()));
             let key = DevKey::load_or_create(&data)?;
             let auth = Authenticator::dev(&key, &config.auth.role_claim);
+            if config.secrets_master_key.is_none() {
+                config.secrets_master_key = Some(dev_master_key(&data)?);
+            }
             let db = open(&url, config.database_max_connections).await?;
             let shutdown = shutdown_signal();
             let relay = match nats_url {
@@ -241,22 +315,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         Database::Postgres(pool) => Some(pool.clone()),
                         Database::Sqlite(_) => None,
                     };
-                    println!("relay publishing to {}", redact(&nats_url));
+                    println!(
+                        "relay publishing to {}, projector consuming from it",
+                        redact(&nats_url)
+                    );
                     let relay_config = appreg_relay::RelayConfig::from_config(&config);
-                    Some(tokio::spawn(appreg_relay::run(
-                        relay_config,
-                        store,
-                        pg_pool,
-                        nats,
+                    // The read models come from the stream, as in production.
+                    appreg_api::migrate(&db).await?;
+                    config.read_models = appreg_config::ReadModels::External;
+                    let read = Arc::new(appreg_readmodel::ReadModel::new(db.clone()).await?);
+                    let projector = tokio::spawn(appreg_projector::run(
+                        projector_config(&config),
+                        read,
+                        nats.clone(),
                         shutdown.clone(),
-                    )))
+                    ));
+                    Some((
+                        tokio::spawn(appreg_relay::run(
+                            relay_config,
+                            store,
+                            pg_pool,
+                            nats,
+                            shutdown.clone(),
+                        )),
+                        projector,
+                    ))
                 }
                 None => None,
             };
+            let saga = spawn_saga(&config, &db, shutdown.clone()).await?;
             let served = serve(&config, &db, auth, Some(&data), shutdown.clone()).await;
             shutdown.cancel();
-            if let Some(relay) = relay {
+            saga.await.context("the saga task failed")?;
+            if let Some((relay, projector)) = relay {
                 relay.await.context("the relay task failed")??;
+                projector.await.context("the projector task failed")?;
             }
             db.close().await;
             served
@@ -361,7 +454,195 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             rebuilt
         }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Parked {
+                    database_url: url,
+                    data,
+                    limit,
+                },
+        } => {
+            let url = database_url(&config, url, Some(&data))?;
+            let db = open(&url, 2).await?;
+            let parked = appreg_readmodel::parked(&db, limit.clamp(1, 10_000)).await?;
+            let total = appreg_readmodel::parked_count(&db).await?;
+            db.close().await;
+            if parked.is_empty() {
+                println!("no parked events");
+            }
+            for p in &parked {
+                println!(
+                    "{}  {}  {} v{}  {}  attempts={}  parked_at={}  reason: {}",
+                    p.position,
+                    p.event_id,
+                    p.stream_id,
+                    p.version,
+                    p.event_type,
+                    p.attempts,
+                    p.parked_at,
+                    p.reason
+                );
+            }
+            if total > parked.len() as i64 {
+                println!("… {} more", total - parked.len() as i64);
+            }
+            Ok(())
+        }
+        Command::Projections {
+            command:
+                ProjectionsCommand::Retry {
+                    database_url: url,
+                    data,
+                },
+        } => {
+            let url = database_url(&config, url, Some(&data))?;
+            let db = open(&url, 2).await?;
+            let summary = appreg_readmodel::retry_parked(&db).await;
+            db.close().await;
+            let summary = summary?;
+            println!(
+                "{} parked events applied, {} still parked",
+                summary.applied, summary.still_parked
+            );
+            if summary.still_parked > 0 {
+                bail!("{} events are still parked", summary.still_parked);
+            }
+            Ok(())
+        }
+        Command::DcrSaga {
+            database_url: url,
+            metrics_listen,
+        } => {
+            appreg_telemetry::init_tracing(&config.log_format);
+            let metrics = appreg_telemetry::metrics_handle();
+            let url = database_url(&config, url, None)?;
+            let shutdown = shutdown_signal();
+            let db = open(&url, 8).await?;
+            if let Some(addr) = metrics_listen.as_deref() {
+                serve_metrics(addr, metrics, shutdown.clone(), "dcr-saga").await?;
+            }
+            tracing::info!(postgres = db.is_postgres(), "appreg dcr-saga starting");
+            spawn_saga(&config, &db, shutdown)
+                .await?
+                .await
+                .context("the saga task failed")?;
+            db.close().await;
+            Ok(())
+        }
+        Command::Projector {
+            database_url: url,
+            nats_url,
+            metrics_listen,
+        } => {
+            appreg_telemetry::init_tracing(&config.log_format);
+            let url = database_url(&config, url, None)?;
+            let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
+            projector(&config, &url, &nats_url, metrics_listen.as_deref()).await
+        }
     }
+}
+
+/// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires.
+async fn spawn_saga(
+    config: &Config,
+    db: &Database,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
+    let client = appreg_dcr_saga::provider::ProviderClient::new()
+        .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
+    let store = db.event_store().await?;
+    let saga_config = appreg_dcr_saga::SagaConfig::default();
+    let concurrency = saga_config.concurrency;
+    let saga = Arc::new(appreg_dcr_saga::Saga::new(
+        db.clone(),
+        store.clone(),
+        vault,
+        client,
+        saga_config,
+    ));
+    Ok(tokio::spawn(appreg_dcr_saga::run(
+        saga,
+        db.clone(),
+        store,
+        concurrency,
+        shutdown,
+    )))
+}
+
+/// The projector settings of the shared configuration.
+fn projector_config(config: &Config) -> appreg_projector::ProjectorConfig {
+    appreg_projector::ProjectorConfig {
+        stream: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+        consumer: config.projector_consumer.clone(),
+        ..appreg_projector::ProjectorConfig::default()
+    }
+}
+
+/// `appreg projector`: the read models' database (migrated), a NATS connection that keeps
+/// retrying, and the projector until SIGTERM.
+async fn projector(
+    config: &Config,
+    url: &str,
+    nats_url: &str,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<()> {
+    let metrics = appreg_telemetry::metrics_handle();
+    let shutdown = shutdown_signal();
+    let db = Database::connect(url, 4)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(url)))?;
+    appreg_api::migrate(&db)
+        .await
+        .context("cannot migrate the database")?;
+    let nats = connect_nats(nats_url).await?;
+    if let Some(addr) = metrics_listen {
+        serve_metrics(addr, metrics, shutdown.clone(), "projector").await?;
+    }
+    let read = Arc::new(appreg_readmodel::ReadModel::new(db.clone()).await?);
+    let projector_config = projector_config(config);
+    tracing::info!(
+        stream = %projector_config.stream,
+        consumer = %projector_config.consumer,
+        nats = %redact(nats_url),
+        "appreg projector starting"
+    );
+    appreg_projector::run(projector_config, read, nats, shutdown).await;
+    db.close().await;
+    Ok(())
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until `shutdown` fires.
+async fn serve_metrics(
+    addr: &str,
+    metrics: appreg_telemetry::PrometheusHandle,
+    shutdown: CancellationToken,
+    service: &'static str,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, service, "metrics listening");
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move { metrics.render() }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(error) = served {
+            tracing::error!(%error, service, "metrics server failed");
+        }
+    });
+    Ok(())
 }
 
 /// `appreg projections rebuild`: a progress line on stderr (rewritten with `\r` at most every
@@ -472,28 +753,7 @@ async fn relay(
     };
     let nats = connect_nats(nats_url).await?;
     if let Some(addr) = metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!(addr = %listener.local_addr()?, "relay metrics listening");
-        let app = axum::Router::new()
-            .route(
-                "/metrics",
-                axum::routing::get(move || {
-                    let metrics = metrics.clone();
-                    async move { metrics.render() }
-                }),
-            )
-            .route("/healthz", axum::routing::get(|| async { "ok" }));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "relay metrics server failed");
-            }
-        });
+        serve_metrics(addr, metrics, shutdown.clone(), "relay").await?;
     }
     let relay_config = appreg_relay::RelayConfig::from_config(config);
     tracing::info!(

@@ -62,6 +62,38 @@ pub struct Config {
     /// First token(s) of every event subject: `<prefix>.<env>.<stream_type>.<stream_id>.<Type>`.
     #[serde(default = "default_nats_subject_prefix")]
     pub nats_subject_prefix: String,
+    /// Who keeps the read models the api serves: `inline` (the api itself, tailing the event
+    /// store: one process, the embedded mode) or `external` (`appreg projector` from JetStream;
+    /// the api only follows the projection's checkpoint).
+    #[serde(default = "default_read_models")]
+    pub read_models: ReadModels,
+    /// The projector's durable JetStream consumer (instances sharing it share the work).
+    #[serde(default = "default_projector_consumer")]
+    pub projector_consumer: String,
+    /// The secrets vault's master key, `<key-id>:<base64 of 32 bytes>` (client secrets,
+    /// registration access tokens and provider secrets are sealed with it). Required by the
+    /// api and the DCR saga; `appreg dev` generates one in its data directory. Give it through
+    /// `APPREG_SECRETS_MASTER_KEY` from a secret store, never in the file.
+    #[serde(default)]
+    pub secrets_master_key: Option<SecretString>,
+    /// Former master keys, still used to open what they sealed (key rotation).
+    #[serde(default)]
+    pub secrets_previous_keys: Vec<SecretString>,
+}
+
+/// Who keeps the read models (see [`Config::read_models`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadModels {
+    Inline,
+    External,
+}
+
+fn default_read_models() -> ReadModels {
+    ReadModels::Inline
+}
+fn default_projector_consumer() -> String {
+    "appreg-projector".into()
 }
 
 /// How bearer tokens are checked.
@@ -209,6 +241,7 @@ mod tests {
             assert_eq!(c.nats_url.expose_secret(), "nats://127.0.0.1:4222");
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
+            assert_eq!(c.read_models, ReadModels::Inline);
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
             Ok(())
         });
@@ -224,6 +257,8 @@ mod tests {
             assert!(c.auth.jwks_url.is_some());
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
+            assert_eq!(c.read_models, ReadModels::External);
+            assert_eq!(c.projector_consumer, "appreg-projector");
             Ok(())
         });
     }

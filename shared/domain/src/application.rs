@@ -16,6 +16,15 @@ pub const MAX_REDIRECT_URIS: usize = 20;
 pub const MAX_DESCRIPTION: usize = 4000;
 pub const MAX_DOMAIN: usize = 255;
 pub const MAX_PROVIDER_ID: usize = 100;
+/// The application fields a provider holds in a client's metadata (`client_name`,
+/// `redirect_uris`, `grant_types`, `client_uri`, `logo_uri`).
+const PROVIDER_FIELDS: &[&str] = &[
+    "name",
+    "redirect_uris",
+    "grant_types",
+    "client_uri",
+    "logo_uri",
+];
 /// At most this many members per application.
 pub const MAX_MEMBERS: usize = 1000;
 
@@ -42,6 +51,55 @@ pub struct Registration {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_description: Option<String>,
+    /// Stream version of the current `DcrRegistrationRequested`: the saga's answer names it, so
+    /// an answer to an older request is refused.
+    #[serde(default)]
+    pub request_version: i64,
+    /// 1 for the first request, one more per retry or re-registration.
+    #[serde(default)]
+    pub attempt: u32,
+    /// The provider that issued the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// Fingerprint of the current client secret (the secret itself is in the vault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_expires_at: Option<DateTime<Utc>>,
+    /// The client was deleted at the provider (archive with `delete_client_on_archive`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub client_deleted: bool,
+    /// The last operation on the registered client (update, secret renewal) and its outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<ClientOperation>,
+}
+
+/// An operation on a registered client at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientOperation {
+    pub kind: ClientOperationKind,
+    pub state: OperationState,
+    /// Stream version of the request event.
+    pub request_version: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientOperationKind {
+    Update,
+    RenewSecret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OperationState {
+    Pending,
+    Done,
+    Failed,
 }
 
 /// OAuth settings of an OAuth application; `response_types` are computed from `grant_types`.
@@ -131,9 +189,109 @@ pub struct ApplicationCreated {
     pub primary_owner: UserId,
 }
 
+/// Schema version 2: v1 (`{provider_id}`) could only mean the first request, made at creation;
+/// the saga needs to tell a retry or a re-registration after a restore from it (idempotency is
+/// per request, back-off per attempt), hence `attempt` and `reason`. Stored v1 payloads are
+/// upcast on read to `attempt: 1, reason: CREATED`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DcrRegistrationRequested {
     pub provider_id: Option<String>,
+    /// 1 for the application's first request, then one more per request.
+    pub attempt: u32,
+    pub reason: RegistrationReason,
+}
+
+/// Why a client registration was requested.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RegistrationReason {
+    /// The application was created.
+    Created,
+    /// A failed registration was retried (`_retry_registration`).
+    Retry,
+    /// The application was restored after its client had been deleted at the archive.
+    Restored,
+}
+
+/// The current schema version of `DcrRegistrationRequested` payloads.
+pub const DCR_REGISTRATION_REQUESTED_VERSION: i32 = 2;
+
+/// Upcasts a `DcrRegistrationRequested` v1 payload to v2 (pure; never rewrites the store).
+fn upcast_dcr_registration_requested_v1(mut data: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(map) = &mut data {
+        map.entry("attempt").or_insert(serde_json::json!(1));
+        map.entry("reason").or_insert(serde_json::json!("CREATED"));
+    }
+    data
+}
+
+/// The saga obtained a client for the request at `request_version`. The secret and the
+/// registration access token are in the vault; only the secret's fingerprint is here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrClientRegistered {
+    pub request_version: i64,
+    pub provider_id: String,
+    pub client_id: ClientId,
+    pub client_secret_fingerprint: Option<String>,
+    pub client_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The provider refused the request at `request_version` (its `error` and
+/// `error_description`), or it stayed unreachable after the saga's retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrRegistrationFailed {
+    pub request_version: i64,
+    pub provider_id: Option<String>,
+    pub error: String,
+    pub error_description: Option<String>,
+}
+
+/// A client exists at a provider that no application holds (the saga obtained it but could not
+/// record it, and the provider offers no deletion): for operators to remove.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanClientDetected {
+    pub provider_id: String,
+    pub client_id: String,
+    pub reason: String,
+}
+
+/// OAuth settings changed: the registered client is to be updated at the provider (RFC 7592).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrClientUpdateRequested {
+    pub changed: Vec<String>,
+}
+
+/// The provider accepted the update requested at `request_version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrClientUpdated {
+    pub request_version: i64,
+}
+
+/// A requested operation on the client failed at the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientOperationFailed {
+    pub request_version: i64,
+    pub error: String,
+    pub error_description: Option<String>,
+}
+
+/// A new client secret was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecretRenewalRequested {}
+
+/// The provider issued a new secret (in the vault; its fingerprint here).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSecretRenewed {
+    pub request_version: i64,
+    pub client_secret_fingerprint: String,
+    pub client_secret_expires_at: Option<DateTime<Utc>>,
+}
+
+/// The client was deleted at the provider (archive with `delete_client_on_archive`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrClientDeleted {
+    pub provider_id: String,
+    pub client_id: ClientId,
 }
 
 /// The application's definition after the update, and which fields changed.
@@ -199,6 +357,16 @@ pub enum ApplicationEvent {
     MemberRoleChanged(MemberRoleChanged),
     MemberRemoved(MemberRemoved),
     PrimaryOwnershipTransferred(PrimaryOwnershipTransferred),
+    DcrClientRegistered(DcrClientRegistered),
+    DcrRegistrationFailed(DcrRegistrationFailed),
+    OrphanClientDetected(OrphanClientDetected),
+    DcrClientUpdateRequested(DcrClientUpdateRequested),
+    DcrClientUpdated(DcrClientUpdated),
+    DcrClientUpdateFailed(ClientOperationFailed),
+    ClientSecretRenewalRequested(ClientSecretRenewalRequested),
+    ClientSecretRenewed(ClientSecretRenewed),
+    ClientSecretRenewalFailed(ClientOperationFailed),
+    DcrClientDeleted(DcrClientDeleted),
 }
 
 const EVENT_TYPES: &[&str] = &[
@@ -211,6 +379,16 @@ const EVENT_TYPES: &[&str] = &[
     "MemberRoleChanged",
     "MemberRemoved",
     "PrimaryOwnershipTransferred",
+    "DcrClientRegistered",
+    "DcrRegistrationFailed",
+    "OrphanClientDetected",
+    "DcrClientUpdateRequested",
+    "DcrClientUpdated",
+    "DcrClientUpdateFailed",
+    "ClientSecretRenewalRequested",
+    "ClientSecretRenewed",
+    "ClientSecretRenewalFailed",
+    "DcrClientDeleted",
 ];
 
 impl DomainEvent for ApplicationEvent {
@@ -225,6 +403,22 @@ impl DomainEvent for ApplicationEvent {
             ApplicationEvent::MemberRoleChanged(_) => "MemberRoleChanged",
             ApplicationEvent::MemberRemoved(_) => "MemberRemoved",
             ApplicationEvent::PrimaryOwnershipTransferred(_) => "PrimaryOwnershipTransferred",
+            ApplicationEvent::DcrClientRegistered(_) => "DcrClientRegistered",
+            ApplicationEvent::DcrRegistrationFailed(_) => "DcrRegistrationFailed",
+            ApplicationEvent::OrphanClientDetected(_) => "OrphanClientDetected",
+            ApplicationEvent::DcrClientUpdateRequested(_) => "DcrClientUpdateRequested",
+            ApplicationEvent::DcrClientUpdated(_) => "DcrClientUpdated",
+            ApplicationEvent::DcrClientUpdateFailed(_) => "DcrClientUpdateFailed",
+            ApplicationEvent::ClientSecretRenewalRequested(_) => "ClientSecretRenewalRequested",
+            ApplicationEvent::ClientSecretRenewed(_) => "ClientSecretRenewed",
+            ApplicationEvent::ClientSecretRenewalFailed(_) => "ClientSecretRenewalFailed",
+            ApplicationEvent::DcrClientDeleted(_) => "DcrClientDeleted",
+        }
+    }
+    fn schema_version(&self) -> i32 {
+        match self {
+            ApplicationEvent::DcrRegistrationRequested(_) => DCR_REGISTRATION_REQUESTED_VERSION,
+            _ => 1,
         }
     }
     fn data(&self) -> serde_json::Value {
@@ -235,7 +429,20 @@ impl DomainEvent for ApplicationEvent {
         schema_version: i32,
         data: serde_json::Value,
     ) -> Result<Self, DecodeError> {
-        decode_tagged(event_type, schema_version, EVENT_TYPES, data)
+        match (event_type, schema_version) {
+            ("DcrRegistrationRequested", 1) => {
+                let data = upcast_dcr_registration_requested_v1(data);
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("DcrRegistrationRequested", DCR_REGISTRATION_REQUESTED_VERSION) => {
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("DcrRegistrationRequested", other) => Err(DecodeError::UnsupportedVersion(
+                event_type.to_string(),
+                other,
+            )),
+            _ => decode_tagged(event_type, schema_version, EVENT_TYPES, data),
+        }
     }
 }
 
@@ -477,6 +684,8 @@ impl Application {
             events.push(ApplicationEvent::DcrRegistrationRequested(
                 DcrRegistrationRequested {
                     provider_id: cmd.provider_id,
+                    attempt: 1,
+                    reason: RegistrationReason::Created,
                 },
             ));
         }
@@ -616,16 +825,44 @@ impl Application {
         if changed.is_empty() {
             return Ok(vec![]);
         }
-        Ok(vec![ApplicationEvent::ApplicationUpdated(
-            ApplicationUpdated {
-                name,
-                description,
-                domain,
-                client_id,
-                oauth,
-                changed: changed.into_iter().map(String::from).collect(),
-            },
-        )])
+        // What the provider holds of a registered client follows the application (RFC 7592).
+        let for_provider: Vec<String> = changed
+            .iter()
+            .filter(|c| PROVIDER_FIELDS.contains(c))
+            .map(|c| c.to_string())
+            .collect();
+        let registered = self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.state == RegistrationState::Registered && !r.client_deleted);
+        let mut events = vec![ApplicationEvent::ApplicationUpdated(ApplicationUpdated {
+            name,
+            description,
+            domain,
+            client_id,
+            oauth,
+            changed: changed.into_iter().map(String::from).collect(),
+        })];
+        if registered && !for_provider.is_empty() {
+            // A client update would supersede a pending secret renewal, whose answer (a secret
+            // already issued) would then be refused as stale.
+            let renewing = self
+                .registration
+                .as_ref()
+                .and_then(|r| r.operation.as_ref())
+                .is_some_and(|o| {
+                    o.kind == ClientOperationKind::RenewSecret && o.state == OperationState::Pending
+                });
+            if renewing {
+                return Err(DomainError::OperationPending);
+            }
+            events.push(ApplicationEvent::DcrClientUpdateRequested(
+                DcrClientUpdateRequested {
+                    changed: for_provider,
+                },
+            ));
+        }
+        Ok(events)
     }
 
     /// Decide an archive: the primary-owner link is dropped.
@@ -648,11 +885,26 @@ impl Application {
         if self.status == ApplicationStatus::Active {
             return Err(DomainError::NotArchived);
         }
-        Ok(vec![ApplicationEvent::ApplicationRestored(
-            ApplicationRestored {
-                primary_owner: actor.user.clone(),
-            },
-        )])
+        let mut events = vec![ApplicationEvent::ApplicationRestored(ApplicationRestored {
+            primary_owner: actor.user.clone(),
+        })];
+        // A client deleted at the archive is registered anew; so is one whose request was still
+        // unanswered at the archive (the saga's answer is refused while archived, so the old
+        // request would never be answered).
+        if let Some(r) = self
+            .registration
+            .as_ref()
+            .filter(|r| r.client_deleted || r.state == RegistrationState::Registering)
+        {
+            events.push(ApplicationEvent::DcrRegistrationRequested(
+                DcrRegistrationRequested {
+                    provider_id: self.provider_id.clone(),
+                    attempt: r.attempt.saturating_add(1),
+                    reason: RegistrationReason::Restored,
+                },
+            ));
+        }
+        Ok(events)
     }
 
     fn active(&self) -> Result<(), DomainError> {
@@ -792,12 +1044,105 @@ impl Application {
         };
         match event {
             ApplicationEvent::ApplicationCreated(_) => {}
-            ApplicationEvent::DcrRegistrationRequested(_) => {
+            ApplicationEvent::DcrRegistrationRequested(e) => {
                 app.registration = Some(Registration {
                     state: RegistrationState::Registering,
                     error: None,
                     error_description: None,
+                    request_version: version,
+                    attempt: e.attempt,
+                    provider_id: None,
+                    client_secret_fingerprint: None,
+                    client_secret_expires_at: None,
+                    client_deleted: false,
+                    operation: None,
                 });
+                app.client_id = None;
+            }
+            ApplicationEvent::DcrClientRegistered(e) => {
+                if let Some(r) = app.registration.as_mut() {
+                    r.state = RegistrationState::Registered;
+                    r.provider_id = Some(e.provider_id.clone());
+                    r.client_secret_fingerprint = e.client_secret_fingerprint.clone();
+                    r.client_secret_expires_at = e.client_secret_expires_at;
+                    r.error = None;
+                    r.error_description = None;
+                }
+                app.client_id = Some(e.client_id.clone());
+            }
+            ApplicationEvent::DcrRegistrationFailed(e) => {
+                if let Some(r) = app.registration.as_mut() {
+                    r.state = RegistrationState::RegistrationFailed;
+                    r.error = Some(e.error.clone());
+                    r.error_description = e.error_description.clone();
+                }
+            }
+            ApplicationEvent::OrphanClientDetected(_) => {}
+            ApplicationEvent::DcrClientUpdateRequested(_) => {
+                set_operation(
+                    &mut app,
+                    ClientOperationKind::Update,
+                    OperationState::Pending,
+                    version,
+                    None,
+                );
+            }
+            ApplicationEvent::DcrClientUpdated(e) => {
+                set_operation(
+                    &mut app,
+                    ClientOperationKind::Update,
+                    OperationState::Done,
+                    e.request_version,
+                    None,
+                );
+            }
+            ApplicationEvent::DcrClientUpdateFailed(e) => {
+                set_operation(
+                    &mut app,
+                    ClientOperationKind::Update,
+                    OperationState::Failed,
+                    e.request_version,
+                    Some(e),
+                );
+            }
+            ApplicationEvent::ClientSecretRenewalRequested(_) => {
+                set_operation(
+                    &mut app,
+                    ClientOperationKind::RenewSecret,
+                    OperationState::Pending,
+                    version,
+                    None,
+                );
+            }
+            ApplicationEvent::ClientSecretRenewed(e) => {
+                set_operation(
+                    &mut app,
+                    ClientOperationKind::RenewSecret,
+                    OperationState::Done,
+                    e.request_version,
+                    None,
+                );
+                if let Some(r) = app.registration.as_mut() {
+                    r.client_secret_fingerprint = Some(e.client_secret_fingerprint.clone());
+                    r.client_secret_expires_at = e.client_secret_expires_at;
+                }
+            }
+            ApplicationEvent::ClientSecretRenewalFailed(e) => {
+                set_operation(
+                    &mut app,
+                    ClientOperationKind::RenewSecret,
+                    OperationState::Failed,
+                    e.request_version,
+                    Some(e),
+                );
+            }
+            ApplicationEvent::DcrClientDeleted(_) => {
+                if let Some(r) = app.registration.as_mut() {
+                    r.client_deleted = true;
+                    r.client_secret_fingerprint = None;
+                    r.client_secret_expires_at = None;
+                }
+                app.client_id = None;
             }
             ApplicationEvent::ApplicationUpdated(e) => {
                 app.name = e.name.clone();
@@ -858,6 +1203,24 @@ fn role_error() -> DomainError {
         "PRIMARY_OWNER is given by _transfer_ownership only; use OWNER or USER",
     );
     DomainError::Invalid(e)
+}
+
+fn set_operation(
+    app: &mut Application,
+    kind: ClientOperationKind,
+    state: OperationState,
+    request_version: i64,
+    failure: Option<&ClientOperationFailed>,
+) {
+    if let Some(r) = app.registration.as_mut() {
+        r.operation = Some(ClientOperation {
+            kind,
+            state,
+            request_version,
+            error: failure.map(|f| f.error.clone()),
+            error_description: failure.and_then(|f| f.error_description.clone()),
+        });
+    }
 }
 
 /// The claims to take and to release when a stream moves from `before` to `after`.

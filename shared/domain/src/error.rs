@@ -79,6 +79,24 @@ pub enum DomainError {
     EnvironmentExists,
     #[error("the application has the most members it may have")]
     TooManyMembers,
+    #[error("a simple application has no OAuth client")]
+    NotOAuth,
+    #[error("the application's client is not registered at the provider")]
+    NotRegistered,
+    #[error("the application's client registration has not failed")]
+    RegistrationNotFailed,
+    #[error("the provider's answer is for an earlier request of this application")]
+    StaleRequest,
+    #[error("an operation on the application's client is still in progress")]
+    OperationPending,
+    #[error("the environment has the most providers it may have")]
+    TooManyProviders,
+    #[error("no such client registration provider")]
+    ProviderNotFound,
+    #[error("applications still use this provider")]
+    ProviderInUse,
+    #[error("the default provider cannot be deleted while others exist; make another one the default first")]
+    ProviderIsDefault,
 }
 
 impl DomainError {
@@ -97,6 +115,15 @@ impl DomainError {
             DomainError::AlreadyPrimaryOwner => "member.already_primary_owner",
             DomainError::EnvironmentExists => "environment.exists",
             DomainError::TooManyMembers => "member.limit",
+            DomainError::NotOAuth => "application.not_oauth",
+            DomainError::NotRegistered => "application.registration.not_registered",
+            DomainError::RegistrationNotFailed => "application.registration.not_failed",
+            DomainError::StaleRequest => "application.registration.stale_request",
+            DomainError::OperationPending => "application.registration.pending",
+            DomainError::TooManyProviders => "provider.limit",
+            DomainError::ProviderNotFound => "provider.not_found",
+            DomainError::ProviderInUse => "provider.in_use",
+            DomainError::ProviderIsDefault => "provider.is_default",
         }
     }
 }

@@ -7,9 +7,11 @@
 //! tested given/when/then.
 
 pub mod application;
+pub mod dcr;
 pub mod environment;
 pub mod error;
 pub mod permissions;
+pub mod provider;
 pub mod settings;
 pub mod values;
 
@@ -65,7 +67,8 @@ pub(crate) fn tagged_data<T: serde::Serialize>(event: &T) -> serde_json::Value {
     }
 }
 
-/// Decodes a payload into an adjacently tagged enum, for schema version 1 events. Every other
+/// Decodes a payload into an adjacently tagged enum, for schema version 1 events (or a payload
+/// its type's `decode` already upcast to the current shape, passed as version 1). Every other
 /// version is refused as unsupported: an event type whose payload changes gets a new schema file
 /// and an upcaster in its `DomainEvent::decode` that turns the older payload into the current one
 /// before calling this (proto-schemas/README.md, "Adding a schema version").

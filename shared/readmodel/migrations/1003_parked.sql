@@ -15,3 +15,11 @@ CREATE TABLE IF NOT EXISTS rm_parked (
     PRIMARY KEY (projection, event_id)
 );
 CREATE INDEX IF NOT EXISTS rm_parked_stream ON rm_parked (projection, stream_id);
+
+-- The last JetStream stream sequence a projector consumer applied, written in the same
+-- transaction as the rows: after a crash it tells a gap (messages delivered to the dead
+-- process and not yet redelivered) from the next message.
+CREATE TABLE IF NOT EXISTS rm_consumers (
+    name     TEXT PRIMARY KEY,
+    sequence BIGINT NOT NULL
+);

@@ -24,6 +24,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+mod replay;
+
 /// Stream types (the `stream_type` column) of the streams the model folds.
 pub const APPLICATION_STREAM: &str = "application";
 pub const SETTINGS_STREAM: &str = "settings";
@@ -366,6 +368,11 @@ impl ReadModel {
         Ok(read)
     }
 
+    /// The database the model lives in.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Whether another process keeps this model.
     pub fn is_external(&self) -> bool {
         self.external
@@ -511,13 +518,23 @@ impl ReadModel {
 
     /// Applies a batch of events in one transaction, with the checkpoint.
     pub async fn apply(&self, events: &[StoredEvent]) -> Result<(), ReadModelError> {
+        self.apply_marked(events, None).await
+    }
+
+    /// Applies a batch of events in one transaction, with the checkpoint and, when given, the
+    /// consumer's [`Mark`].
+    pub async fn apply_marked(
+        &self,
+        events: &[StoredEvent],
+        mark: Option<&Mark>,
+    ) -> Result<(), ReadModelError> {
         if events.is_empty() {
             return Ok(());
         }
         for e in events.iter().filter(|e| e.stream_type == SETTINGS_STREAM) {
             self.follow_settings(e);
         }
-        let applied = apply_parking(&self.db, &LIVE, events, self.policy).await?;
+        let applied = apply_parking(&self.db, &LIVE, events, self.policy, mark).await?;
         self.advance(applied);
         Ok(())
     }
@@ -595,6 +612,26 @@ impl ReadModel {
         Ok(out)
     }
 
+    /// Whether an application of the environment (active or archived) names the provider or
+    /// holds a client it issued. Reads the documents (`"provider_id":"<id>"` appears in a
+    /// document exactly then: ids are UUIDs, documents compact JSON).
+    pub async fn uses_provider(
+        &self,
+        env: &str,
+        provider_id: &str,
+    ) -> Result<bool, ReadModelError> {
+        let pattern = format!("%\"provider_id\":\"{provider_id}\"%");
+        let n: i64 = with_pool!(&self.db, pool => sqlx::query_scalar(
+            "SELECT COUNT(*) FROM rm_applications WHERE environment = $1 AND doc LIKE $2",
+        )
+        .bind(env)
+        .bind(&pattern)
+        .fetch_one(pool)
+        .await)
+        .map_err(db_err)?;
+        Ok(n > 0)
+    }
+
     /// One application's row, if projected.
     pub async fn get(&self, id: ApplicationId) -> Result<Option<Application>, ReadModelError> {
         let doc: Option<String> = with_pool!(&self.db, pool => sqlx::query_scalar("SELECT doc FROM rm_applications WHERE id = $1")
@@ -636,6 +673,7 @@ async fn apply_batch(
     t: &Tables,
     events: &[StoredEvent],
     park: &HashMap<uuid::Uuid, (String, u32)>,
+    mark: Option<&Mark>,
 ) -> Result<LogPosition, ReadModelError> {
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(LogPosition::START);
@@ -712,6 +750,17 @@ async fn apply_batch(
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        if let Some(mark) = mark {
+            sqlx::query(
+                "INSERT INTO rm_consumers (name, sequence) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence",
+            )
+            .bind(&mark.consumer)
+            .bind(mark.sequence)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        }
         if db.is_postgres() {
             // Wakes whoever waits for the model to move (api instances, benchmarks): delivered
             // at commit.
@@ -730,6 +779,23 @@ async fn apply_batch(
         }
     });
     Ok(last)
+}
+
+/// Where a JetStream consumer is in its stream, stored with the rows it applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub consumer: String,
+    /// The stream sequence of the last message of the batch.
+    pub sequence: i64,
+}
+
+/// The stored stream sequence of a consumer, if it ever applied a batch.
+pub async fn consumer_mark(db: &Database, consumer: &str) -> Result<Option<i64>, ReadModelError> {
+    with_pool!(db, pool => sqlx::query_scalar("SELECT sequence FROM rm_consumers WHERE name = $1")
+        .bind(consumer)
+        .fetch_optional(pool)
+        .await)
+    .map_err(db_err)
 }
 
 /// The PostgreSQL channel a projection notifies (payload `NAME TX.POS`) when it commits.
@@ -772,11 +838,12 @@ async fn apply_parking(
     t: &Tables,
     events: &[StoredEvent],
     policy: RetryPolicy,
+    mark: Option<&Mark>,
 ) -> Result<LogPosition, ReadModelError> {
     let mut park: HashMap<uuid::Uuid, (String, u32)> = HashMap::new();
     let mut failures: HashMap<uuid::Uuid, u32> = HashMap::new();
     loop {
-        match apply_batch(db, t, events, &park).await {
+        match apply_batch(db, t, events, &park, mark).await {
             Err(ReadModelError::Event {
                 event_id,
                 event_type,
@@ -1087,22 +1154,37 @@ pub async fn rebuild(
         elapsed: started.elapsed(),
     });
     let mut position = LogPosition::START;
-    loop {
-        let batch = store
-            .read_log(position, REBUILD_BATCH)
-            .await
-            .map_err(ReadModelError::from)?;
-        if batch.is_empty() {
-            break;
+    if let Database::Postgres(pool) = db {
+        // Fresh tables only the rebuild writes: folded in memory, rows written about once
+        // with COPY, in short transactions (see the `replay` module).
+        position = replay::replay(
+            pool,
+            store.clone(),
+            &SHADOW,
+            started,
+            &mut done,
+            &mut total,
+            &mut progress,
+        )
+        .await?;
+    } else {
+        loop {
+            let batch = store
+                .read_log(position, REBUILD_BATCH)
+                .await
+                .map_err(ReadModelError::from)?;
+            if batch.is_empty() {
+                break;
+            }
+            position = apply_parking(db, &SHADOW, &batch, RetryPolicy::REPLAY, None).await?;
+            done += batch.len() as u64;
+            total = total.max(done);
+            progress(&Progress {
+                done,
+                total,
+                elapsed: started.elapsed(),
+            });
         }
-        position = apply_parking(db, &SHADOW, &batch, RetryPolicy::REPLAY).await?;
-        done += batch.len() as u64;
-        total = total.max(done);
-        progress(&Progress {
-            done,
-            total,
-            elapsed: started.elapsed(),
-        });
     }
     let replayed = done;
     let swap_started = std::time::Instant::now();
@@ -1140,7 +1222,9 @@ async fn prepare_shadow(db: &Database) -> Result<(), ReadModelError> {
                 .await
                 .map_err(db_err)?;
         }
-        for ddl in SHADOW.ddl() {
+        // On PostgreSQL the replay creates the secondary indexes once the rows are in.
+        let later = if db.is_postgres() { SHADOW.index_ddl().to_vec() } else { Vec::new() };
+        for ddl in SHADOW.ddl().into_iter().filter(|ddl| !later.contains(ddl)) {
             sqlx::query(&ddl).execute(&mut *tx).await.map_err(db_err)?;
         }
         sqlx::query("DELETE FROM rm_parked WHERE projection = $1")

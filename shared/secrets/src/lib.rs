@@ -15,14 +15,17 @@
 //! assert!(keyring.open(&sealed, b"application/43/client_secret").is_err());
 //! ```
 //!
-//! Pure library: no database, no I/O but the operating system's random numbers.
+//! The sealing is pure (no I/O but the operating system's random numbers); [`store`] keeps sealed
+//! values in the vault table of the event store's database.
 
 mod error;
 mod key;
+pub mod store;
 mod vault;
 
 pub use error::{KeyError, SealedParseError, VaultError};
 pub use key::{is_valid_key_id, Keyring, MasterKey, KEY_LEN};
+pub use store::{SecretStore, VaultStoreError};
 pub use vault::Sealed;
 
 use secrecy::{ExposeSecret, SecretString};

@@ -152,6 +152,11 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
     let mut config = Config::defaults();
     // Default applications have their own tests; elsewhere they would only add noise.
     config.default_application = false;
+    config.secrets_master_key = Some(
+        appreg_secrets::MasterKey::generate("test", &mut rand::rngs::OsRng)
+            .unwrap()
+            .to_config_string(),
+    );
     configure(&mut config);
     let db = Database::connect(&url, 16).await.expect("database");
     appreg_api::migrate(&db).await.expect("migrations");

@@ -222,7 +222,90 @@ async fn time_travel_over_archive(app: TestApp) {
     app.stop().await;
 }
 
+/// An event stored in an older schema version is upcast on read. The application is written as a
+/// deployment before `DcrRegistrationRequested` v2 stored it (its request in v1, `{provider_id}`
+/// alone): its detail, its history and the list (the read model) all read it in the current
+/// shape, and the stored row is left as it was.
+async fn an_older_schema_version_is_upcast_on_read(app: TestApp) {
+    app.enable_dcr().await;
+    let alice = app.token("alice", false);
+    let r = app
+        .post(
+            "applications",
+            &alice,
+            json!({"name": "Template", "type": "web", "redirect_uris": ["https://legacy.example/cb"]}),
+        )
+        .await;
+    r.assert_status(202);
+    let template = app
+        .stream(&format!("application-{}", r.body["id"].as_str().unwrap()))
+        .await;
+    let legacy = uuid::Uuid::now_v7();
+    let mut created = template[0].data.clone();
+    created["id"] = json!(legacy);
+    created["name"] = json!("Legacy");
+    let event = |event_type: &str, schema_version: i32, data: serde_json::Value| {
+        appreg_eventstore::NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: event_type.into(),
+            schema_version,
+            data,
+            metadata: template[0].metadata.clone(),
+            recorded_at: template[0].recorded_at,
+        }
+    };
+    app.store
+        .append(appreg_eventstore::AppendRequest {
+            stream_id: format!("application-{legacy}"),
+            stream_type: "application".into(),
+            expected_version: 0,
+            events: vec![
+                event("ApplicationCreated", 1, created),
+                event("DcrRegistrationRequested", 1, json!({"provider_id": null})),
+            ],
+            claims: vec![],
+            releases: vec![],
+        })
+        .await
+        .unwrap();
+
+    let path = format!("applications/{legacy}");
+    let got = app.get(&path, &alice).await;
+    got.assert_status(200);
+    assert_eq!(got.body["registration"]["state"], "REGISTERING");
+    let history = app.get(&format!("{path}/history"), &alice).await;
+    history.assert_status(200);
+    assert_eq!(history.body["items"][1]["type"], "DcrRegistrationRequested");
+    assert_eq!(
+        history.body["items"][1]["data"],
+        json!({"provider_id": null, "attempt": 1, "reason": "CREATED"})
+    );
+    let stored = app.stream(&format!("application-{legacy}")).await;
+    assert_eq!(
+        (stored[1].schema_version, stored[1].data.clone()),
+        (1, json!({"provider_id": null})),
+        "the stored event is never rewritten"
+    );
+    let mut listed = false;
+    for _ in 0..100 {
+        let list = app.get("applications", &alice).await;
+        if list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["id"] == json!(legacy) && a["registration"]["state"] == "REGISTERING")
+        {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(listed, "the read model folded the v1 event");
+    app.stop().await;
+}
+
 on_both!(
+    an_older_schema_version_is_upcast_on_read,
     history_with_correlation_ids,
     state_at_a_version_or_time,
     time_travel_over_archive

@@ -4,8 +4,13 @@
 use appreg_domain::application::{
     ApplicationArchived, ApplicationEvent, PrimaryOwnershipTransferred,
 };
+use appreg_domain::dcr::{IssuedClient, ProviderFailure};
 use appreg_domain::environment::{
     create_environment, environment_stream, first_seen, user_stream, EnvironmentEvent, UserEvent,
+};
+use appreg_domain::provider::{
+    HttpMethod, InitialAccessTokenMode, ProviderDefinition, ProviderEvent, ProviderRegistry,
+    RenewClientSecret,
 };
 use appreg_domain::*;
 use chrono::{DateTime, TimeZone, Utc};
@@ -139,6 +144,17 @@ impl Stream {
 
     fn app(&self) -> &Application {
         self.state.as_ref().unwrap()
+    }
+
+    /// The stream version of the current registration request.
+    fn request(&self) -> i64 {
+        self.app().registration.as_ref().unwrap().request_version
+    }
+
+    /// The stream version of the current operation on the client (update, secret renewal).
+    fn operation(&self) -> i64 {
+        let registration = self.app().registration.as_ref().unwrap();
+        registration.operation.as_ref().unwrap().request_version
     }
 
     fn decide(
@@ -334,6 +350,182 @@ fn application_samples() -> Vec<Sample> {
     out
 }
 
+fn issued(
+    provider: &str,
+    client_id: &str,
+    fingerprint: Option<&str>,
+    expires: Option<i64>,
+) -> IssuedClient {
+    IssuedClient {
+        provider_id: provider.to_string(),
+        client_id: ClientId::parse(client_id).unwrap(),
+        client_secret_fingerprint: fingerprint.map(String::from),
+        client_secret_expires_at: expires.map(at),
+    }
+}
+
+fn failure(error: &str, description: Option<&str>) -> ProviderFailure {
+    ProviderFailure {
+        error: error.to_string(),
+        error_description: description.map(String::from),
+    }
+}
+
+/// The client's life at its provider, every answer decided as the DCR saga would get it decided.
+fn dcr_samples() -> Vec<Sample> {
+    let mut out = Vec::new();
+    let pol = policy();
+
+    // A web application with a named provider: registered (a secret that expires), its secret
+    // renewed then a renewal refused, OAuth updates accepted then refused, archived with its
+    // client deleted, restored (registered anew), and an orphan.
+    let mut cmd = create(40, ApplicationType::Web, "grace");
+    cmd.provider_id = Some("keycloak-main".into());
+    let mut web = Stream::new(cmd, "dcr web");
+    let v = web.request();
+    web.decide("dcr: registered with a secret that expires", |a| {
+        a.register_dcr_client(
+            v,
+            issued(
+                "keycloak-main",
+                "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f",
+                Some("sha256:ba7816bf8f01cfea"),
+                Some(86_400),
+            ),
+        )
+    });
+    web.decide("dcr: secret renewal requested", |a| {
+        a.request_secret_renewal()
+    });
+    let v = web.operation();
+    web.decide("dcr: secret renewed, no expiry", |a| {
+        a.complete_secret_renewal(v, "sha256:0123456789abcdef".into(), None)
+    });
+    web.decide("dcr: secret renewal requested again", |a| {
+        a.request_secret_renewal()
+    });
+    let v = web.operation();
+    web.decide("dcr: secret renewal refused, no description", |a| {
+        a.fail_secret_renewal(v, failure("invalid_client_metadata", None))
+    });
+    web.decide("dcr: secret renewal requested a third time", |a| {
+        a.request_secret_renewal()
+    });
+    let v = web.operation();
+    web.decide("dcr: secret renewed with an expiry", |a| {
+        a.complete_secret_renewal(v, "sha256:fedcba9876543210".into(), Some(at(999_999)))
+    });
+    web.decide("dcr: update of redirect URIs and description", |a| {
+        a.update(
+            UpdateApplication {
+                redirect_uris: Some(vec![uri("https://new.example/cb")]),
+                description: Patch::Set(text("now registered")),
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    let v = web.operation();
+    web.decide("dcr: client update accepted", |a| {
+        a.complete_client_update(v)
+    });
+    web.decide("dcr: update of every provider field", |a| {
+        a.update(
+            UpdateApplication {
+                name: Some(ApplicationName::parse("Wéb renamed").unwrap()),
+                redirect_uris: Some(vec![uri("https://other.example/cb")]),
+                grant_types: Some(vec![GrantType::AuthorizationCode, GrantType::RefreshToken]),
+                client_uri: Patch::Set(url("https://other.example")),
+                logo_uri: Patch::Set(url("https://other.example/logo.png")),
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    let v = web.operation();
+    web.decide("dcr: client update refused, multi-byte description", |a| {
+        a.fail_client_update(
+            v,
+            failure(
+                "invalid_redirect_uri",
+                Some("redirect_uri refusée: « https »\nligne 2"),
+            ),
+        )
+    });
+    web.decide("dcr: update of logo_uri cleared", |a| {
+        a.update(
+            UpdateApplication {
+                logo_uri: Patch::Clear,
+                ..Default::default()
+            },
+            &pol,
+        )
+    });
+    let v = web.operation();
+    web.decide(
+        "dcr: client update refused, provider said nothing, long description",
+        |a| a.fail_client_update(v, failure("", Some(&"x".repeat(5000)))),
+    );
+    web.decide("dcr: archive", |a| a.archive());
+    web.decide("dcr: client deleted at the archive", |a| {
+        a.record_client_deleted()
+    });
+    web.decide("dcr: restore registers anew", |a| a.restore(&admin("root")));
+    let v = web.request();
+    web.decide("dcr: registered again, no secret", |a| {
+        a.register_dcr_client(v, issued("keycloak-main", "ünïcødé-client/2", None, None))
+    });
+    web.decide("dcr: orphan", |a| {
+        Ok(a.record_orphan(
+            "keycloak-main".into(),
+            "stale client with spaces".into(),
+            "the answer was for an earlier request and the provider offers no deletion".into(),
+        ))
+    });
+    web.decide("dcr: orphan, over-long id and reason", |a| {
+        Ok(a.record_orphan("p".repeat(100), "c".repeat(300), "r".repeat(5000)))
+    });
+    out.extend(web.out);
+
+    // A backend-to-backend application on the default provider: refused (no provider named,
+    // then a named one), retried twice, registered.
+    let mut b2b = Stream::new(
+        create(41, ApplicationType::BackendToBackend, "heidi"),
+        "dcr b2b",
+    );
+    let v = b2b.request();
+    b2b.decide("dcr: registration failed, no provider", |a| {
+        a.fail_dcr_registration(
+            v,
+            None,
+            failure(
+                "no_provider",
+                Some("the environment has no default provider"),
+            ),
+        )
+    });
+    b2b.decide("dcr: retry", |a| a.retry_registration());
+    let v = b2b.request();
+    b2b.decide("dcr: registration failed again, no description", |a| {
+        a.fail_dcr_registration(v, Some("a".repeat(100)), failure(&"e".repeat(300), None))
+    });
+    b2b.decide("dcr: second retry", |a| a.retry_registration());
+    let v = b2b.request();
+    b2b.decide("dcr: registered after retries, long client_id", |a| {
+        a.register_dcr_client(
+            v,
+            issued(
+                "p",
+                &"k".repeat(255),
+                Some("sha256:ffffffffffffffff"),
+                Some(0),
+            ),
+        )
+    });
+    out.extend(b2b.out);
+    out
+}
+
 fn settings_samples() -> Vec<Sample> {
     let stream = ClientRegistrationSettings::stream_id("DEFAULT");
     let mut out = Vec::new();
@@ -463,12 +655,180 @@ fn user_samples() -> Vec<Sample> {
     out
 }
 
+/// Folds and records the events of one environment's provider registry as they are decided.
+struct Providers {
+    state: ProviderRegistry,
+    stream_id: String,
+    out: Vec<Sample>,
+}
+
+impl Providers {
+    fn new(environment: &str) -> Self {
+        Providers {
+            state: ProviderRegistry::default(),
+            stream_id: ProviderRegistry::stream_id(environment),
+            out: vec![],
+        }
+    }
+
+    fn decide(
+        &mut self,
+        case: &str,
+        decide: impl FnOnce(&ProviderRegistry) -> Result<Vec<ProviderEvent>, DomainError>,
+    ) {
+        let events = decide(&self.state).unwrap_or_else(|e| panic!("{case}: {e:?}"));
+        assert!(!events.is_empty(), "{case}: decided no event");
+        for event in events {
+            self.state.evolve(&event);
+            self.out
+                .push(sample(case, &self.stream_id, "providers", &event));
+        }
+    }
+}
+
+/// A CLIENT_CREDENTIALS provider, no optional field, renewal off.
+fn minimal_provider(name: &str) -> ProviderDefinition {
+    ProviderDefinition {
+        name: name.to_string(),
+        description: None,
+        discovery_endpoint: url("https://idp.example.com/.well-known/openid-configuration"),
+        mode: InitialAccessTokenMode::ClientCredentials {
+            client_id: "appreg".into(),
+            scopes: vec!["dcr".into()],
+            client_secret_fingerprint: "sha256:0123456789abcdef".into(),
+        },
+        software_id: None,
+        renew_client_secret: RenewClientSecret {
+            enabled: false,
+            endpoint: None,
+            method: HttpMethod::Post,
+        },
+        delete_client_on_archive: false,
+        default: false,
+    }
+}
+
+/// The client registration providers of two environments, as an administrator manages them:
+/// two providers created (the first becomes the default), the second made the default, one
+/// updated, providers deleted (the last one of an environment, the default, too).
+fn provider_samples() -> Vec<Sample> {
+    let mut out = Vec::new();
+    let mut reg = Providers::new("DEFAULT");
+    reg.decide("providers: first, minimal, becomes the default", |r| {
+        r.create(
+            "keycloak-main".into(),
+            minimal_provider("  Keycloak main  "),
+        )
+    });
+    reg.decide(
+        "providers: second, initial access token, every optional field",
+        |r| {
+            r.create(
+                "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f".into(),
+                ProviderDefinition {
+                    name: "Ünïcødé IdP\twith a tab".into(),
+                    description: Some("Fournisseur « principal »\nligne 2".into()),
+                    discovery_endpoint: url(
+                        "HTTP://127.0.0.1:8080/realms/ü/.well-known/openid-configuration?x=1#f",
+                    ),
+                    mode: InitialAccessTokenMode::InitialAccessToken {
+                        token_fingerprint: "sha256:fedcba9876543210".into(),
+                    },
+                    software_id: Some("appreg ü".into()),
+                    renew_client_secret: RenewClientSecret {
+                        enabled: true,
+                        endpoint: Some(
+                            "{registration_endpoint}/renew-secret?id={client_id}".into(),
+                        ),
+                        method: HttpMethod::Put,
+                    },
+                    delete_client_on_archive: true,
+                    default: false,
+                },
+            )
+        },
+    );
+    reg.decide(
+        "providers: third, no scopes, renewal off with an endpoint, longest name",
+        |r| {
+            let mut def = minimal_provider(&"é".repeat(200));
+            def.mode = InitialAccessTokenMode::ClientCredentials {
+                client_id: " a client id with spaces ".into(),
+                scopes: vec![],
+                client_secret_fingerprint: "sha256:ffffffffffffffff".into(),
+            };
+            def.renew_client_secret = RenewClientSecret {
+                enabled: false,
+                endpoint: Some("https://idp.example.com/clients/{client_id}/secret".into()),
+                method: HttpMethod::Patch,
+            };
+            def.description = Some(String::new());
+            r.create("p".repeat(100), def)
+        },
+    );
+    reg.decide("providers: the second made the default", |r| {
+        let mut def = definition(r, "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f");
+        def.default = true;
+        r.update("0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f", def)
+    });
+    let mut def = definition(&reg.state, "keycloak-main");
+    def.name = "KEYCLOAK main (renamed)".into();
+    def.description = Some("now with a description".into());
+    def.mode = InitialAccessTokenMode::ClientCredentials {
+        client_id: "appreg-2".into(),
+        scopes: (0..50).map(|i| format!("scope:{i}")).collect(),
+        client_secret_fingerprint: "sha256:ba7816bf8f01cfea".into(),
+    };
+    def.software_id = Some("s".repeat(255));
+    def.renew_client_secret = RenewClientSecret {
+        enabled: true,
+        endpoint: Some("http://idp.example.com/{client_id}".into()),
+        method: HttpMethod::Post,
+    };
+    reg.decide("providers: the first updated, every field", |r| {
+        r.update("keycloak-main", def)
+    });
+    reg.decide("providers: a non-default one deleted", |r| {
+        r.delete(&"p".repeat(100), false)
+    });
+    out.extend(reg.out);
+
+    let mut single = Providers::new("a_B-9");
+    single.decide("providers: created as the default", |r| {
+        let mut def = minimal_provider("One");
+        def.default = true;
+        r.create("only".into(), def)
+    });
+    single.decide("providers: the only one (the default) deleted", |r| {
+        r.delete("only", false)
+    });
+    out.extend(single.out);
+    out
+}
+
+/// The current definition of provider `id` in `r` (to update it).
+fn definition(r: &ProviderRegistry, id: &str) -> ProviderDefinition {
+    let p = &r.providers[id];
+    ProviderDefinition {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        discovery_endpoint: p.discovery_endpoint.clone(),
+        mode: p.mode.clone(),
+        software_id: p.software_id.clone(),
+        renew_client_secret: p.renew_client_secret.clone(),
+        delete_client_on_archive: p.delete_client_on_archive,
+        default: p.default,
+    }
+}
+
 /// The whole corpus.
 pub fn corpus() -> Vec<Sample> {
     let mut out = application_samples();
+    out.extend(dcr_samples());
     out.extend(settings_samples());
     out.extend(environment_samples());
     out.extend(user_samples());
+    out.extend(provider_samples());
     out
 }
 
@@ -485,7 +845,17 @@ pub fn all_event_types() -> Vec<&'static str> {
             | ApplicationEvent::MemberAdded(_)
             | ApplicationEvent::MemberRoleChanged(_)
             | ApplicationEvent::MemberRemoved(_)
-            | ApplicationEvent::PrimaryOwnershipTransferred(_) => e.event_type(),
+            | ApplicationEvent::PrimaryOwnershipTransferred(_)
+            | ApplicationEvent::DcrClientRegistered(_)
+            | ApplicationEvent::DcrRegistrationFailed(_)
+            | ApplicationEvent::OrphanClientDetected(_)
+            | ApplicationEvent::DcrClientUpdateRequested(_)
+            | ApplicationEvent::DcrClientUpdated(_)
+            | ApplicationEvent::DcrClientUpdateFailed(_)
+            | ApplicationEvent::ClientSecretRenewalRequested(_)
+            | ApplicationEvent::ClientSecretRenewed(_)
+            | ApplicationEvent::ClientSecretRenewalFailed(_)
+            | ApplicationEvent::DcrClientDeleted(_) => e.event_type(),
         }
     }
     fn settings(e: &SettingsEvent) -> &'static str {
@@ -503,7 +873,14 @@ pub fn all_event_types() -> Vec<&'static str> {
             UserEvent::UserFirstSeen(_) => e.event_type(),
         }
     }
-    let _ = (application, settings, environment, user_event);
+    fn provider(e: &ProviderEvent) -> &'static str {
+        match e {
+            ProviderEvent::ProviderCreated(_)
+            | ProviderEvent::ProviderUpdated(_)
+            | ProviderEvent::ProviderDeleted(_) => e.event_type(),
+        }
+    }
+    let _ = (application, settings, environment, user_event, provider);
     vec![
         "ApplicationCreated",
         "DcrRegistrationRequested",
@@ -514,8 +891,21 @@ pub fn all_event_types() -> Vec<&'static str> {
         "MemberRoleChanged",
         "MemberRemoved",
         "PrimaryOwnershipTransferred",
+        "DcrClientRegistered",
+        "DcrRegistrationFailed",
+        "OrphanClientDetected",
+        "DcrClientUpdateRequested",
+        "DcrClientUpdated",
+        "DcrClientUpdateFailed",
+        "ClientSecretRenewalRequested",
+        "ClientSecretRenewed",
+        "ClientSecretRenewalFailed",
+        "DcrClientDeleted",
         "ClientRegistrationSettingsUpdated",
         "EnvironmentCreated",
         "UserFirstSeen",
+        "ProviderCreated",
+        "ProviderUpdated",
+        "ProviderDeleted",
     ]
 }

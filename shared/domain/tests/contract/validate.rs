@@ -5,6 +5,7 @@ use crate::corpus::{all_event_types, at, corpus, Sample};
 use crate::{errors, load_schema, schema_root, validator};
 use appreg_domain::application::ApplicationEvent;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
+use appreg_domain::provider::ProviderEvent;
 use appreg_domain::{DomainEvent, SettingsEvent};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +27,7 @@ fn round_trip(s: &Sample) -> Value {
         "settings" => again::<SettingsEvent>(s),
         "environment" => again::<EnvironmentEvent>(s),
         "user" => again::<UserEvent>(s),
+        "providers" => again::<ProviderEvent>(s),
         other => panic!("unknown stream type {other}"),
     }
 }
@@ -173,9 +175,29 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
         v.as_object_mut().unwrap().remove(key).unwrap();
         v
     };
+    // Adds `key` to the object at `pointer`.
+    let insert_in = |mut v: Value, pointer: &str, key: &str, value: Value| -> Value {
+        v.pointer_mut(pointer)
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("{pointer}"))
+            .insert(key.to_string(), value);
+        v
+    };
     let web = first("ApplicationCreated", "full web");
     let simple = first("ApplicationCreated", "minimal simple");
     let b2b = first("ApplicationCreated", "minimal backend_to_backend");
+    let registered = first("DcrClientRegistered", "secret that expires");
+    let reg_failed = first("DcrRegistrationFailed", "no provider");
+    let orphan = first("OrphanClientDetected", "orphan");
+    let update_requested = first("DcrClientUpdateRequested", "redirect URIs");
+    let update_failed = first("DcrClientUpdateFailed", "multi-byte");
+    let renewed = first("ClientSecretRenewed", "with an expiry");
+    let renewal_failed = first("ClientSecretRenewalFailed", "refused");
+    let deleted = first("DcrClientDeleted", "archive");
+    let provider_created = first("ProviderCreated", "every optional field");
+    let cc_created = first("ProviderCreated", "first, minimal");
+    let provider_updated = first("ProviderUpdated", "every field");
+    let provider_deleted = first("ProviderDeleted", "non-default");
     let bad: Vec<(&str, &str, Value)> = vec![
         (
             "ApplicationCreated",
@@ -400,6 +422,519 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
             "empty provider id",
             json!({"provider_id": ""}),
         ),
+        (
+            "DcrClientRegistered",
+            "unknown field (a secret)",
+            insert(registered.clone(), "client_secret", json!("s3cret")),
+        ),
+        (
+            "DcrClientRegistered",
+            "client_id with a space",
+            with(registered.clone(), "/client_id", json!("a b")),
+        ),
+        (
+            "DcrClientRegistered",
+            "client_id of 256 characters",
+            with(registered.clone(), "/client_id", json!("k".repeat(256))),
+        ),
+        (
+            "DcrClientRegistered",
+            "null client_id",
+            with(registered.clone(), "/client_id", json!(null)),
+        ),
+        (
+            "DcrClientRegistered",
+            "fingerprint of the whole digest",
+            with(
+                registered.clone(),
+                "/client_secret_fingerprint",
+                json!(format!("sha256:{}", "a".repeat(64))),
+            ),
+        ),
+        (
+            "DcrClientRegistered",
+            "upper-case fingerprint",
+            with(
+                registered.clone(),
+                "/client_secret_fingerprint",
+                json!("sha256:BA7816BF8F01CFEA"),
+            ),
+        ),
+        (
+            "DcrClientRegistered",
+            "the secret itself as fingerprint",
+            with(
+                registered.clone(),
+                "/client_secret_fingerprint",
+                json!("s3cret"),
+            ),
+        ),
+        (
+            "DcrClientRegistered",
+            "expiry not a date-time",
+            with(
+                registered.clone(),
+                "/client_secret_expires_at",
+                json!("tomorrow"),
+            ),
+        ),
+        (
+            "DcrClientRegistered",
+            "request version 0",
+            with(registered.clone(), "/request_version", json!(0)),
+        ),
+        (
+            "DcrClientRegistered",
+            "request version as a string",
+            with(registered.clone(), "/request_version", json!("2")),
+        ),
+        (
+            "DcrClientRegistered",
+            "empty provider id",
+            with(registered.clone(), "/provider_id", json!("")),
+        ),
+        (
+            "DcrClientRegistered",
+            "provider id of 101 characters",
+            with(registered.clone(), "/provider_id", json!("p".repeat(101))),
+        ),
+        (
+            "DcrClientRegistered",
+            "missing expiry",
+            without(registered.clone(), "client_secret_expires_at"),
+        ),
+        (
+            "DcrRegistrationFailed",
+            "empty error",
+            with(reg_failed.clone(), "/error", json!("")),
+        ),
+        (
+            "DcrRegistrationFailed",
+            "error of 256 characters",
+            with(reg_failed.clone(), "/error", json!("e".repeat(256))),
+        ),
+        (
+            "DcrRegistrationFailed",
+            "error description of 4001 characters",
+            with(
+                reg_failed.clone(),
+                "/error_description",
+                json!("d".repeat(4001)),
+            ),
+        ),
+        (
+            "DcrRegistrationFailed",
+            "null error",
+            with(reg_failed.clone(), "/error", json!(null)),
+        ),
+        (
+            "DcrRegistrationFailed",
+            "empty provider id",
+            with(reg_failed.clone(), "/provider_id", json!("")),
+        ),
+        (
+            "OrphanClientDetected",
+            "null provider id",
+            with(orphan.clone(), "/provider_id", json!(null)),
+        ),
+        (
+            "OrphanClientDetected",
+            "empty client_id",
+            with(orphan.clone(), "/client_id", json!("")),
+        ),
+        (
+            "OrphanClientDetected",
+            "reason of 4001 characters",
+            with(orphan.clone(), "/reason", json!("r".repeat(4001))),
+        ),
+        (
+            "DcrClientUpdateRequested",
+            "nothing changed",
+            with(update_requested.clone(), "/changed", json!([])),
+        ),
+        (
+            "DcrClientUpdateRequested",
+            "a field the provider does not hold",
+            with(update_requested.clone(), "/changed/0", json!("description")),
+        ),
+        (
+            "DcrClientUpdateRequested",
+            "the same field twice",
+            with(
+                update_requested.clone(),
+                "/changed",
+                json!(["redirect_uris", "redirect_uris"]),
+            ),
+        ),
+        ("DcrClientUpdated", "missing request version", json!({})),
+        (
+            "DcrClientUpdated",
+            "negative request version",
+            json!({"request_version": -1}),
+        ),
+        (
+            "DcrClientUpdateFailed",
+            "unknown field",
+            insert(update_failed.clone(), "provider_id", json!("p")),
+        ),
+        (
+            "DcrClientUpdateFailed",
+            "error of 256 characters",
+            with(update_failed.clone(), "/error", json!("e".repeat(256))),
+        ),
+        (
+            "ClientSecretRenewalRequested",
+            "any field",
+            json!({"request_version": 3}),
+        ),
+        (
+            "ClientSecretRenewed",
+            "no fingerprint",
+            with(renewed.clone(), "/client_secret_fingerprint", json!(null)),
+        ),
+        (
+            "ClientSecretRenewed",
+            "short fingerprint",
+            with(
+                renewed.clone(),
+                "/client_secret_fingerprint",
+                json!("sha256:0123"),
+            ),
+        ),
+        (
+            "ClientSecretRenewed",
+            "expiry without a time zone",
+            with(
+                renewed.clone(),
+                "/client_secret_expires_at",
+                json!("2026-11-27T12:00:00"),
+            ),
+        ),
+        (
+            "ClientSecretRenewalFailed",
+            "missing error description",
+            without(renewal_failed.clone(), "error_description"),
+        ),
+        (
+            "ClientSecretRenewalFailed",
+            "empty error",
+            with(renewal_failed.clone(), "/error", json!("")),
+        ),
+        (
+            "DcrClientDeleted",
+            "null client_id",
+            with(deleted.clone(), "/client_id", json!(null)),
+        ),
+        (
+            "DcrClientDeleted",
+            "client_id with a control character",
+            with(deleted.clone(), "/client_id", json!("a\u{7}")),
+        ),
+        (
+            "DcrClientDeleted",
+            "missing provider id",
+            without(deleted.clone(), "provider_id"),
+        ),
+        (
+            "ProviderCreated",
+            "unknown field",
+            insert(provider_created.clone(), "extra", json!(1)),
+        ),
+        (
+            "ProviderCreated",
+            "a client secret in the mode",
+            insert_in(
+                cc_created.clone(),
+                "/provider/mode",
+                "client_secret",
+                json!("s3cret"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "a client secret in the provider",
+            insert_in(
+                provider_created.clone(),
+                "/provider",
+                "client_secret",
+                json!("s3cret"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "an initial access token in the provider",
+            insert_in(
+                provider_created.clone(),
+                "/provider",
+                "initial_access_token",
+                json!("eyJhbGciOi"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "the token itself in the mode",
+            insert_in(
+                provider_created.clone(),
+                "/provider/mode",
+                "token",
+                json!("eyJhbGciOi"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "the token instead of its fingerprint",
+            with(
+                provider_created.clone(),
+                "/provider/mode",
+                json!({"initial_access_token_type": "INITIAL_ACCESS_TOKEN", "token": "eyJhbGciOi"}),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "upper-case fingerprint",
+            with(
+                provider_created.clone(),
+                "/provider/mode/token_fingerprint",
+                json!("sha256:FEDCBA9876543210"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "fingerprint of the whole digest",
+            with(
+                cc_created.clone(),
+                "/provider/mode/client_secret_fingerprint",
+                json!(format!("sha256:{}", "a".repeat(64))),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "the secret itself as fingerprint",
+            with(
+                cc_created.clone(),
+                "/provider/mode/client_secret_fingerprint",
+                json!("s3cret"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "null fingerprint",
+            with(
+                cc_created.clone(),
+                "/provider/mode/client_secret_fingerprint",
+                json!(null),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "client credentials without the fingerprint",
+            with(
+                cc_created.clone(),
+                "/provider/mode",
+                without(
+                    cc_created["provider"]["mode"].clone(),
+                    "client_secret_fingerprint",
+                ),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "initial access token mode with a client_id",
+            insert_in(
+                provider_created.clone(),
+                "/provider/mode",
+                "client_id",
+                json!("appreg"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "unknown initial access token type",
+            with(
+                provider_created.clone(),
+                "/provider/mode/initial_access_token_type",
+                json!("initial_access_token"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "client_id only whitespace",
+            with(cc_created.clone(), "/provider/mode/client_id", json!("  ")),
+        ),
+        (
+            "ProviderCreated",
+            "scope with a space",
+            with(cc_created.clone(), "/provider/mode/scopes/0", json!("a b")),
+        ),
+        (
+            "ProviderCreated",
+            "51 scopes",
+            with(
+                cc_created.clone(),
+                "/provider/mode/scopes",
+                json!(vec!["s"; 51]),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "empty name",
+            with(provider_created.clone(), "/provider/name", json!("")),
+        ),
+        (
+            "ProviderCreated",
+            "name of 2 characters",
+            with(provider_created.clone(), "/provider/name", json!("ab")),
+        ),
+        (
+            "ProviderCreated",
+            "name of 201 characters",
+            with(
+                provider_created.clone(),
+                "/provider/name",
+                json!("é".repeat(201)),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "untrimmed name",
+            with(provider_created.clone(), "/provider/name", json!("abc ")),
+        ),
+        (
+            "ProviderCreated",
+            "discovery endpoint not http",
+            with(
+                provider_created.clone(),
+                "/provider/discovery_endpoint",
+                json!("ftp://idp.example/x"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "relative discovery endpoint",
+            with(
+                provider_created.clone(),
+                "/provider/discovery_endpoint",
+                json!("/.well-known/openid-configuration"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "discovery endpoint of 2001 characters",
+            with(
+                provider_created.clone(),
+                "/provider/discovery_endpoint",
+                json!(format!("https://a.example/{}", "x".repeat(1983))),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "method GET",
+            with(
+                provider_created.clone(),
+                "/provider/renew_client_secret/method",
+                json!("GET"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "lower-case method",
+            with(
+                provider_created.clone(),
+                "/provider/renew_client_secret/method",
+                json!("put"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "renewal enabled without an endpoint",
+            with(
+                provider_created.clone(),
+                "/provider/renew_client_secret/endpoint",
+                json!(null),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "relative renewal endpoint",
+            with(
+                provider_created.clone(),
+                "/provider/renew_client_secret/endpoint",
+                json!("/clients/{client_id}/secret"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "renewal endpoint starting with the client_id",
+            with(
+                provider_created.clone(),
+                "/provider/renew_client_secret/endpoint",
+                json!("{client_id}/secret"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "missing default",
+            with(
+                provider_created.clone(),
+                "/provider",
+                without(provider_created["provider"].clone(), "default"),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "empty id",
+            with(provider_created.clone(), "/provider/id", json!("")),
+        ),
+        (
+            "ProviderCreated",
+            "id of 101 characters",
+            with(
+                provider_created.clone(),
+                "/provider/id",
+                json!("p".repeat(101)),
+            ),
+        ),
+        (
+            "ProviderCreated",
+            "empty software_id",
+            with(provider_created.clone(), "/provider/software_id", json!("")),
+        ),
+        (
+            "ProviderUpdated",
+            "a client secret in the mode",
+            insert_in(
+                provider_updated.clone(),
+                "/provider/mode",
+                "client_secret",
+                json!("s3cret"),
+            ),
+        ),
+        (
+            "ProviderUpdated",
+            "empty name",
+            with(provider_updated.clone(), "/provider/name", json!("")),
+        ),
+        (
+            "ProviderUpdated",
+            "short fingerprint",
+            with(
+                provider_updated.clone(),
+                "/provider/mode/client_secret_fingerprint",
+                json!("sha256:0123"),
+            ),
+        ),
+        (
+            "ProviderUpdated",
+            "the provider without its wrapper",
+            provider_updated["provider"].clone(),
+        ),
+        ("ProviderDeleted", "empty id", json!({"id": ""})),
+        ("ProviderDeleted", "missing id", json!({})),
+        (
+            "ProviderDeleted",
+            "a secret along",
+            insert(provider_deleted.clone(), "client_secret", json!("s3cret")),
+        ),
     ];
     let mut accepted = Vec::new();
     for (event_type, case, data) in bad {
@@ -456,6 +991,55 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
             "metadata accepted: {case}"
         );
     }
+}
+
+/// No event schema has room for a secret: every object is closed, and no property is a secret
+/// (only fingerprints of secrets are).
+#[test]
+fn no_event_schema_has_a_secret_field() {
+    const SECRETS: [&str; 5] = [
+        "client_secret",
+        "initial_access_token",
+        "token",
+        "registration_access_token",
+        "secret",
+    ];
+    fn walk(path: &str, at: &str, v: &Value, found: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get("properties") {
+                    for key in props.keys() {
+                        if SECRETS.contains(&key.as_str()) {
+                            found.push(format!("{path}: property {key} at {at}"));
+                        }
+                    }
+                }
+                // Every object a payload has (those with their required fields, not the
+                // conditions on them) is closed.
+                let is_object =
+                    map.get("type") == Some(&json!("object")) && map.contains_key("required");
+                if is_object && map.get("additionalProperties") != Some(&json!(false)) {
+                    found.push(format!("{path}: open object at {at}"));
+                }
+                for (k, child) in map {
+                    walk(path, &format!("{at}/{k}"), child, found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(path, &format!("{at}/{i}"), child, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for path in crate::lock::schema_files() {
+        if path.starts_with("events/") {
+            walk(&path, "", &load_schema(&path), &mut found);
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
 /// The AsyncAPI document has one message per event type, referencing the type's newest schema.

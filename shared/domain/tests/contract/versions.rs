@@ -1,14 +1,17 @@
 //! Schema versions on read: what `DomainEvent::decode` accepts and the schema files must agree.
 //!
-//! Every event type is at schema version 1 today and no older payload was ever stored, so there
-//! is no upcaster yet; these tests pin what the decoder does now (v1 decodes, any other version
-//! is refused as unsupported rather than misread) and that every version it accepts has a
-//! schema file. proto-schemas/README.md describes how a v2 and its upcaster are added.
+//! Every event type is at schema version 1 but `DcrRegistrationRequested`, at version 2: its
+//! stored v1 payloads are upcast on read. These tests pin what the decoder does (the current
+//! version decodes as is, v1 of a v2 type is upcast, any other version is refused as
+//! unsupported rather than misread) and that every version it accepts has a schema file, which
+//! the payload it reads validates against. proto-schemas/README.md describes how a version is
+//! added.
 
 use crate::corpus::{corpus, Sample};
 use crate::schema_root;
 use appreg_domain::application::ApplicationEvent;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
+use appreg_domain::provider::ProviderEvent;
 use appreg_domain::{DecodeError, DomainEvent, SettingsEvent};
 
 /// Decodes a payload with the decoder of the sample's stream type, as version `schema_version`.
@@ -21,6 +24,7 @@ fn decode(s: &Sample, schema_version: i32) -> Result<serde_json::Value, DecodeEr
         "settings" => with::<SettingsEvent>(s, schema_version),
         "environment" => with::<EnvironmentEvent>(s, schema_version),
         "user" => with::<UserEvent>(s, schema_version),
+        "providers" => with::<ProviderEvent>(s, schema_version),
         other => panic!("unknown stream type {other}"),
     }
 }
@@ -35,17 +39,51 @@ fn one_of_each() -> Vec<Sample> {
 }
 
 #[test]
-fn a_v1_payload_stored_as_version_1_decodes_to_the_current_type() {
+fn the_current_version_decodes_to_itself() {
     for s in one_of_each() {
-        assert_eq!(s.schema_version, 1, "{}", s.event_type);
-        assert_eq!(decode(&s, 1).unwrap(), s.data, "{}", s.event_type);
+        assert_eq!(
+            decode(&s, s.schema_version).unwrap(),
+            s.data,
+            "{}",
+            s.event_type
+        );
+    }
+}
+
+/// A `DcrRegistrationRequested` stored in schema version 1 (as every one before version 2 was)
+/// is read as the current type: the first request, made at creation. The v1 payload is valid
+/// against v1.json, the upcast one against v2.json.
+#[test]
+fn a_stored_v1_dcr_registration_requested_is_upcast_on_read() {
+    use appreg_domain::application::{DcrRegistrationRequested, RegistrationReason};
+    for provider in [serde_json::json!("corp-idp"), serde_json::Value::Null] {
+        let v1 = serde_json::json!({ "provider_id": provider });
+        assert!(crate::validator("events/DcrRegistrationRequested/v1.json").is_valid(&v1));
+        let event = ApplicationEvent::decode("DcrRegistrationRequested", 1, v1).unwrap();
+        assert_eq!(
+            event,
+            ApplicationEvent::DcrRegistrationRequested(DcrRegistrationRequested {
+                provider_id: provider.as_str().map(String::from),
+                attempt: 1,
+                reason: RegistrationReason::Created,
+            })
+        );
+        assert_eq!(event.schema_version(), 2);
+        let current = event.data();
+        assert!(crate::validator("events/DcrRegistrationRequested/v2.json").is_valid(&current));
+        // The upcast payload is the current one: decoding it as v2 gives the same event.
+        assert_eq!(
+            ApplicationEvent::decode("DcrRegistrationRequested", 2, current).unwrap(),
+            event
+        );
     }
 }
 
 #[test]
 fn versions_the_decoder_does_not_know_are_refused() {
     for s in one_of_each() {
-        for v in [0, 2, -1, i32::MAX] {
+        let unknown = [0, s.schema_version + 1, -1, i32::MAX];
+        for v in unknown {
             match decode(&s, v) {
                 Err(DecodeError::UnsupportedVersion(t, n)) => {
                     assert_eq!((t.as_str(), n), (s.event_type, v));

@@ -4,6 +4,23 @@ use crate::support::*;
 use appreg_domain::*;
 use ApplicationType::*;
 
+/// What the restore of `archived_app(t)` by `admin` decides: an OAuth application archived
+/// before its client was registered asks for it again (the saga's answer is refused while the
+/// application is archived).
+fn restore_events(t: ApplicationType, admin: &str) -> Vec<ApplicationEvent> {
+    let mut events = vec![restored(user(admin))];
+    if t.is_oauth() {
+        events.push(ApplicationEvent::DcrRegistrationRequested(
+            appreg_domain::application::DcrRegistrationRequested {
+                provider_id: None,
+                attempt: 2,
+                reason: appreg_domain::application::RegistrationReason::Restored,
+            },
+        ));
+    }
+    events
+}
+
 fn archived_app(t: ApplicationType) -> Vec<ApplicationEvent> {
     let mut events = created(t);
     events.push(archived(Some(alice())));
@@ -104,7 +121,7 @@ fn an_administrator_restores_and_becomes_primary_owner() {
     for t in ApplicationType::ALL {
         let then = given(archived_app(t))
             .when(restore_by(admin("root")))
-            .then([restored(user("root"))]);
+            .then(restore_events(t, "root"));
         let app = then.state();
         assert_eq!(app.status, ApplicationStatus::Active, "{t:?}");
         assert_eq!(app.primary_owner(), Some(&user("root")), "{t:?}");
@@ -121,7 +138,7 @@ fn a_restoring_admin_who_is_a_member_is_promoted() {
         .with_member("olivia", Role::Owner)
         .with_member("ursula", Role::User)
         .when(restore_by(admin("olivia")))
-        .then([restored(user("olivia"))]);
+        .then(restore_events(Browser, "olivia"));
     let app = then.state();
     assert_eq!(app.role_of(&user("olivia")), Some(Role::PrimaryOwner));
     assert_eq!(app.role_of(&user("ursula")), Some(Role::User));
@@ -133,16 +150,27 @@ fn a_restoring_admin_who_is_a_member_is_promoted() {
 fn archive_and_restore_can_repeat() {
     let mut log = created(Web);
     for (i, admin_name) in ["root", "ops", "root"].into_iter().enumerate() {
+        let attempt = i as u32 + 2;
         let then = given(log.clone()).when(archive()).then_ok();
         log.extend(then.events);
         let then = given(log.clone())
             .when(restore_by(admin(admin_name)))
-            .then([restored(user(admin_name))]);
+            .then([
+                restored(user(admin_name)),
+                ApplicationEvent::DcrRegistrationRequested(
+                    appreg_domain::application::DcrRegistrationRequested {
+                        provider_id: None,
+                        attempt,
+                        reason: appreg_domain::application::RegistrationReason::Restored,
+                    },
+                ),
+            ]);
         log.extend(then.events);
         let app = given(log.clone()).state().clone();
         assert_eq!(app.status, ApplicationStatus::Active);
         assert_eq!(primary_owners(&app), [user(admin_name)]);
-        assert_eq!(app.version, 2 + 2 * (i as i64 + 1));
+        assert_eq!(app.version, 2 + 3 * (i as i64 + 1));
+        assert_eq!(app.registration.as_ref().unwrap().attempt, attempt);
     }
 }
 

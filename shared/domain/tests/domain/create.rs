@@ -102,6 +102,13 @@ fn oauth_creation_also_requests_a_dcr_client() {
                 state: RegistrationState::Registering,
                 error: None,
                 error_description: None,
+                request_version: 2,
+                attempt: 1,
+                provider_id: None,
+                client_secret_fingerprint: None,
+                client_secret_expires_at: None,
+                client_deleted: false,
+                operation: None,
             }),
             "{ty:?}"
         );

@@ -308,7 +308,19 @@ fn step(
             prop_assert_eq!(r, &Err(DomainError::NotArchived));
         }
         (Command::Restore(a), Some(ApplicationStatus::Archived), r) if a.admin => {
-            prop_assert_eq!(r, &Ok(vec![restored(a.user.clone())]));
+            let app = before.as_ref().unwrap();
+            let mut expected = vec![restored(a.user.clone())];
+            // No saga answers here: an OAuth application is still registering, and asks again.
+            if let Some(reg) = &app.registration {
+                expected.push(ApplicationEvent::DcrRegistrationRequested(
+                    appreg_domain::application::DcrRegistrationRequested {
+                        provider_id: app.provider_id.clone(),
+                        attempt: reg.attempt + 1,
+                        reason: appreg_domain::application::RegistrationReason::Restored,
+                    },
+                ));
+            }
+            prop_assert_eq!(r, &Ok(expected));
         }
         (cmd, status, r) => prop_assert!(false, "unexpected {cmd:?} on {status:?}: {r:?}"),
     }

@@ -171,6 +171,8 @@ pub fn created(t: ApplicationType) -> Vec<ApplicationEvent> {
 pub fn dcr_requested(provider_id: Option<&str>) -> ApplicationEvent {
     ApplicationEvent::DcrRegistrationRequested(DcrRegistrationRequested {
         provider_id: provider_id.map(String::from),
+        attempt: 1,
+        reason: appreg_domain::application::RegistrationReason::Created,
     })
 }
 
@@ -281,6 +283,20 @@ impl Given {
 
     pub fn state(&self) -> &Application {
         self.state.as_ref().expect("no application was given")
+    }
+
+    /// Decides with any decision function of the aggregate (the DCR saga's answers, a retry, a
+    /// renewal…) against the given application.
+    pub fn when_app(
+        self,
+        decide: impl FnOnce(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
+    ) -> When {
+        let result = decide(self.state());
+        When {
+            before: self.state,
+            version: self.version,
+            result,
+        }
     }
 
     pub fn when(self, cmd: Command) -> When {

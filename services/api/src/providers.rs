@@ -1,0 +1,610 @@
+//! `/client-registration-providers`: the DCR providers of an environment (administrators only).
+//!
+//! Creating or updating a provider validates it live (its discovery document answers and names a
+//! registration endpoint; in CLIENT_CREDENTIALS mode a token is obtained), else 422 with the
+//! reason. Its secrets (client secret, initial access token) are write-only: sealed in the vault
+//! under `provider/<env>/<id>`, never returned, never in an event (which carries fingerprints).
+//! A provider that applications still use cannot be deleted (409).
+
+use crate::commands::read_all;
+use crate::error::{ApiError, Problem};
+use crate::extract::{Ctx, JsonBody};
+use crate::routes::with_token;
+use crate::state::AppState;
+use appreg_dcr_saga::provider::{
+    InitialAccessTokenMode as Mode, ProviderSettings, RenewMethod, RenewSettings,
+};
+use appreg_domain::provider::{
+    HttpMethod, InitialAccessTokenMode, Provider, ProviderDefinition, ProviderEvent,
+    ProviderRegistry, RenewClientSecret,
+};
+use appreg_domain::{DomainEvent, EnvironmentId, FieldErrors, HttpUrl};
+use appreg_eventstore::{AppendError, AppendRequest, Appended, NewEvent};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The stream type of an environment's providers.
+pub const PROVIDERS_STREAM: &str = "providers";
+/// Kinds of a provider's secrets in the vault.
+const CLIENT_SECRET: &str = "client_secret";
+const INITIAL_ACCESS_TOKEN: &str = "initial_access_token";
+
+/// The vault owner of a provider's secrets.
+pub fn secret_owner(env: &str, id: &str) -> String {
+    format!("provider/{env}/{id}")
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TokenType {
+    ClientCredentials,
+    InitialAccessToken,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenewDoc {
+    pub enabled: bool,
+    /// URL template with `{client_id}` and `{registration_endpoint}`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `POST` (default), `PUT` or `PATCH`.
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+/// `POST` / `PUT` body. Secrets are write-only: on `PUT`, an absent secret keeps the stored one.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderBody {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub discovery_endpoint: String,
+    pub initial_access_token_type: TokenType,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, write_only)]
+    pub client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub software_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, write_only)]
+    pub initial_access_token: Option<SecretString>,
+    #[serde(default)]
+    pub renew_client_secret: Option<RenewDoc>,
+    #[serde(default)]
+    pub delete_client_on_archive: bool,
+    #[serde(default)]
+    pub default: bool,
+}
+
+/// A provider as administrators see it (never a secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderView {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub discovery_endpoint: String,
+    pub initial_access_token_type: TokenType,
+    pub client_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub software_id: Option<String>,
+    pub renew_client_secret: RenewDoc,
+    pub delete_client_on_archive: bool,
+    pub default: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderList {
+    pub items: Vec<ProviderView>,
+}
+
+impl From<&Provider> for ProviderView {
+    fn from(p: &Provider) -> Self {
+        let (token_type, client_id, scopes) = match &p.mode {
+            InitialAccessTokenMode::ClientCredentials {
+                client_id, scopes, ..
+            } => (
+                TokenType::ClientCredentials,
+                Some(client_id.clone()),
+                scopes.clone(),
+            ),
+            InitialAccessTokenMode::InitialAccessToken { .. } => {
+                (TokenType::InitialAccessToken, None, vec![])
+            }
+        };
+        ProviderView {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            description: p.description.clone(),
+            discovery_endpoint: p.discovery_endpoint.as_str().to_string(),
+            initial_access_token_type: token_type,
+            client_id,
+            scopes,
+            software_id: p.software_id.clone(),
+            renew_client_secret: RenewDoc {
+                enabled: p.renew_client_secret.enabled,
+                endpoint: p.renew_client_secret.endpoint.clone(),
+                method: Some(
+                    match p.renew_client_secret.method {
+                        HttpMethod::Post => "POST",
+                        HttpMethod::Put => "PUT",
+                        HttpMethod::Patch => "PATCH",
+                    }
+                    .into(),
+                ),
+            },
+            delete_client_on_archive: p.delete_client_on_archive,
+            default: p.default,
+        }
+    }
+}
+
+fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.actor.admin {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden {
+            code: "permission.admin_only",
+            message: "only an environment administrator manages client registration providers"
+                .into(),
+        })
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("provider.not_found", "no such client registration provider")
+}
+
+/// An environment's providers and their stream version.
+pub async fn load_registry(
+    state: &AppState,
+    env: &EnvironmentId,
+) -> Result<(ProviderRegistry, i64), ApiError> {
+    let events = read_all(
+        state.store().as_ref(),
+        &ProviderRegistry::stream_id(env.as_str()),
+    )
+    .await?;
+    let mut registry = ProviderRegistry::default();
+    for e in &events {
+        let event = ProviderEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+        registry.evolve(&event);
+    }
+    Ok((registry, events.last().map(|e| e.version).unwrap_or(0)))
+}
+
+/// The submitted definition, parsed; the secrets it carries (to validate, then to seal).
+struct Parsed {
+    definition: ProviderDefinition,
+    secret: Option<SecretString>,
+}
+
+fn parse_method(raw: Option<&str>, errors: &mut FieldErrors) -> HttpMethod {
+    match raw.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("POST") => HttpMethod::Post,
+        Some("PUT") => HttpMethod::Put,
+        Some("PATCH") => HttpMethod::Patch,
+        Some(_) => {
+            errors.add(
+                "renew_client_secret.method",
+                "renew.method.invalid",
+                "POST, PUT or PATCH",
+            );
+            HttpMethod::Post
+        }
+    }
+}
+
+/// Parses a body. `current` (on update) supplies the fingerprint of a secret left out.
+fn parse(
+    state: &AppState,
+    body: ProviderBody,
+    current: Option<&Provider>,
+) -> Result<Parsed, ApiError> {
+    let mut errors = FieldErrors::new();
+    let discovery = match HttpUrl::parse(body.discovery_endpoint.trim()) {
+        Ok(url) if url.as_str().starts_with("https://") || state.allows_http_url(url.as_str()) => {
+            Some(url)
+        }
+        Ok(_) => {
+            errors.add(
+                "discovery_endpoint",
+                "url.https_required",
+                "the discovery endpoint must use https (http only on loopback)",
+            );
+            None
+        }
+        Err((code, message)) => {
+            errors.add("discovery_endpoint", code, message);
+            None
+        }
+    };
+    let fingerprint = |s: &SecretString| appreg_secrets::fingerprint(s);
+    let (mode, secret) = match body.initial_access_token_type {
+        TokenType::ClientCredentials => {
+            let client_id = body.client_id.clone().unwrap_or_default();
+            if client_id.trim().is_empty() {
+                errors.add(
+                    "client_id",
+                    "field.required",
+                    "CLIENT_CREDENTIALS needs the client_id",
+                );
+            }
+            let kept = current.and_then(|p| match &p.mode {
+                InitialAccessTokenMode::ClientCredentials {
+                    client_secret_fingerprint,
+                    ..
+                } => Some(client_secret_fingerprint.clone()),
+                _ => None,
+            });
+            let fp = match (&body.client_secret, kept) {
+                (Some(s), _) => fingerprint(s),
+                (None, Some(kept)) => kept,
+                (None, None) => {
+                    errors.add(
+                        "client_secret",
+                        "field.required",
+                        "CLIENT_CREDENTIALS needs the client_secret",
+                    );
+                    String::new()
+                }
+            };
+            (
+                InitialAccessTokenMode::ClientCredentials {
+                    client_id: client_id.trim().to_string(),
+                    scopes: body.scopes.clone(),
+                    client_secret_fingerprint: fp,
+                },
+                body.client_secret,
+            )
+        }
+        TokenType::InitialAccessToken => {
+            let kept = current.and_then(|p| match &p.mode {
+                InitialAccessTokenMode::InitialAccessToken { token_fingerprint } => {
+                    Some(token_fingerprint.clone())
+                }
+                _ => None,
+            });
+            let fp = match (&body.initial_access_token, kept) {
+                (Some(s), _) => fingerprint(s),
+                (None, Some(kept)) => kept,
+                (None, None) => {
+                    errors.add(
+                        "initial_access_token",
+                        "field.required",
+                        "INITIAL_ACCESS_TOKEN needs the initial_access_token",
+                    );
+                    String::new()
+                }
+            };
+            (
+                InitialAccessTokenMode::InitialAccessToken {
+                    token_fingerprint: fp,
+                },
+                body.initial_access_token,
+            )
+        }
+    };
+    let renew = match body.renew_client_secret {
+        Some(r) => RenewClientSecret {
+            enabled: r.enabled,
+            endpoint: r
+                .endpoint
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty()),
+            method: parse_method(r.method.as_deref(), &mut errors),
+        },
+        None => RenewClientSecret {
+            enabled: false,
+            endpoint: None,
+            method: HttpMethod::Post,
+        },
+    };
+    errors.into_result()?;
+    Ok(Parsed {
+        definition: ProviderDefinition {
+            name: body.name,
+            description: body.description.filter(|d| !d.trim().is_empty()),
+            discovery_endpoint: discovery.expect("checked"),
+            mode,
+            software_id: body.software_id.filter(|s| !s.trim().is_empty()),
+            renew_client_secret: renew,
+            delete_client_on_archive: body.delete_client_on_archive,
+            default: body.default,
+        },
+        secret,
+    })
+}
+
+/// The settings the provider client needs, with the secret given now or kept in the vault.
+async fn settings(
+    state: &AppState,
+    env: &EnvironmentId,
+    id: &str,
+    def: &ProviderDefinition,
+    given: Option<&SecretString>,
+) -> Result<ProviderSettings, ApiError> {
+    let owner = secret_owner(env.as_str(), id);
+    let secret = |kind: &'static str| async move {
+        match given {
+            Some(s) => Ok(s.clone()),
+            None => state
+                .vault()
+                .get(&owner, kind)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| {
+                    ApiError::internal(format!("provider {id}: {kind} missing from the vault"))
+                }),
+        }
+    };
+    let mode = match &def.mode {
+        InitialAccessTokenMode::ClientCredentials {
+            client_id, scopes, ..
+        } => Mode::ClientCredentials {
+            client_id: client_id.clone(),
+            client_secret: secret(CLIENT_SECRET).await?,
+            scopes: scopes.clone(),
+        },
+        InitialAccessTokenMode::InitialAccessToken { .. } => Mode::InitialAccessToken {
+            token: secret(INITIAL_ACCESS_TOKEN).await?,
+        },
+    };
+    Ok(provider_settings(def, mode))
+}
+
+/// The provider client's view of a definition.
+pub fn provider_settings(def: &ProviderDefinition, mode: Mode) -> ProviderSettings {
+    let renew = &def.renew_client_secret;
+    ProviderSettings {
+        discovery_endpoint: def.discovery_endpoint.as_str().to_string(),
+        initial_access_token: mode,
+        software_id: def.software_id.clone(),
+        renew_client_secret: RenewSettings {
+            enabled: renew.enabled,
+            endpoint_template: renew
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| RenewSettings::default().endpoint_template),
+            method: match renew.method {
+                HttpMethod::Post => RenewMethod::Post,
+                HttpMethod::Put => RenewMethod::Put,
+                HttpMethod::Patch => RenewMethod::Patch,
+            },
+        },
+    }
+}
+
+/// Live validation: 422 with the provider's reason.
+async fn validate(state: &AppState, settings: &ProviderSettings) -> Result<(), ApiError> {
+    state.provider_client().forget_discovery(settings);
+    state
+        .provider_client()
+        .validate(settings)
+        .await
+        .map_err(|e| {
+            tracing::info!(error = %e, "provider validation failed");
+            ApiError::invalid(
+                "discovery_endpoint",
+                "provider.validation_failed",
+                e.to_string(),
+            )
+        })
+}
+
+async fn append(
+    state: &AppState,
+    ctx: &Ctx,
+    version: i64,
+    events: &[ProviderEvent],
+) -> Result<Appended, ApiError> {
+    let now = crate::commands::now();
+    let meta = crate::commands::metadata(ctx, now);
+    let request = AppendRequest {
+        stream_id: ProviderRegistry::stream_id(ctx.environment.as_str()),
+        stream_type: PROVIDERS_STREAM.into(),
+        expected_version: version,
+        events: events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: e.event_type().into(),
+                schema_version: e.schema_version(),
+                data: e.data(),
+                metadata: meta.clone(),
+                recorded_at: now,
+            })
+            .collect(),
+        claims: vec![],
+        releases: vec![],
+    };
+    state.store().append(request).await.map_err(|e| match e {
+        AppendError::VersionConflict { .. } => ApiError::Conflict {
+            code: "provider.concurrent_change",
+            message: "the providers changed meanwhile; try again".into(),
+        },
+        other => other.into(),
+    })
+}
+
+fn kind_of(def: &ProviderDefinition) -> &'static str {
+    match def.mode {
+        InitialAccessTokenMode::ClientCredentials { .. } => CLIENT_SECRET,
+        InitialAccessTokenMode::InitialAccessToken { .. } => INITIAL_ACCESS_TOKEN,
+    }
+}
+
+/// List the environment's providers.
+#[utoipa::path(get, path = "/v1/environments/{env}/client-registration-providers", tag = "providers",
+    params(("env" = String, Path, description = "environment id")),
+    responses((status = 200, body = ProviderList), (status = 403, body = Problem)))]
+pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ProviderList>, ApiError> {
+    admin_only(&ctx)?;
+    let (registry, _) = load_registry(&state, &ctx.environment).await?;
+    Ok(Json(ProviderList {
+        items: registry
+            .providers
+            .values()
+            .map(ProviderView::from)
+            .collect(),
+    }))
+}
+
+/// Read a provider.
+#[utoipa::path(get, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers",
+    params(("env" = String, Path, description = "environment id"), ("id" = String, Path, description = "provider id")),
+    responses((status = 200, body = ProviderView), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn get(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Json<ProviderView>, ApiError> {
+    admin_only(&ctx)?;
+    let (registry, _) = load_registry(&state, &ctx.environment).await?;
+    let p = registry.providers.get(&id).ok_or_else(not_found)?;
+    Ok(Json(p.into()))
+}
+
+/// Create a provider, validated live.
+#[utoipa::path(post, path = "/v1/environments/{env}/client-registration-providers", tag = "providers",
+    params(("env" = String, Path, description = "environment id")),
+    request_body = ProviderBody,
+    responses((status = 201, body = ProviderView), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(body): JsonBody<ProviderBody>,
+) -> Result<Response, ApiError> {
+    admin_only(&ctx)?;
+    let parsed = parse(&state, body, None)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let (registry, version) = load_registry(&state, &ctx.environment).await?;
+    // The rules first (cheap), then the provider itself.
+    let events = registry.create(id.clone(), parsed.definition.clone())?;
+    let settings = settings(
+        &state,
+        &ctx.environment,
+        &id,
+        &parsed.definition,
+        parsed.secret.as_ref(),
+    )
+    .await?;
+    validate(&state, &settings).await?;
+    if let Some(secret) = &parsed.secret {
+        state
+            .vault()
+            .put(
+                &secret_owner(ctx.environment.as_str(), &id),
+                kind_of(&parsed.definition),
+                secret,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let appended = append(&state, &ctx, version, &events).await?;
+    let mut after = registry;
+    for e in &events {
+        after.evolve(e);
+    }
+    let view = ProviderView::from(after.providers.get(&id).ok_or_else(not_found)?);
+    Ok(with_token(
+        (StatusCode::CREATED, Json(view)).into_response(),
+        Some(&appended),
+    ))
+}
+
+/// Replace a provider's definition, validated live (absent secrets are kept).
+#[utoipa::path(put, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers",
+    params(("env" = String, Path, description = "environment id"), ("id" = String, Path, description = "provider id")),
+    request_body = ProviderBody,
+    responses((status = 200, body = ProviderView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn update(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ProviderBody>,
+) -> Result<Response, ApiError> {
+    admin_only(&ctx)?;
+    let (registry, version) = load_registry(&state, &ctx.environment).await?;
+    let current = registry.providers.get(&id).ok_or_else(not_found)?;
+    let parsed = parse(&state, body, Some(current))?;
+    let events = registry.update(&id, parsed.definition.clone())?;
+    if !events.is_empty() || parsed.secret.is_some() {
+        let settings = settings(
+            &state,
+            &ctx.environment,
+            &id,
+            &parsed.definition,
+            parsed.secret.as_ref(),
+        )
+        .await?;
+        validate(&state, &settings).await?;
+    }
+    if let Some(secret) = &parsed.secret {
+        state
+            .vault()
+            .put(
+                &secret_owner(ctx.environment.as_str(), &id),
+                kind_of(&parsed.definition),
+                secret,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    let appended = if events.is_empty() {
+        None
+    } else {
+        Some(append(&state, &ctx, version, &events).await?)
+    };
+    let mut after = registry.clone();
+    for e in &events {
+        after.evolve(e);
+    }
+    let view = ProviderView::from(after.providers.get(&id).ok_or_else(not_found)?);
+    Ok(with_token(Json(view).into_response(), appended.as_ref()))
+}
+
+/// Delete a provider no application uses.
+#[utoipa::path(delete, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers",
+    params(("env" = String, Path, description = "environment id"), ("id" = String, Path, description = "provider id")),
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    headers: axum::http::HeaderMap,
+    Path((_, id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    admin_only(&ctx)?;
+    // The read model must include every application committed before this request.
+    crate::routes::fresh_read_model(&state, &headers).await?;
+    let (registry, version) = load_registry(&state, &ctx.environment).await?;
+    if !registry.providers.contains_key(&id) {
+        return Err(not_found());
+    }
+    let in_use = state
+        .read()
+        .uses_provider(ctx.environment.as_str(), &id)
+        .await?;
+    let events = registry.delete(&id, in_use)?;
+    let appended = append(&state, &ctx, version, &events).await?;
+    state
+        .vault()
+        .delete_owner(&secret_owner(ctx.environment.as_str(), &id))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(with_token(
+        StatusCode::NO_CONTENT.into_response(),
+        Some(&appended),
+    ))
+}

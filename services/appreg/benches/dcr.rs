@@ -1,0 +1,273 @@
+//! DCR benchmark (a program, not a timed test): `cargo bench -p appreg --bench dcr`.
+//!
+//! In one run, against a real OpenID Connect provider (npm `oidc-provider`, one Node thread) on
+//! loopback, it measures
+//!   (a) the provider's own registration rate: RFC 7591 registrations sent directly with the
+//!       provider client, `APPREG_BENCH_CONCURRENCY` (default 16) at a time;
+//!   (b) appreg's: backend_to_backend applications created through the HTTP api (same
+//!       concurrency) with the DCR saga registering their clients — registrations/s from the first
+//!       create to the last REGISTERED, and the create → REGISTERED latency (p50/p99), from the
+//!       events' own timestamps (`ApplicationCreated` → `DcrClientRegistered`);
+//! and prints (b) as a ratio of (a). Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
+//! postgres://postgres@127.0.0.1:5432/postgres), Node.js and npm. `APPREG_BENCH_REGISTRATIONS`
+//! (default 2000) per step; `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 16) requests
+//! the saga handles at a time.
+
+use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
+use appreg_dcr_saga::provider::{ClientMetadata, ProviderClient};
+use appreg_dcr_saga::testing::{Mode, OidcProvider};
+use appreg_domain::{ApplicationType, GrantType};
+use appreg_eventstore::Database;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+async fn fresh_database() -> (String, String) {
+    let url = std::env::var("APPREG_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = sqlx::PgPool::connect(&url)
+        .await
+        .expect("PostgreSQL is required for the benchmark");
+    let name = format!("appreg_bench_dcr_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = url.rsplit_once('/').unwrap();
+    (name.clone(), format!("{base}/{name}"))
+}
+
+async fn drop_database(name: &str) {
+    let url = std::env::var("APPREG_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    if let Ok(admin) = sqlx::PgPool::connect(&url).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+        admin.close().await;
+    }
+}
+
+/// (a) registrations/s sent directly to the provider.
+async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64 {
+    let client = Arc::new(ProviderClient::new().unwrap());
+    let settings = Arc::new(oidc.settings());
+    let metadata = Arc::new(
+        ClientMetadata::for_application(
+            ApplicationType::BackendToBackend,
+            &[GrantType::ClientCredentials],
+            &[],
+            "direct",
+            None,
+            None,
+            None,
+        )
+        .unwrap(),
+    );
+    // Warm-up (discovery, token caches, JIT).
+    for _ in 0..20 {
+        client.register(&settings, &metadata).await.unwrap();
+    }
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(concurrency, |_| {
+            let (client, settings, metadata) = (client.clone(), settings.clone(), metadata.clone());
+            async move {
+                client.register(&settings, &metadata).await.unwrap();
+            }
+        })
+        .await;
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let n = env_usize("APPREG_BENCH_REGISTRATIONS", 2000);
+    let concurrency = env_usize("APPREG_BENCH_CONCURRENCY", 16);
+    println!(
+        "DCR benchmark: {n} registrations per step, {concurrency} at a time, load average {}",
+        load_average()
+    );
+    let oidc = OidcProvider::start(Mode::fixed_token());
+    let direct = provider_rate(&oidc, n, concurrency).await;
+    println!("(a) oidc-provider direct: {direct:.0} registrations/s");
+
+    // (b) through appreg: api + saga in this process, on a fresh database.
+    let (name, url) = fresh_database().await;
+    let mut config = appreg_config::Config::defaults();
+    config.default_application = false;
+    config.secrets_master_key = Some(
+        appreg_secrets::MasterKey::generate("bench", &mut rand::rngs::OsRng)
+            .unwrap()
+            .to_config_string(),
+    );
+    let db = Database::connect(&url, 32).await.unwrap();
+    appreg_api::migrate(&db).await.unwrap();
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();
+    let auth = Authenticator::dev(&key, &config.auth.role_claim);
+    let state = appreg_api::AppState::new(&config, &db, auth).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!(
+        "http://{}/v1/environments/DEFAULT",
+        listener.local_addr().unwrap()
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
+    let store = db.event_store().await.unwrap();
+    let vault = appreg_secrets::SecretStore::new(
+        db.clone(),
+        Arc::new(appreg_api::state::keyring(&config).unwrap()),
+    );
+    let saga_concurrency = env_usize(
+        "APPREG_BENCH_SAGA_CONCURRENCY",
+        appreg_dcr_saga::SagaConfig::default().concurrency,
+    );
+    let saga_config = appreg_dcr_saga::SagaConfig {
+        concurrency: saga_concurrency,
+        ..appreg_dcr_saga::SagaConfig::default()
+    };
+    let saga = Arc::new(appreg_dcr_saga::Saga::new(
+        db.clone(),
+        store.clone(),
+        vault,
+        ProviderClient::new().unwrap(),
+        saga_config,
+    ));
+    tokio::spawn(appreg_dcr_saga::run(
+        saga,
+        db.clone(),
+        store,
+        concurrency,
+        shutdown.clone(),
+    ));
+
+    let sign = |sub: &str, admin: bool| {
+        let now = chrono::Utc::now().timestamp();
+        key.sign(&DevClaims {
+            iss: DEV_ISSUER.into(),
+            sub: sub.into(),
+            iat: now,
+            exp: now + 3600,
+            name: None,
+            email: None,
+            roles: if admin { vec!["ADMIN".into()] } else { vec![] },
+            admin_environments: vec![],
+        })
+        .unwrap()
+    };
+    let admin = sign("root", true);
+    let http = reqwest::Client::new();
+    let r = http
+        .put(format!("{base}/settings/client-registration"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"allowed_types": {"simple": true, "browser": true, "web": true, "native": true, "backend_to_backend": true}, "dcr_enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let Mode::InitialAccessToken(token) = oidc.mode().clone() else {
+        unreachable!()
+    };
+    let r = http
+        .post(format!("{base}/client-registration-providers"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"name": "bench provider", "discovery_endpoint": oidc.discovery_url(),
+            "initial_access_token_type": "INITIAL_ACCESS_TOKEN", "initial_access_token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let user = sign("bench", false);
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .for_each_concurrent(concurrency, |i| {
+            let (http, base, user) = (http.clone(), base.clone(), user.clone());
+            async move {
+                let r = http
+                    .post(format!("{base}/applications"))
+                    .bearer_auth(&user)
+                    .json(&serde_json::json!({"name": format!("bench {i}"), "type": "backend_to_backend"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+            }
+        })
+        .await;
+    let created = started.elapsed();
+    let pool = match &db {
+        Database::Postgres(p) => p.clone(),
+        Database::Sqlite(_) => unreachable!(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE event_type IN ('DcrClientRegistered', 'DcrRegistrationFailed')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if done as usize >= n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "registrations did not finish");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE event_type = 'DcrRegistrationFailed'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    // Latency from the events' own timestamps.
+    let rows: Vec<(f64, f64)> = sqlx::query_as(
+        "SELECT EXTRACT(EPOCH FROM c.recorded_at)::float8, EXTRACT(EPOCH FROM r.recorded_at)::float8 \
+         FROM events c JOIN events r ON r.stream_id = c.stream_id AND r.event_type = 'DcrClientRegistered' \
+         WHERE c.event_type = 'ApplicationCreated'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let first = rows.iter().map(|r| r.0).fold(f64::MAX, f64::min);
+    let last = rows.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+    let mut lat: Vec<f64> = rows.iter().map(|(c, r)| (r - c) * 1000.0).collect();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let q = |f: f64| lat[((lat.len() as f64 * f) as usize).min(lat.len() - 1)];
+    let rate = rows.len() as f64 / (last - first);
+    println!(
+        "(b) through appreg (HTTP create → saga → provider → REGISTERED): {rate:.0} registrations/s \
+         ({} registered, {failed} failed; creates took {:.1}s), create → REGISTERED p50 {:.0} ms, p99 {:.0} ms",
+        rows.len(),
+        created.as_secs_f64(),
+        q(0.5),
+        q(0.99)
+    );
+    println!(
+        "ratio: appreg = {:.0}% of the provider's own rate (target ≥ 80%); load average {}",
+        rate / direct * 100.0,
+        load_average()
+    );
+    shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    db.close().await;
+    pool.close().await;
+    drop_database(&name).await;
+}

@@ -1,0 +1,142 @@
+//! The saga's side of the event store: an application's current state (folded from its stream)
+//! and its commands, appended with optimistic concurrency and the client_id claim — the same
+//! rules as the api's commands, without HTTP.
+
+use appreg_domain::application::{claim_changes, Application, ApplicationEvent};
+use appreg_domain::provider::{ProviderEvent, ProviderRegistry};
+use appreg_domain::{ApplicationId, DomainError, DomainEvent};
+use appreg_eventstore::{AppendError, AppendRequest, Claim, EventStore, NewEvent, StoreError};
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// Stream type of applications (as the api writes them).
+pub const APPLICATION_STREAM: &str = "application";
+const PAGE: i64 = 1000;
+
+/// Why a saga command could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("client_id {0:?} is held by another active application")]
+    ClientIdTaken(String),
+    #[error("the application does not exist")]
+    NoApplication,
+    #[error("event store: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        CommandError::Store(e.to_string())
+    }
+}
+
+/// Every event of a stream, oldest first.
+pub async fn read_stream(
+    store: &dyn EventStore,
+    stream_id: &str,
+) -> Result<Vec<appreg_eventstore::StoredEvent>, StoreError> {
+    let mut out = Vec::new();
+    loop {
+        let after = out
+            .last()
+            .map(|e: &appreg_eventstore::StoredEvent| e.version)
+            .unwrap_or(0);
+        let page = store.read_stream(stream_id, after, PAGE).await?;
+        let n = page.len() as i64;
+        out.extend(page);
+        if n < PAGE {
+            return Ok(out);
+        }
+    }
+}
+
+/// An application's state and stream version (None: no such application).
+pub async fn load(
+    store: &dyn EventStore,
+    id: ApplicationId,
+) -> Result<(Option<Application>, i64), CommandError> {
+    let events = read_stream(store, &id.stream_id()).await?;
+    let mut app = None;
+    for e in &events {
+        let event = ApplicationEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+            .map_err(|err| CommandError::Store(format!("event {}: {err}", e.event_id)))?;
+        app = Application::evolve(app, &event, e.recorded_at, e.version);
+    }
+    Ok((app, events.last().map(|e| e.version).unwrap_or(0)))
+}
+
+/// An environment's providers.
+pub async fn providers(
+    store: &dyn EventStore,
+    environment: &str,
+) -> Result<ProviderRegistry, CommandError> {
+    let mut registry = ProviderRegistry::default();
+    for e in read_stream(store, &ProviderRegistry::stream_id(environment)).await? {
+        let event = ProviderEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+            .map_err(|err| CommandError::Store(format!("event {}: {err}", e.event_id)))?;
+        registry.evolve(&event);
+    }
+    Ok(registry)
+}
+
+/// Runs a saga command on an application: load, decide, append (with the client_id claim
+/// changes), retrying on a concurrent change. Returns the events appended (none: nothing to do).
+pub async fn execute(
+    store: &dyn EventStore,
+    id: ApplicationId,
+    metadata: &serde_json::Value,
+    mut decide: impl FnMut(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
+) -> Result<Vec<ApplicationEvent>, CommandError> {
+    for _ in 0..10 {
+        let (before, version) = load(store, id).await?;
+        let Some(app) = before else {
+            return Err(CommandError::NoApplication);
+        };
+        let events = decide(&app)?;
+        if events.is_empty() {
+            return Ok(events);
+        }
+        let now: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+        let mut after = Some(app.clone());
+        for (i, e) in events.iter().enumerate() {
+            after = Application::evolve(after, e, now, version + 1 + i as i64);
+        }
+        let (claims, releases) = claim_changes(Some(&app), after.as_ref());
+        let to = |c: Vec<appreg_domain::UniqueClaim>| {
+            c.into_iter()
+                .map(|c| Claim {
+                    scope: c.scope,
+                    value: c.value,
+                })
+                .collect()
+        };
+        let request = AppendRequest {
+            stream_id: id.stream_id(),
+            stream_type: APPLICATION_STREAM.into(),
+            expected_version: version,
+            events: events
+                .iter()
+                .map(|e| NewEvent {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: e.event_type().to_string(),
+                    schema_version: e.schema_version(),
+                    data: e.data(),
+                    metadata: metadata.clone(),
+                    recorded_at: now,
+                })
+                .collect(),
+            claims: to(claims),
+            releases: to(releases),
+        };
+        match store.append(request).await {
+            Ok(_) => return Ok(events),
+            Err(AppendError::VersionConflict { .. }) => continue,
+            Err(AppendError::ClaimTaken { value, .. }) => {
+                return Err(CommandError::ClientIdTaken(value))
+            }
+            Err(e) => return Err(CommandError::Store(e.to_string())),
+        }
+    }
+    Err(CommandError::Store("too many concurrent changes".into()))
+}

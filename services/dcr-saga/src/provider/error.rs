@@ -1,0 +1,135 @@
+//! Errors of the provider client, classified for the saga's retry decisions.
+
+use serde::Deserialize;
+
+/// What went wrong talking to a DCR provider. Neither `Debug` nor `Display` ever contains a
+/// secret: the texts are built from status codes, the provider's RFC 6749/7591 `error` and
+/// `error_description`, and transport errors without their URL; anything the provider echoes is
+/// scrubbed of the secrets the request carried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider refused the request (HTTP 4xx other than 408/429), e.g.
+    /// `invalid_client_metadata`, `invalid_redirect_uri`, `invalid_token`, `invalid_client`.
+    /// Not retryable as is.
+    #[error("the provider rejected the request (HTTP {status} {error}{})", describe(.error_description))]
+    Rejected {
+        status: u16,
+        error: String,
+        error_description: Option<String>,
+    },
+    /// 5xx, 408, 429, timeouts, refused or reset connections: try again later. For a
+    /// registration the client may nevertheless exist at the provider (e.g. created, then the
+    /// answer was lost).
+    #[error("the provider is unavailable: {0}")]
+    Transient(String),
+    /// The provider (or its configuration in appreg) does not offer what was asked: no
+    /// registration endpoint, no `registration_client_uri`, secret renewal disabled, …
+    #[error("not supported by the provider: {0}")]
+    Unsupported(String),
+    /// Bad input or a bad answer: invalid settings or metadata, an unparsable or incomplete
+    /// provider response, an unexpected status.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+fn describe(d: &Option<String>) -> String {
+    match d {
+        Some(d) if !d.is_empty() => format!(": {d}"),
+        _ => String::new(),
+    }
+}
+
+impl ProviderError {
+    /// Whether the same request may succeed later (only [`ProviderError::Transient`]).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ProviderError::Transient(_))
+    }
+
+    /// The provider's OAuth `error` code, for a rejection.
+    pub fn oauth_error(&self) -> Option<&str> {
+        match self {
+            ProviderError::Rejected { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// The longest `error_description` kept from a provider answer.
+const MAX_DESCRIPTION: usize = 500;
+
+#[derive(Deserialize)]
+struct OAuthErrorBody {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Replaces every occurrence of one of `secrets` (non-empty ones) in `text`.
+pub(crate) fn scrub(mut text: String, secrets: &[&str]) -> String {
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        if text.contains(*s) {
+            text = text.replace(*s, "[REDACTED]");
+        }
+    }
+    text
+}
+
+fn truncate(mut s: String) -> String {
+    if s.chars().count() > MAX_DESCRIPTION {
+        s = s.chars().take(MAX_DESCRIPTION).collect::<String>() + "…";
+    }
+    s
+}
+
+/// Classifies a non-success HTTP answer. `what` names the request ("registration", …).
+pub(crate) fn from_status(status: u16, body: &[u8], what: &str, secrets: &[&str]) -> ProviderError {
+    let parsed = serde_json::from_slice::<OAuthErrorBody>(body).ok();
+    let (error, description) = match parsed {
+        Some(OAuthErrorBody {
+            error: Some(e),
+            error_description,
+        }) => (
+            scrub(truncate(e), secrets),
+            error_description.map(|d| scrub(truncate(d), secrets)),
+        ),
+        _ => ("http_error".to_string(), None),
+    };
+    match status {
+        408 | 429 | 500..=599 => ProviderError::Transient(format!(
+            "{what}: HTTP {status} {error}{}",
+            describe(&description)
+        )),
+        400..=499 => ProviderError::Rejected {
+            status,
+            error,
+            error_description: description.or_else(|| Some(format!("{what}: HTTP {status}"))),
+        },
+        _ => ProviderError::Invalid(format!("{what}: unexpected HTTP status {status}")),
+    }
+}
+
+/// Classifies a transport error (no answer, or an unreadable one).
+pub(crate) fn from_reqwest(err: reqwest::Error, what: &str, secrets: &[&str]) -> ProviderError {
+    let builder = err.is_builder();
+    let timeout = err.is_timeout();
+    let err = err.without_url();
+    let mut text = err.to_string();
+    // The sources (hyper / io errors) say what actually happened: "connection refused", …
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    if timeout {
+        text = format!("timed out ({text})");
+    }
+    let text = scrub(text, secrets);
+    if builder {
+        ProviderError::Invalid(format!("{what}: {text}"))
+    } else {
+        ProviderError::Transient(format!("{what}: {text}"))
+    }
+}

@@ -1,0 +1,795 @@
+//! The DCR saga: reacts to `DcrRegistrationRequested` by obtaining a client at the application's
+//! provider (RFC 7591) and recording the answer with a command (`register_dcr_client` or
+//! `fail_dcr_registration`).
+//!
+//! - **Idempotent.** A request is acted on only while it is the application's current one and
+//!   still REGISTERING (a replayed or redelivered event finds it answered and does nothing; side
+//!   effects never run for history). A client obtained for a request is recorded in
+//!   `dcr_requests` (and its secrets in the vault) before the command, so a retry after a crash
+//!   reuses it instead of registering again.
+//! - **Failures.** 4xx from the provider → REGISTRATION_FAILED with the provider's `error` and
+//!   `error_description`; 5xx, timeouts and resets → retried with exponential back-off and
+//!   jitter ([`SagaConfig::attempts`], [`SagaConfig::first_delay`]), then failed.
+//! - **No orphans.** A client that cannot be recorded (the application was archived meanwhile,
+//!   its request superseded, or its client_id taken) is deleted at the provider (RFC 7592); where
+//!   the provider offers no deletion, an `OrphanClientDetected` event tells operators.
+//! - **Secrets** go to the vault only; events carry fingerprints.
+
+use crate::apps::{self, CommandError};
+use crate::provider::{
+    ClientMetadata, ProviderClient, ProviderError, ProviderSettings, RegisteredClient,
+    RegistrationHandle,
+};
+use crate::settings::{provider_owner, secret_kind, settings_of};
+use appreg_domain::application::{
+    Application, ApplicationStatus, ClientOperationKind, OperationState, RegistrationState,
+};
+use appreg_domain::dcr::{IssuedClient, ProviderFailure};
+use appreg_domain::provider::Provider;
+use appreg_domain::{ApplicationId, ClientId};
+use appreg_eventstore::{Database, EventStore, StoredEvent};
+use appreg_secrets::SecretStore;
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the saga retries a provider that does not answer.
+#[derive(Debug, Clone)]
+pub struct SagaConfig {
+    /// Calls of the provider per request, in all (5xx, timeouts, resets).
+    pub attempts: u32,
+    /// First pause between two calls; doubled each time, with ±25% jitter.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Requests handled at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for SagaConfig {
+    fn default() -> Self {
+        SagaConfig {
+            attempts: 5,
+            first_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(60),
+            concurrency: 16,
+        }
+    }
+}
+
+/// Why a request could not be handled now (it is retried; nothing is skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    #[error("vault: {0}")]
+    Vault(String),
+    #[error("database: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for SagaError {
+    fn from(e: sqlx::Error) -> Self {
+        SagaError::Database(e.to_string())
+    }
+}
+
+/// The owner of an application's secrets in the vault.
+pub fn secret_owner(id: ApplicationId) -> String {
+    format!("application/{}", id.0)
+}
+
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+pub struct Saga {
+    /// Provider settings by (environment, provider id), with the fingerprint of the secret they
+    /// hold: a changed secret (a new fingerprint in the registry) is read again from the vault.
+    settings_cache:
+        std::sync::Mutex<std::collections::HashMap<(String, String), (String, ProviderSettings)>>,
+    db: Database,
+    store: Arc<dyn EventStore>,
+    vault: SecretStore,
+    client: ProviderClient,
+    config: SagaConfig,
+}
+
+impl Saga {
+    pub fn new(
+        db: Database,
+        store: Arc<dyn EventStore>,
+        vault: SecretStore,
+        client: ProviderClient,
+        config: SagaConfig,
+    ) -> Self {
+        Saga {
+            settings_cache: Default::default(),
+            db,
+            store,
+            vault,
+            client,
+            config,
+        }
+    }
+
+    /// Whether the saga acts on an event.
+    pub fn wants(e: &StoredEvent) -> bool {
+        e.stream_type == apps::APPLICATION_STREAM
+            && matches!(
+                e.event_type.as_str(),
+                "DcrRegistrationRequested"
+                    | "DcrClientUpdateRequested"
+                    | "ClientSecretRenewalRequested"
+                    | "ApplicationArchived"
+            )
+    }
+
+    /// Handles one event of the log (others than the saga's are ignored).
+    pub async fn handle(&self, e: &StoredEvent) -> Result<(), SagaError> {
+        if !Self::wants(e) {
+            return Ok(());
+        }
+        let Some(id) = e
+            .stream_id
+            .strip_prefix("application-")
+            .and_then(|s| uuid::Uuid::parse_str(s).ok())
+            .map(ApplicationId)
+        else {
+            return Ok(());
+        };
+        match e.event_type.as_str() {
+            "DcrRegistrationRequested" => self.register(e, id).await,
+            "DcrClientUpdateRequested" => self.update(e, id).await,
+            "ClientSecretRenewalRequested" => self.renew(e, id).await,
+            "ApplicationArchived" => self.delete_at_archive(e, id).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// The provider that issued the application's client, with its settings; `Err(failure)`
+    /// when it is gone.
+    async fn issuer_of(
+        &self,
+        app: &Application,
+    ) -> Result<Result<(Provider, ProviderSettings), ProviderFailure>, SagaError> {
+        let registry = apps::providers(self.store.as_ref(), app.environment.as_str()).await?;
+        let issuer = app
+            .registration
+            .as_ref()
+            .and_then(|r| r.provider_id.as_deref());
+        let Some(provider) = issuer.and_then(|id| registry.providers.get(id)).cloned() else {
+            return Ok(Err(ProviderFailure {
+                error: "provider_not_found".into(),
+                error_description: Some(
+                    "the provider that issued the client no longer exists".into(),
+                ),
+            }));
+        };
+        let settings = self.settings(app.environment.as_str(), &provider).await?;
+        Ok(Ok((provider, settings)))
+    }
+
+    /// What RFC 7592 management of the application's client needs.
+    async fn handle_of(&self, app: &Application) -> Result<RegistrationHandle, SagaError> {
+        let uri: Option<Option<String>> = with_pool!(&self.db, pool => sqlx::query_scalar(
+            "SELECT registration_client_uri FROM dcr_requests WHERE application_id = $1 AND client_id = $2 \
+             ORDER BY updated_at DESC LIMIT 1",
+        )
+        .bind(app.id.0.to_string())
+        .bind(app.client_id.as_ref().map(|c| c.as_str().to_string()).unwrap_or_default())
+        .fetch_optional(pool)
+        .await)?;
+        let token = self
+            .vault
+            .get(&secret_owner(app.id), "registration_access_token")
+            .await
+            .map_err(|e| SagaError::Vault(e.to_string()))?;
+        Ok(RegistrationHandle {
+            client_id: app
+                .client_id
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
+            registration_client_uri: uri.flatten(),
+            registration_access_token: token,
+        })
+    }
+
+    /// Calls the provider, retrying what is retryable.
+    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, ProviderError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let mut delay = self.config.first_delay;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            metrics::counter!("appreg_dcr_attempts_total").increment(1);
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && attempt < self.config.attempts => {
+                    metrics::counter!("appreg_dcr_retries_total").increment(1);
+                    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+                    tracing::info!(attempt, error = %e, "provider unavailable; retrying");
+                    tokio::time::sleep(delay.mul_f64(jitter)).await;
+                    delay = (delay * 2).min(self.config.max_delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// RFC 7592 PUT of the full metadata after an OAuth settings change; the rotated
+    /// registration access token replaces the old one; a failure is recorded and shown.
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
+    async fn update(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
+        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let Some(app) = app else { return Ok(()) };
+        if !pending(&app, ClientOperationKind::Update, e.version) {
+            return Ok(());
+        }
+        let meta = self.metadata(e);
+        let outcome = match self.issuer_of(&app).await? {
+            Err(failure) => Err(failure),
+            Ok((provider, settings)) => match client_metadata(&app, &provider) {
+                Err(error) => Err(failure_of(&error)),
+                Ok(metadata) => {
+                    let handle = self.handle_of(&app).await?;
+                    match self
+                        .with_retries(|| self.client.update(&settings, &handle, &metadata))
+                        .await
+                    {
+                        Ok(updated) => {
+                            if let Some(token) = &updated.registration_access_token {
+                                self.vault
+                                    .put(&secret_owner(id), "registration_access_token", token)
+                                    .await
+                                    .map_err(|e| SagaError::Vault(e.to_string()))?;
+                            }
+                            Ok(())
+                        }
+                        Err(error) => Err(failure_of(&error)),
+                    }
+                }
+            },
+        };
+        let version = e.version;
+        let result = apps::execute(self.store.as_ref(), id, &meta, |app| match &outcome {
+            Ok(()) => app.complete_client_update(version),
+            Err(failure) => app.fail_client_update(version, failure.clone()),
+        })
+        .await;
+        ignore_refusals(result)
+    }
+
+    /// Secret renewal through the provider's endpoint; the new secret goes to the vault, its
+    /// fingerprint into `ClientSecretRenewed`.
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
+    async fn renew(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
+        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let Some(app) = app else { return Ok(()) };
+        if !pending(&app, ClientOperationKind::RenewSecret, e.version) {
+            return Ok(());
+        }
+        let meta = self.metadata(e);
+        let outcome = match self.issuer_of(&app).await? {
+            Err(failure) => Err(failure),
+            Ok((_, settings)) => {
+                let handle = self.handle_of(&app).await?;
+                match &handle.registration_access_token {
+                    None => Err(ProviderFailure {
+                        error: "renewal_unsupported".into(),
+                        error_description: Some(
+                            "the provider gave no registration access token".into(),
+                        ),
+                    }),
+                    Some(token) => match self
+                        .with_retries(|| {
+                            self.client
+                                .renew_secret(&settings, &handle.client_id, token)
+                        })
+                        .await
+                    {
+                        Ok(renewed) => {
+                            let owner = secret_owner(id);
+                            let fingerprint = self
+                                .vault
+                                .put(&owner, "client_secret", &renewed.client_secret)
+                                .await
+                                .map_err(|e| SagaError::Vault(e.to_string()))?;
+                            if let Some(token) = &renewed.registration_access_token {
+                                self.vault
+                                    .put(&owner, "registration_access_token", token)
+                                    .await
+                                    .map_err(|e| SagaError::Vault(e.to_string()))?;
+                            }
+                            let expires = renewed
+                                .client_secret_expires_at
+                                .filter(|t| *t > 0)
+                                .and_then(|t| chrono::DateTime::from_timestamp(t, 0));
+                            Ok((fingerprint, expires))
+                        }
+                        Err(error) => Err(failure_of(&error)),
+                    },
+                }
+            }
+        };
+        let version = e.version;
+        let result = apps::execute(self.store.as_ref(), id, &meta, |app| match &outcome {
+            Ok((fingerprint, expires)) => {
+                app.complete_secret_renewal(version, fingerprint.clone(), *expires)
+            }
+            Err(failure) => app.fail_secret_renewal(version, failure.clone()),
+        })
+        .await;
+        ignore_refusals(result)
+    }
+
+    /// With the provider's `delete_client_on_archive`: the archived application's client is
+    /// deleted at the provider (RFC 7592) and its secrets purged; a restore registers a new one.
+    #[tracing::instrument(skip_all, fields(application_id = %id.0), err(Display))]
+    async fn delete_at_archive(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
+        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let Some(app) = app else { return Ok(()) };
+        let registered = app
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.state == RegistrationState::Registered && !r.client_deleted);
+        if app.status != ApplicationStatus::Archived || !registered {
+            return Ok(());
+        }
+        let Ok((provider, settings)) = self.issuer_of(&app).await? else {
+            return Ok(());
+        };
+        if !provider.delete_client_on_archive {
+            return Ok(());
+        }
+        let handle = self.handle_of(&app).await?;
+        match self
+            .with_retries(|| self.client.delete(&settings, &handle))
+            .await
+        {
+            // Gone already (a deletion whose answer was lost): its token is refused.
+            Ok(())
+            | Err(ProviderError::Rejected {
+                status: 401 | 404, ..
+            }) => {}
+            Err(error) => {
+                tracing::error!(%error, "cannot delete the archived application's client at the provider");
+                metrics::counter!("appreg_dcr_delete_failures_total").increment(1);
+                return Ok(());
+            }
+        }
+        let meta = self.metadata(e);
+        let result = apps::execute(self.store.as_ref(), id, &meta, |app| {
+            app.record_client_deleted()
+        })
+        .await;
+        ignore_refusals(result)?;
+        self.vault
+            .delete_owner(&secret_owner(id))
+            .await
+            .map_err(|e| SagaError::Vault(e.to_string()))?;
+        Ok(())
+    }
+
+    fn metadata(&self, e: &StoredEvent) -> serde_json::Value {
+        let mut m = serde_json::json!({
+            "environment": e.metadata.get("environment").cloned().unwrap_or_default(),
+            "actor": "dcr-saga",
+            "correlation_id": e.metadata.get("correlation_id").cloned().unwrap_or_default(),
+            "causation_id": e.event_id.to_string(),
+            "at": chrono::Utc::now(),
+        });
+        if let Some(tp) = e.metadata.get("traceparent") {
+            m["traceparent"] = tp.clone();
+        }
+        m
+    }
+
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
+    async fn register(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
+        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let Some(app) = app else { return Ok(()) };
+        let current = app.registration.as_ref().is_some_and(|r| {
+            r.request_version == e.version && r.state == RegistrationState::Registering
+        });
+        if !current {
+            tracing::debug!("request already answered or superseded");
+            return Ok(());
+        }
+        let meta = self.metadata(e);
+        let key = format!("{}:{}", id.0, e.version);
+        let registry = apps::providers(self.store.as_ref(), app.environment.as_str()).await?;
+        let Some(provider) = registry.resolve(app.provider_id.as_deref()).cloned() else {
+            let failure = ProviderFailure {
+                error: "provider_not_found".into(),
+                error_description: Some(match &app.provider_id {
+                    Some(p) => format!("no client registration provider {p:?} in this environment"),
+                    None => "the environment has no default client registration provider".into(),
+                }),
+            };
+            return self.fail(id, e.version, None, failure, &meta).await;
+        };
+        let client = match self.obtained(&key, id).await? {
+            Some(client) => client,
+            None => {
+                let settings = self.settings(app.environment.as_str(), &provider).await?;
+                let metadata = match client_metadata(&app, &provider) {
+                    Ok(m) => m,
+                    Err(error) => {
+                        let failure = failure_of(&error);
+                        return self
+                            .fail(id, e.version, Some(&provider), failure, &meta)
+                            .await;
+                    }
+                };
+                match self
+                    .register_with_retries(&settings, &metadata, &e.event_id.to_string())
+                    .await
+                {
+                    Ok(client) => {
+                        self.record_obtained(&key, id, &provider, &client).await?;
+                        Stored::from(&client)
+                    }
+                    Err(error) => {
+                        let failure = failure_of(&error);
+                        return self
+                            .fail(id, e.version, Some(&provider), failure, &meta)
+                            .await;
+                    }
+                }
+            }
+        };
+        let issued = IssuedClient {
+            provider_id: provider.id.clone(),
+            client_id: client.client_id.clone(),
+            client_secret_fingerprint: client.secret_fingerprint.clone(),
+            client_secret_expires_at: client.secret_expires_at,
+        };
+        let recorded = apps::execute(self.store.as_ref(), id, &meta, |app| {
+            app.register_dcr_client(e.version, issued.clone())
+        })
+        .await;
+        match recorded {
+            Ok(_) => {
+                self.mark(&key, "REGISTERED").await?;
+                metrics::counter!("appreg_dcr_registrations_total", "outcome" => "registered")
+                    .increment(1);
+                Ok(())
+            }
+            Err(
+                reason @ (CommandError::Domain(_)
+                | CommandError::ClientIdTaken(_)
+                | CommandError::NoApplication),
+            ) => {
+                tracing::warn!(%reason, client_id = client.client_id.as_str(), "the obtained client cannot be recorded; deleting it at the provider");
+                self.discard(id, &provider, &client, &reason.to_string(), &meta)
+                    .await?;
+                self.mark(&key, "DISCARDED").await?;
+                Ok(())
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    async fn fail(
+        &self,
+        id: ApplicationId,
+        request_version: i64,
+        provider: Option<&Provider>,
+        failure: ProviderFailure,
+        meta: &serde_json::Value,
+    ) -> Result<(), SagaError> {
+        tracing::warn!(error = %failure.error, "registration failed");
+        metrics::counter!("appreg_dcr_registrations_total", "outcome" => "failed").increment(1);
+        let provider_id = provider.map(|p| p.id.clone());
+        match apps::execute(self.store.as_ref(), id, meta, |app| {
+            app.fail_dcr_registration(request_version, provider_id.clone(), failure.clone())
+        })
+        .await
+        {
+            Ok(_) | Err(CommandError::Domain(_)) | Err(CommandError::NoApplication) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// The provider settings with their secret from the vault (cached while the provider's
+    /// recorded definition, which carries its secret's fingerprint, is unchanged).
+    async fn settings(
+        &self,
+        environment: &str,
+        p: &Provider,
+    ) -> Result<ProviderSettings, SagaError> {
+        let definition = serde_json::to_string(p).unwrap_or_default();
+        let key = (environment.to_string(), p.id.clone());
+        let cached = self
+            .settings_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .filter(|(known, _)| *known == definition)
+            .map(|(_, settings)| settings.clone());
+        if let Some(settings) = cached {
+            return Ok(settings);
+        }
+        let kind = secret_kind(&p.mode);
+        let secret = self
+            .vault
+            .get(&provider_owner(environment, &p.id), kind)
+            .await
+            .map_err(|e| SagaError::Vault(e.to_string()))?
+            .ok_or_else(|| {
+                SagaError::Vault(format!("provider {}: its {kind} is not in the vault", p.id))
+            })?;
+        let settings = settings_of(p, secret);
+        self.settings_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, (definition, settings.clone()));
+        Ok(settings)
+    }
+
+    async fn register_with_retries(
+        &self,
+        settings: &ProviderSettings,
+        metadata: &ClientMetadata,
+        idempotency_key: &str,
+    ) -> Result<RegisteredClient, ProviderError> {
+        let mut delay = self.config.first_delay;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            metrics::counter!("appreg_dcr_attempts_total").increment(1);
+            match self
+                .client
+                .register_idempotent(settings, metadata, Some(idempotency_key))
+                .await
+            {
+                Ok(client) => return Ok(client),
+                Err(e) if e.is_retryable() && attempt < self.config.attempts => {
+                    metrics::counter!("appreg_dcr_retries_total").increment(1);
+                    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+                    tracing::info!(attempt, error = %e, "provider unavailable; retrying");
+                    tokio::time::sleep(delay.mul_f64(jitter)).await;
+                    delay = (delay * 2).min(self.config.max_delay);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A client obtained earlier for this request and not yet recorded.
+    async fn obtained(&self, key: &str, id: ApplicationId) -> Result<Option<Stored>, SagaError> {
+        type Row = (String, Option<String>, Option<String>, Option<String>);
+        let row: Option<Row> = with_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT client_id, registration_client_uri, secret_fingerprint, secret_expires_at FROM dcr_requests WHERE request_key = $1",
+        )
+        .bind(key)
+        .fetch_optional(pool)
+        .await)?;
+        let Some((client_id, uri, fingerprint, expires)) = row else {
+            return Ok(None);
+        };
+        let client_id = ClientId::parse(&client_id)
+            .map_err(|(_, m)| SagaError::Database(format!("stored client_id: {m}")))?;
+        let _ = id;
+        Ok(Some(Stored {
+            client_id,
+            registration_client_uri: uri,
+            secret_fingerprint: fingerprint,
+            secret_expires_at: expires
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+                .map(|d| d.with_timezone(&chrono::Utc)),
+        }))
+    }
+
+    /// Keeps what the provider issued before anything else, in one transaction: the secrets in
+    /// the vault, the rest in `dcr_requests`.
+    async fn record_obtained(
+        &self,
+        key: &str,
+        id: ApplicationId,
+        provider: &Provider,
+        client: &RegisteredClient,
+    ) -> Result<(), SagaError> {
+        let owner = secret_owner(id);
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut sealed = Vec::new();
+        let mut fingerprint = None;
+        if let Some(secret) = &client.client_secret {
+            let (value, fp) = self.vault.seal(&owner, "client_secret", secret);
+            fingerprint = Some(fp.clone());
+            sealed.push(("client_secret", value, fp));
+        }
+        if let Some(token) = &client.registration_access_token {
+            let (value, fp) = self.vault.seal(&owner, "registration_access_token", token);
+            sealed.push(("registration_access_token", value, fp));
+        }
+        let expires = client
+            .client_secret_expires_at
+            .filter(|t| *t > 0)
+            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+            .map(|t| t.to_rfc3339());
+        with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            for (kind, value, fp) in &sealed {
+                sqlx::query(SecretStore::UPSERT)
+                    .bind(&owner)
+                    .bind(*kind)
+                    .bind(value)
+                    .bind(fp)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "INSERT INTO dcr_requests (request_key, application_id, provider_id, client_id, registration_client_uri, \
+                 secret_fingerprint, secret_expires_at, state, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'OBTAINED', $8) \
+                 ON CONFLICT (request_key) DO NOTHING",
+            )
+            .bind(key)
+            .bind(id.0.to_string())
+            .bind(&provider.id)
+            .bind(&client.client_id)
+            .bind(client.registration_client_uri.as_deref())
+            .bind(fingerprint.as_deref())
+            .bind(expires.as_deref())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    async fn mark(&self, key: &str, state: &str) -> Result<(), SagaError> {
+        let now = chrono::Utc::now().to_rfc3339();
+        with_pool!(&self.db, pool => sqlx::query("UPDATE dcr_requests SET state = $1, updated_at = $2 WHERE request_key = $3")
+            .bind(state)
+            .bind(&now)
+            .bind(key)
+            .execute(pool)
+            .await
+            .map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Deletes a client that no application will hold; records an orphan when the provider
+    /// offers no deletion or refuses it.
+    async fn discard(
+        &self,
+        id: ApplicationId,
+        provider: &Provider,
+        client: &Stored,
+        reason: &str,
+        meta: &serde_json::Value,
+    ) -> Result<(), SagaError> {
+        let owner = secret_owner(id);
+        let token = self
+            .vault
+            .get(&owner, "registration_access_token")
+            .await
+            .map_err(|e| SagaError::Vault(e.to_string()))?;
+        let handle = RegistrationHandle {
+            client_id: client.client_id.as_str().to_string(),
+            registration_client_uri: client.registration_client_uri.clone(),
+            registration_access_token: token,
+        };
+        let environment = meta
+            .get("environment")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        let deleted = match self.settings(&environment, provider).await {
+            Ok(settings) => self.client.delete(&settings, &handle).await,
+            Err(e) => Err(ProviderError::Invalid(e.to_string())),
+        };
+        match deleted {
+            Ok(()) => {
+                metrics::counter!("appreg_dcr_discarded_clients_total").increment(1);
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, client_id = client.client_id.as_str(), "cannot delete the client at the provider: recording an orphan");
+                metrics::counter!("appreg_dcr_orphans_total").increment(1);
+                let (provider_id, client_id) =
+                    (provider.id.clone(), client.client_id.as_str().to_string());
+                let why = format!("{reason}; deletion failed: {error}");
+                apps::execute(self.store.as_ref(), id, meta, |app| {
+                    Ok(app.record_orphan(provider_id.clone(), client_id.clone(), why.clone()))
+                })
+                .await
+                .map(|_| ())
+                .map_err(SagaError::from)
+            }
+        }
+    }
+}
+
+/// What the saga keeps of an obtained client (secrets are in the vault).
+#[derive(Debug, Clone)]
+struct Stored {
+    client_id: ClientId,
+    registration_client_uri: Option<String>,
+    secret_fingerprint: Option<String>,
+    secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<&RegisteredClient> for Stored {
+    fn from(c: &RegisteredClient) -> Self {
+        Stored {
+            client_id: ClientId::parse(&c.client_id)
+                .unwrap_or_else(|_| ClientId::parse("invalid").unwrap()),
+            registration_client_uri: c.registration_client_uri.clone(),
+            secret_fingerprint: c.client_secret.as_ref().map(appreg_secrets::fingerprint),
+            secret_expires_at: c
+                .client_secret_expires_at
+                .filter(|t| *t > 0)
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
+        }
+    }
+}
+
+/// Whether the application's current operation of `kind` is the pending one requested at
+/// `version` (a replayed or superseded request is not).
+fn pending(app: &Application, kind: ClientOperationKind, version: i64) -> bool {
+    app.registration
+        .as_ref()
+        .and_then(|r| r.operation.as_ref())
+        .is_some_and(|o| {
+            o.kind == kind && o.request_version == version && o.state == OperationState::Pending
+        })
+}
+
+/// A decision refused (a stale answer, an archived application) is not an error of the saga.
+fn ignore_refusals<T>(result: Result<T, CommandError>) -> Result<(), SagaError> {
+    match result {
+        Ok(_) | Err(CommandError::Domain(_)) | Err(CommandError::NoApplication) => Ok(()),
+        Err(other) => Err(other.into()),
+    }
+}
+
+fn failure_of(error: &ProviderError) -> ProviderFailure {
+    match error {
+        ProviderError::Rejected {
+            error,
+            error_description,
+            ..
+        } => ProviderFailure {
+            error: error.clone(),
+            error_description: error_description.clone(),
+        },
+        other => ProviderFailure {
+            error: "provider_unavailable".into(),
+            error_description: Some(other.to_string()),
+        },
+    }
+}
+
+fn client_metadata(
+    app: &Application,
+    provider: &Provider,
+) -> Result<ClientMetadata, ProviderError> {
+    let oauth = app.oauth.as_ref();
+    ClientMetadata::for_application(
+        app.app_type,
+        oauth.map(|o| o.grant_types.as_slice()).unwrap_or_default(),
+        oauth
+            .map(|o| o.redirect_uris.as_slice())
+            .unwrap_or_default(),
+        app.name.as_str(),
+        provider.software_id.as_deref(),
+        oauth.and_then(|o| o.client_uri.as_ref()),
+        oauth.and_then(|o| o.logo_uri.as_ref()),
+    )
+}
+
+#[allow(dead_code)]
+fn _secret(_: SecretString) {}

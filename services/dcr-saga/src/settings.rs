@@ -1,0 +1,71 @@
+//! From a provider as the events record it (`appreg_domain::provider`) to the settings the
+//! provider client needs, with the secret from the vault.
+
+use crate::provider::{
+    InitialAccessTokenMode as Mode, ProviderSettings, RenewMethod, RenewSettings,
+};
+use appreg_domain::provider::{HttpMethod, InitialAccessTokenMode, Provider, RenewClientSecret};
+use appreg_domain::HttpUrl;
+use secrecy::SecretString;
+
+/// The vault kind of a provider's secret in a mode.
+pub fn secret_kind(mode: &InitialAccessTokenMode) -> &'static str {
+    match mode {
+        InitialAccessTokenMode::ClientCredentials { .. } => "client_secret",
+        InitialAccessTokenMode::InitialAccessToken { .. } => "initial_access_token",
+    }
+}
+
+/// The vault owner of a provider's secrets.
+pub fn provider_owner(environment: &str, provider_id: &str) -> String {
+    format!("provider/{environment}/{provider_id}")
+}
+
+/// The provider client's settings from a provider's parts and its secret.
+pub fn settings_from(
+    discovery_endpoint: &HttpUrl,
+    mode: &InitialAccessTokenMode,
+    secret: SecretString,
+    software_id: Option<&str>,
+    renew: &RenewClientSecret,
+) -> ProviderSettings {
+    ProviderSettings {
+        discovery_endpoint: discovery_endpoint.as_str().to_string(),
+        initial_access_token: match mode {
+            InitialAccessTokenMode::ClientCredentials {
+                client_id, scopes, ..
+            } => Mode::ClientCredentials {
+                client_id: client_id.clone(),
+                client_secret: secret,
+                scopes: scopes.clone(),
+            },
+            InitialAccessTokenMode::InitialAccessToken { .. } => {
+                Mode::InitialAccessToken { token: secret }
+            }
+        },
+        software_id: software_id.map(str::to_string),
+        renew_client_secret: RenewSettings {
+            enabled: renew.enabled,
+            endpoint_template: renew
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| RenewSettings::default().endpoint_template),
+            method: match renew.method {
+                HttpMethod::Post => RenewMethod::Post,
+                HttpMethod::Put => RenewMethod::Put,
+                HttpMethod::Patch => RenewMethod::Patch,
+            },
+        },
+    }
+}
+
+/// The settings of a recorded provider.
+pub fn settings_of(p: &Provider, secret: SecretString) -> ProviderSettings {
+    settings_from(
+        &p.discovery_endpoint,
+        &p.mode,
+        secret,
+        p.software_id.as_deref(),
+        &p.renew_client_secret,
+    )
+}
