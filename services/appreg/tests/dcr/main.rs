@@ -232,8 +232,57 @@ impl System {
 
     async fn stop(mut self) {
         self.kill_saga().await;
+        assert_events_match_schemas(&self.db).await;
         self.shutdown.cancel();
         self.db.close().await;
+    }
+}
+
+fn validator(relative: &str) -> jsonschema::Validator {
+    let path = format!(
+        "{}/../../proto-schemas/{relative}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no schema {path}: {e}"));
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{relative}: {e}"))
+}
+
+/// Every event the scenario stored (the api's, the saga's, the providers') matches its
+/// published JSON Schema, data and metadata.
+async fn assert_events_match_schemas(db: &Database) {
+    let Database::Postgres(pool) = db else {
+        unreachable!()
+    };
+    let rows: Vec<(String, i32, String, String)> = sqlx::query_as(
+        "SELECT event_type, schema_version, data::text, metadata::text FROM events ORDER BY position",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(!rows.is_empty());
+    let metadata = validator("metadata/v1.json");
+    let mut validators: std::collections::HashMap<(String, i32), jsonschema::Validator> =
+        Default::default();
+    for (event_type, version, data, meta) in rows {
+        let data: Value = serde_json::from_str(&data).unwrap();
+        let meta: Value = serde_json::from_str(&meta).unwrap();
+        let v = validators
+            .entry((event_type.clone(), version))
+            .or_insert_with(|| validator(&format!("events/{event_type}/v{version}.json")));
+        let errors: Vec<String> = v.iter_errors(&data).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{event_type} v{version} does not match its schema: {errors:?}\n{data}"
+        );
+        let errors: Vec<String> = metadata.iter_errors(&meta).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "metadata of {event_type} does not match its schema: {errors:?}\n{meta}"
+        );
     }
 }
 
