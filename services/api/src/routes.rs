@@ -167,6 +167,20 @@ pub async fn create_application(
     let command = body
         .into_command(id, ctx.environment.clone(), &ctx.actor, &policy)
         .map_err(ApiError::Invalid)?;
+    if command.app_type.is_oauth() && settings.dcr_enabled {
+        // An OAuth type needs a provider to register with: the one named, or the default.
+        let (registry, _) = crate::providers::load_registry(&state, &ctx.environment).await?;
+        if registry.resolve(command.provider_id.as_deref()).is_none() {
+            return Err(ApiError::invalid(
+                "provider_id",
+                "provider.not_found",
+                match &command.provider_id {
+                    Some(p) => format!("no client registration provider {p:?} in this environment"),
+                    None => "the environment has no client registration provider yet; an administrator adds one".into(),
+                },
+            ));
+        }
+    }
     let executed = execute_app(&state, &ctx, "CreateApplication", id, true, |current| {
         if current.is_some() {
             return Err(ApiError::Conflict {

@@ -530,7 +530,57 @@ async fn update_oauth_settings(app: TestApp) {
     app.stop().await;
 }
 
+/// An OAuth type needs a provider to register with (DESIGN §1): DCR on but no provider, or a
+/// named provider that does not exist, is a 422 naming `provider_id`; nothing is recorded.
+async fn oauth_types_need_a_provider(app: TestApp) {
+    let admin = app.token("root", true);
+    let alice = app.token("alice", false);
+    app.put(
+        "settings/client-registration",
+        &admin,
+        json!({"allowed_types": {"simple": true, "browser": true, "web": true, "native": true, "backend_to_backend": true}, "dcr_enabled": true}),
+    )
+    .await
+    .assert_status(200);
+    let before = app.event_count().await;
+    let r = app
+        .post(
+            "applications",
+            &alice,
+            json!({"name": "Batch", "type": "backend_to_backend"}),
+        )
+        .await;
+    r.assert_invalid(&[("provider_id", "provider.not_found")]);
+    let provider = app.add_provider_fixture("DEFAULT").await;
+    let r = app
+        .post(
+            "applications",
+            &alice,
+            json!({"name": "Batch", "type": "backend_to_backend", "provider_id": "nope"}),
+        )
+        .await;
+    r.assert_invalid(&[("provider_id", "provider.not_found")]);
+    app.assert_unchanged(before + 1, "refused creates").await;
+    let r = app
+        .post(
+            "applications",
+            &alice,
+            json!({"name": "Batch", "type": "backend_to_backend", "provider_id": provider}),
+        )
+        .await;
+    r.assert_status(202);
+    app.post(
+        "applications",
+        &alice,
+        json!({"name": "Batch 2", "type": "backend_to_backend"}),
+    )
+    .await
+    .assert_status(202);
+    app.stop().await;
+}
+
 on_both!(
+    oauth_types_need_a_provider,
     simple_create_with_and_without_client_id,
     oauth_types_need_dcr,
     settings_drive_the_types,

@@ -358,6 +358,72 @@ impl TestApp {
         self.put("settings/client-registration", &admin, body)
             .await
             .assert_status(200);
+        self.add_provider_fixture("DEFAULT").await;
+    }
+
+    /// Records a client registration provider in `env` directly in the event store (the api
+    /// would validate it live against a real provider: the DCR tests do that; here no saga runs,
+    /// so the provider is never called). Returns its id.
+    pub async fn add_provider_fixture(&self, env: &str) -> String {
+        use appreg_domain::provider::*;
+        use appreg_domain::DomainEvent;
+        let stream = ProviderRegistry::stream_id(env);
+        let existing = self.store.read_stream(&stream, 0, 1000).await.unwrap();
+        let mut registry = ProviderRegistry::default();
+        for e in &existing {
+            registry.evolve(
+                &ProviderEvent::decode(&e.event_type, e.schema_version, e.data.clone()).unwrap(),
+            );
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let events = registry
+            .create(
+                id.clone(),
+                ProviderDefinition {
+                    name: format!("Fixture provider {}", &id[..8]),
+                    description: None,
+                    discovery_endpoint: appreg_domain::HttpUrl::parse(
+                        "https://idp.example/.well-known/openid-configuration",
+                    )
+                    .unwrap(),
+                    mode: InitialAccessTokenMode::InitialAccessToken {
+                        token_fingerprint: "sha256:0123456789abcdef".into(),
+                    },
+                    software_id: None,
+                    renew_client_secret: RenewClientSecret {
+                        enabled: false,
+                        endpoint: None,
+                        method: HttpMethod::Post,
+                    },
+                    delete_client_on_archive: false,
+                    default: false,
+                },
+            )
+            .unwrap();
+        let now =
+            chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros()).unwrap();
+        self.store
+            .append(appreg_eventstore::AppendRequest {
+                stream_id: stream,
+                stream_type: "providers".into(),
+                expected_version: existing.len() as i64,
+                events: events
+                    .iter()
+                    .map(|e| appreg_eventstore::NewEvent {
+                        event_id: uuid::Uuid::now_v7(),
+                        event_type: e.event_type().into(),
+                        schema_version: e.schema_version(),
+                        data: e.data(),
+                        metadata: serde_json::json!({"environment": env, "actor": "fixture", "correlation_id": "fixture", "causation_id": "fixture", "at": now}),
+                        recorded_at: now,
+                    })
+                    .collect(),
+                claims: vec![],
+                releases: vec![],
+            })
+            .await
+            .unwrap();
+        id
     }
 
     /// The number of events committed to the log, counted in the table itself: exact at once,
