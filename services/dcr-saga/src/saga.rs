@@ -29,7 +29,6 @@ use appreg_domain::provider::Provider;
 use appreg_domain::{ApplicationId, ClientId};
 use appreg_eventstore::{Database, EventStore, StoredEvent};
 use appreg_secrets::SecretStore;
-use secrecy::SecretString;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -417,7 +416,7 @@ impl Saga {
             };
             return self.fail(id, e.version, None, failure, &meta).await;
         };
-        let client = match self.obtained(&key, id).await? {
+        let client = match self.obtained(&key).await? {
             Some(client) => client,
             None => {
                 let settings = self.settings(app.environment.as_str(), &provider).await?;
@@ -447,9 +446,26 @@ impl Saga {
                 }
             }
         };
+        let client_id = match ClientId::parse(&client.client_id) {
+            Ok(c) => c,
+            Err((_, message)) => {
+                // Not a client_id appreg can hold (its rules for client_id): give it back.
+                let reason =
+                    format!("the provider issued a client_id appreg cannot hold: {message}");
+                self.discard(id, &provider, &client, &reason, &meta).await?;
+                self.mark(&key, "DISCARDED").await?;
+                let failure = ProviderFailure {
+                    error: "invalid_client_id".into(),
+                    error_description: Some(reason),
+                };
+                return self
+                    .fail(id, e.version, Some(&provider), failure, &meta)
+                    .await;
+            }
+        };
         let issued = IssuedClient {
             provider_id: provider.id.clone(),
-            client_id: client.client_id.clone(),
+            client_id,
             client_secret_fingerprint: client.secret_fingerprint.clone(),
             client_secret_expires_at: client.secret_expires_at,
         };
@@ -459,7 +475,6 @@ impl Saga {
         .await;
         match recorded {
             Ok(_) => {
-                self.mark(&key, "REGISTERED").await?;
                 metrics::counter!("appreg_dcr_registrations_total", "outcome" => "registered")
                     .increment(1);
                 Ok(())
@@ -566,7 +581,7 @@ impl Saga {
     }
 
     /// A client obtained earlier for this request and not yet recorded.
-    async fn obtained(&self, key: &str, id: ApplicationId) -> Result<Option<Stored>, SagaError> {
+    async fn obtained(&self, key: &str) -> Result<Option<Stored>, SagaError> {
         type Row = (String, Option<String>, Option<String>, Option<String>);
         let row: Option<Row> = with_pool!(&self.db, pool => sqlx::query_as(
             "SELECT client_id, registration_client_uri, secret_fingerprint, secret_expires_at FROM dcr_requests WHERE request_key = $1",
@@ -577,9 +592,6 @@ impl Saga {
         let Some((client_id, uri, fingerprint, expires)) = row else {
             return Ok(None);
         };
-        let client_id = ClientId::parse(&client_id)
-            .map_err(|(_, m)| SagaError::Database(format!("stored client_id: {m}")))?;
-        let _ = id;
         Ok(Some(Stored {
             client_id,
             registration_client_uri: uri,
@@ -716,7 +728,7 @@ impl Saga {
 /// What the saga keeps of an obtained client (secrets are in the vault).
 #[derive(Debug, Clone)]
 struct Stored {
-    client_id: ClientId,
+    client_id: String,
     registration_client_uri: Option<String>,
     secret_fingerprint: Option<String>,
     secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -725,8 +737,7 @@ struct Stored {
 impl From<&RegisteredClient> for Stored {
     fn from(c: &RegisteredClient) -> Self {
         Stored {
-            client_id: ClientId::parse(&c.client_id)
-                .unwrap_or_else(|_| ClientId::parse("invalid").unwrap()),
+            client_id: c.client_id.clone(),
             registration_client_uri: c.registration_client_uri.clone(),
             secret_fingerprint: c.client_secret.as_ref().map(appreg_secrets::fingerprint),
             secret_expires_at: c
@@ -790,6 +801,3 @@ fn client_metadata(
         oauth.and_then(|o| o.logo_uri.as_ref()),
     )
 }
-
-#[allow(dead_code)]
-fn _secret(_: SecretString) {}
