@@ -213,6 +213,8 @@ async fn consume(
                 .map_err(nats_error)?
                 .state
                 .first_sequence
+                // An empty stream reports 0; its first message will be 1.
+                .max(1)
         }
     };
     tracing::info!(consumer = %config.consumer, next, "projector consuming");
