@@ -259,7 +259,7 @@ async fn consume(
                 metrics,
             );
             next = next.max(sequence + 1);
-            last_sequence = sequence;
+            last_sequence = last_sequence.max(sequence);
         }
         let events: Vec<StoredEvent> = events.into_values().collect();
         let mark = Mark {
