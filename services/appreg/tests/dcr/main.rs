@@ -25,6 +25,7 @@ struct System {
     saga_stop: CancellationToken,
     saga: Option<tokio::task::JoinHandle<()>>,
     config: Config,
+    db_url: String,
 }
 
 fn saga_config() -> appreg_dcr_saga::SagaConfig {
@@ -38,6 +39,13 @@ fn saga_config() -> appreg_dcr_saga::SagaConfig {
 
 impl System {
     async fn start() -> System {
+        let mut system = System::start_without_saga().await;
+        system.start_saga().await;
+        system
+    }
+
+    /// The api alone (the saga is started by the test, in process or as `appreg dcr-saga`).
+    async fn start_without_saga() -> System {
         let url = appreg_eventstore::testing::fresh_postgres_url().await;
         let mut config = Config::defaults();
         config.default_application = false;
@@ -58,7 +66,7 @@ impl System {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
-        let mut system = System {
+        let system = System {
             base,
             client: reqwest::Client::new(),
             db,
@@ -68,9 +76,32 @@ impl System {
             saga_stop: CancellationToken::new(),
             saga: None,
             config,
+            db_url: url,
         };
-        system.start_saga().await;
         system
+    }
+
+    /// `appreg dcr-saga` as a process on the same database and master key.
+    fn saga_process(&self) -> std::process::Child {
+        use secrecy::ExposeSecret;
+        std::process::Command::new(env!("CARGO_BIN_EXE_appreg"))
+            .arg("dcr-saga")
+            .env("APPREG_DATABASE_URL", &self.db_url)
+            .env(
+                "APPREG_SECRETS_MASTER_KEY",
+                self.config
+                    .secrets_master_key
+                    .as_ref()
+                    .unwrap()
+                    .expose_secret(),
+            )
+            .env("APPREG_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap()
     }
 
     async fn start_saga(&mut self) {
@@ -777,6 +808,56 @@ async fn saga_killed_mid_flight_leaves_one_client() {
         oidc.clients().await,
         after,
         "no side effect during the replay"
+    );
+    system.stop().await;
+}
+
+/// `appreg dcr-saga` as a process, SIGKILLed after the provider created the client but before
+/// its answer arrived, then started again: exactly one client, and the application REGISTERED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_process_sigkilled_mid_flight_leaves_one_client() {
+    let oidc = OidcProvider::start(Mode::fixed_token());
+    let system = System::start_without_saga().await;
+    system.enable_dcr().await;
+    system.add_provider(&oidc).await;
+    let alice = system.token("alice", false);
+    let mut saga = system.saga_process();
+    let before = oidc.clients().await.len();
+    oidc.faults(&[Fault::CreatedThenDelay(Duration::from_millis(5000))])
+        .await;
+    let id = system
+        .create(
+            &alice,
+            json!({"name": "Interrupted", "type": "backend_to_backend"}),
+        )
+        .await;
+    let started = Instant::now();
+    while oidc.clients().await.len() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the provider never created the client"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &saga.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let _ = saga.wait();
+    let mut restarted = system.saga_process();
+    let app = system.settled(&alice, &id).await;
+    assert_eq!(app["registration"]["state"], "REGISTERED", "{app}");
+    let after = oidc.clients().await;
+    assert_eq!(after.len(), before + 1, "exactly one client: {after:?}");
+    assert!(after.contains(&app["client_id"].as_str().unwrap().to_string()));
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &restarted.id().to_string()])
+        .status();
+    let exit = restarted.wait().unwrap();
+    assert!(
+        exit.success(),
+        "appreg dcr-saga stops cleanly on SIGTERM: {exit}"
     );
     system.stop().await;
 }
