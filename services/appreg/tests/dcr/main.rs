@@ -66,7 +66,7 @@ impl System {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
-        let system = System {
+        System {
             base,
             client: reqwest::Client::new(),
             db,
@@ -77,8 +77,7 @@ impl System {
             saga: None,
             config,
             db_url: url,
-        };
-        system
+        }
     }
 
     /// `appreg dcr-saga` as a process on the same database and master key.
