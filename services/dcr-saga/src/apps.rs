@@ -86,10 +86,25 @@ pub async fn execute(
     store: &dyn EventStore,
     id: ApplicationId,
     metadata: &serde_json::Value,
+    decide: impl FnMut(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
+) -> Result<Vec<ApplicationEvent>, CommandError> {
+    execute_from(store, id, None, metadata, decide).await
+}
+
+/// [`execute`], deciding first on a state the caller just loaded (`loaded`: the state and its
+/// stream version); a concurrent change makes it load again.
+pub async fn execute_from(
+    store: &dyn EventStore,
+    id: ApplicationId,
+    mut loaded: Option<(Option<Application>, i64)>,
+    metadata: &serde_json::Value,
     mut decide: impl FnMut(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
 ) -> Result<Vec<ApplicationEvent>, CommandError> {
     for _ in 0..10 {
-        let (before, version) = load(store, id).await?;
+        let (before, version) = match loaded.take() {
+            Some(state) => state,
+            None => load(store, id).await?,
+        };
         let Some(app) = before else {
             return Err(CommandError::NoApplication);
         };

@@ -394,7 +394,8 @@ impl Saga {
 
     #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
     async fn register(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
-        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let (app, version) = apps::load(self.store.as_ref(), id).await?;
+        let loaded = (app.clone(), version);
         let Some(app) = app else { return Ok(()) };
         let current = app.registration.as_ref().is_some_and(|r| {
             r.request_version == e.version && r.state == RegistrationState::Registering
@@ -469,7 +470,7 @@ impl Saga {
             client_secret_fingerprint: client.secret_fingerprint.clone(),
             client_secret_expires_at: client.secret_expires_at,
         };
-        let recorded = apps::execute(self.store.as_ref(), id, &meta, |app| {
+        let recorded = apps::execute_from(self.store.as_ref(), id, Some(loaded), &meta, |app| {
             app.register_dcr_client(e.version, issued.clone())
         })
         .await;
