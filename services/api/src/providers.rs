@@ -11,9 +11,8 @@ use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
 use crate::state::AppState;
-use appreg_dcr_saga::provider::{
-    InitialAccessTokenMode as Mode, ProviderSettings, RenewMethod, RenewSettings,
-};
+use appreg_dcr_saga::provider::ProviderSettings;
+use appreg_dcr_saga::settings::{provider_owner, secret_kind, settings_from};
 use appreg_domain::provider::{
     HttpMethod, InitialAccessTokenMode, Provider, ProviderDefinition, ProviderEvent,
     ProviderRegistry, RenewClientSecret,
@@ -30,14 +29,6 @@ use utoipa::ToSchema;
 
 /// The stream type of an environment's providers.
 pub const PROVIDERS_STREAM: &str = "providers";
-/// Kinds of a provider's secrets in the vault.
-const CLIENT_SECRET: &str = "client_secret";
-const INITIAL_ACCESS_TOKEN: &str = "initial_access_token";
-
-/// The vault owner of a provider's secrets.
-pub fn secret_owner(env: &str, id: &str) -> String {
-    format!("provider/{env}/{id}")
-}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -335,55 +326,47 @@ async fn settings(
     def: &ProviderDefinition,
     given: Option<&SecretString>,
 ) -> Result<ProviderSettings, ApiError> {
-    let owner = secret_owner(env.as_str(), id);
-    let secret = |kind: &'static str| async move {
-        match given {
-            Some(s) => Ok(s.clone()),
-            None => state
-                .vault()
-                .get(&owner, kind)
-                .await
-                .map_err(ApiError::internal)?
-                .ok_or_else(|| {
-                    ApiError::internal(format!("provider {id}: {kind} missing from the vault"))
-                }),
-        }
+    let kind = secret_kind(&def.mode);
+    let secret = match given {
+        Some(s) => s.clone(),
+        None => state
+            .vault()
+            .get(&provider_owner(env.as_str(), id), kind)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::internal(format!("provider {id}: {kind} missing from the vault"))
+            })?,
     };
-    let mode = match &def.mode {
-        InitialAccessTokenMode::ClientCredentials {
-            client_id, scopes, ..
-        } => Mode::ClientCredentials {
-            client_id: client_id.clone(),
-            client_secret: secret(CLIENT_SECRET).await?,
-            scopes: scopes.clone(),
-        },
-        InitialAccessTokenMode::InitialAccessToken { .. } => Mode::InitialAccessToken {
-            token: secret(INITIAL_ACCESS_TOKEN).await?,
-        },
-    };
-    Ok(provider_settings(def, mode))
+    Ok(settings_from(
+        &def.discovery_endpoint,
+        &def.mode,
+        secret,
+        def.software_id.as_deref(),
+        &def.renew_client_secret,
+    ))
 }
 
-/// The provider client's view of a definition.
-pub fn provider_settings(def: &ProviderDefinition, mode: Mode) -> ProviderSettings {
-    let renew = &def.renew_client_secret;
-    ProviderSettings {
-        discovery_endpoint: def.discovery_endpoint.as_str().to_string(),
-        initial_access_token: mode,
-        software_id: def.software_id.clone(),
-        renew_client_secret: RenewSettings {
-            enabled: renew.enabled,
-            endpoint_template: renew
-                .endpoint
-                .clone()
-                .unwrap_or_else(|| RenewSettings::default().endpoint_template),
-            method: match renew.method {
-                HttpMethod::Post => RenewMethod::Post,
-                HttpMethod::Put => RenewMethod::Put,
-                HttpMethod::Patch => RenewMethod::Patch,
-            },
-        },
+/// Seals a secret given with a definition into the vault (write-only).
+async fn keep_secret(
+    state: &AppState,
+    env: &EnvironmentId,
+    id: &str,
+    def: &ProviderDefinition,
+    secret: Option<&SecretString>,
+) -> Result<(), ApiError> {
+    if let Some(secret) = secret {
+        state
+            .vault()
+            .put(
+                &provider_owner(env.as_str(), id),
+                secret_kind(&def.mode),
+                secret,
+            )
+            .await
+            .map_err(ApiError::internal)?;
     }
+    Ok(())
 }
 
 /// Live validation: 422 with the provider's reason.
@@ -436,13 +419,6 @@ async fn append(
         },
         other => other.into(),
     })
-}
-
-fn kind_of(def: &ProviderDefinition) -> &'static str {
-    match def.mode {
-        InitialAccessTokenMode::ClientCredentials { .. } => CLIENT_SECRET,
-        InitialAccessTokenMode::InitialAccessToken { .. } => INITIAL_ACCESS_TOKEN,
-    }
 }
 
 /// List the environment's providers.
@@ -501,17 +477,14 @@ pub async fn create(
     )
     .await?;
     validate(&state, &settings).await?;
-    if let Some(secret) = &parsed.secret {
-        state
-            .vault()
-            .put(
-                &secret_owner(ctx.environment.as_str(), &id),
-                kind_of(&parsed.definition),
-                secret,
-            )
-            .await
-            .map_err(ApiError::internal)?;
-    }
+    keep_secret(
+        &state,
+        &ctx.environment,
+        &id,
+        &parsed.definition,
+        parsed.secret.as_ref(),
+    )
+    .await?;
     let appended = append(&state, &ctx, version, &events).await?;
     let mut after = registry;
     for e in &events {
@@ -551,17 +524,14 @@ pub async fn update(
         .await?;
         validate(&state, &settings).await?;
     }
-    if let Some(secret) = &parsed.secret {
-        state
-            .vault()
-            .put(
-                &secret_owner(ctx.environment.as_str(), &id),
-                kind_of(&parsed.definition),
-                secret,
-            )
-            .await
-            .map_err(ApiError::internal)?;
-    }
+    keep_secret(
+        &state,
+        &ctx.environment,
+        &id,
+        &parsed.definition,
+        parsed.secret.as_ref(),
+    )
+    .await?;
     let appended = if events.is_empty() {
         None
     } else {
@@ -600,7 +570,7 @@ pub async fn delete(
     let appended = append(&state, &ctx, version, &events).await?;
     state
         .vault()
-        .delete_owner(&secret_owner(ctx.environment.as_str(), &id))
+        .delete_owner(&provider_owner(ctx.environment.as_str(), &id))
         .await
         .map_err(ApiError::internal)?;
     Ok(with_token(

@@ -413,6 +413,20 @@ pub async fn restore_application(
     Ok(with_token(response, executed.appended.as_ref()))
 }
 
+/// `202` with the application: the saga does the rest.
+async fn accepted(
+    state: &AppState,
+    ctx: &Ctx,
+    executed: &crate::commands::Executed,
+) -> Result<Response, ApiError> {
+    let response = (
+        StatusCode::ACCEPTED,
+        Json(view(state, ctx, &executed.app).await?),
+    )
+        .into_response();
+    Ok(with_token(response, executed.appended.as_ref()))
+}
+
 /// Retry a failed client registration (DEFINITION[U]): a new request goes to the saga.
 #[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/_retry_registration", tag = "applications",
     params(("env" = String, Path, description = "environment id"), ("id" = Uuid, Path, description = "application id")),
@@ -429,12 +443,7 @@ pub async fn retry_registration(
         Ok(app.retry_registration()?)
     })
     .await?;
-    let response = (
-        StatusCode::ACCEPTED,
-        Json(view(&state, &ctx, &executed.app).await?),
-    )
-        .into_response();
-    Ok(with_token(response, executed.appended.as_ref()))
+    accepted(&state, &ctx, &executed).await
 }
 
 /// Renew the client secret at the provider (DEFINITION[U]): refused (409) for archived, simple or
@@ -467,12 +476,7 @@ pub async fn renew_secret(
         Ok(events)
     })
     .await?;
-    let response = (
-        StatusCode::ACCEPTED,
-        Json(view(&state, &ctx, &executed.app).await?),
-    )
-        .into_response();
-    Ok(with_token(response, executed.appended.as_ref()))
+    accepted(&state, &ctx, &executed).await
 }
 
 /// An OAuth application's credentials (DEFINITION[U] only): the client secret is read from the
@@ -499,7 +503,7 @@ pub async fn credentials(
     };
     let secret = state
         .vault()
-        .get(&format!("application/{}", id.0), "client_secret")
+        .get(&appreg_dcr_saga::saga::secret_owner(id), "client_secret")
         .await
         .map_err(ApiError::internal)?;
     let body = CredentialsView {

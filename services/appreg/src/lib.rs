@@ -591,12 +591,7 @@ async fn projector(
 ) -> anyhow::Result<()> {
     let metrics = appreg_telemetry::metrics_handle();
     let shutdown = shutdown_signal();
-    let db = Database::connect(url, 4)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact(url)))?;
-    appreg_api::migrate(&db)
-        .await
-        .context("cannot migrate the database")?;
+    let db = open(url, 4).await?;
     let nats = connect_nats(nats_url).await?;
     if let Some(addr) = metrics_listen {
         serve_metrics(addr, metrics, shutdown.clone(), "projector").await?;

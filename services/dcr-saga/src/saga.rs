@@ -87,10 +87,10 @@ macro_rules! with_pool {
 }
 
 pub struct Saga {
-    /// Provider settings by (environment, provider id), with the fingerprint of the secret they
-    /// hold: a changed secret (a new fingerprint in the registry) is read again from the vault.
+    /// Provider settings by (environment, provider id), with the provider record they were built
+    /// from: a changed record (a new secret has a new fingerprint there) is read again.
     settings_cache:
-        std::sync::Mutex<std::collections::HashMap<(String, String), (String, ProviderSettings)>>,
+        std::sync::Mutex<std::collections::HashMap<(String, String), (Provider, ProviderSettings)>>,
     db: Database,
     store: Arc<dyn EventStore>,
     vault: SecretStore,
@@ -430,8 +430,17 @@ impl Saga {
                             .await;
                     }
                 };
+                // The same key on every attempt: a provider that honours it gives back the
+                // client an attempt whose answer was lost created.
+                let idempotency_key = e.event_id.to_string();
                 match self
-                    .register_with_retries(&settings, &metadata, &e.event_id.to_string())
+                    .with_retries(|| {
+                        self.client.register_idempotent(
+                            &settings,
+                            &metadata,
+                            Some(&idempotency_key),
+                        )
+                    })
                     .await
                 {
                     Ok(client) => {
@@ -523,14 +532,13 @@ impl Saga {
         environment: &str,
         p: &Provider,
     ) -> Result<ProviderSettings, SagaError> {
-        let definition = serde_json::to_string(p).unwrap_or_default();
         let key = (environment.to_string(), p.id.clone());
         let cached = self
             .settings_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .filter(|(known, _)| *known == definition)
+            .filter(|(known, _)| known == p)
             .map(|(_, settings)| settings.clone());
         if let Some(settings) = cached {
             return Ok(settings);
@@ -548,37 +556,8 @@ impl Saga {
         self.settings_cache
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key, (definition, settings.clone()));
+            .insert(key, (p.clone(), settings.clone()));
         Ok(settings)
-    }
-
-    async fn register_with_retries(
-        &self,
-        settings: &ProviderSettings,
-        metadata: &ClientMetadata,
-        idempotency_key: &str,
-    ) -> Result<RegisteredClient, ProviderError> {
-        let mut delay = self.config.first_delay;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            metrics::counter!("appreg_dcr_attempts_total").increment(1);
-            match self
-                .client
-                .register_idempotent(settings, metadata, Some(idempotency_key))
-                .await
-            {
-                Ok(client) => return Ok(client),
-                Err(e) if e.is_retryable() && attempt < self.config.attempts => {
-                    metrics::counter!("appreg_dcr_retries_total").increment(1);
-                    let jitter = 0.75 + rand::random::<f64>() * 0.5;
-                    tracing::info!(attempt, error = %e, "provider unavailable; retrying");
-                    tokio::time::sleep(delay.mul_f64(jitter)).await;
-                    delay = (delay * 2).min(self.config.max_delay);
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// A client obtained earlier for this request and not yet recorded.
