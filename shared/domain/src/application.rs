@@ -4,6 +4,7 @@
 use crate::error::{DomainError, FieldErrors};
 use crate::permissions::{allows, Actor, Operation, Permission, Role};
 use crate::settings::ClientRegistrationSettings;
+use crate::subscription as sub;
 use crate::values::*;
 use crate::{decode_tagged, tagged_data, DecodeError, DomainEvent, UniqueClaim};
 use chrono::{DateTime, Utc};
@@ -367,6 +368,18 @@ pub enum ApplicationEvent {
     ClientSecretRenewed(ClientSecretRenewed),
     ClientSecretRenewalFailed(ClientOperationFailed),
     DcrClientDeleted(DcrClientDeleted),
+    SubscriptionCreated(sub::SubscriptionCreated),
+    SubscriptionAccepted(sub::SubscriptionAccepted),
+    SubscriptionRejected(sub::SubscriptionRejected),
+    SubscriptionPaused(sub::SubscriptionPaused),
+    SubscriptionResumed(sub::SubscriptionResumed),
+    SubscriptionClosed(sub::SubscriptionClosed),
+    SubscriptionReopened(sub::SubscriptionReopened),
+    ApiKeyIssued(sub::ApiKeyIssued),
+    ApiKeyRenewed(sub::ApiKeyRenewed),
+    ApiKeyRevoked(sub::ApiKeyRevoked),
+    NotificationSettingsUpdated(sub::NotificationSettingsUpdated),
+    NotificationSettingsDeleted(sub::NotificationSettingsDeleted),
 }
 
 const EVENT_TYPES: &[&str] = &[
@@ -389,6 +402,18 @@ const EVENT_TYPES: &[&str] = &[
     "ClientSecretRenewed",
     "ClientSecretRenewalFailed",
     "DcrClientDeleted",
+    "SubscriptionCreated",
+    "SubscriptionAccepted",
+    "SubscriptionRejected",
+    "SubscriptionPaused",
+    "SubscriptionResumed",
+    "SubscriptionClosed",
+    "SubscriptionReopened",
+    "ApiKeyIssued",
+    "ApiKeyRenewed",
+    "ApiKeyRevoked",
+    "NotificationSettingsUpdated",
+    "NotificationSettingsDeleted",
 ];
 
 impl DomainEvent for ApplicationEvent {
@@ -413,6 +438,18 @@ impl DomainEvent for ApplicationEvent {
             ApplicationEvent::ClientSecretRenewed(_) => "ClientSecretRenewed",
             ApplicationEvent::ClientSecretRenewalFailed(_) => "ClientSecretRenewalFailed",
             ApplicationEvent::DcrClientDeleted(_) => "DcrClientDeleted",
+            ApplicationEvent::SubscriptionCreated(_) => "SubscriptionCreated",
+            ApplicationEvent::SubscriptionAccepted(_) => "SubscriptionAccepted",
+            ApplicationEvent::SubscriptionRejected(_) => "SubscriptionRejected",
+            ApplicationEvent::SubscriptionPaused(_) => "SubscriptionPaused",
+            ApplicationEvent::SubscriptionResumed(_) => "SubscriptionResumed",
+            ApplicationEvent::SubscriptionClosed(_) => "SubscriptionClosed",
+            ApplicationEvent::SubscriptionReopened(_) => "SubscriptionReopened",
+            ApplicationEvent::ApiKeyIssued(_) => "ApiKeyIssued",
+            ApplicationEvent::ApiKeyRenewed(_) => "ApiKeyRenewed",
+            ApplicationEvent::ApiKeyRevoked(_) => "ApiKeyRevoked",
+            ApplicationEvent::NotificationSettingsUpdated(_) => "NotificationSettingsUpdated",
+            ApplicationEvent::NotificationSettingsDeleted(_) => "NotificationSettingsDeleted",
         }
     }
     fn schema_version(&self) -> i32 {
@@ -463,6 +500,17 @@ pub struct Application {
     pub registration: Option<Registration>,
     /// Members and their roles; the primary owner is among them (none while archived).
     pub members: BTreeMap<UserId, Role>,
+    /// Subscriptions to API plans, open and ended, in the order they were made.
+    #[serde(default)]
+    pub subscriptions: Vec<sub::Subscription>,
+    /// Each member's notification settings (deleted by an archive).
+    #[serde(default)]
+    pub notifications: BTreeMap<UserId, sub::NotificationSetting>,
+    /// The stream version of the last archive (what a restore undoes) and of the last restore.
+    #[serde(default)]
+    pub archived_version: Option<i64>,
+    #[serde(default)]
+    pub restored_version: Option<i64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub version: i64,
@@ -1034,6 +1082,10 @@ impl Application {
                     provider_id: e.provider_id.clone(),
                     registration: None,
                     members,
+                    subscriptions: vec![],
+                    notifications: BTreeMap::new(),
+                    archived_version: None,
+                    restored_version: None,
                     created_at: at,
                     updated_at: at,
                     version,
@@ -1153,10 +1205,12 @@ impl Application {
             }
             ApplicationEvent::ApplicationArchived(_) => {
                 app.status = ApplicationStatus::Archived;
+                app.archived_version = Some(version);
                 app.members.retain(|_, r| *r != Role::PrimaryOwner);
             }
             ApplicationEvent::ApplicationRestored(e) => {
                 app.status = ApplicationStatus::Active;
+                app.restored_version = Some(version);
                 app.members.retain(|_, r| *r != Role::PrimaryOwner);
                 app.members
                     .insert(e.primary_owner.clone(), Role::PrimaryOwner);
@@ -1169,6 +1223,8 @@ impl Application {
             }
             ApplicationEvent::MemberRemoved(e) => {
                 app.members.remove(&e.user);
+                // A former member is told nothing more.
+                app.notifications.remove(&e.user);
             }
             ApplicationEvent::PrimaryOwnershipTransferred(e) => {
                 if let Some(former) = &e.from {
@@ -1177,6 +1233,7 @@ impl Application {
                 app.members.retain(|_, r| *r != Role::PrimaryOwner);
                 app.members.insert(e.to.clone(), Role::PrimaryOwner);
             }
+            other => sub::evolve(&mut app, other, at),
         }
         app.updated_at = at;
         app.version = version;
@@ -1230,8 +1287,12 @@ pub fn claim_changes(
 ) -> (Vec<UniqueClaim>, Vec<UniqueClaim>) {
     let old = before.and_then(Application::client_id_claim);
     let new = after.and_then(Application::client_id_claim);
+    let index = after.map(|a| a.index_claims(before)).unwrap_or_default();
     if old == new {
-        return (vec![], vec![]);
+        return (index, vec![]);
     }
-    (new.into_iter().collect(), old.into_iter().collect())
+    (
+        new.into_iter().chain(index).collect(),
+        old.into_iter().collect(),
+    )
 }

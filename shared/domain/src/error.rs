@@ -97,6 +97,32 @@ pub enum DomainError {
     ProviderInUse,
     #[error("the default provider cannot be deleted while others exist; make another one the default first")]
     ProviderIsDefault,
+    #[error("no such API")]
+    ApiNotFound,
+    #[error("no such plan")]
+    PlanNotFound,
+    #[error("the catalogue has the most APIs, or the API the most plans, it may have")]
+    CatalogueLimit,
+    #[error("a keyless plan needs no subscription")]
+    PlanKeyless,
+    #[error("the plan is closed")]
+    PlanClosed,
+    #[error("JWT and OAuth2 plans need an application with a client_id")]
+    ClientIdRequired,
+    #[error("the application already has an open subscription to this plan")]
+    SubscriptionExists,
+    #[error("the application has the most subscriptions it may have")]
+    TooManySubscriptions,
+    #[error("no such subscription")]
+    SubscriptionNotFound,
+    #[error("{0}")]
+    SubscriptionTransition(String),
+    #[error("the subscription's plan does not use API keys")]
+    NotApiKeyPlan,
+    #[error("no such API key")]
+    ApiKeyNotFound,
+    #[error("the subscription has the most API keys it may have")]
+    TooManyApiKeys,
 }
 
 impl DomainError {
@@ -124,6 +150,19 @@ impl DomainError {
             DomainError::ProviderNotFound => "provider.not_found",
             DomainError::ProviderInUse => "provider.in_use",
             DomainError::ProviderIsDefault => "provider.is_default",
+            DomainError::ApiNotFound => "api.not_found",
+            DomainError::PlanNotFound => "plan.not_found",
+            DomainError::CatalogueLimit => "catalogue.limit",
+            DomainError::PlanKeyless => "subscription.plan_keyless",
+            DomainError::PlanClosed => "subscription.plan_closed",
+            DomainError::ClientIdRequired => "subscription.client_id_required",
+            DomainError::SubscriptionExists => "subscription.exists",
+            DomainError::TooManySubscriptions => "subscription.limit",
+            DomainError::SubscriptionNotFound => "subscription.not_found",
+            DomainError::SubscriptionTransition(_) => "subscription.transition",
+            DomainError::NotApiKeyPlan => "subscription.not_api_key",
+            DomainError::ApiKeyNotFound => "api_key.not_found",
+            DomainError::TooManyApiKeys => "api_key.limit",
         }
     }
 }

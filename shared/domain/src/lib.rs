@@ -7,12 +7,14 @@
 //! tested given/when/then.
 
 pub mod application;
+pub mod catalogue;
 pub mod dcr;
 pub mod environment;
 pub mod error;
 pub mod permissions;
 pub mod provider;
 pub mod settings;
+pub mod subscription;
 pub mod values;
 
 pub use application::{

@@ -4,6 +4,9 @@
 use appreg_domain::application::{
     ApplicationArchived, ApplicationEvent, PrimaryOwnershipTransferred,
 };
+use appreg_domain::catalogue::{
+    Catalogue, CatalogueEvent, PlanDefinition, PlanSecurity, PlanValidation, CATALOGUE_STREAM,
+};
 use appreg_domain::dcr::{IssuedClient, ProviderFailure};
 use appreg_domain::environment::{
     create_environment, environment_stream, first_seen, user_stream, EnvironmentEvent, UserEvent,
@@ -12,8 +15,10 @@ use appreg_domain::provider::{
     HttpMethod, InitialAccessTokenMode, ProviderDefinition, ProviderEvent, ProviderRegistry,
     RenewClientSecret,
 };
+use appreg_domain::subscription::{Hook, NewApiKey, NotificationSettingsDeleted};
 use appreg_domain::*;
 use chrono::{DateTime, TimeZone, Utc};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// One event as the event store keeps it: its stream, type, schema version and payload.
@@ -164,6 +169,13 @@ impl Stream {
     ) {
         let events = decide(self.app()).unwrap_or_else(|e| panic!("{case}: {e:?}"));
         self.apply(case, events);
+    }
+
+    /// Runs a process manager's steps (of an archive or a restore) until none is left.
+    fn steps(&mut self, case: &str, step: impl Fn(&Application) -> Option<Vec<ApplicationEvent>>) {
+        while let Some(events) = step(self.app()) {
+            self.apply(case, events);
+        }
     }
 }
 
@@ -821,6 +833,242 @@ fn definition(r: &ProviderRegistry, id: &str) -> ProviderDefinition {
     }
 }
 
+/// Folds and records the events of one environment's catalogue as they are decided.
+struct CatalogueStream {
+    state: Catalogue,
+    stream_id: String,
+    out: Vec<Sample>,
+}
+
+impl CatalogueStream {
+    fn decide(
+        &mut self,
+        case: &str,
+        decide: impl FnOnce(&Catalogue) -> Result<Vec<CatalogueEvent>, DomainError>,
+    ) {
+        let events = decide(&self.state).unwrap_or_else(|e| panic!("{case}: {e:?}"));
+        assert!(!events.is_empty(), "{case}: decided no event");
+        for event in events {
+            self.state.evolve(&event);
+            self.out
+                .push(sample(case, &self.stream_id, CATALOGUE_STREAM, &event));
+        }
+    }
+}
+
+/// Id `n` as appreg generates them (a UUIDv7).
+fn id(n: u128) -> String {
+    Uuid::from_u128(0x0190_f0c8_6d1a_7c7e_8a51_0000_0000_0000 + n).to_string()
+}
+
+/// The catalogue of the DEFAULT environment: APIs with and without description, a plan of
+/// every security and validation, one closed. Returned with its events, to subscribe to.
+fn catalogue() -> (Catalogue, Vec<Sample>) {
+    let mut c = CatalogueStream {
+        state: Catalogue::default(),
+        stream_id: Catalogue::stream_id("DEFAULT"),
+        out: vec![],
+    };
+    c.decide("catalogue: API, no description", |c| {
+        c.create_api(id(0xa1), "Weather", None)
+    });
+    c.decide(
+        "catalogue: API, multi-byte, longest name, description",
+        |c| {
+            c.create_api(
+                id(0xa2),
+                &format!("  {}  ", "é".repeat(200)),
+                Some("  Prévisions « météo »  "),
+            )
+        },
+    );
+    c.decide("catalogue: API, longest description", |c| {
+        c.create_api("api-3".into(), "Maps", Some(&"d".repeat(4000)))
+    });
+    let securities = [
+        PlanSecurity::Keyless,
+        PlanSecurity::ApiKey,
+        PlanSecurity::Jwt,
+        PlanSecurity::Oauth2,
+    ];
+    for (n, security) in securities.into_iter().enumerate() {
+        for (m, validation) in [PlanValidation::Auto, PlanValidation::Manual]
+            .into_iter()
+            .enumerate()
+        {
+            let plan = id(0xb0 + 2 * n as u128 + m as u128);
+            c.decide(
+                &format!("catalogue: plan {security:?} {validation:?}"),
+                |c| {
+                    c.create_plan(
+                        &id(0xa1),
+                        plan,
+                        PlanDefinition {
+                            name: format!(" {security:?} {validation:?} "),
+                            security,
+                            validation,
+                        },
+                    )
+                },
+            );
+        }
+    }
+    c.decide("catalogue: plan with the longest name", |c| {
+        c.create_plan(
+            &id(0xa2),
+            "plan-ü".into(),
+            PlanDefinition {
+                name: "ü".repeat(200),
+                security: PlanSecurity::ApiKey,
+                validation: PlanValidation::Auto,
+            },
+        )
+    });
+    c.decide("catalogue: plan closed", |c| {
+        c.close_plan(&id(0xa2), "plan-ü")
+    });
+    (c.state, c.out)
+}
+
+/// The plan of the catalogue with this security and validation.
+fn plan_of(
+    c: &Catalogue,
+    security: PlanSecurity,
+    validation: PlanValidation,
+) -> appreg_domain::catalogue::Plan {
+    c.apis
+        .iter()
+        .flat_map(|a| &a.plans)
+        .find(|p| p.security == security && p.validation == validation)
+        .unwrap()
+        .clone()
+}
+
+/// Key `n` as the api generates it: the value stays in the vault; its id, prefix and SHA-256.
+fn api_key(n: u128) -> NewApiKey {
+    let value = format!("apk_{}", Uuid::from_u128(0x5eed_0000 + n).simple());
+    NewApiKey {
+        id: id(0xc0 + n),
+        prefix: value[..8].to_string(),
+        hash: Sha256::digest(value.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    }
+}
+
+/// An application's subscriptions, keys and notification settings through every decision:
+/// subscribed to every kind of plan, accepted, rejected (with and without a reason), paused,
+/// resumed, closed, keys renewed and revoked, settings set and removed, archived (the process
+/// manager closes, rejects, revokes and deletes), restored (it reopens), accepted again.
+fn subscription_samples(c: &Catalogue) -> Vec<Sample> {
+    use PlanSecurity::*;
+    use PlanValidation::*;
+    let mut out = Vec::new();
+    let mut cmd = create(50, ApplicationType::Simple, "ivan");
+    cmd.client_id = Some(ClientId::parse("subscriber-ü").unwrap());
+    let mut app = Stream::new(cmd, "subscriptions: app");
+    let sub = |n: u128| id(0xd0 + n);
+    app.decide("subscribe API_KEY AUTO: accepted, key issued", |a| {
+        a.subscribe(sub(1), &plan_of(c, ApiKey, Auto), &api_key(1))
+    });
+    app.decide("subscribe API_KEY MANUAL: pending", |a| {
+        a.subscribe(sub(2), &plan_of(c, ApiKey, Manual), &api_key(0))
+    });
+    app.decide("accept API_KEY MANUAL: key issued", |a| {
+        a.accept_subscription(&sub(2), &api_key(2))
+    });
+    app.decide("subscribe JWT MANUAL: pending", |a| {
+        a.subscribe(sub(3), &plan_of(c, Jwt, Manual), &api_key(0))
+    });
+    app.decide("reject JWT MANUAL with a multi-byte reason", |a| {
+        a.reject_subscription(&sub(3), Some(" Pas pour la « prod »\nsorry "))
+    });
+    app.decide("subscribe JWT MANUAL again: pending", |a| {
+        a.subscribe(sub(4), &plan_of(c, Jwt, Manual), &api_key(0))
+    });
+    app.decide("accept JWT MANUAL: no key", |a| {
+        a.accept_subscription(&sub(4), &api_key(0))
+    });
+    app.decide("subscribe JWT AUTO: accepted", |a| {
+        a.subscribe(sub(5), &plan_of(c, Jwt, Auto), &api_key(0))
+    });
+    app.decide("subscribe OAUTH2 AUTO: accepted", |a| {
+        a.subscribe(sub(6), &plan_of(c, Oauth2, Auto), &api_key(0))
+    });
+    app.decide("subscribe OAUTH2 MANUAL: pending", |a| {
+        a.subscribe(sub(7), &plan_of(c, Oauth2, Manual), &api_key(0))
+    });
+    app.decide("reject OAUTH2 MANUAL without a reason", |a| {
+        a.reject_subscription(&sub(7), None)
+    });
+    app.decide("subscribe OAUTH2 MANUAL again: pending", |a| {
+        a.subscribe(sub(8), &plan_of(c, Oauth2, Manual), &api_key(0))
+    });
+    app.decide("reject with the longest reason", |a| {
+        a.reject_subscription(&sub(8), Some(&"r".repeat(1000)))
+    });
+    app.decide("pause API_KEY AUTO", |a| a.pause_subscription(&sub(1)));
+    app.decide("resume API_KEY AUTO", |a| a.resume_subscription(&sub(1)));
+    app.decide("renew the key: the old one in its grace period", |a| {
+        a.renew_api_key(&sub(1), &api_key(3), at(100), chrono::Duration::days(7))
+    });
+    app.decide("revoke the renewed key", |a| {
+        a.revoke_api_key(&sub(1), &api_key(1).id)
+    });
+    app.decide("close API_KEY MANUAL: its key revoked", |a| {
+        a.close_subscription(&sub(2))
+    });
+    app.decide("close JWT AUTO: no key", |a| a.close_subscription(&sub(5)));
+    app.decide("notifications: every hook", |a| {
+        a.update_notifications(
+            user("ivan"),
+            Hook::ALL.into_iter().collect(),
+            Some(" ivan.ü@exämple.org ".into()),
+        )
+    });
+    app.decide("notifications: one hook, another member", |a| {
+        a.update_notifications(
+            user("judy"),
+            [Hook::ApiKeyExpiring].into_iter().collect(),
+            Some("judy@example.com".into()),
+        )
+    });
+    app.decide("notifications: none (removed)", |a| {
+        a.update_notifications(user("judy"), Default::default(), None)
+    });
+    // Open at the archive: API_KEY AUTO accepted (its new key), JWT MANUAL paused, OAUTH2 AUTO
+    // accepted, OAUTH2 MANUAL pending.
+    app.decide("pause JWT MANUAL", |a| a.pause_subscription(&sub(4)));
+    app.decide("subscribe OAUTH2 MANUAL a third time: pending", |a| {
+        a.subscribe(sub(9), &plan_of(c, Oauth2, Manual), &api_key(0))
+    });
+    app.decide("subscriptions: archive", |a| a.archive());
+    let archive = app.version;
+    app.steps(
+        "archive step: closed, rejected, keys revoked, settings deleted",
+        |a| a.next_archive_step(archive),
+    );
+    app.decide("subscriptions: restore", |a| a.restore(&admin("root")));
+    let restore = app.version;
+    app.steps("restore step: reopened", |a| a.next_restore_step(restore));
+    app.decide("accepted again after the restore: a new key", |a| {
+        a.accept_subscription(&sub(1), &api_key(4))
+    });
+    out.extend(app.out);
+
+    // What the types allow but no decision emits today: settings deleted by no archive.
+    out.push(sample(
+        "type-level: notification settings deleted without an archive",
+        &id(0x50),
+        "application",
+        &ApplicationEvent::NotificationSettingsDeleted(NotificationSettingsDeleted {
+            archive_version: None,
+        }),
+    ));
+    out
+}
+
 /// The whole corpus.
 pub fn corpus() -> Vec<Sample> {
     let mut out = application_samples();
@@ -829,6 +1077,9 @@ pub fn corpus() -> Vec<Sample> {
     out.extend(environment_samples());
     out.extend(user_samples());
     out.extend(provider_samples());
+    let (catalogue, samples) = catalogue();
+    out.extend(samples);
+    out.extend(subscription_samples(&catalogue));
     out
 }
 
@@ -855,7 +1106,19 @@ pub fn all_event_types() -> Vec<&'static str> {
             | ApplicationEvent::ClientSecretRenewalRequested(_)
             | ApplicationEvent::ClientSecretRenewed(_)
             | ApplicationEvent::ClientSecretRenewalFailed(_)
-            | ApplicationEvent::DcrClientDeleted(_) => e.event_type(),
+            | ApplicationEvent::DcrClientDeleted(_)
+            | ApplicationEvent::SubscriptionCreated(_)
+            | ApplicationEvent::SubscriptionAccepted(_)
+            | ApplicationEvent::SubscriptionRejected(_)
+            | ApplicationEvent::SubscriptionPaused(_)
+            | ApplicationEvent::SubscriptionResumed(_)
+            | ApplicationEvent::SubscriptionClosed(_)
+            | ApplicationEvent::SubscriptionReopened(_)
+            | ApplicationEvent::ApiKeyIssued(_)
+            | ApplicationEvent::ApiKeyRenewed(_)
+            | ApplicationEvent::ApiKeyRevoked(_)
+            | ApplicationEvent::NotificationSettingsUpdated(_)
+            | ApplicationEvent::NotificationSettingsDeleted(_) => e.event_type(),
         }
     }
     fn settings(e: &SettingsEvent) -> &'static str {
@@ -880,7 +1143,21 @@ pub fn all_event_types() -> Vec<&'static str> {
             | ProviderEvent::ProviderDeleted(_) => e.event_type(),
         }
     }
-    let _ = (application, settings, environment, user_event, provider);
+    fn catalogue(e: &CatalogueEvent) -> &'static str {
+        match e {
+            CatalogueEvent::ApiCreated(_)
+            | CatalogueEvent::PlanCreated(_)
+            | CatalogueEvent::PlanClosed(_) => e.event_type(),
+        }
+    }
+    let _ = (
+        application,
+        settings,
+        environment,
+        user_event,
+        provider,
+        catalogue,
+    );
     vec![
         "ApplicationCreated",
         "DcrRegistrationRequested",
@@ -907,5 +1184,20 @@ pub fn all_event_types() -> Vec<&'static str> {
         "ProviderCreated",
         "ProviderUpdated",
         "ProviderDeleted",
+        "SubscriptionCreated",
+        "SubscriptionAccepted",
+        "SubscriptionRejected",
+        "SubscriptionPaused",
+        "SubscriptionResumed",
+        "SubscriptionClosed",
+        "SubscriptionReopened",
+        "ApiKeyIssued",
+        "ApiKeyRenewed",
+        "ApiKeyRevoked",
+        "NotificationSettingsUpdated",
+        "NotificationSettingsDeleted",
+        "ApiCreated",
+        "PlanCreated",
+        "PlanClosed",
     ]
 }

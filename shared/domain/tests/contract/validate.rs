@@ -4,6 +4,7 @@
 use crate::corpus::{all_event_types, at, corpus, Sample};
 use crate::{errors, load_schema, schema_root, validator};
 use appreg_domain::application::ApplicationEvent;
+use appreg_domain::catalogue::CatalogueEvent;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
 use appreg_domain::provider::ProviderEvent;
 use appreg_domain::{DomainEvent, SettingsEvent};
@@ -28,6 +29,7 @@ fn round_trip(s: &Sample) -> Value {
         "environment" => again::<EnvironmentEvent>(s),
         "user" => again::<UserEvent>(s),
         "providers" => again::<ProviderEvent>(s),
+        "catalogue" => again::<CatalogueEvent>(s),
         other => panic!("unknown stream type {other}"),
     }
 }
@@ -198,6 +200,21 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
     let cc_created = first("ProviderCreated", "first, minimal");
     let provider_updated = first("ProviderUpdated", "every field");
     let provider_deleted = first("ProviderDeleted", "non-default");
+    let sub_created = first("SubscriptionCreated", "API_KEY AUTO");
+    let sub_accepted = first("SubscriptionAccepted", "API_KEY AUTO");
+    let sub_rejected = first("SubscriptionRejected", "multi-byte reason");
+    let sub_rejected_by_archive = first("SubscriptionRejected", "archive step");
+    let sub_closed = first("SubscriptionClosed", "close API_KEY MANUAL");
+    let sub_reopened = first("SubscriptionReopened", "reopened");
+    let key_issued = first("ApiKeyIssued", "API_KEY AUTO");
+    let key_renewed = first("ApiKeyRenewed", "renew the key");
+    let key_revoked = first("ApiKeyRevoked", "revoke the renewed key");
+    let notifications = first("NotificationSettingsUpdated", "every hook");
+    let notifications_removed = first("NotificationSettingsUpdated", "none (removed)");
+    let notifications_deleted = first("NotificationSettingsDeleted", "archive step");
+    let api_created = first("ApiCreated", "multi-byte");
+    let plan_created = first("PlanCreated", "plan ApiKey Auto");
+    let plan_closed = first("PlanClosed", "plan closed");
     let bad: Vec<(&str, &str, Value)> = vec![
         (
             "ApplicationCreated",
@@ -934,6 +951,295 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
             "ProviderDeleted",
             "a secret along",
             insert(provider_deleted.clone(), "client_secret", json!("s3cret")),
+        ),
+        (
+            "SubscriptionCreated",
+            "a KEYLESS plan",
+            with(sub_created.clone(), "/security", json!("KEYLESS")),
+        ),
+        (
+            "SubscriptionCreated",
+            "lower-case validation",
+            with(sub_created.clone(), "/validation", json!("auto")),
+        ),
+        (
+            "SubscriptionCreated",
+            "unknown field (a status)",
+            insert(sub_created.clone(), "status", json!("ACCEPTED")),
+        ),
+        (
+            "SubscriptionCreated",
+            "missing plan",
+            without(sub_created.clone(), "plan_id"),
+        ),
+        (
+            "SubscriptionCreated",
+            "empty subscription id",
+            with(sub_created.clone(), "/subscription_id", json!("")),
+        ),
+        (
+            "SubscriptionCreated",
+            "subscription id with a space",
+            with(sub_created.clone(), "/subscription_id", json!("a b")),
+        ),
+        (
+            "SubscriptionAccepted",
+            "the key along",
+            insert(sub_accepted.clone(), "key", json!("apk_0123456789")),
+        ),
+        (
+            "SubscriptionAccepted",
+            "null subscription id",
+            with(sub_accepted.clone(), "/subscription_id", json!(null)),
+        ),
+        (
+            "SubscriptionRejected",
+            "empty reason",
+            with(sub_rejected.clone(), "/reason", json!("")),
+        ),
+        (
+            "SubscriptionRejected",
+            "untrimmed reason",
+            with(sub_rejected.clone(), "/reason", json!("no ")),
+        ),
+        (
+            "SubscriptionRejected",
+            "reason of 1001 characters",
+            with(sub_rejected.clone(), "/reason", json!("r".repeat(1001))),
+        ),
+        (
+            "SubscriptionRejected",
+            "tab in the reason",
+            with(sub_rejected.clone(), "/reason", json!("a\tb")),
+        ),
+        (
+            "SubscriptionRejected",
+            "archive version 0",
+            with(
+                sub_rejected_by_archive.clone(),
+                "/archive_version",
+                json!(0),
+            ),
+        ),
+        (
+            "SubscriptionRejected",
+            "archive version as text",
+            with(
+                sub_rejected_by_archive.clone(),
+                "/archive_version",
+                json!("7"),
+            ),
+        ),
+        (
+            "SubscriptionRejected",
+            "missing archive version",
+            without(sub_rejected.clone(), "archive_version"),
+        ),
+        (
+            "SubscriptionClosed",
+            "missing archive version",
+            without(sub_closed.clone(), "archive_version"),
+        ),
+        (
+            "SubscriptionClosed",
+            "a reason",
+            insert(sub_closed.clone(), "reason", json!("closed")),
+        ),
+        ("SubscriptionPaused", "missing subscription id", json!({})),
+        (
+            "SubscriptionResumed",
+            "subscription id with a control character",
+            json!({"subscription_id": "a\u{7}"}),
+        ),
+        (
+            "SubscriptionReopened",
+            "no restore version",
+            with(sub_reopened.clone(), "/restore_version", json!(null)),
+        ),
+        (
+            "SubscriptionReopened",
+            "restore version 0",
+            with(sub_reopened.clone(), "/restore_version", json!(0)),
+        ),
+        (
+            "ApiKeyIssued",
+            "the key itself",
+            insert(key_issued.clone(), "key", json!("apk_0123456789abcdef")),
+        ),
+        (
+            "ApiKeyIssued",
+            "upper-case hash",
+            with(
+                key_issued.clone(),
+                "/key_hash",
+                json!(key_issued["key_hash"].as_str().unwrap().to_uppercase()),
+            ),
+        ),
+        (
+            "ApiKeyIssued",
+            "hash of 63 digits",
+            with(key_issued.clone(), "/key_hash", json!("a".repeat(63))),
+        ),
+        (
+            "ApiKeyIssued",
+            "empty prefix",
+            with(key_issued.clone(), "/prefix", json!("")),
+        ),
+        (
+            "ApiKeyIssued",
+            "prefix of 33 characters",
+            with(key_issued.clone(), "/prefix", json!("p".repeat(33))),
+        ),
+        (
+            "ApiKeyIssued",
+            "missing key id",
+            without(key_issued.clone(), "key_id"),
+        ),
+        (
+            "ApiKeyRenewed",
+            "expiry without a time zone",
+            with(
+                key_renewed.clone(),
+                "/expires_at",
+                json!("2026-11-27T12:00:00"),
+            ),
+        ),
+        (
+            "ApiKeyRenewed",
+            "no expiry",
+            with(key_renewed.clone(), "/expires_at", json!(null)),
+        ),
+        (
+            "ApiKeyRevoked",
+            "missing key id",
+            without(key_revoked.clone(), "key_id"),
+        ),
+        (
+            "ApiKeyRevoked",
+            "negative archive version",
+            with(key_revoked.clone(), "/archive_version", json!(-1)),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "hooks without an address",
+            with(notifications.clone(), "/email", json!(null)),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "an address without hooks",
+            with(
+                notifications_removed.clone(),
+                "/email",
+                json!("judy@example.com"),
+            ),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "address without a dot in the domain",
+            with(notifications.clone(), "/email", json!("ivan@example")),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "untrimmed address",
+            with(notifications.clone(), "/email", json!(" ivan@example.org")),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "two @",
+            with(notifications.clone(), "/email", json!("ivan@a@example.org")),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "unknown hook",
+            with(
+                notifications.clone(),
+                "/hooks/0",
+                json!("SUBSCRIPTION_CREATED"),
+            ),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "a hook twice",
+            with(
+                notifications.clone(),
+                "/hooks",
+                json!(["API_KEY_EXPIRING", "API_KEY_EXPIRING"]),
+            ),
+        ),
+        (
+            "NotificationSettingsUpdated",
+            "missing user",
+            without(notifications.clone(), "user"),
+        ),
+        (
+            "NotificationSettingsDeleted",
+            "the deleted settings along",
+            insert(notifications_deleted.clone(), "user", json!("ivan")),
+        ),
+        (
+            "NotificationSettingsDeleted",
+            "missing archive version",
+            json!({}),
+        ),
+        (
+            "ApiCreated",
+            "empty description",
+            with(api_created.clone(), "/description", json!("")),
+        ),
+        (
+            "ApiCreated",
+            "untrimmed name",
+            with(api_created.clone(), "/name", json!(" Weather")),
+        ),
+        (
+            "ApiCreated",
+            "name of 201 characters",
+            with(api_created.clone(), "/name", json!("é".repeat(201))),
+        ),
+        (
+            "ApiCreated",
+            "line break in the description",
+            with(api_created.clone(), "/description", json!("a\nb")),
+        ),
+        (
+            "ApiCreated",
+            "missing id",
+            without(api_created.clone(), "id"),
+        ),
+        (
+            "PlanCreated",
+            "created closed",
+            with(plan_created.clone(), "/plan/status", json!("CLOSED")),
+        ),
+        (
+            "PlanCreated",
+            "unknown security",
+            with(plan_created.clone(), "/plan/security", json!("BASIC")),
+        ),
+        (
+            "PlanCreated",
+            "empty name",
+            with(plan_created.clone(), "/plan/name", json!("")),
+        ),
+        (
+            "PlanCreated",
+            "unknown field in the plan",
+            insert_in(plan_created.clone(), "/plan", "price", json!(0)),
+        ),
+        (
+            "PlanCreated",
+            "the plan without its wrapper",
+            plan_created["plan"].clone(),
+        ),
+        (
+            "PlanClosed",
+            "missing plan id",
+            without(plan_closed.clone(), "plan_id"),
+        ),
+        (
+            "PlanClosed",
+            "empty api id",
+            with(plan_closed.clone(), "/api_id", json!("")),
         ),
     ];
     let mut accepted = Vec::new();

@@ -10,6 +10,7 @@
 use crate::corpus::{corpus, Sample};
 use crate::schema_root;
 use appreg_domain::application::ApplicationEvent;
+use appreg_domain::catalogue::CatalogueEvent;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
 use appreg_domain::provider::ProviderEvent;
 use appreg_domain::{DecodeError, DomainEvent, SettingsEvent};
@@ -25,6 +26,7 @@ fn decode(s: &Sample, schema_version: i32) -> Result<serde_json::Value, DecodeEr
         "environment" => with::<EnvironmentEvent>(s, schema_version),
         "user" => with::<UserEvent>(s, schema_version),
         "providers" => with::<ProviderEvent>(s, schema_version),
+        "catalogue" => with::<CatalogueEvent>(s, schema_version),
         other => panic!("unknown stream type {other}"),
     }
 }

@@ -6,14 +6,20 @@
 
 mod support;
 
+mod api_keys;
 mod archive_restore;
 mod authorize;
+mod catalogue;
 mod claims;
 mod create;
 mod dcr;
 mod events;
+mod lifecycle;
+mod notifications;
 mod properties;
 mod provider;
 mod settings;
+mod subscription_properties;
+mod subscriptions;
 mod update;
 mod values;

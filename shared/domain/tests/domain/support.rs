@@ -432,3 +432,333 @@ pub fn primary_owners(app: &Application) -> Vec<UserId> {
         .map(|(u, _)| u.clone())
         .collect()
 }
+
+// ---------------------------------------------------------------------------------------------
+// Catalogue, subscriptions, API keys and notification settings.
+
+pub use appreg_domain::catalogue::{Plan, PlanSecurity, PlanStatus, PlanValidation};
+use appreg_domain::subscription as s;
+pub use appreg_domain::subscription::{
+    ApiKey, Hook, NewApiKey, Subscription, SubscriptionStatus, ARCHIVED_REASON,
+};
+
+/// The API every fixture plan belongs to.
+pub const API: &str = "api-weather";
+
+/// A published plan of [`API`].
+pub fn plan(id: &str, security: PlanSecurity, validation: PlanValidation) -> Plan {
+    Plan {
+        id: id.to_string(),
+        api_id: API.to_string(),
+        name: format!("Plan {id}"),
+        security,
+        validation,
+        status: PlanStatus::Published,
+    }
+}
+
+pub fn closed_plan(id: &str, security: PlanSecurity, validation: PlanValidation) -> Plan {
+    Plan {
+        status: PlanStatus::Closed,
+        ..plan(id, security, validation)
+    }
+}
+
+/// The plans of most tests, by security and validation.
+pub fn api_key_auto() -> Plan {
+    plan("p-key-auto", PlanSecurity::ApiKey, PlanValidation::Auto)
+}
+pub fn api_key_manual() -> Plan {
+    plan("p-key-manual", PlanSecurity::ApiKey, PlanValidation::Manual)
+}
+pub fn jwt_auto() -> Plan {
+    plan("p-jwt-auto", PlanSecurity::Jwt, PlanValidation::Auto)
+}
+pub fn jwt_manual() -> Plan {
+    plan("p-jwt-manual", PlanSecurity::Jwt, PlanValidation::Manual)
+}
+pub fn oauth2_auto() -> Plan {
+    plan("p-oauth2-auto", PlanSecurity::Oauth2, PlanValidation::Auto)
+}
+pub fn oauth2_manual() -> Plan {
+    plan(
+        "p-oauth2-manual",
+        PlanSecurity::Oauth2,
+        PlanValidation::Manual,
+    )
+}
+pub fn keyless() -> Plan {
+    plan("p-keyless", PlanSecurity::Keyless, PlanValidation::Auto)
+}
+
+/// Every plan that can be subscribed to: each security but KEYLESS, each validation.
+pub fn subscribable_plans() -> Vec<Plan> {
+    vec![
+        api_key_auto(),
+        api_key_manual(),
+        jwt_auto(),
+        jwt_manual(),
+        oauth2_auto(),
+        oauth2_manual(),
+    ]
+}
+
+/// Key `n` as the caller generates it (the value itself stays in the vault): a distinct id,
+/// prefix and hash for every `n`.
+pub fn key(n: u32) -> NewApiKey {
+    NewApiKey {
+        id: format!("key-{n}"),
+        prefix: format!("apk_{n:04}"),
+        hash: format!("{n:064x}"),
+    }
+}
+
+/// A simple application with a client_id (`weather-cid`), created at version 1: it may subscribe
+/// to every plan.
+pub fn app_with_client_id() -> Vec<ApplicationEvent> {
+    Application::create(create_simple_with_client_id("weather-cid"), &policy()).unwrap()
+}
+
+/// A simple application without client_id: only API_KEY plans.
+pub fn app_without_client_id() -> Vec<ApplicationEvent> {
+    created(ApplicationType::Simple)
+}
+
+pub fn sub_created(id: &str, plan: &Plan) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionCreated(s::SubscriptionCreated {
+        subscription_id: id.to_string(),
+        api_id: plan.api_id.clone(),
+        plan_id: plan.id.clone(),
+        security: plan.security,
+        validation: plan.validation,
+    })
+}
+
+pub fn sub_accepted(id: &str) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionAccepted(s::SubscriptionAccepted {
+        subscription_id: id.to_string(),
+    })
+}
+
+pub fn sub_rejected(
+    id: &str,
+    reason: Option<&str>,
+    archive_version: Option<i64>,
+) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionRejected(s::SubscriptionRejected {
+        subscription_id: id.to_string(),
+        reason: reason.map(String::from),
+        archive_version,
+    })
+}
+
+pub fn sub_paused(id: &str) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionPaused(s::SubscriptionPaused {
+        subscription_id: id.to_string(),
+    })
+}
+
+pub fn sub_resumed(id: &str) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionResumed(s::SubscriptionResumed {
+        subscription_id: id.to_string(),
+    })
+}
+
+pub fn sub_closed(id: &str, archive_version: Option<i64>) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionClosed(s::SubscriptionClosed {
+        subscription_id: id.to_string(),
+        archive_version,
+    })
+}
+
+pub fn sub_reopened(id: &str, restore_version: i64) -> ApplicationEvent {
+    ApplicationEvent::SubscriptionReopened(s::SubscriptionReopened {
+        subscription_id: id.to_string(),
+        restore_version,
+    })
+}
+
+pub fn key_issued(sub: &str, key: &NewApiKey) -> ApplicationEvent {
+    ApplicationEvent::ApiKeyIssued(s::ApiKeyIssued {
+        subscription_id: sub.to_string(),
+        key_id: key.id.clone(),
+        prefix: key.prefix.clone(),
+        key_hash: key.hash.clone(),
+    })
+}
+
+pub fn key_renewed(sub: &str, key_id: &str, expires_at: DateTime<Utc>) -> ApplicationEvent {
+    ApplicationEvent::ApiKeyRenewed(s::ApiKeyRenewed {
+        subscription_id: sub.to_string(),
+        key_id: key_id.to_string(),
+        expires_at,
+    })
+}
+
+pub fn key_revoked(sub: &str, key_id: &str, archive_version: Option<i64>) -> ApplicationEvent {
+    ApplicationEvent::ApiKeyRevoked(s::ApiKeyRevoked {
+        subscription_id: sub.to_string(),
+        key_id: key_id.to_string(),
+        archive_version,
+    })
+}
+
+pub fn hooks(list: &[Hook]) -> std::collections::BTreeSet<Hook> {
+    list.iter().copied().collect()
+}
+
+pub fn notifications_updated(who: &str, list: &[Hook], email: Option<&str>) -> ApplicationEvent {
+    ApplicationEvent::NotificationSettingsUpdated(s::NotificationSettingsUpdated {
+        user: user(who),
+        hooks: hooks(list),
+        email: email.map(String::from),
+    })
+}
+
+pub fn notifications_deleted(archive_version: Option<i64>) -> ApplicationEvent {
+    ApplicationEvent::NotificationSettingsDeleted(s::NotificationSettingsDeleted {
+        archive_version,
+    })
+}
+
+/// `events` with more appended.
+pub fn and(
+    mut events: Vec<ApplicationEvent>,
+    more: impl IntoIterator<Item = ApplicationEvent>,
+) -> Vec<ApplicationEvent> {
+    events.extend(more);
+    events
+}
+
+/// The subscription `id` of `app`.
+#[track_caller]
+pub fn sub<'a>(app: &'a Application, id: &str) -> &'a Subscription {
+    app.subscription(id)
+        .unwrap_or_else(|| panic!("no subscription {id} in {:#?}", app.subscriptions))
+}
+
+/// The key `key_id` of subscription `sub_id`.
+#[track_caller]
+pub fn api_key<'a>(app: &'a Application, sub_id: &str, key_id: &str) -> &'a ApiKey {
+    sub(app, sub_id)
+        .api_keys
+        .iter()
+        .find(|k| k.id == key_id)
+        .unwrap_or_else(|| panic!("no key {key_id} on {sub_id}"))
+}
+
+/// The subscriptions open for `plan_id`.
+pub fn open_for(app: &Application, plan_id: &str) -> usize {
+    app.subscriptions
+        .iter()
+        .filter(|s| s.plan_id == plan_id && s.status.is_open())
+        .count()
+}
+
+pub fn subscription_claim(id: &str) -> UniqueClaim {
+    UniqueClaim {
+        scope: s::SUBSCRIPTION_SCOPE.to_string(),
+        value: id.to_string(),
+    }
+}
+
+pub fn key_claim(key: &NewApiKey) -> UniqueClaim {
+    UniqueClaim {
+        scope: s::API_KEY_SCOPE.to_string(),
+        value: key.hash.clone(),
+    }
+}
+
+/// An application's log, decided one command at a time (a longer story than given/when/then).
+#[derive(Debug, Clone)]
+pub struct Story {
+    pub log: Vec<ApplicationEvent>,
+    pub state: Option<Application>,
+    pub version: i64,
+}
+
+impl Story {
+    pub fn new(events: impl IntoIterator<Item = ApplicationEvent>) -> Self {
+        let mut story = Story {
+            log: vec![],
+            state: None,
+            version: 0,
+        };
+        story.apply(events.into_iter().collect());
+        story
+    }
+
+    pub fn app(&self) -> &Application {
+        self.state.as_ref().expect("no application")
+    }
+
+    /// Folds `events` (event `n` at `t(n)`) and returns them.
+    pub fn apply(&mut self, events: Vec<ApplicationEvent>) -> Vec<ApplicationEvent> {
+        let (state, version) = fold(self.state.take(), self.version, &events);
+        self.state = state;
+        self.version = version;
+        self.log.extend(events.iter().cloned());
+        events
+    }
+
+    /// Decides with `f`, which must succeed, and folds the events.
+    #[track_caller]
+    pub fn run(
+        &mut self,
+        f: impl FnOnce(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
+    ) -> Vec<ApplicationEvent> {
+        let events = f(self.app()).unwrap_or_else(|e| panic!("{}: {e:?}", e.code()));
+        self.apply(events)
+    }
+
+    /// Decides with `f`, which must fail with `code`; nothing is folded.
+    #[track_caller]
+    pub fn refuse(
+        &self,
+        code: &str,
+        f: impl FnOnce(&Application) -> Result<Vec<ApplicationEvent>, DomainError>,
+    ) {
+        match f(self.app()) {
+            Ok(events) => panic!("expected {code}, got {events:#?}"),
+            Err(e) => assert_eq!(e.code(), code, "{e:?}"),
+        }
+    }
+
+    /// The stream version the next event gets.
+    pub fn next_version(&self) -> i64 {
+        self.version + 1
+    }
+
+    /// Runs a process manager's steps (`step` is `next_archive_step` or `next_restore_step` of
+    /// one archive or restore) until it has nothing left to do; returns each step's events.
+    #[track_caller]
+    pub fn run_steps(
+        &mut self,
+        step: impl Fn(&Application) -> Option<Vec<ApplicationEvent>>,
+    ) -> Vec<Vec<ApplicationEvent>> {
+        let mut steps = Vec::new();
+        while let Some(events) = step(self.app()) {
+            assert!(!events.is_empty(), "a step without events never ends");
+            assert!(steps.len() < 10_000, "the process manager does not finish");
+            steps.push(self.apply(events));
+        }
+        steps
+    }
+
+    /// Archives, then runs the archive's steps to the end; returns the archive's version and
+    /// the steps' events.
+    #[track_caller]
+    pub fn archive_fully(&mut self) -> (i64, Vec<Vec<ApplicationEvent>>) {
+        self.run(|a| a.archive());
+        let v = self.version;
+        (v, self.run_steps(|a| a.next_archive_step(v)))
+    }
+
+    /// Restores (by `root`), then runs the restore's steps to the end.
+    #[track_caller]
+    pub fn restore_fully(&mut self) -> (i64, Vec<Vec<ApplicationEvent>>) {
+        let events = self.run(|a| a.restore(&admin("root")));
+        let v = self.version - events.len() as i64 + 1;
+        (v, self.run_steps(|a| a.next_restore_step(v)))
+    }
+}
