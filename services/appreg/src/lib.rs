@@ -1,5 +1,5 @@
 //! The `appreg` command line: the all-in-one development system, each production service (api,
-//! relay, projector, dcr-saga), and the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
+//! relay, projector, dcr-saga, lifecycle), and the operators' tools (migrations, tokens, history). Each subcommand composes the libraries;
 //! none holds business logic.
 
 use anyhow::{bail, Context};
@@ -74,6 +74,16 @@ pub enum Command {
     /// The DCR saga, for production: obtains clients at the providers for OAuth applications
     /// (RFC 7591). One is active per database; others stand by.
     DcrSaga {
+        #[arg(long, env = "APPREG_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+    },
+    /// The lifecycle process manager, for production: ends the subscriptions of archived
+    /// applications (keys revoked, notification settings deleted) and reopens them at a restore.
+    /// One is active per database; others stand by.
+    Lifecycle {
         #[arg(long, env = "APPREG_DATABASE_URL")]
         database_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
@@ -240,6 +250,9 @@ async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
     appreg_api::migrate(&db)
         .await
         .context("cannot migrate the database")?;
+    appreg_lifecycle::migrate(&db)
+        .await
+        .context("cannot migrate the lifecycle process manager's tables")?;
     Ok(db)
 }
 
@@ -344,9 +357,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => None,
             };
             let saga = spawn_saga(&config, &db, shutdown.clone()).await?;
+            let lifecycle = spawn_lifecycle(&config, &db, shutdown.clone()).await?;
             let served = serve(&config, &db, auth, Some(&data), shutdown.clone()).await;
             shutdown.cancel();
             saga.await.context("the saga task failed")?;
+            lifecycle
+                .await
+                .context("the lifecycle process manager task failed")?;
             if let Some((relay, projector)) = relay {
                 relay.await.context("the relay task failed")??;
                 projector.await.context("the projector task failed")?;
@@ -529,6 +546,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Lifecycle {
+            database_url: url,
+            metrics_listen,
+        } => {
+            appreg_telemetry::init_tracing(&config.log_format);
+            let metrics = appreg_telemetry::metrics_handle();
+            let url = database_url(&config, url, None)?;
+            let shutdown = shutdown_signal();
+            let db = open(&url, 4).await?;
+            if let Some(addr) = metrics_listen.as_deref() {
+                serve_metrics(addr, metrics, shutdown.clone(), "lifecycle").await?;
+            }
+            tracing::info!(postgres = db.is_postgres(), "appreg lifecycle starting");
+            spawn_lifecycle(&config, &db, shutdown)
+                .await?
+                .await
+                .context("the lifecycle process manager task failed")?;
+            db.close().await;
+            Ok(())
+        }
         Command::Projector {
             database_url: url,
             nats_url,
@@ -567,6 +604,24 @@ async fn spawn_saga(
         db.clone(),
         store,
         concurrency,
+        shutdown,
+    )))
+}
+
+/// Starts the lifecycle process manager on `db` until `shutdown` fires.
+async fn spawn_lifecycle(
+    config: &Config,
+    db: &Database,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let store = db.event_store().await?;
+    let lifecycle_config = appreg_lifecycle::LifecycleConfig {
+        step_pause: std::time::Duration::from_millis(config.lifecycle_step_pause_ms),
+    };
+    Ok(tokio::spawn(appreg_lifecycle::run(
+        lifecycle_config,
+        db.clone(),
+        store,
         shutdown,
     )))
 }

@@ -70,6 +70,11 @@ pub struct Config {
     /// The projector's durable JetStream consumer (instances sharing it share the work).
     #[serde(default = "default_projector_consumer")]
     pub projector_consumer: String,
+    /// Pause of the lifecycle process manager after each step of an archive or a restore (one
+    /// subscription ended or reopened), in milliseconds. 0 (default): none. Spreads the appends
+    /// of a large archive; tests use it to stop the process between two steps.
+    #[serde(default)]
+    pub lifecycle_step_pause_ms: u64,
     /// The secrets vault's master key, `<key-id>:<base64 of 32 bytes>` (client secrets,
     /// registration access tokens and provider secrets are sealed with it). Required by the
     /// api and the DCR saga; `appreg dev` generates one in its data directory. Give it through
@@ -79,6 +84,13 @@ pub struct Config {
     /// Former master keys, still used to open what they sealed (key rotation).
     #[serde(default)]
     pub secrets_previous_keys: Vec<SecretString>,
+    /// How long the keys of a subscription stay valid after a renewal issued a new one.
+    #[serde(default = "default_api_key_grace_seconds")]
+    pub api_key_grace_seconds: u64,
+}
+
+fn default_api_key_grace_seconds() -> u64 {
+    2 * 3600
 }
 
 /// Who keeps the read models (see [`Config::read_models`]).
@@ -116,6 +128,10 @@ pub struct AuthConfig {
     /// with `admin_role` in the role claim administers every environment.
     #[serde(default = "default_admin_environments_claim")]
     pub admin_environments_claim: String,
+    /// The role (in `role_claim`) of API gateways: they may check API keys
+    /// (`POST /api-keys/_verify`) and nothing else an administrator may do.
+    #[serde(default = "default_gateway_role")]
+    pub gateway_role: String,
     /// Accept tokens signed by the development key under `data_dir` (`appreg token`).
     #[serde(default)]
     pub dev: bool,
@@ -130,6 +146,7 @@ impl Default for AuthConfig {
             role_claim: default_role_claim(),
             admin_role: default_admin_role(),
             admin_environments_claim: default_admin_environments_claim(),
+            gateway_role: default_gateway_role(),
             dev: false,
         }
     }
@@ -170,6 +187,9 @@ fn default_nats_subject_prefix() -> String {
 }
 fn default_role_claim() -> String {
     "roles".into()
+}
+fn default_gateway_role() -> String {
+    "appreg-gateway".into()
 }
 fn default_admin_role() -> String {
     "ADMIN".into()
@@ -227,6 +247,7 @@ mod tests {
             )?;
             jail.set_env("APPREG_AUTH__ADMIN_ROLE", "root");
             jail.set_env("APPREG_DATABASE_URL", "postgres://u:pw@h/db");
+            jail.set_env("APPREG_LIFECYCLE_STEP_PAUSE_MS", "250");
             let c = Config::load(Some(Path::new("appreg.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "0.0.0.0:9000");
             assert_eq!(c.auth.issuer.as_deref(), Some("https://idp"));
@@ -242,6 +263,8 @@ mod tests {
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
             assert_eq!(c.read_models, ReadModels::Inline);
+            assert_eq!(c.lifecycle_step_pause_ms, 250);
+            assert_eq!(Config::defaults().lifecycle_step_pause_ms, 0);
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
             Ok(())
         });
@@ -259,6 +282,7 @@ mod tests {
             assert_eq!(c.nats_subject_prefix, "appreg");
             assert_eq!(c.read_models, ReadModels::External);
             assert_eq!(c.projector_consumer, "appreg-projector");
+            assert_eq!(c.lifecycle_step_pause_ms, 0);
             Ok(())
         });
     }
