@@ -59,7 +59,7 @@ fn org_caller(
 }
 
 /// Create an environment (organisation administrators).
-#[utoipa::path(post, path = "/v1/environments", tag = "environments",
+#[utoipa::path(post, path = "/v1/environments", tag = "environments", operation_id = "create_environment",
     request_body = CreateEnvironmentRequest,
     responses((status = 201, body = EnvironmentView), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
@@ -112,7 +112,7 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Result<R
 }
 
 /// The environments the caller administers (organisation administrators: all), and `DEFAULT`.
-#[utoipa::path(get, path = "/v1/environments", tag = "environments",
+#[utoipa::path(get, path = "/v1/environments", tag = "environments", operation_id = "list_environments",
     responses((status = 200, body = EnvironmentList), (status = 401, body = Problem)))]
 pub async fn list(
     State(state): State<AppState>,

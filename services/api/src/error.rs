@@ -18,6 +18,9 @@ pub enum ApiError {
     NotFound { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Well-formed input the current state cannot act on (422 with its own code).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
     #[error("this method is not allowed here")]
@@ -88,6 +91,9 @@ impl ApiError {
             ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, "Forbidden"),
             ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, "Not found"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
+            ApiError::Unprocessable { code, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, "Unprocessable")
+            }
             ApiError::MalformedJson(_) => (
                 StatusCode::BAD_REQUEST,
                 "request.malformed_json",
@@ -149,9 +155,18 @@ impl From<DomainError> for ApiError {
                 code,
                 message: e.to_string(),
             },
-            DomainError::MemberNotFound | DomainError::ProviderNotFound => {
-                ApiError::not_found(code, e.to_string())
-            }
+            DomainError::MemberNotFound
+            | DomainError::ProviderNotFound
+            | DomainError::ApiNotFound
+            | DomainError::PlanNotFound
+            | DomainError::SubscriptionNotFound
+            | DomainError::ApiKeyNotFound => ApiError::not_found(code, e.to_string()),
+            DomainError::PlanKeyless
+            | DomainError::ClientIdRequired
+            | DomainError::NotApiKeyPlan => ApiError::Unprocessable {
+                code,
+                message: e.to_string(),
+            },
             DomainError::Archived
             | DomainError::NotArchived
             | DomainError::MemberExists
@@ -166,7 +181,13 @@ impl From<DomainError> for ApiError {
             | DomainError::OperationPending
             | DomainError::TooManyProviders
             | DomainError::ProviderInUse
-            | DomainError::ProviderIsDefault => ApiError::Conflict {
+            | DomainError::ProviderIsDefault
+            | DomainError::CatalogueLimit
+            | DomainError::PlanClosed
+            | DomainError::SubscriptionExists
+            | DomainError::TooManySubscriptions
+            | DomainError::SubscriptionTransition(_)
+            | DomainError::TooManyApiKeys => ApiError::Conflict {
                 code,
                 message: e.to_string(),
             },

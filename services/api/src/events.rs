@@ -165,7 +165,8 @@ impl Connection {
                 let member = self.is_member(e).await?;
                 Ok(admin || member)
             }
-            SETTINGS_STREAM => Ok(true),
+            // The settings and the catalogue are everyone's to read.
+            SETTINGS_STREAM | appreg_domain::catalogue::CATALOGUE_STREAM => Ok(true),
             USER_STREAM => {
                 if admin {
                     return Ok(true);

@@ -3,6 +3,7 @@
 //! history and time travel). Served with graceful shutdown; `run` is what `appreg api` and
 //! `appreg dev` call, and what tests call on a random port.
 
+mod catalogue;
 pub mod commands;
 pub mod dto;
 mod environments;
@@ -14,6 +15,7 @@ mod providers;
 pub use appreg_readmodel as readmodel;
 mod routes;
 pub mod state;
+pub mod subscriptions;
 mod users;
 
 pub use error::ApiError;
@@ -41,6 +43,12 @@ use utoipa::OpenApi;
         environments::create, environments::list, routes::healthz, routes::readyz, routes::metrics,
         providers::list, providers::get, providers::create, providers::update, providers::delete,
         routes::retry_registration, routes::renew_secret, routes::credentials,
+        catalogue::list_apis, catalogue::create_api, catalogue::list_plans, catalogue::create_plan,
+        catalogue::close_plan,
+        subscriptions::list, subscriptions::subscribe, subscriptions::get, subscriptions::accept,
+        subscriptions::reject, subscriptions::pause, subscriptions::resume, subscriptions::close,
+        subscriptions::renew_key, subscriptions::revoke_key, subscriptions::verify,
+        subscriptions::get_notifications, subscriptions::put_notifications,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -168,6 +176,41 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/applications/{id}/members/{user}",
             axum::routing::put(members::change_role).delete(members::remove),
+        )
+        .route(
+            "/apis",
+            get(catalogue::list_apis).post(catalogue::create_api),
+        )
+        .route(
+            "/apis/{api}/plans",
+            get(catalogue::list_plans).post(catalogue::create_plan),
+        )
+        .route(
+            "/apis/{api}/plans/{plan}/_close",
+            post(catalogue::close_plan),
+        )
+        .route(
+            "/applications/{id}/subscriptions",
+            get(subscriptions::list).post(subscriptions::subscribe),
+        )
+        .route("/subscriptions/{sid}", get(subscriptions::get))
+        .route("/subscriptions/{sid}/_accept", post(subscriptions::accept))
+        .route("/subscriptions/{sid}/_reject", post(subscriptions::reject))
+        .route("/subscriptions/{sid}/_pause", post(subscriptions::pause))
+        .route("/subscriptions/{sid}/_resume", post(subscriptions::resume))
+        .route("/subscriptions/{sid}/_close", post(subscriptions::close))
+        .route(
+            "/subscriptions/{sid}/api-keys/_renew",
+            post(subscriptions::renew_key),
+        )
+        .route(
+            "/subscriptions/{sid}/api-keys/{key}/_revoke",
+            post(subscriptions::revoke_key),
+        )
+        .route("/api-keys/_verify", post(subscriptions::verify))
+        .route(
+            "/applications/{id}/notifications",
+            get(subscriptions::get_notifications).put(subscriptions::put_notifications),
         );
     let max_body = state.max_body_bytes();
     Router::new()

@@ -116,7 +116,7 @@ async fn member_list(
 }
 
 /// The application's members (MEMBER[R]).
-#[utoipa::path(get, path = "/v1/environments/{env}/applications/{id}/members", tag = "members",
+#[utoipa::path(get, path = "/v1/environments/{env}/applications/{id}/members", tag = "members", operation_id = "list_members",
     params(("env" = String, Path), ("id" = uuid::Uuid, Path)),
     responses((status = 200, body = MemberList), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn list(
@@ -134,7 +134,7 @@ pub async fn list(
 }
 
 /// Add a member (MEMBER[C]).
-#[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/members", tag = "members",
+#[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/members", tag = "members", operation_id = "add_member",
     params(("env" = String, Path), ("id" = uuid::Uuid, Path)), request_body = AddMemberRequest,
     responses((status = 201, body = MemberView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn add(
@@ -160,7 +160,7 @@ pub async fn add(
 }
 
 /// Change a member's role (MEMBER[U]).
-#[utoipa::path(put, path = "/v1/environments/{env}/applications/{id}/members/{user}", tag = "members",
+#[utoipa::path(put, path = "/v1/environments/{env}/applications/{id}/members/{user}", tag = "members", operation_id = "change_member_role",
     params(("env" = String, Path), ("id" = uuid::Uuid, Path), ("user" = String, Path)), request_body = ChangeRoleRequest,
     responses((status = 200, body = MemberView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn change_role(
@@ -187,7 +187,7 @@ pub async fn change_role(
 }
 
 /// Remove a member (MEMBER[D]); the primary owner cannot be removed.
-#[utoipa::path(delete, path = "/v1/environments/{env}/applications/{id}/members/{user}", tag = "members",
+#[utoipa::path(delete, path = "/v1/environments/{env}/applications/{id}/members/{user}", tag = "members", operation_id = "remove_member",
     params(("env" = String, Path), ("id" = uuid::Uuid, Path), ("user" = String, Path)),
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn remove(
@@ -211,7 +211,7 @@ pub async fn remove(
 }
 
 /// Transfer primary ownership (the primary owner or an administrator).
-#[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/members/_transfer_ownership", tag = "members",
+#[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/members/_transfer_ownership", tag = "members", operation_id = "transfer_ownership",
     params(("env" = String, Path), ("id" = uuid::Uuid, Path)), request_body = TransferOwnershipRequest,
     responses((status = 200, body = ApplicationView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn transfer(

@@ -422,7 +422,7 @@ async fn append(
 }
 
 /// List the environment's providers.
-#[utoipa::path(get, path = "/v1/environments/{env}/client-registration-providers", tag = "providers",
+#[utoipa::path(get, path = "/v1/environments/{env}/client-registration-providers", tag = "providers", operation_id = "list_providers",
     params(("env" = String, Path, description = "environment id")),
     responses((status = 200, body = ProviderList), (status = 403, body = Problem)))]
 pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<ProviderList>, ApiError> {
@@ -438,7 +438,7 @@ pub async fn list(State(state): State<AppState>, ctx: Ctx) -> Result<Json<Provid
 }
 
 /// Read a provider.
-#[utoipa::path(get, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers",
+#[utoipa::path(get, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers", operation_id = "get_provider",
     params(("env" = String, Path, description = "environment id"), ("id" = String, Path, description = "provider id")),
     responses((status = 200, body = ProviderView), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn get(
@@ -453,7 +453,7 @@ pub async fn get(
 }
 
 /// Create a provider, validated live.
-#[utoipa::path(post, path = "/v1/environments/{env}/client-registration-providers", tag = "providers",
+#[utoipa::path(post, path = "/v1/environments/{env}/client-registration-providers", tag = "providers", operation_id = "create_provider",
     params(("env" = String, Path, description = "environment id")),
     request_body = ProviderBody,
     responses((status = 201, body = ProviderView), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
@@ -498,7 +498,7 @@ pub async fn create(
 }
 
 /// Replace a provider's definition, validated live (absent secrets are kept).
-#[utoipa::path(put, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers",
+#[utoipa::path(put, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers", operation_id = "update_provider",
     params(("env" = String, Path, description = "environment id"), ("id" = String, Path, description = "provider id")),
     request_body = ProviderBody,
     responses((status = 200, body = ProviderView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
@@ -546,7 +546,7 @@ pub async fn update(
 }
 
 /// Delete a provider no application uses.
-#[utoipa::path(delete, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers",
+#[utoipa::path(delete, path = "/v1/environments/{env}/client-registration-providers/{id}", tag = "providers", operation_id = "delete_provider",
     params(("env" = String, Path, description = "environment id"), ("id" = String, Path, description = "provider id")),
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete(

@@ -27,6 +27,9 @@ struct Inner {
     auth: Arc<Authenticator>,
     admin_role: String,
     admin_environments_claim: String,
+    gateway_role: String,
+    /// How long renewed API keys stay valid.
+    api_key_grace: chrono::Duration,
     default_application: bool,
     /// (environment, user) pairs known to have been seen (bounded; emptied when full).
     seen_users: std::sync::Mutex<HashSet<(String, String)>>,
@@ -82,6 +85,10 @@ impl AppState {
                 auth,
                 admin_role: config.auth.admin_role.clone(),
                 admin_environments_claim: config.auth.admin_environments_claim.clone(),
+                gateway_role: config.auth.gateway_role.clone(),
+                api_key_grace: chrono::Duration::seconds(
+                    i64::try_from(config.api_key_grace_seconds).unwrap_or(i64::MAX / 1000),
+                ),
                 default_application: config.default_application,
                 seen_users: Default::default(),
                 allow_http_redirect_uris: config.allow_http_redirect_uris,
@@ -143,6 +150,18 @@ impl AppState {
                 .strings(&self.inner.admin_environments_claim)
                 .iter()
                 .any(|e| e == env.as_str())
+    }
+
+    /// An API gateway: the configured gateway role in the role claim.
+    pub fn is_gateway(&self, principal: &appreg_auth::Principal) -> bool {
+        principal
+            .roles
+            .iter()
+            .any(|r| *r == self.inner.gateway_role)
+    }
+
+    pub fn api_key_grace(&self) -> chrono::Duration {
+        self.inner.api_key_grace
     }
 
     pub fn default_application(&self) -> bool {

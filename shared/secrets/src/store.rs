@@ -155,6 +155,18 @@ impl SecretStore {
         .await)?)
     }
 
+    /// Deletes one secret (nothing if there is none).
+    pub async fn delete(&self, owner: &str, kind: &str) -> Result<u64, VaultStoreError> {
+        Ok(with_pool!(&self.db, pool => sqlx::query(
+            "DELETE FROM vault_secrets WHERE owner = $1 AND kind = $2",
+        )
+        .bind(owner)
+        .bind(kind)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?)
+    }
+
     /// Deletes every secret of an owner (purging is a delete of rows, never a rewrite of history).
     pub async fn delete_owner(&self, owner: &str) -> Result<u64, VaultStoreError> {
         Ok(

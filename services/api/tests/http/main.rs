@@ -16,6 +16,7 @@ mod projection;
 mod races;
 mod rebuild;
 mod settings;
+mod subscriptions;
 mod system;
 mod tenancy;
 mod users;

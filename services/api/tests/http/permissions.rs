@@ -4,9 +4,10 @@
 //! hand-written copy of it.
 //!
 //! The issue's summary — "an owner can do everything but archive; a user reads, and creates and
-//! reads subscriptions" — is what the matrix says. The subscription endpoints
-//! (`/applications/{id}/subscriptions`, SUBSCRIPTION[C/R]) and notifications do not exist yet (a
-//! later issue): when they are added, add their rows here. Transferring the primary ownership
+//! reads subscriptions" — is what the matrix says: the subscription endpoints
+//! (`/applications/{id}/subscriptions`, SUBSCRIPTION[C/R]) and the notification settings
+//! (NOTIFICATION[R/U]) are rows of the table too (`{plan}` in a body is a MANUAL plan of ENV).
+//! Transferring the primary ownership
 //! also needs to *be* the primary owner (or an administrator), so an OWNER, who has MEMBER[U],
 //! is refused it as well.
 
@@ -303,6 +304,60 @@ fn endpoints() -> Vec<Endpoint> {
             200,
             1,
         ),
+        e(
+            "GET apis",
+            Method::GET,
+            "apis",
+            None,
+            Access::Anyone,
+            200,
+            0,
+        ),
+        e(
+            "POST apis",
+            Method::POST,
+            "apis",
+            Some(json!({"name": "Another API"})),
+            Access::AdminOnly,
+            201,
+            1,
+        ),
+        e(
+            "GET subscriptions",
+            Method::GET,
+            "applications/{id}/subscriptions",
+            None,
+            Access::App(Subscription, Read),
+            200,
+            0,
+        ),
+        e(
+            "POST subscriptions",
+            Method::POST,
+            "applications/{id}/subscriptions",
+            Some(json!({"plan_id": "{plan}"})),
+            Access::App(Subscription, Create),
+            201,
+            1,
+        ),
+        e(
+            "GET notifications",
+            Method::GET,
+            "applications/{id}/notifications",
+            None,
+            Access::App(Notification, Read),
+            200,
+            0,
+        ),
+        e(
+            "PUT notifications",
+            Method::PUT,
+            "applications/{id}/notifications",
+            Some(json!({"hooks": ["SUBSCRIPTION_CLOSED"], "email": "someone@example.org"})),
+            Access::App(Notification, Update),
+            200,
+            1,
+        ),
     ]
 }
 
@@ -449,6 +504,20 @@ async fn every_endpoint_as_every_caller(app: TestApp) {
     // The kinds of answer the table saw, to make sure it tests denials as well as grants.
     let mut seen: BTreeMap<u16, usize> = BTreeMap::new();
     let mut cases = 0;
+    // A plan to subscribe to: an API_KEY plan with MANUAL validation (one event per subscribe).
+    let api = app
+        .post(&env_path("apis"), &root, json!({"name": "Table API"}))
+        .await;
+    api.assert_status(201);
+    let plan = app
+        .post(
+            &env_path(&format!("apis/{}/plans", api.body["id"].as_str().unwrap())),
+            &root,
+            json!({"name": "manual", "security": "API_KEY", "validation": "MANUAL"}),
+        )
+        .await;
+    plan.assert_status(201);
+    let plan = plan.body["id"].as_str().unwrap().to_string();
 
     for endpoint in endpoints() {
         for caller in CALLERS {
@@ -471,7 +540,9 @@ async fn every_endpoint_as_every_caller(app: TestApp) {
                 .request(endpoint.method.clone(), url)
                 .bearer_auth(token);
             if let Some(body) = &endpoint.body {
-                request = request.json(body);
+                let body: Value =
+                    serde_json::from_str(&body.to_string().replace("{plan}", &plan)).unwrap();
+                request = request.json(&body);
             } else if endpoint.method == Method::PUT {
                 request = request.json(&settings_flip(&app, &root).await);
             }

@@ -1,0 +1,315 @@
+//! `/apis` and `/apis/{api}/plans`: the environment's minimal catalogue (administrators write,
+//! everyone reads). One stream per environment; small enough to fold on every request.
+
+use crate::commands::{metadata, now, read_all};
+use crate::error::{ApiError, Problem};
+use crate::extract::{Ctx, JsonBody};
+use crate::routes::with_token;
+use crate::state::AppState;
+use appreg_domain::catalogue::{
+    Catalogue, CatalogueApi, CatalogueEvent, Plan, PlanDefinition, PlanSecurity, PlanValidation,
+    CATALOGUE_STREAM,
+};
+use appreg_domain::{DomainError, DomainEvent, FieldErrors};
+use appreg_eventstore::{AppendError, AppendRequest, Appended, NewEvent};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePlanRequest {
+    pub name: Option<String>,
+    /// KEYLESS, API_KEY, JWT or OAUTH2.
+    pub security: Option<String>,
+    /// AUTO or MANUAL.
+    pub validation: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanView {
+    pub id: String,
+    pub api_id: String,
+    pub name: String,
+    /// KEYLESS, API_KEY, JWT or OAUTH2.
+    pub security: String,
+    /// AUTO or MANUAL.
+    pub validation: String,
+    /// PUBLISHED or CLOSED.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiView {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub plans: Vec<PlanView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiList {
+    pub items: Vec<ApiView>,
+    pub page: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PlanList {
+    pub items: Vec<PlanView>,
+}
+
+fn enum_str<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl From<&Plan> for PlanView {
+    fn from(p: &Plan) -> Self {
+        PlanView {
+            id: p.id.clone(),
+            api_id: p.api_id.clone(),
+            name: p.name.clone(),
+            security: enum_str(&p.security),
+            validation: enum_str(&p.validation),
+            status: enum_str(&p.status),
+        }
+    }
+}
+
+impl From<&CatalogueApi> for ApiView {
+    fn from(a: &CatalogueApi) -> Self {
+        ApiView {
+            id: a.id.clone(),
+            name: a.name.clone(),
+            description: a.description.clone(),
+            plans: a.plans.iter().map(PlanView::from).collect(),
+        }
+    }
+}
+
+/// The environment's catalogue and its stream version.
+pub async fn load_catalogue(state: &AppState, env: &str) -> Result<(Catalogue, i64), ApiError> {
+    let events = read_all(state.store().as_ref(), &Catalogue::stream_id(env)).await?;
+    let mut catalogue = Catalogue::default();
+    for e in &events {
+        let ev = CatalogueEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
+        catalogue.evolve(&ev);
+    }
+    Ok((catalogue, events.last().map(|e| e.version).unwrap_or(0)))
+}
+
+fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
+    if ctx.actor.admin {
+        Ok(())
+    } else {
+        Err(DomainError::AdminOnly.into())
+    }
+}
+
+/// Runs a catalogue command (administrators): load, decide, append with the expected version.
+async fn execute_catalogue(
+    state: &AppState,
+    ctx: &Ctx,
+    mut decide: impl FnMut(&Catalogue) -> Result<Vec<CatalogueEvent>, DomainError>,
+) -> Result<(Catalogue, Option<Appended>), ApiError> {
+    admin_only(ctx)?;
+    let env = ctx.environment.as_str();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (mut catalogue, version) = load_catalogue(state, env).await?;
+        let events = decide(&catalogue)?;
+        if events.is_empty() {
+            return Ok((catalogue, None));
+        }
+        let at = now();
+        let meta = metadata(ctx, at);
+        let request = AppendRequest {
+            stream_id: Catalogue::stream_id(env),
+            stream_type: CATALOGUE_STREAM.into(),
+            expected_version: version,
+            events: events
+                .iter()
+                .map(|e| NewEvent {
+                    event_id: uuid::Uuid::now_v7(),
+                    event_type: e.event_type().to_string(),
+                    schema_version: e.schema_version(),
+                    data: e.data(),
+                    metadata: meta.clone(),
+                    recorded_at: at,
+                })
+                .collect(),
+            claims: vec![],
+            releases: vec![],
+        };
+        match state.store().append(request).await {
+            Ok(appended) => {
+                for e in &events {
+                    catalogue.evolve(e);
+                }
+                return Ok((catalogue, Some(appended)));
+            }
+            Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn required(errors: &mut FieldErrors, field: &str, value: Option<&str>) -> Option<String> {
+    match value {
+        Some(v) => Some(v.to_string()),
+        None => {
+            errors.add(field, "field.required", format!("{field} is required"));
+            None
+        }
+    }
+}
+
+/// The environment's APIs and their plans (everyone).
+#[utoipa::path(get, path = "/v1/environments/{env}/apis", tag = "catalogue",
+    params(("env" = String, Path), crate::subscriptions::PageParams),
+    responses((status = 200, body = ApiList), (status = 422, body = Problem)))]
+pub async fn list_apis(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    params: Result<
+        axum::extract::Query<crate::subscriptions::PageParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
+) -> Result<Json<ApiList>, ApiError> {
+    let (page, size) = crate::subscriptions::paging(params)?;
+    let (catalogue, _) = load_catalogue(&state, ctx.environment.as_str()).await?;
+    let items = catalogue
+        .apis
+        .iter()
+        .skip(((page - 1) * size) as usize)
+        .take(size as usize)
+        .map(ApiView::from)
+        .collect();
+    Ok(Json(ApiList {
+        items,
+        page,
+        size,
+        total: catalogue.apis.len() as i64,
+    }))
+}
+
+/// Add an API to the catalogue (administrators).
+#[utoipa::path(post, path = "/v1/environments/{env}/apis", tag = "catalogue",
+    params(("env" = String, Path)), request_body = CreateApiRequest,
+    responses((status = 201, body = ApiView), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_api(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    JsonBody(body): JsonBody<CreateApiRequest>,
+) -> Result<Response, ApiError> {
+    admin_only(&ctx)?;
+    let mut errors = FieldErrors::new();
+    let name = required(&mut errors, "name", body.name.as_deref());
+    errors.into_result()?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let (catalogue, appended) = execute_catalogue(&state, &ctx, |c| {
+        c.create_api(
+            id.clone(),
+            name.as_deref().unwrap_or_default(),
+            body.description.as_deref(),
+        )
+    })
+    .await?;
+    let api = catalogue
+        .api(&id)
+        .ok_or_else(|| ApiError::internal("the new API is missing"))?;
+    Ok(with_token(
+        (StatusCode::CREATED, Json(ApiView::from(api))).into_response(),
+        appended.as_ref(),
+    ))
+}
+
+/// An API's plans (everyone).
+#[utoipa::path(get, path = "/v1/environments/{env}/apis/{api}/plans", tag = "catalogue",
+    params(("env" = String, Path), ("api" = String, Path)),
+    responses((status = 200, body = PlanList), (status = 404, body = Problem)))]
+pub async fn list_plans(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, api)): Path<(String, String)>,
+) -> Result<Json<PlanList>, ApiError> {
+    let (catalogue, _) = load_catalogue(&state, ctx.environment.as_str()).await?;
+    let api = catalogue.api(&api).ok_or(DomainError::ApiNotFound)?;
+    Ok(Json(PlanList {
+        items: api.plans.iter().map(PlanView::from).collect(),
+    }))
+}
+
+/// Add a plan to an API (administrators); it is PUBLISHED at once.
+#[utoipa::path(post, path = "/v1/environments/{env}/apis/{api}/plans", tag = "catalogue",
+    params(("env" = String, Path), ("api" = String, Path)), request_body = CreatePlanRequest,
+    responses((status = 201, body = PlanView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_plan(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, api)): Path<(String, String)>,
+    JsonBody(body): JsonBody<CreatePlanRequest>,
+) -> Result<Response, ApiError> {
+    admin_only(&ctx)?;
+    let mut errors = FieldErrors::new();
+    let name = required(&mut errors, "name", body.name.as_deref());
+    let security = required(&mut errors, "security", body.security.as_deref())
+        .and_then(|s| errors.take("security", PlanSecurity::parse(&s)));
+    let validation = required(&mut errors, "validation", body.validation.as_deref())
+        .and_then(|s| errors.take("validation", PlanValidation::parse(&s)));
+    errors.into_result()?;
+    let (Some(name), Some(security), Some(validation)) = (name, security, validation) else {
+        return Err(ApiError::internal("validated fields missing"));
+    };
+    let id = uuid::Uuid::now_v7().to_string();
+    let definition = PlanDefinition {
+        name,
+        security,
+        validation,
+    };
+    let (catalogue, appended) = execute_catalogue(&state, &ctx, |c| {
+        c.create_plan(&api, id.clone(), definition.clone())
+    })
+    .await?;
+    let plan = catalogue
+        .plan(&id)
+        .ok_or_else(|| ApiError::internal("the new plan is missing"))?;
+    Ok(with_token(
+        (StatusCode::CREATED, Json(PlanView::from(plan))).into_response(),
+        appended.as_ref(),
+    ))
+}
+
+/// Close a plan (administrators): no new subscription; existing ones stay.
+#[utoipa::path(post, path = "/v1/environments/{env}/apis/{api}/plans/{plan}/_close", tag = "catalogue",
+    params(("env" = String, Path), ("api" = String, Path), ("plan" = String, Path)),
+    responses((status = 200, body = PlanView), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn close_plan(
+    State(state): State<AppState>,
+    ctx: Ctx,
+    Path((_, api, plan)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let (catalogue, appended) =
+        execute_catalogue(&state, &ctx, |c| c.close_plan(&api, &plan)).await?;
+    let plan = catalogue.plan(&plan).ok_or(DomainError::PlanNotFound)?;
+    Ok(with_token(
+        Json(PlanView::from(plan)).into_response(),
+        appended.as_ref(),
+    ))
+}
