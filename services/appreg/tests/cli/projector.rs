@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const STREAM: &str = "RS_EVENTS";
-const PREFIX: &str = "rs.appreg";
+pub(super) const STREAM: &str = "RS_EVENTS";
+pub(super) const PREFIX: &str = "rs.appreg";
 
 /// The three services of the read side, sharing one database, one NATS and one data dir (the
 /// api's development signing key).
@@ -33,7 +33,7 @@ struct ReadSide {
     base: String,
 }
 
-fn service(args: &[&str], db_url: &str, nats_url: &str, data: &Path) -> Command {
+pub(super) fn service(args: &[&str], db_url: &str, nats_url: &str, data: &Path) -> Command {
     let mut cmd = Command::new(EXE);
     cmd.args(args)
         .env("APPREG_DATABASE_URL", db_url)
