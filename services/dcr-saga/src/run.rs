@@ -206,40 +206,55 @@ async fn active(
             }
         })
         .buffered(concurrency.max(1));
-    tokio::pin!(handled);
+    let mut handled = Box::pin(handled);
+    // The checkpoint is written by its own task: awaiting a write here would stop polling the
+    // requests in flight, which hold pool connections (some inside a transaction), and the
+    // write would wait for one of them — a deadlock until the pool's acquire timeout.
+    let (progress, watched) = tokio::sync::watch::channel(start);
+    let saver = tokio::spawn(keep_saved(db.clone(), watched, start));
     let mut done = start;
-    let mut saved = start;
-    let mut last_save = tokio::time::Instant::now();
     loop {
-        let due = last_save + SAVE_EVERY;
         let next = tokio::select! {
             _ = stop.cancelled() => break,
             next = handled.next() => next.flatten(),
-            // Idle with progress not yet saved.
-            _ = tokio::time::sleep_until(due), if done > saved => {
-                if let Err(e) = save(db, done).await {
-                    tracing::warn!(error = %e, "dcr-saga: cannot save its checkpoint");
-                } else {
-                    saved = done;
-                }
-                last_save = tokio::time::Instant::now();
-                continue;
-            }
         };
         let Some(position) = next else { break };
-        done = done.max(position);
-        if done > saved && last_save.elapsed() >= SAVE_EVERY {
-            match save(db, done).await {
-                Ok(()) => saved = done,
-                Err(e) => tracing::warn!(error = %e, "dcr-saga: cannot save its checkpoint"),
-            }
-            last_save = tokio::time::Instant::now();
+        if position > done {
+            done = position;
+            progress.send_replace(done);
         }
     }
-    // Everything up to `done` is handled; unfinished requests are replayed at the next start.
-    if done > saved {
-        if let Err(e) = save(db, done).await {
-            tracing::warn!(error = %e, "dcr-saga: cannot save its checkpoint");
+    // Requests still in flight are dropped (their transactions roll back; they are replayed at
+    // the next start) before the last write, which may need one of their connections.
+    drop(handled);
+    drop(progress);
+    // The saver writes the last position it was given, then ends.
+    if let Err(e) = saver.await {
+        tracing::warn!(error = %e, "dcr-saga: the checkpoint task failed");
+    }
+}
+
+/// Writes the latest handled position at most every [`SAVE_EVERY`], and once more when the
+/// sender is gone (everything up to it is handled; what comes after is replayed at the next
+/// start, which the saga's idempotency makes harmless).
+async fn keep_saved(
+    db: Database,
+    mut watched: tokio::sync::watch::Receiver<LogPosition>,
+    start: LogPosition,
+) {
+    let mut saved = start;
+    loop {
+        let open = watched.changed().await.is_ok();
+        let latest = *watched.borrow_and_update();
+        if latest > saved {
+            match save(&db, latest).await {
+                Ok(()) => saved = latest,
+                Err(e) => tracing::warn!(error = %e, "dcr-saga: cannot save its checkpoint"),
+            }
         }
+        if !open {
+            return;
+        }
+        tokio::time::sleep(SAVE_EVERY).await;
     }
 }
