@@ -133,6 +133,31 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Operators' tools for NATS JetStream.
+    Nats {
+        #[command(subcommand)]
+        command: NatsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NatsCommand {
+    /// Creates the JetStream stream (deploy/nats/APPREG_EVENTS.json, named `nats_stream`,
+    /// subjects `<nats_subject_prefix>.>`) and the projector's durable consumer
+    /// (deploy/nats/consumers/appreg-projector.json, named `projector_consumer`), or updates
+    /// them where their settings differ; prints what it did. Running it again changes nothing.
+    Setup {
+        /// NATS server(s), comma-separated (default: nats_url of the configuration).
+        #[arg(long, env = "APPREG_NATS_URL", hide_env_values = true)]
+        nats_url: Option<String>,
+        /// Replicas of the stream (3 on a 3-node cluster). Default: keep those of an existing
+        /// stream; a new one gets the definition's (1).
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5))]
+        replicas: Option<u8>,
+        /// How long to keep trying while NATS or its JetStream is not ready, in seconds.
+        #[arg(long, default_value_t = 60)]
+        wait: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -566,6 +591,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Nats {
+            command:
+                NatsCommand::Setup {
+                    nats_url,
+                    replicas,
+                    wait,
+                },
+        } => {
+            let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
+            nats_setup(
+                &config,
+                &nats_url,
+                replicas.map(usize::from),
+                std::time::Duration::from_secs(wait),
+            )
+            .await
+        }
         Command::Projector {
             database_url: url,
             nats_url,
@@ -633,6 +675,83 @@ fn projector_config(config: &Config) -> appreg_projector::ProjectorConfig {
         subject_prefix: config.nats_subject_prefix.clone(),
         consumer: config.projector_consumer.clone(),
         ..appreg_projector::ProjectorConfig::default()
+    }
+}
+
+/// `appreg nats setup`: the stream and the projector's consumer, created or updated, retried
+/// until `wait` has passed while NATS is unreachable or its JetStream not ready (a cluster
+/// electing its leader).
+async fn nats_setup(
+    config: &Config,
+    nats_url: &str,
+    replicas: Option<usize>,
+    wait: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let definition =
+        appreg_relay::stream::definition(&appreg_relay::RelayConfig::from_config(config))?;
+    let projector_config = projector_config(config);
+    let client = async_nats::ConnectOptions::new()
+        .name("appreg-nats-setup")
+        .retry_on_initial_connect()
+        .connect(nats_url);
+    let client = tokio::time::timeout_at(deadline, client)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from NATS at {} in {wait:?}", redact(nats_url)))?
+        .with_context(|| format!("bad NATS url {}", redact(nats_url)))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let context = || format!("cannot set up JetStream at {}", redact(nats_url));
+    let (stream, stream_done) = retry_until(deadline, || {
+        appreg_relay::stream::ensure_replicas(&js, &definition, replicas)
+    })
+    .await
+    .with_context(context)?;
+    let (_, consumer_done) = retry_until(deadline, || {
+        appreg_projector::ensure_consumer(&stream, &projector_config)
+    })
+    .await
+    .with_context(context)?;
+    let stream = stream.cached_info().config.clone();
+    println!(
+        "stream {} (subjects {}, {} storage, {} replica(s)): {stream_done}",
+        stream.name,
+        stream.subjects.join(" "),
+        format!("{:?}", stream.storage).to_lowercase(),
+        stream.num_replicas
+    );
+    let consumer = appreg_projector::consumer_config(&projector_config);
+    println!(
+        "consumer {} on {} (filter {}, ack {}, ack wait {:?}, max ack pending {}): {consumer_done}",
+        projector_config.consumer,
+        stream.name,
+        consumer.filter_subject,
+        format!("{:?}", consumer.ack_policy).to_lowercase(),
+        consumer.ack_wait,
+        consumer.max_ack_pending
+    );
+    client.flush().await.ok();
+    Ok(())
+}
+
+/// Runs `attempt` until it succeeds, retrying its errors (with back-off, each on stderr) until
+/// `deadline`.
+async fn retry_until<T, F, Fut>(deadline: tokio::time::Instant, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, async_nats::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) if tokio::time::Instant::now() + delay < deadline => {
+                eprintln!("appreg nats setup: {e}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("no answer from JetStream in time"),
+        }
     }
 }
 

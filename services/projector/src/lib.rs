@@ -165,22 +165,57 @@ pub async fn run(
     }
 }
 
+/// The durable consumer's settings (with the defaults: `deploy/nats/consumers/appreg-projector.json`).
+pub fn consumer_config(config: &ProjectorConfig) -> pull::Config {
+    pull::Config {
+        durable_name: Some(config.consumer.clone()),
+        description: Some("appreg read models".into()),
+        deliver_policy: DeliverPolicy::All,
+        ack_policy: AckPolicy::All,
+        ack_wait: config.ack_wait,
+        filter_subject: format!("{}.>", config.subject_prefix),
+        max_ack_pending: (config.batch * 4) as i64,
+        ..Default::default()
+    }
+}
+
+/// Creates the durable consumer, or updates it when its settings differ from
+/// [`consumer_config`], and says which (`appreg nats setup`; the projector itself only creates
+/// a missing one).
+pub async fn ensure_consumer(
+    stream: &Stream,
+    config: &ProjectorConfig,
+) -> Result<(PullConsumer, appreg_relay::stream::Ensured), async_nats::Error> {
+    use appreg_relay::stream::{changed_settings, Ensured};
+    use async_nats::jetstream::context::ConsumerInfoErrorKind;
+    let wanted = consumer_config(config);
+    let changes = match stream.consumer_info(&config.consumer).await {
+        Ok(info) => changed_settings(
+            &serde_json::to_value(&wanted)?,
+            &serde_json::to_value(&info.config)?,
+            &[],
+        ),
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            return Ok((stream.create_consumer(wanted).await?, Ensured::Created));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if changes.is_empty() {
+        return Ok((
+            stream.get_consumer(&config.consumer).await?,
+            Ensured::Unchanged,
+        ));
+    }
+    // A durable consumer created again under its name is updated (the server refuses changes
+    // it cannot make, such as another deliver policy).
+    let consumer = stream.create_consumer(wanted).await?;
+    Ok((consumer, Ensured::Updated(changes)))
+}
+
 /// The consumer, created when missing.
 async fn consumer(config: &ProjectorConfig, stream: &Stream) -> Result<PullConsumer, Interrupted> {
     stream
-        .get_or_create_consumer(
-            &config.consumer,
-            pull::Config {
-                durable_name: Some(config.consumer.clone()),
-                description: Some("appreg read models".into()),
-                deliver_policy: DeliverPolicy::All,
-                ack_policy: AckPolicy::All,
-                ack_wait: config.ack_wait,
-                filter_subject: format!("{}.>", config.subject_prefix),
-                max_ack_pending: (config.batch * 4) as i64,
-                ..Default::default()
-            },
-        )
+        .get_or_create_consumer(&config.consumer, consumer_config(config))
         .await
         .map_err(nats_error)
 }

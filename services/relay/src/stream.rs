@@ -45,11 +45,119 @@ pub fn definition(config: &RelayConfig) -> Result<Config, RelayError> {
     Ok(stream)
 }
 
-/// Creates the stream, or updates it to the definition. Errors are transient from the relay's
-/// point of view (NATS down, not yet a JetStream server) and retried by the caller.
+/// Creates the stream, or updates it to the definition (keeping the replicas of an existing
+/// stream, see [`ensure_replicas`]). Errors are transient from the relay's point of view (NATS
+/// down, not yet a JetStream server) and retried by the caller.
 pub async fn ensure(js: &Context, config: &Config) -> Result<Stream, async_nats::Error> {
-    js.create_or_update_stream(config.clone()).await?;
-    Ok(js.get_stream(&config.name).await?)
+    Ok(ensure_replicas(js, config, None).await?.0)
+}
+
+/// What making sure of a stream or a consumer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ensured {
+    /// It did not exist and was created.
+    Created,
+    /// It existed with other settings (`name: current → wanted`) and was updated.
+    Updated(Vec<String>),
+    /// It existed with the wanted settings: nothing was sent.
+    Unchanged,
+}
+
+impl std::fmt::Display for Ensured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ensured::Created => f.write_str("created"),
+            Ensured::Updated(changes) => write!(f, "updated ({})", changes.join(", ")),
+            Ensured::Unchanged => f.write_str("unchanged"),
+        }
+    }
+}
+
+/// Creates the stream, or updates it when its settings differ from `config`, and says which
+/// (`appreg nats setup` and the relay at start share it). `replicas`: the replicas to set, or
+/// `None` to keep those of an existing stream and take the definition's for a new one — scaling
+/// a stream is the operator's choice (`appreg nats setup --replicas 3` on a cluster), which a
+/// relay starting with the single-node definition must not undo.
+pub async fn ensure_replicas(
+    js: &Context,
+    config: &Config,
+    replicas: Option<usize>,
+) -> Result<(Stream, Ensured), async_nats::Error> {
+    use async_nats::jetstream::context::GetStreamErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    let mut wanted = config.clone();
+    match js.get_stream(&config.name).await {
+        Ok(stream) => {
+            let current = stream.cached_info().config.clone();
+            wanted.num_replicas = replicas.unwrap_or(current.num_replicas);
+            let definition_keys: Vec<String> =
+                serde_json::from_str::<serde_json::Value>(DEFINITION)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+                    .unwrap_or_default();
+            let changes = changed_settings(
+                &serde_json::to_value(&wanted)?,
+                &serde_json::to_value(&current)?,
+                &definition_keys,
+            );
+            if changes.is_empty() {
+                return Ok((stream, Ensured::Unchanged));
+            }
+            js.update_stream(&wanted).await?;
+            Ok((
+                js.get_stream(&config.name).await?,
+                Ensured::Updated(changes),
+            ))
+        }
+        Err(error)
+            if matches!(error.kind(), GetStreamErrorKind::JetStream(e)
+                if e.error_code() == ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            if let Some(replicas) = replicas {
+                wanted.num_replicas = replicas;
+            }
+            js.create_stream(wanted).await?;
+            Ok((js.get_stream(&config.name).await?, Ensured::Created))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The settings named in `wanted` (a stream's or consumer's configuration as the server's JSON)
+/// or in `also` whose value in `current` differs, as `name: current → wanted`. A setting absent
+/// on one side counts as its default (`false`, `0`, `""`, empty, `null`); settings neither side
+/// names (those a newer server fills in) are not compared.
+pub fn changed_settings(
+    wanted: &serde_json::Value,
+    current: &serde_json::Value,
+    also: &[String],
+) -> Vec<String> {
+    use serde_json::Value;
+    fn blank(v: Option<&Value>) -> bool {
+        match v {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => true,
+            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(Value::String(s)) => s.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(_) => false,
+        }
+    }
+    let mut keys: Vec<&str> = wanted
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    keys.extend(also.iter().map(String::as_str));
+    keys.sort_unstable();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (w, c) = (wanted.get(key), current.get(key));
+            let same = w == c || (blank(w) && blank(c));
+            let show = |v: Option<&Value>| v.map_or_else(|| "-".to_string(), Value::to_string);
+            (!same).then(|| format!("{key}: {} → {}", show(c), show(w)))
+        })
+        .collect()
 }
 
 /// Where publishing continues.

@@ -1,0 +1,281 @@
+//! The deployment files of `deploy/`:
+//!
+//! - `deploy/check/check.py`, in a Python virtualenv with the pinned packages of
+//!   `deploy/check/requirements.txt` (built once under the target directory, keyed by a hash of
+//!   that file and of the Python version): every Kubernetes manifest against the official
+//!   Kubernetes schemas (strict), `compose.yaml` against the Compose Specification schema,
+//!   compose and Kubernetes naming the same services, ports, probes and `APPREG_*` settings, and
+//!   no secret in a ConfigMap or in `deploy/appreg.toml`;
+//! - `appreg nats setup` against a private `nats-server`: the stream and the projector's
+//!   consumer of `deploy/nats/` are created, a second run changes nothing, drift is repaired;
+//! - the consumer definition in `deploy/nats/consumers/` is what the projector creates.
+//!
+//! A missing `python3`, `venv` or `pip` (or `nats-server`) is a failure, never a skip.
+
+use appreg_projector::{consumer_config, ProjectorConfig};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_appreg");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// FNV-1a: a stable hash (across Rust versions) for the virtualenv's cache key.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn run(command: &mut Command, what: &str, hint: &str) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run it ({e}). {hint}"));
+    if !output.status.success() {
+        panic!(
+            "{what} failed ({}). {hint}\n--- stdout\n{}\n--- stderr\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+const PYTHON_HINT: &str = "The deploy test needs Python 3 with venv and pip (Debian: apt-get \
+                           install python3 python3-venv python3-pip; another interpreter: \
+                           APPREG_TEST_PYTHON=/path/to/python3) and, on its first run, access to \
+                           PyPI";
+
+/// The checker's virtualenv: reused when it exists for these requirements and this Python,
+/// else built in a directory of its own and renamed into place (concurrent runs do not mix).
+fn venv() -> PathBuf {
+    let python = std::env::var("APPREG_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let requirements = repo().join("deploy/check/requirements.txt");
+    let version = run(
+        Command::new(&python).arg("--version"),
+        &format!("`{python} --version`"),
+        PYTHON_HINT,
+    );
+    let mut key = std::fs::read(&requirements)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", requirements.display()));
+    key.extend_from_slice(&version.stdout);
+    key.extend_from_slice(&version.stderr);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("appreg-deploy-venv-{:016x}", fnv1a(&key)));
+    let ready = |d: &Path| d.join("appreg-ready").exists();
+    if ready(&dir) {
+        return dir;
+    }
+    let building = dir.with_extension(format!("building-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&building);
+    eprintln!(
+        "deploy test: building the checker's virtualenv {} (pip install -r {})",
+        dir.display(),
+        requirements.display()
+    );
+    run(
+        Command::new(&python).args(["-m", "venv"]).arg(&building),
+        &format!("`{python} -m venv`"),
+        PYTHON_HINT,
+    );
+    run(
+        Command::new(building.join("bin/python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                "-r",
+            ])
+            .arg(&requirements),
+        "`pip install -r deploy/check/requirements.txt`",
+        PYTHON_HINT,
+    );
+    std::fs::write(building.join("appreg-ready"), b"").expect("mark the virtualenv ready");
+    if let Err(e) = std::fs::rename(&building, &dir) {
+        let _ = std::fs::remove_dir_all(&building);
+        assert!(
+            ready(&dir),
+            "cannot move the virtualenv into {}: {e}",
+            dir.display()
+        );
+    }
+    dir
+}
+
+#[test]
+fn the_manifests_pass_the_checker() {
+    let started = Instant::now();
+    let venv = venv();
+    let prepared = started.elapsed();
+    let output = Command::new(venv.join("bin/python"))
+        .arg(repo().join("deploy/check/check.py"))
+        .arg("--repo")
+        .arg(repo())
+        .output()
+        .expect("run deploy/check/check.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}{stderr}");
+    println!(
+        "virtualenv ready in {:.1}s, checks in {:.1}s",
+        prepared.as_secs_f64(),
+        (started.elapsed() - prepared).as_secs_f64()
+    );
+    assert!(
+        output.status.success(),
+        "deploy/check/check.py found problems in deploy/:\n{stdout}{stderr}"
+    );
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok: ")).count(), 3);
+}
+
+#[test]
+fn the_consumer_definition_is_what_the_projector_creates() {
+    let shipped = read_json(&repo().join("deploy/nats/consumers/appreg-projector.json"));
+    let created = serde_json::to_value(consumer_config(&ProjectorConfig::default())).unwrap();
+    assert_eq!(
+        shipped, created,
+        "deploy/nats/consumers/appreg-projector.json differs from the projector's consumer_config"
+    );
+    let parsed: pull::Config = serde_json::from_value(shipped).unwrap();
+    assert_eq!(parsed.durable_name.as_deref(), Some("appreg-projector"));
+    assert_eq!(parsed.ack_policy, AckPolicy::All);
+    assert_eq!(parsed.filter_subject, "appreg.>");
+}
+
+/// `appreg nats setup` with a configuration of its own names (no APPREG_* of the caller).
+fn setup(url: &str, extra: &[&str]) -> String {
+    let mut command = Command::new(EXE);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("APPREG_") {
+            command.env_remove(name);
+        }
+    }
+    let output = run(
+        command
+            .args(["nats", "setup", "--nats-url", url, "--wait", "20"])
+            .args(extra)
+            .env("APPREG_NATS_STREAM", "T_DEPLOY")
+            .env("APPREG_NATS_SUBJECT_PREFIX", "t.deploy")
+            .env("APPREG_PROJECTOR_CONSUMER", "t-deploy-projector"),
+        "appreg nats setup",
+        "",
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{stdout}");
+    stdout
+}
+
+/// The `<what>: <outcome>` of each line `appreg nats setup` printed.
+fn outcomes(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(|l| l.rsplit_once("): ").map_or(l, |(_, o)| o).to_string())
+        .collect()
+}
+
+/// Every setting of a definition file (but its name and subjects) as the server has it.
+fn assert_server_has(definition: &serde_json::Value, server: &serde_json::Value, skip: &[&str]) {
+    for (key, wanted) in definition.as_object().unwrap() {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
+        let actual = server.get(key).unwrap_or(&serde_json::Value::Null);
+        let blank = |v: &serde_json::Value| matches!(v, serde_json::Value::Null) || *v == false;
+        assert!(
+            actual == wanted || (blank(actual) && blank(wanted)),
+            "{key}: the server has {actual}, the definition says {wanted}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_nothing() {
+    let nats = appreg_relay::testing::NatsServer::start();
+    let url = nats.url();
+
+    let first = setup(&url, &[]);
+    assert_eq!(outcomes(&first), ["created", "created"], "{first}");
+    let second = setup(&url, &[]);
+    assert_eq!(outcomes(&second), ["unchanged", "unchanged"], "{second}");
+
+    // The stream and the consumer have the definitions' settings, under the configured names.
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream("T_DEPLOY").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(config.subjects, ["t.deploy.>"]);
+    let server_stream = serde_json::to_value(&config).unwrap();
+    let stream_definition = read_json(&repo().join("deploy/nats/APPREG_EVENTS.json"));
+    assert_server_has(&stream_definition, &server_stream, &["name", "subjects"]);
+    let consumer = stream.consumer_info("t-deploy-projector").await.unwrap();
+    assert_eq!(
+        consumer.config.durable_name.as_deref(),
+        Some("t-deploy-projector")
+    );
+    assert_eq!(consumer.config.filter_subject, "t.deploy.>");
+    let consumer_definition =
+        read_json(&repo().join("deploy/nats/consumers/appreg-projector.json"));
+    assert_server_has(
+        &consumer_definition,
+        &serde_json::to_value(&consumer.config).unwrap(),
+        &["durable_name", "filter_subject"],
+    );
+
+    // Drift (someone changed the consumer by hand) is repaired, then nothing changes again.
+    stream
+        .create_consumer(pull::Config {
+            ack_wait: Duration::from_secs(10),
+            ..consumer_config(&ProjectorConfig {
+                consumer: "t-deploy-projector".into(),
+                subject_prefix: "t.deploy".into(),
+                ..ProjectorConfig::default()
+            })
+        })
+        .await
+        .unwrap();
+    let repaired = setup(&url, &[]);
+    assert_eq!(
+        outcomes(&repaired),
+        ["unchanged", "updated (ack_wait: 10000000000 → 30000000000)"],
+        "{repaired}"
+    );
+    let consumer = stream.consumer_info("t-deploy-projector").await.unwrap();
+    assert_eq!(consumer.config.ack_wait, Duration::from_secs(30));
+    assert_eq!(outcomes(&setup(&url, &[])), ["unchanged", "unchanged"]);
+
+    // Replicas are the operator's: `--replicas` sets them, and neither a later run without it
+    // nor a relay starting with the single-node definition undoes that. (A standalone
+    // nats-server keeps the setting as given; a cluster places that many copies.)
+    let scaled = setup(&url, &["--replicas", "3"]);
+    assert_eq!(
+        outcomes(&scaled),
+        ["updated (num_replicas: 1 → 3)", "unchanged"],
+        "{scaled}"
+    );
+    assert_eq!(outcomes(&setup(&url, &[])), ["unchanged", "unchanged"]);
+    let definition = appreg_relay::stream::definition(&appreg_relay::RelayConfig {
+        stream: "T_DEPLOY".into(),
+        subject_prefix: "t.deploy".into(),
+        ..appreg_relay::RelayConfig::default()
+    })
+    .unwrap();
+    assert_eq!(definition.num_replicas, 1);
+    let mut kept = appreg_relay::stream::ensure(&js, &definition)
+        .await
+        .unwrap();
+    assert_eq!(kept.info().await.unwrap().config.num_replicas, 3);
+}
