@@ -2,13 +2,14 @@
 //! everyone reads). One stream per environment; small enough to fold on every request.
 
 use crate::commands::{metadata, now, read_all};
+use crate::dto::too_long;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
 use crate::state::AppState;
 use appreg_domain::catalogue::{
     Catalogue, CatalogueApi, CatalogueEvent, Plan, PlanDefinition, PlanSecurity, PlanValidation,
-    CATALOGUE_STREAM,
+    CATALOGUE_STREAM, MAX_DESCRIPTION, MAX_NAME,
 };
 use appreg_domain::{DomainError, DomainEvent, FieldErrors};
 use appreg_eventstore::{AppendError, AppendRequest, Appended, NewEvent};
@@ -22,17 +23,28 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiRequest {
+    /// 1–200 characters (trimmed), no control characters.
+    #[schema(value_type = String, required = true, max_length = 200, pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub name: Option<String>,
+    /// At most 4,000 characters, no control characters.
+    #[schema(
+        max_length = 4000,
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*(?:[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?)?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub description: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePlanRequest {
+    /// 1–200 characters (trimmed), no control characters.
+    #[schema(value_type = String, required = true, max_length = 200, pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub name: Option<String>,
     /// KEYLESS, API_KEY, JWT or OAUTH2.
+    #[schema(value_type = crate::apidoc::PlanSecurityName, inline, required = true)]
     pub security: Option<String>,
     /// AUTO or MANUAL.
+    #[schema(value_type = crate::apidoc::PlanValidationName, inline, required = true)]
     pub validation: Option<String>,
 }
 
@@ -221,6 +233,18 @@ pub async fn create_api(
     admin_only(&ctx)?;
     let mut errors = FieldErrors::new();
     let name = required(&mut errors, "name", body.name.as_deref());
+    if let Some(name) = &name {
+        too_long(&mut errors, "name", "text.invalid", name, MAX_NAME);
+    }
+    if let Some(description) = &body.description {
+        too_long(
+            &mut errors,
+            "description",
+            "text.invalid",
+            description,
+            MAX_DESCRIPTION,
+        );
+    }
     errors.into_result()?;
     let id = uuid::Uuid::now_v7().to_string();
     let (catalogue, appended) = execute_catalogue(&state, &ctx, |c| {
@@ -269,6 +293,9 @@ pub async fn create_plan(
     admin_only(&ctx)?;
     let mut errors = FieldErrors::new();
     let name = required(&mut errors, "name", body.name.as_deref());
+    if let Some(name) = &name {
+        too_long(&mut errors, "name", "text.invalid", name, MAX_NAME);
+    }
     let security = required(&mut errors, "security", body.security.as_deref())
         .and_then(|s| errors.take("security", PlanSecurity::parse(&s)));
     let validation = required(&mut errors, "validation", body.validation.as_deref())

@@ -18,14 +18,25 @@ use uuid::Uuid;
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApplicationRequest {
-    /// 1–200 characters, trimmed.
+    /// 1–200 characters after trimming (surrounding whitespace is not counted), no control
+    /// characters.
+    #[schema(value_type = String, required = true, pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 4000)]
     pub description: Option<String>,
+    #[schema(max_length = 255)]
     pub domain: Option<String>,
     /// simple, browser, web, native or backend_to_backend.
     #[serde(rename = "type")]
+    #[schema(value_type = crate::apidoc::ApplicationTypeName, inline, required = true)]
     pub app_type: Option<String>,
-    /// Simple applications only: a self-chosen client_id, unique among active applications.
+    /// Simple applications only: a self-chosen client_id, unique among active applications;
+    /// no whitespace or control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F]+$"
+    )]
     pub client_id: Option<String>,
     pub redirect_uris: Option<Vec<String>>,
     pub grant_types: Option<Vec<String>>,
@@ -39,18 +50,19 @@ pub struct CreateApplicationRequest {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateApplicationRequest {
-    /// Not nullable: `null` is refused, not ignored.
+    /// Not nullable: `null` is refused, not ignored. 1–200 characters after trimming, no control
+    /// characters.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = String, required = false, pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$")]
     pub name: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 4000)]
     pub description: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 255)]
     pub domain: Option<Option<String>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, min_length = 1, max_length = 255, pattern = r"^[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F]+$")]
     pub client_id: Option<Option<String>>,
     pub redirect_uris: Option<Vec<String>>,
     pub grant_types: Option<Vec<String>>,
@@ -93,6 +105,23 @@ fn parse_list<T>(
         }
     }
     ok.then_some(out)
+}
+
+/// Whether `value` has more than `max` characters as sent, reported on `field` with the code the
+/// domain gives the field. The domain counts a trimmed value; the document's `maxLength` counts
+/// what is sent, and the edge holds to it, so that a value the document refuses is refused.
+pub(crate) fn too_long(
+    errors: &mut FieldErrors,
+    field: &str,
+    code: &'static str,
+    value: &str,
+    max: usize,
+) -> bool {
+    let long = value.chars().count() > max;
+    if long {
+        errors.add(field, code, format!("{field} has at most {max} characters"));
+    }
+    long
 }
 
 fn text(errors: &mut FieldErrors, field: &str, value: &str, max: usize) -> Option<BoundedText> {

@@ -17,11 +17,20 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The longest environment name (the domain's rule, counted on the trimmed name).
+const MAX_NAME: usize = 100;
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnvironmentRequest {
     /// 1–64 characters among A-Z, a-z, 0-9, `_` and `-`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: String,
+    /// 1–100 characters (trimmed), no control characters.
+    #[schema(
+        max_length = 100,
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub name: String,
 }
 
@@ -82,6 +91,9 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Result<R
     .await?;
     let id =
         EnvironmentId::parse(&body.id).map_err(|(code, m)| ApiError::invalid("id", code, m))?;
+    let mut errors = appreg_domain::FieldErrors::new();
+    crate::dto::too_long(&mut errors, "name", "name.invalid", &body.name, MAX_NAME);
+    errors.into_result()?;
     let ctx = org_caller(&parts, &state, principal, user, &id);
     let exists = state.environment_exists(&id).await?;
     let events = create_environment(id.clone(), &body.name, exists)?;

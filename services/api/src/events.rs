@@ -42,7 +42,7 @@ const CACHE: usize = 10_000;
 /// Subscribe to the lifecycle events the caller may see (Server-Sent Events).
 #[utoipa::path(get, path = "/v1/environments/{env}/events", tag = "events",
     params(("env" = String, Path, description = "environment id"),
-        ("Last-Event-ID" = Option<String>, Header, description = "resume after this event id (a log position `tx.pos`)")),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$", description = "resume after this event id (a log position `tx.pos`)")),
     responses((status = 200, content_type = "text/event-stream",
             description = "`id:` the log position, `event:` the event type, `data:` the envelope JSON; heartbeats are comments"),
         (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]

@@ -3,6 +3,7 @@
 //! history and time travel). Served with graceful shutdown; `run` is what `appreg api` and
 //! `appreg dev` call, and what tests call on a random port.
 
+mod apidoc;
 mod catalogue;
 pub mod commands;
 pub mod dto;
@@ -21,6 +22,7 @@ mod users;
 pub use error::ApiError;
 pub use state::AppState;
 
+use apidoc::{BearerAuth, CommonResponses};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -50,28 +52,10 @@ use utoipa::OpenApi;
         subscriptions::renew_key, subscriptions::revoke_key, subscriptions::verify,
         subscriptions::get_notifications, subscriptions::put_notifications,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     security(("bearer" = [])),
 )]
 pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl utoipa::Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-    }
-}
 
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())

@@ -19,9 +19,12 @@ use utoipa::ToSchema;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMemberRequest {
-    /// The user's id (the `sub` of their tokens); they may not have signed in yet.
+    /// The user's id (the `sub` of their tokens); they may not have signed in yet. At most 255
+    /// bytes of UTF-8.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     pub user: Option<String>,
     /// OWNER or USER (default USER).
+    #[schema(value_type = Option<crate::apidoc::MemberRole>, inline)]
     pub role: Option<String>,
 }
 
@@ -29,15 +32,18 @@ pub struct AddMemberRequest {
 #[serde(deny_unknown_fields)]
 pub struct ChangeRoleRequest {
     /// OWNER or USER.
+    #[schema(value_type = crate::apidoc::MemberRole, inline, required = true)]
     pub role: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransferOwnershipRequest {
-    /// The new primary owner.
+    /// The new primary owner. At most 255 bytes of UTF-8.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 255, pattern = r"^[^\x00-\x1F\x7F-\x9F]+$")]
     pub user: Option<String>,
     /// The former primary owner's new role: OWNER or USER (default USER).
+    #[schema(value_type = Option<crate::apidoc::MemberRole>, inline)]
     pub former_owner_role: Option<String>,
 }
 

@@ -205,13 +205,17 @@ pub async fn create_application(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// ACTIVE (default) or ARCHIVED (administrators only).
+    #[param(value_type = Option<crate::apidoc::ApplicationStatus>, inline, nullable = false)]
     pub status: Option<String>,
     /// 1-based page number.
+    #[param(minimum = 1, maximum = 1_000_000, nullable = false)]
     pub page: Option<i64>,
     /// Page size, 1–100 (default 20).
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub size: Option<i64>,
 }
 
@@ -284,11 +288,14 @@ pub async fn list_applications(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AsOfParams {
-    /// The state at this time (RFC 3339), rebuilt from the log.
+    /// The state at this time (RFC 3339), rebuilt from the log. Not with `version`.
+    #[param(value_type = Option<DateTime<Utc>>, nullable = false)]
     pub as_of: Option<String>,
-    /// The state at this version, rebuilt from the log.
+    /// The state at this version (from 1), rebuilt from the log. Not with `as_of`.
+    #[param(minimum = 1, nullable = false)]
     pub version: Option<i64>,
 }
 

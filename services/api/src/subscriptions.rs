@@ -14,8 +14,8 @@ use crate::extract::{Ctx, JsonBody};
 use crate::routes::{not_found, parse_app_id, with_token};
 use crate::state::AppState;
 use appreg_domain::subscription::{
-    parse_email, Hook, NewApiKey, Subscription, SubscriptionStatus, API_KEY_SCOPE,
-    SUBSCRIPTION_SCOPE,
+    parse_email, Hook, NewApiKey, Subscription, SubscriptionStatus, API_KEY_SCOPE, MAX_EMAIL,
+    MAX_REASON, SUBSCRIPTION_SCOPE,
 };
 use appreg_domain::{
     Application, ApplicationId, ApplicationStatus, DomainError, FieldErrors, Operation, Permission,
@@ -40,11 +40,14 @@ const SHOWN_PREFIX: usize = 12;
 const MAX_KEY_INPUT: usize = 256;
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageParams {
     /// From 1.
+    #[param(minimum = 1, maximum = 1_000_000, nullable = false)]
     pub page: Option<i64>,
     /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub size: Option<i64>,
 }
 
@@ -70,19 +73,27 @@ pub(crate) fn paging(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscribeRequest {
+    #[schema(value_type = String, required = true)]
     pub plan_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectRequest {
-    /// Shown to the application's members (at most 1,000 characters).
+    /// Shown to the application's members (at most 1,000 characters, no control characters but
+    /// line feeds).
+    #[schema(
+        max_length = 1000,
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*(?:[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F](?:[^\x00-\x09\x0B-\x1F\x7F-\x9F]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F])?)?[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyRequest {
+    /// At most 256 bytes.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 256)]
     pub key: Option<String>,
 }
 
@@ -91,8 +102,13 @@ pub struct VerifyRequest {
 pub struct NotificationRequest {
     /// SUBSCRIPTION_ACCEPTED, SUBSCRIPTION_REJECTED, SUBSCRIPTION_CLOSED, SUBSCRIPTION_PAUSED,
     /// SUBSCRIPTION_RESUMED, API_KEY_EXPIRING; empty: no notification.
+    #[schema(value_type = Option<Vec<crate::apidoc::HookName>>, inline, max_items = 12)]
     pub hooks: Option<Vec<String>>,
-    /// Where to send them (required with hooks).
+    /// Where to send them (required with hooks): `local@domain.tld`, at most 254 bytes.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F@]+@[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F@.][^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F@]*\.[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F@]*[^\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\x00-\x1F\x7F-\x9F@.][\t\n\x0B\x0C\r \x85\xA0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]*$"
+    )]
     pub email: Option<String>,
 }
 
@@ -324,11 +340,17 @@ async fn respond(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionListParams {
-    /// PENDING, ACCEPTED, REJECTED, PAUSED or CLOSED.
+    /// Only the subscriptions in this status.
+    #[param(value_type = Option<crate::apidoc::SubscriptionStatusName>, inline, nullable = false)]
     pub status: Option<String>,
+    /// From 1.
+    #[param(minimum = 1, maximum = 1_000_000, nullable = false)]
     pub page: Option<i64>,
+    /// 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100, nullable = false)]
     pub size: Option<i64>,
 }
 
@@ -560,6 +582,17 @@ pub async fn reject(
     } else {
         crate::extract::parse_json::<RejectRequest>(&body)?.reason
     };
+    let mut errors = FieldErrors::new();
+    if let Some(reason) = &reason {
+        crate::dto::too_long(
+            &mut errors,
+            "reason",
+            "subscription.reason.invalid",
+            reason,
+            MAX_REASON,
+        );
+    }
+    errors.into_result()?;
     transition(&state, &ctx, &sid, Transition::Reject, reason).await
 }
 
@@ -766,6 +799,17 @@ pub async fn put_notifications(
         }
     }
     let email = match body.email {
+        Some(e)
+            if crate::dto::too_long(
+                &mut errors,
+                "email",
+                "notification.email.invalid",
+                &e,
+                MAX_EMAIL,
+            ) =>
+        {
+            None
+        }
         Some(e) => errors.take("email", parse_email(&e)),
         None => None,
     };
