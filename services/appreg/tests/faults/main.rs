@@ -1,6 +1,6 @@
 //! The fault-and-load suite: the whole system as real processes on loopback — a private
-//! PostgreSQL server, a private nats-server, the npm `oidc-provider`, two `appreg api`, `relay`,
-//! `projector`, `dcr-saga` and `lifecycle` — under a mixed load (creates of simple and OAuth
+//! PostgreSQL server, a private nats-server, the npm `oidc-provider`, and two each of `appreg api`,
+//! `relay`, `projector`, `dcr-saga` and `lifecycle` (scaled out) — under a mixed load (creates of simple and OAuth
 //! applications, renames, member changes, subscriptions, accepts, closes, archives, restores),
 //! while each service in turn is SIGKILLed and restarted, NATS is killed and restarted, and
 //! PostgreSQL crashes and restarts. At the end it checks that every command answered 2xx is in
@@ -584,11 +584,17 @@ async fn run(profile: Profile) {
             child: None,
         });
     }
+    // Two of every service (scale-out): the relays, sagas and process managers take turns by
+    // advisory lock, the projectors share one durable consumer.
     for (name, args) in [
-        ("relay", vec!["relay"]),
-        ("projector", vec!["projector"]),
-        ("dcr-saga", vec!["dcr-saga"]),
-        ("lifecycle", vec!["lifecycle"]),
+        ("relay-1", vec!["relay"]),
+        ("relay-2", vec!["relay"]),
+        ("projector-1", vec!["projector"]),
+        ("projector-2", vec!["projector"]),
+        ("dcr-saga-1", vec!["dcr-saga"]),
+        ("dcr-saga-2", vec!["dcr-saga"]),
+        ("lifecycle-1", vec!["lifecycle"]),
+        ("lifecycle-2", vec!["lifecycle"]),
     ] {
         services.push(Service {
             name,
