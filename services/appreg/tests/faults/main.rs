@@ -272,7 +272,7 @@ async fn restore(client: &Client, app: &mut AppState, admin: &str, k: usize) {
     }
     app.members.clear();
     let path = format!("applications/{}/members/_transfer_ownership", app.id);
-    if client
+    match client
         .call(
             "transfer",
             Method::POST,
@@ -281,9 +281,11 @@ async fn restore(client: &Client, app: &mut AppState, admin: &str, k: usize) {
             Some(json!({"user": format!("user-{k}"), "former_owner_role": "USER"})),
         )
         .await
-        .is_ok()
     {
-        app.active = true;
+        Ok(_) => app.active = true,
+        // An earlier transfer went through though its answer was lost.
+        Err(code) if code == "member.already_primary_owner" => app.active = true,
+        Err(_) => {}
     }
 }
 
