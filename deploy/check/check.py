@@ -510,12 +510,12 @@ def main():
                 flag = k["args"].index("--metrics-listen") if "--metrics-listen" in k["args"] else None
                 expected = listen_port(k["args"][flag + 1]) if flag is not None else None
                 if expected is None:
-                    problem(where, "no --metrics-listen (its probes need /healthz)")
+                    problem(where, "no --metrics-listen (its probes need /healthz and /readyz)")
             if expected is not None and k["ports"] != {expected}:
                 problem(where, f"Kubernetes declares ports {sorted(k['ports'])}, the service listens on {expected}")
             if k["probe"] and k["probe"][1] != expected:
                 problem(where, f"the probes use port {k['probe'][1]}, the service listens on {expected}")
-            expected_path = "/readyz" if service == "api" else "/healthz"
+            expected_path = "/readyz"
             if k["probe"] and k["probe"][0] != expected_path:
                 problem(where, f"readiness path {k['probe'][0]}, expected {expected_path}")
 

@@ -111,7 +111,7 @@ pub(crate) fn now() -> DateTime<Utc> {
 
 /// The metadata every event carries.
 pub fn metadata(ctx: &Ctx, now: DateTime<Utc>) -> serde_json::Value {
-    serde_json::json!({
+    let mut meta = serde_json::json!({
         "environment": ctx.environment.as_str(),
         "actor": ctx.actor.user.as_str(),
         "actor_name": ctx.principal.name,
@@ -119,7 +119,11 @@ pub fn metadata(ctx: &Ctx, now: DateTime<Utc>) -> serde_json::Value {
         "correlation_id": ctx.correlation_id,
         "causation_id": ctx.correlation_id,
         "at": now,
-    })
+    });
+    if let Some(traceparent) = &ctx.traceparent {
+        meta["traceparent"] = traceparent.as_str().into();
+    }
+    meta
 }
 
 fn new_events<E: DomainEvent>(events: &[E], ctx: &Ctx, now: DateTime<Utc>) -> Vec<NewEvent> {
@@ -167,9 +171,11 @@ fn to_claims(claims: Vec<UniqueClaim>) -> Vec<Claim> {
         .collect()
 }
 
-fn record(command: &'static str, started: Instant, outcome: &str) {
-    metrics::counter!("appreg_commands_total", "command" => command, "outcome" => outcome.to_string()).increment(1);
-    metrics::histogram!("appreg_command_duration_seconds", "command" => command)
+/// `outcome`: `ok` or the error's stable code.
+fn record(command: &'static str, started: Instant, outcome: &'static str) {
+    metrics::counter!("appreg_commands_total", "command" => command, "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("appreg_command_duration_seconds", "command" => command, "outcome" => outcome)
         .record(started.elapsed().as_secs_f64());
 }
 
@@ -299,7 +305,10 @@ pub async fn execute_settings(
     record(
         "UpdateClientRegistrationSettings",
         started,
-        if result.is_ok() { "ok" } else { "error" },
+        match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        },
     );
     result
 }

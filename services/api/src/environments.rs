@@ -64,6 +64,7 @@ fn org_caller(
         principal,
         environment: env.clone(),
         correlation_id,
+        traceparent: crate::extract::request_traceparent(parts),
     }
 }
 

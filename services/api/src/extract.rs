@@ -6,6 +6,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use appreg_auth::{AuthError, Principal};
 use appreg_domain::{Actor, EnvironmentId, UserId};
+use appreg_telemetry::trace::{self, TraceParent};
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -15,6 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -39,6 +41,49 @@ pub async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// The W3C trace context of a request (`traceparent`): the caller's trace, or a new one, and
+/// the request span's own id.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTrace(pub TraceParent);
+
+/// Runs the request in its span (`http`: method, path, request id, `trace_id`), continuing the
+/// caller's `traceparent` when it is valid W3C trace context (else a new trace), and answers
+/// the request span's `traceparent`. Runs inside [`request_id`].
+pub async fn trace_context(mut request: Request, next: Next) -> Response {
+    let incoming = request
+        .headers()
+        .get(trace::TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+        trace_id = tracing::field::Empty,
+    );
+    let context = trace::start(&span, incoming);
+    request.extensions_mut().insert(RequestTrace(context));
+    let mut response = next.run(request).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&context.to_string()) {
+        response.headers_mut().insert(trace::TRACEPARENT, v);
+    }
+    response
+}
+
+/// The `traceparent` the events of a request carry (its trace, the request span as parent).
+pub fn request_traceparent(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<RequestTrace>()
+        .map(|t| t.0.to_string())
+}
+
 /// The authenticated caller of a request under `/v1/environments/{env}`.
 #[derive(Debug, Clone)]
 pub struct Ctx {
@@ -46,6 +91,8 @@ pub struct Ctx {
     pub actor: Actor,
     pub environment: EnvironmentId,
     pub correlation_id: String,
+    /// The request's W3C `traceparent`, copied into the metadata of its events.
+    pub traceparent: Option<String>,
 }
 
 /// The authenticated caller, for routes outside an environment.
@@ -118,6 +165,7 @@ impl FromRequestParts<AppState> for Ctx {
             principal,
             environment,
             correlation_id,
+            traceparent: request_traceparent(parts),
         };
         crate::users::ensure_user(state, &ctx).await?;
         Ok(ctx)

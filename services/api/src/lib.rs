@@ -198,7 +198,10 @@ pub fn router(state: AppState) -> Router {
         );
     let max_body = state.max_body_bytes();
     Router::new()
-        .route("/v1/environments", get(environments::list).post(environments::create))
+        .route(
+            "/v1/environments",
+            get(environments::list).post(environments::create),
+        )
         .nest("/v1/environments/{env}", env)
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
@@ -208,11 +211,14 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(method_not_allowed))
         .route_layer(middleware::from_fn(http_metrics))
         .layer(DefaultBodyLimit::max(max_body))
+        // The request span is `extract::trace_context`'s (with the W3C trace context); the
+        // trace layer only logs failures inside it.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(|_: &Request| tracing::Span::none()),
+        )
+        .layer(middleware::from_fn(extract::trace_context))
         .layer(middleware::from_fn(extract::request_id))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|r: &Request| {
-            let id = r.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-            tracing::info_span!("http", method = %r.method(), path = %r.uri().path(), request_id = %id)
-        }))
         .with_state(state)
 }
 
@@ -241,6 +247,7 @@ pub async fn run(
             shutdown.child_token(),
         ))
     };
+    let lag = tokio::spawn(state.clone().keep_lag_measured(shutdown.child_token()));
     // Event streams never end on their own: they end when the shutdown starts, so that the
     // graceful shutdown can drain them.
     let closing = state.closing().clone();
@@ -254,6 +261,7 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let _ = projector.await;
+    let _ = lag.await;
     served
 }
 

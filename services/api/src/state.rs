@@ -7,6 +7,7 @@ use appreg_auth::Authenticator;
 use appreg_config::Config;
 use appreg_domain::{EnvironmentId, Policy};
 use appreg_eventstore::{Database, EventStore};
+use appreg_telemetry::lag::{self, Lag, LagGauges};
 use appreg_telemetry::PrometheusHandle;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ struct Inner {
     sse_heartbeat: Duration,
     /// Cancelled when the server shuts down: long-lived responses (event streams) end.
     closing: CancellationToken,
+    /// `/readyz` fails when the read model is further behind the log than this.
+    readyz_max_lag: Duration,
 }
 
 /// The vault's keyring from the configuration (`secrets_master_key`, `secrets_previous_keys`).
@@ -69,7 +72,7 @@ impl AppState {
         db: &Database,
         auth: Arc<Authenticator>,
     ) -> Result<AppState, ApiError> {
-        let store = db.event_store().await?;
+        let store = appreg_telemetry::count_appends(db.event_store().await?);
         let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring(config)?));
         let read = Arc::new(match config.read_models {
             appreg_config::ReadModels::Inline => ReadModel::new(db.clone()).await?,
@@ -101,6 +104,7 @@ impl AppState {
                 )),
                 sse_heartbeat: Duration::from_millis(config.sse_heartbeat_ms.max(1)),
                 closing: CancellationToken::new(),
+                readyz_max_lag: Duration::from_millis(config.readyz_max_lag_ms),
             }),
         })
     }
@@ -218,6 +222,35 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    /// The bound of `/readyz` on the read model's lag (`readyz_max_lag_ms`).
+    pub fn readyz_max_lag(&self) -> Duration {
+        self.inner.readyz_max_lag
+    }
+
+    /// How far the read model this api serves is behind the event log: the events after its
+    /// position and the age of the first of them (also a database round trip).
+    pub async fn projection_lag(&self) -> Result<Lag, sqlx::Error> {
+        let read = self.read();
+        let lag = lag::log_lag(read.database(), read.position()).await?;
+        LagGauges::projection(appreg_readmodel::PROJECTION).set(lag);
+        Ok(lag)
+    }
+
+    /// Keeps `appreg_projection_lag_events` / `_seconds` current until `shutdown` fires.
+    pub async fn keep_lag_measured(self, shutdown: CancellationToken) {
+        let read = self.read().clone();
+        lag::keep_refreshed(
+            read.database().clone(),
+            LagGauges::projection(appreg_readmodel::PROJECTION),
+            move || {
+                let at = read.position();
+                async move { Ok::<_, std::convert::Infallible>(at) }
+            },
+            shutdown,
+        )
+        .await;
     }
 
     /// The rules' configuration, with the environment's current settings.

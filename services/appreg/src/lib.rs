@@ -207,7 +207,10 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // The last spans, when they are exported (OTLP).
+    appreg_telemetry::shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("appreg: {e:#}");
@@ -331,7 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if config.log_format == "json" && std::env::var_os("APPREG_LOG_FORMAT").is_none() {
                 config.log_format = "text".into();
             }
-            appreg_telemetry::init_tracing(&config.log_format);
+            init_telemetry(&config, "appreg-dev")?;
             std::fs::create_dir_all(&data)
                 .with_context(|| format!("cannot create {}", data.display()))?;
             let url = database_url(&config, url, Some(&data))?;
@@ -397,7 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             served
         }
         Command::Api => {
-            appreg_telemetry::init_tracing(&config.log_format);
+            init_telemetry(&config, "appreg-api")?;
             let url = database_url(&config, None, None)?;
             let auth = if config.auth.dev {
                 let key = DevKey::load_or_create(&config.data_dir)?;
@@ -424,7 +427,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             nats_url,
             metrics_listen,
         } => {
-            appreg_telemetry::init_tracing(&config.log_format);
+            init_telemetry(&config, "appreg-relay")?;
             let url = database_url(&config, url, None)?;
             let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
             relay(&config, &url, &nats_url, metrics_listen.as_deref()).await
@@ -555,13 +558,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            appreg_telemetry::init_tracing(&config.log_format);
+            init_telemetry(&config, "appreg-dcr-saga")?;
             let metrics = appreg_telemetry::metrics_handle();
             let url = database_url(&config, url, None)?;
             let shutdown = shutdown_signal();
             let db = open(&url, 8).await?;
             if let Some(addr) = metrics_listen.as_deref() {
-                serve_metrics(addr, metrics, shutdown.clone(), "dcr-saga").await?;
+                let ready = Readiness::new(&db, None);
+                serve_metrics(addr, metrics, shutdown.clone(), "dcr-saga", ready).await?;
             }
             tracing::info!(postgres = db.is_postgres(), "appreg dcr-saga starting");
             spawn_saga(&config, &db, shutdown)
@@ -575,13 +579,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            appreg_telemetry::init_tracing(&config.log_format);
+            init_telemetry(&config, "appreg-lifecycle")?;
             let metrics = appreg_telemetry::metrics_handle();
             let url = database_url(&config, url, None)?;
             let shutdown = shutdown_signal();
             let db = open(&url, 4).await?;
             if let Some(addr) = metrics_listen.as_deref() {
-                serve_metrics(addr, metrics, shutdown.clone(), "lifecycle").await?;
+                let ready = Readiness::new(&db, None);
+                serve_metrics(addr, metrics, shutdown.clone(), "lifecycle", ready).await?;
             }
             tracing::info!(postgres = db.is_postgres(), "appreg lifecycle starting");
             spawn_lifecycle(&config, &db, shutdown)
@@ -613,7 +618,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             nats_url,
             metrics_listen,
         } => {
-            appreg_telemetry::init_tracing(&config.log_format);
+            init_telemetry(&config, "appreg-projector")?;
             let url = database_url(&config, url, None)?;
             let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
             projector(&config, &url, &nats_url, metrics_listen.as_deref()).await
@@ -631,7 +636,15 @@ async fn spawn_saga(
     let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
     let client = appreg_dcr_saga::provider::ProviderClient::new()
         .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
-    let store = db.event_store().await?;
+    let store = appreg_telemetry::count_appends(db.event_store().await?);
+    // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
+    appreg_telemetry::lag::spawn_checkpoint_lag(
+        db.clone(),
+        "saga_checkpoints",
+        "dcr-saga",
+        "appreg_saga",
+        shutdown.clone(),
+    );
     let saga_config = appreg_dcr_saga::SagaConfig::default();
     let concurrency = saga_config.concurrency;
     let saga = Arc::new(appreg_dcr_saga::Saga::new(
@@ -656,7 +669,15 @@ async fn spawn_lifecycle(
     db: &Database,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let store = db.event_store().await?;
+    let store = appreg_telemetry::count_appends(db.event_store().await?);
+    // appreg_lifecycle_lag_events / _seconds, from the process manager's checkpoint.
+    appreg_telemetry::lag::spawn_checkpoint_lag(
+        db.clone(),
+        "lifecycle_checkpoints",
+        appreg_lifecycle::CHECKPOINT,
+        "appreg_lifecycle",
+        shutdown.clone(),
+    );
     let lifecycle_config = appreg_lifecycle::LifecycleConfig {
         step_pause: std::time::Duration::from_millis(config.lifecycle_step_pause_ms),
     };
@@ -768,7 +789,8 @@ async fn projector(
     let db = open(url, 4).await?;
     let nats = connect_nats(nats_url).await?;
     if let Some(addr) = metrics_listen {
-        serve_metrics(addr, metrics, shutdown.clone(), "projector").await?;
+        let ready = Readiness::new(&db, Some(&nats));
+        serve_metrics(addr, metrics, shutdown.clone(), "projector", ready).await?;
     }
     let read = Arc::new(appreg_readmodel::ReadModel::new(db.clone()).await?);
     let projector_config = projector_config(config);
@@ -783,12 +805,70 @@ async fn projector(
     Ok(())
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` until `shutdown` fires.
+/// Logs, and OTLP export of spans when `otlp_endpoint` is set, as `service`.
+fn init_telemetry(config: &Config, service: &'static str) -> anyhow::Result<()> {
+    appreg_telemetry::init(service, &config.log_format, config.otlp_endpoint.as_deref())?;
+    Ok(())
+}
+
+/// What `/readyz` of a service's metrics listener checks: PostgreSQL answers and, for the
+/// relay and the projector, the NATS client is connected.
+#[derive(Clone)]
+struct Readiness {
+    db: Database,
+    nats: Option<async_nats::Client>,
+}
+
+impl Readiness {
+    fn new(db: &Database, nats: Option<&async_nats::Client>) -> Self {
+        Readiness {
+            db: db.clone(),
+            nats: nats.cloned(),
+        }
+    }
+
+    /// 200 `ready`, or 503 with a problem document saying why not.
+    async fn check(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut reasons = Vec::new();
+        if let Err(reason) =
+            appreg_telemetry::database_ready(&self.db, std::time::Duration::from_secs(2)).await
+        {
+            reasons.push(reason);
+        }
+        if let Some(nats) = &self.nats {
+            let state = nats.connection_state();
+            if state != async_nats::connection::State::Connected {
+                reasons.push(format!("NATS is not connected ({state})"));
+            }
+        }
+        if reasons.is_empty() {
+            return "ready".into_response();
+        }
+        let problem = serde_json::json!({
+            "type": "urn:appreg:problem:service.unavailable",
+            "title": "Service unavailable",
+            "status": 503,
+            "detail": format!("not ready: {}", reasons.join("; ")),
+            "code": "service.unavailable",
+        });
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+            problem.to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Serves `/metrics`, `/healthz` (alive) and `/readyz` ([`Readiness`]) on `addr` until
+/// `shutdown` fires.
 async fn serve_metrics(
     addr: &str,
     metrics: appreg_telemetry::PrometheusHandle,
     shutdown: CancellationToken,
     service: &'static str,
+    ready: Readiness,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -802,7 +882,14 @@ async fn serve_metrics(
                 async move { metrics.render() }
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move { ready.check().await }
+            }),
+        );
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -922,7 +1009,8 @@ async fn relay(
     };
     let nats = connect_nats(nats_url).await?;
     if let Some(addr) = metrics_listen {
-        serve_metrics(addr, metrics, shutdown.clone(), "relay").await?;
+        let ready = Readiness::new(&db, Some(&nats));
+        serve_metrics(addr, metrics, shutdown.clone(), "relay", ready).await?;
     }
     let relay_config = appreg_relay::RelayConfig::from_config(config);
     tracing::info!(
@@ -979,6 +1067,41 @@ async fn history(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn readiness(ready: &Readiness) -> (u16, String) {
+        let response = ready.check().await;
+        let status = response.status().as_u16();
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// The metrics listener's `/readyz`: ready while the database answers (and, for the relay
+    /// and the projector, the NATS client is connected), else 503 saying why.
+    #[tokio::test]
+    async fn readyz_of_a_service_checks_the_database_and_nats() {
+        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        let db = Database::connect(&url, 2).await.unwrap();
+        assert_eq!(readiness(&Readiness::new(&db, None)).await.0, 200);
+
+        // A NATS that does not answer (nothing listens on port 1): the client is not connected.
+        let nats = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect("nats://127.0.0.1:1")
+            .await
+            .unwrap();
+        let (status, body) = readiness(&Readiness::new(&db, Some(&nats))).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("NATS is not connected"), "{body}");
+        assert!(body.contains("service.unavailable"), "{body}");
+
+        // The database is gone.
+        db.close().await;
+        let (status, body) = readiness(&Readiness::new(&db, None)).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("the database is unreachable"), "{body}");
+    }
 
     #[test]
     fn passwords_are_redacted() {

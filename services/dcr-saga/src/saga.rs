@@ -31,6 +31,7 @@ use appreg_eventstore::{Database, EventStore, StoredEvent};
 use appreg_secrets::SecretStore;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// How the saga retries a provider that does not answer.
 #[derive(Debug, Clone)]
@@ -141,13 +142,19 @@ impl Saga {
         else {
             return Ok(());
         };
-        match e.event_type.as_str() {
-            "DcrRegistrationRequested" => self.register(e, id).await,
-            "DcrClientUpdateRequested" => self.update(e, id).await,
-            "ClientSecretRenewalRequested" => self.renew(e, id).await,
-            "ApplicationArchived" => self.delete_at_archive(e, id).await,
-            _ => Ok(()),
+        // With OTLP export, the request's spans are children of the event's (its traceparent).
+        let span = appreg_telemetry::trace::event_span(traceparent(e));
+        async {
+            match e.event_type.as_str() {
+                "DcrRegistrationRequested" => self.register(e, id).await,
+                "DcrClientUpdateRequested" => self.update(e, id).await,
+                "ClientSecretRenewalRequested" => self.renew(e, id).await,
+                "ApplicationArchived" => self.delete_at_archive(e, id).await,
+                _ => Ok(()),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// The provider that issued the application's client, with its settings; `Err(failure)`
@@ -226,7 +233,7 @@ impl Saga {
 
     /// RFC 7592 PUT of the full metadata after an OAuth settings change; the rotated
     /// registration access token replaces the old one; a failure is recorded and shown.
-    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     async fn update(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
         let (app, _) = apps::load(self.store.as_ref(), id).await?;
         let Some(app) = app else { return Ok(()) };
@@ -269,7 +276,7 @@ impl Saga {
 
     /// Secret renewal through the provider's endpoint; the new secret goes to the vault, its
     /// fingerprint into `ClientSecretRenewed`.
-    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     async fn renew(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
         let (app, _) = apps::load(self.store.as_ref(), id).await?;
         let Some(app) = app else { return Ok(()) };
@@ -332,7 +339,7 @@ impl Saga {
 
     /// With the provider's `delete_client_on_archive`: the archived application's client is
     /// deleted at the provider (RFC 7592) and its secrets purged; a restore registers a new one.
-    #[tracing::instrument(skip_all, fields(application_id = %id.0), err(Display))]
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, trace_id = %trace_id(e)), err(Display))]
     async fn delete_at_archive(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
         let (app, _) = apps::load(self.store.as_ref(), id).await?;
         let Some(app) = app else { return Ok(()) };
@@ -392,7 +399,7 @@ impl Saga {
         m
     }
 
-    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version), err(Display))]
+    #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     async fn register(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
         let (app, version) = apps::load(self.store.as_ref(), id).await?;
         let loaded = (app.clone(), version);
@@ -737,6 +744,18 @@ fn pending(app: &Application, kind: ClientOperationKind, version: i64) -> bool {
         .is_some_and(|o| {
             o.kind == kind && o.request_version == version && o.state == OperationState::Pending
         })
+}
+
+/// The W3C trace context of the request an event comes from (its metadata's), if any.
+fn traceparent(e: &StoredEvent) -> Option<&str> {
+    e.metadata
+        .get("traceparent")
+        .and_then(serde_json::Value::as_str)
+}
+
+/// The `trace_id` span field of the request handling `e` ("" without trace context).
+fn trace_id(e: &StoredEvent) -> String {
+    appreg_telemetry::trace::trace_id(traceparent(e))
 }
 
 /// A decision refused (a stale answer, an archived application) is not an error of the saga.

@@ -9,6 +9,7 @@ use appreg_domain::subscription::MAX_SUBSCRIPTIONS;
 use appreg_domain::{ApplicationId, DomainEvent};
 use appreg_eventstore::{EventStore, StoredEvent};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// More steps than any archive or restore can take (one per subscription, one per subscription
 /// with keys left, the notification settings): past it the domain is not making progress.
@@ -114,9 +115,21 @@ pub async fn handle(
     stop: &CancellationToken,
 ) -> Result<Handled, LifecycleError> {
     match trigger(e) {
-        Some(t) => steps(config, store, e, t, stop).await,
+        // With OTLP export, the trigger's span is a child of the event's (its traceparent).
+        Some(t) => {
+            steps(config, store, e, t, stop)
+                .instrument(appreg_telemetry::trace::event_span(traceparent(e)))
+                .await
+        }
         None => Ok(Handled::Done { steps: 0 }),
     }
+}
+
+/// The W3C trace context of the request a trigger comes from (its metadata's), if any.
+fn traceparent(e: &StoredEvent) -> Option<&str> {
+    e.metadata
+        .get("traceparent")
+        .and_then(serde_json::Value::as_str)
 }
 
 #[tracing::instrument(
@@ -127,6 +140,7 @@ pub async fn handle(
         kind = t.kind.as_str(),
         trigger_version = t.version,
         correlation_id = e.metadata.get("correlation_id").and_then(|c| c.as_str()).unwrap_or(""),
+        trace_id = %appreg_telemetry::trace::trace_id(traceparent(e)),
     ),
     err(Display)
 )]

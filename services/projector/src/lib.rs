@@ -29,6 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How often the parked-events gauge is read from the database (another process, `appreg
 /// projections retry`, may change it).
@@ -144,6 +145,10 @@ pub async fn run(
 ) {
     let js = async_nats::jetstream::new(nats);
     let metrics = Metrics::new();
+    // The model's lag, from the checkpoint every instance sharing the consumer writes.
+    let lag_stop = shutdown.child_token();
+    tokio::spawn(keep_lag_measured(read.clone(), lag_stop.clone()));
+    let _lag_stop = lag_stop.drop_guard();
     let mut delay = config.retry_min;
     loop {
         let result = tokio::select! {
@@ -301,7 +306,10 @@ async fn consume(
             consumer: config.consumer.clone(),
             sequence: i64::try_from(last_sequence).unwrap_or(i64::MAX),
         };
-        apply(read, &events, &mark, config, metrics).await?;
+        let span = batch_span(&events, last_sequence);
+        apply(read, &events, &mark, config, metrics)
+            .instrument(span)
+            .await?;
         metrics.events.increment(events.len() as u64);
         metrics.batches.increment(1);
         if let Some(last) = batch.last() {
@@ -316,6 +324,45 @@ async fn consume(
 
 fn read_db(read: &ReadModel) -> &appreg_eventstore::Database {
     read.database()
+}
+
+/// The span of one batch: its size and end, and the `trace_id` of the requests its events come
+/// from (one, or a list; with OTLP export, the span's parent or links).
+fn batch_span(events: &[StoredEvent], last_sequence: u64) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projector_batch",
+        projection = appreg_readmodel::PROJECTION,
+        events = events.len(),
+        last_sequence,
+        last_position = %events.last().map(|e| e.position).unwrap_or_default(),
+        trace_id = tracing::field::Empty,
+    );
+    appreg_telemetry::trace::follow_batch(
+        &span,
+        events.iter().filter_map(|e| {
+            e.metadata
+                .get("traceparent")
+                .and_then(serde_json::Value::as_str)
+        }),
+    );
+    span
+}
+
+/// Keeps `appreg_projection_lag_events` / `_seconds` current: the events of the log after the
+/// model's stored checkpoint (written by whichever instance applied the last batch).
+async fn keep_lag_measured(read: Arc<ReadModel>, shutdown: CancellationToken) {
+    use appreg_telemetry::lag::{keep_refreshed, LagGauges};
+    let db = read.database().clone();
+    keep_refreshed(
+        db,
+        LagGauges::projection(appreg_readmodel::PROJECTION),
+        move || {
+            let read = read.clone();
+            async move { read.refresh_position().await }
+        },
+        shutdown,
+    )
+    .await;
 }
 
 /// Adds a message's event, or counts and skips a message a relay did not publish.

@@ -87,6 +87,19 @@ pub struct Config {
     /// How long the keys of a subscription stay valid after a renewal issued a new one.
     #[serde(default = "default_api_key_grace_seconds")]
     pub api_key_grace_seconds: u64,
+    /// An OpenTelemetry collector's OTLP/HTTP base URL (`http://collector:4318`): every
+    /// process then exports its spans to `<otlp_endpoint>/v1/traces` (HTTP/protobuf), as
+    /// service `appreg-<service>`. None (default): no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The api's `/readyz` fails while the read model it serves is further behind the event
+    /// log than this (the age of the first event it has not applied), in milliseconds.
+    #[serde(default = "default_readyz_max_lag_ms")]
+    pub readyz_max_lag_ms: u64,
+}
+
+fn default_readyz_max_lag_ms() -> u64 {
+    5000
 }
 
 fn default_api_key_grace_seconds() -> u64 {
@@ -248,6 +261,7 @@ mod tests {
             jail.set_env("APPREG_AUTH__ADMIN_ROLE", "root");
             jail.set_env("APPREG_DATABASE_URL", "postgres://u:pw@h/db");
             jail.set_env("APPREG_LIFECYCLE_STEP_PAUSE_MS", "250");
+            jail.set_env("APPREG_OTLP_ENDPOINT", "http://collector:4318");
             let c = Config::load(Some(Path::new("appreg.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "0.0.0.0:9000");
             assert_eq!(c.auth.issuer.as_deref(), Some("https://idp"));
@@ -265,6 +279,9 @@ mod tests {
             assert_eq!(c.read_models, ReadModels::Inline);
             assert_eq!(c.lifecycle_step_pause_ms, 250);
             assert_eq!(Config::defaults().lifecycle_step_pause_ms, 0);
+            assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
+            assert_eq!(Config::defaults().otlp_endpoint, None);
+            assert_eq!(c.readyz_max_lag_ms, 5000);
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
             Ok(())
         });
@@ -283,6 +300,8 @@ mod tests {
             assert_eq!(c.read_models, ReadModels::External);
             assert_eq!(c.projector_consumer, "appreg-projector");
             assert_eq!(c.lifecycle_step_pause_ms, 0);
+            assert_eq!(c.otlp_endpoint, None);
+            assert_eq!(c.readyz_max_lag_ms, 5000);
             Ok(())
         });
     }

@@ -19,5 +19,6 @@ mod settings;
 mod subscriptions;
 mod system;
 mod tenancy;
+mod tracing;
 mod users;
 mod validation;

@@ -1,0 +1,63 @@
+//! `appreg_events_appended_total{stream_type}`: an [`EventStore`] that counts what it appends.
+
+use appreg_eventstore::{
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
+};
+use std::sync::Arc;
+
+/// Counts the events of every successful append, by stream type, and delegates everything.
+pub struct CountingStore {
+    inner: Arc<dyn EventStore>,
+}
+
+/// `store`, counting its appends (wrap each process's store once).
+pub fn count_appends(store: Arc<dyn EventStore>) -> Arc<dyn EventStore> {
+    Arc::new(CountingStore { inner: store })
+}
+
+#[async_trait::async_trait]
+impl EventStore for CountingStore {
+    async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
+        let stream_type = request.stream_type.clone();
+        let n = request.events.len() as u64;
+        let appended = self.inner.append(request).await?;
+        metrics::counter!("appreg_events_appended_total", "stream_type" => stream_type)
+            .increment(n);
+        Ok(appended)
+    }
+
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        after_version: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner
+            .read_stream(stream_id, after_version, limit)
+            .await
+    }
+
+    async fn read_log(
+        &self,
+        after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_log(after, limit).await
+    }
+
+    async fn head(&self) -> Result<LogPosition, StoreError> {
+        self.inner.head().await
+    }
+
+    async fn last_committed(&self) -> Result<LogPosition, StoreError> {
+        self.inner.last_committed().await
+    }
+
+    async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError> {
+        self.inner.claim_holder(claim).await
+    }
+
+    fn wakeups(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.wakeups()
+    }
+}
