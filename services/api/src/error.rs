@@ -209,6 +209,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<appreg_secrets::VaultStoreError> for ApiError {
+    fn from(e: appreg_secrets::VaultStoreError) -> Self {
+        match e {
+            // The database is down: 503, like the event store's.
+            appreg_secrets::VaultStoreError::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
 impl From<appreg_readmodel::ReadModelError> for ApiError {
     fn from(e: appreg_readmodel::ReadModelError) -> Self {
         match e {

@@ -332,8 +332,7 @@ async fn settings(
         None => state
             .vault()
             .get(&provider_owner(env.as_str(), id), kind)
-            .await
-            .map_err(ApiError::internal)?
+            .await?
             .ok_or_else(|| {
                 ApiError::internal(format!("provider {id}: {kind} missing from the vault"))
             })?,
@@ -363,8 +362,7 @@ async fn keep_secret(
                 secret_kind(&def.mode),
                 secret,
             )
-            .await
-            .map_err(ApiError::internal)?;
+            .await?;
     }
     Ok(())
 }

@@ -511,8 +511,7 @@ pub async fn credentials(
     let secret = state
         .vault()
         .get(&appreg_dcr_saga::saga::secret_owner(id), "client_secret")
-        .await
-        .map_err(ApiError::internal)?;
+        .await?;
     let body = CredentialsView {
         client_id: app.client_id.as_ref().map(|c| c.as_str().to_string()),
         client_secret: secret.as_ref().map(|s| s.expose_secret().to_string()),

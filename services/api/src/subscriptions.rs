@@ -209,11 +209,7 @@ where
 {
     let owner = key_owner(id);
     if let Some((key, value)) = key {
-        state
-            .vault()
-            .put(&owner, &key.id, value)
-            .await
-            .map_err(ApiError::internal)?;
+        state.vault().put(&owner, &key.id, value).await?;
     }
     let result = execute_app(state, ctx, command, id, false, decide).await;
     if let Some((key, _)) = key {
@@ -281,8 +277,7 @@ async fn subscription_view(
             state
                 .vault()
                 .get(&key_owner(app.id), &k.id)
-                .await
-                .map_err(ApiError::internal)?
+                .await?
                 .map(|v| v.expose_secret().to_string())
         } else {
             None

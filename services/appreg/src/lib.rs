@@ -39,10 +39,10 @@ pub enum Command {
         listen: String,
         #[arg(long, default_value = "./data")]
         data: PathBuf,
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// Also run the relay, publishing every event to this NATS server's JetStream.
-        #[arg(long, env = "APPREG_NATS_URL")]
+        #[arg(long, env = "APPREG_NATS_URL", hide_env_values = true)]
         nats_url: Option<String>,
     },
     /// The HTTP api, for production (PostgreSQL and the token issuer from configuration).
@@ -50,10 +50,10 @@ pub enum Command {
     /// The relay, for production: publishes every event to NATS JetStream once and in log
     /// order. Several may run against one database: one publishes, the others stand by.
     Relay {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// NATS server(s), comma-separated (default: nats_url of the configuration).
-        #[arg(long, env = "APPREG_NATS_URL")]
+        #[arg(long, env = "APPREG_NATS_URL", hide_env_values = true)]
         nats_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
         #[arg(long, value_name = "ADDR")]
@@ -62,10 +62,10 @@ pub enum Command {
     /// The projector, for production: keeps the read models from the JetStream stream (durable
     /// consumer `projector_consumer`). Run the api with `read_models = "external"`.
     Projector {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// NATS server(s), comma-separated (default: nats_url of the configuration).
-        #[arg(long, env = "APPREG_NATS_URL")]
+        #[arg(long, env = "APPREG_NATS_URL", hide_env_values = true)]
         nats_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
         #[arg(long, value_name = "ADDR")]
@@ -74,7 +74,7 @@ pub enum Command {
     /// The DCR saga, for production: obtains clients at the providers for OAuth applications
     /// (RFC 7591). One is active per database; others stand by.
     DcrSaga {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
         #[arg(long, value_name = "ADDR")]
@@ -84,7 +84,7 @@ pub enum Command {
     /// applications (keys revoked, notification settings deleted) and reopens them at a restore.
     /// One is active per database; others stand by.
     Lifecycle {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
         #[arg(long, value_name = "ADDR")]
@@ -92,7 +92,7 @@ pub enum Command {
     },
     /// Applies the PostgreSQL (or SQLite) migrations, then exits.
     Migrate {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
     },
     /// Prints a bearer token signed with the development key of --data (dev mode only).
@@ -123,7 +123,7 @@ pub enum Command {
         #[arg(long)]
         version: Option<i64>,
         /// The database (default: the configured one, or the embedded database of --data).
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         #[arg(long, default_value = "./data")]
         data: PathBuf,
@@ -168,7 +168,7 @@ pub enum ProjectionsCommand {
         /// The projection (`applications`, the only one); default: all.
         name: Option<String>,
         /// The database (default: the configured one, or the embedded database of --data).
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         #[arg(long, default_value = "./data")]
         data: PathBuf,
@@ -176,7 +176,7 @@ pub enum ProjectionsCommand {
     /// Lists the events the projection parked (poison events, and the later events of their
     /// streams that wait behind them), oldest first.
     Parked {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         #[arg(long, default_value = "./data")]
         data: PathBuf,
@@ -187,7 +187,7 @@ pub enum ProjectionsCommand {
     /// Replays the parked events from the event store (after a fix); what fails again stays
     /// parked.
     Retry {
-        #[arg(long, env = "APPREG_DATABASE_URL")]
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         #[arg(long, default_value = "./data")]
         data: PathBuf,

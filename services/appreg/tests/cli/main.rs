@@ -341,3 +341,31 @@ async fn projections_rebuild_on_postgres() {
     stop(child);
     std::fs::remove_dir_all(&data).unwrap();
 }
+
+/// `--help` never prints the value of a variable that may carry a password.
+#[test]
+fn help_hides_connection_strings() {
+    for sub in [
+        "dev",
+        "api",
+        "relay",
+        "projector",
+        "dcr-saga",
+        "lifecycle",
+        "migrate",
+        "history",
+    ] {
+        let out = Command::new(EXE)
+            .args([sub, "--help"])
+            .env("APPREG_DATABASE_URL", "postgres://u:hunter2@db/appreg")
+            .env("APPREG_NATS_URL", "nats://u:hunter3@nats:4222")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "appreg {sub} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !text.contains("hunter2") && !text.contains("hunter3"),
+            "appreg {sub} --help shows a password:\n{text}"
+        );
+    }
+}
