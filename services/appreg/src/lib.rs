@@ -558,16 +558,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            init_telemetry(&config, "appreg-dcr-saga")?;
-            let metrics = appreg_telemetry::metrics_handle();
-            let url = database_url(&config, url, None)?;
-            let shutdown = shutdown_signal();
-            let db = open(&url, 8).await?;
-            if let Some(addr) = metrics_listen.as_deref() {
-                let ready = Readiness::new(&db, None);
-                serve_metrics(addr, metrics, shutdown.clone(), "dcr-saga", ready).await?;
-            }
-            tracing::info!(postgres = db.is_postgres(), "appreg dcr-saga starting");
+            let (db, shutdown) = start_worker(
+                &config,
+                url,
+                metrics_listen.as_deref(),
+                "appreg-dcr-saga",
+                8,
+            )
+            .await?;
             spawn_saga(&config, &db, shutdown)
                 .await?
                 .await
@@ -579,16 +577,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            init_telemetry(&config, "appreg-lifecycle")?;
-            let metrics = appreg_telemetry::metrics_handle();
-            let url = database_url(&config, url, None)?;
-            let shutdown = shutdown_signal();
-            let db = open(&url, 4).await?;
-            if let Some(addr) = metrics_listen.as_deref() {
-                let ready = Readiness::new(&db, None);
-                serve_metrics(addr, metrics, shutdown.clone(), "lifecycle", ready).await?;
-            }
-            tracing::info!(postgres = db.is_postgres(), "appreg lifecycle starting");
+            let (db, shutdown) = start_worker(
+                &config,
+                url,
+                metrics_listen.as_deref(),
+                "appreg-lifecycle",
+                4,
+            )
+            .await?;
             spawn_lifecycle(&config, &db, shutdown)
                 .await?
                 .await
@@ -624,6 +620,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             projector(&config, &url, &nats_url, metrics_listen.as_deref()).await
         }
     }
+}
+
+/// What `appreg dcr-saga` and `appreg lifecycle` start with: telemetry as `service`, the
+/// database (migrated, `pool` connections), the SIGTERM token, and `/metrics`, `/healthz`,
+/// `/readyz` on `metrics_listen` when given.
+async fn start_worker(
+    config: &Config,
+    url: Option<String>,
+    metrics_listen: Option<&str>,
+    service: &'static str,
+    pool: u32,
+) -> anyhow::Result<(Database, CancellationToken)> {
+    let name = service.trim_start_matches("appreg-");
+    init_telemetry(config, service)?;
+    let metrics = appreg_telemetry::metrics_handle();
+    let url = database_url(config, url, None)?;
+    let shutdown = shutdown_signal();
+    let db = open(&url, pool).await?;
+    if let Some(addr) = metrics_listen {
+        let ready = Readiness::new(&db, None);
+        serve_metrics(addr, metrics, shutdown.clone(), name, ready).await?;
+    }
+    tracing::info!(postgres = db.is_postgres(), "appreg {name} starting");
+    Ok((db, shutdown))
 }
 
 /// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires.
