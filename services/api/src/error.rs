@@ -244,6 +244,7 @@ impl From<AppendError> for ApiError {
                 message: "the application was changed concurrently; retry".into(),
             },
             AppendError::Empty => ApiError::internal("empty append"),
+            AppendError::DuplicateStream { .. } => ApiError::internal("stream twice in one batch"),
             AppendError::Backend(e) => e.into(),
         }
     }

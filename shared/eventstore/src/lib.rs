@@ -128,6 +128,8 @@ pub enum AppendError {
     ClaimTaken { scope: String, value: String },
     #[error("an append needs at least one event")]
     Empty,
+    #[error("stream {stream_id} appears twice in one batch")]
+    DuplicateStream { stream_id: String },
     #[error(transparent)]
     Backend(#[from] StoreError),
 }
@@ -145,9 +147,15 @@ pub enum StoreError {
     /// here, so callers may treat it as "already done" after checking the stream.
     #[error("an event with the same event_id already exists")]
     DuplicateEventId,
+    #[error("a read of more than {MAX_STREAMS_PER_READ} streams")]
+    TooManyStreams,
     #[error("unsupported database url (expected postgres:// or sqlite:)")]
     UnsupportedUrl,
 }
+
+/// Most streams one [`EventStore::read_streams`] reads; more is refused as
+/// [`StoreError::TooManyStreams`].
+pub const MAX_STREAMS_PER_READ: usize = 1000;
 
 /// The port every adapter implements. All methods are cancel-safe: dropping a future before it
 /// completes rolls its transaction back.
@@ -156,6 +164,24 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends atomically: fails with [`AppendError::VersionConflict`] unless the stream is at
     /// `expected_version`, with [`AppendError::ClaimTaken`] if another stream holds a claim.
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError>;
+
+    /// Appends to several streams in one transaction: all requests commit together or nothing
+    /// does (the first failure is returned: a `VersionConflict` of one stream, a `ClaimTaken`, ...).
+    /// Each request obeys the rules of [`EventStore::append`]; a stream may appear only once
+    /// (`AppendError::DuplicateStream`). Returns each request's `Appended`, in request order.
+    /// The releases of all requests are processed before the claims of any, so a stream may take
+    /// a value that another stream of the batch gives up; two streams of one batch claiming the
+    /// same value is a `ClaimTaken`.
+    /// For callers that decide many commands at once (fewer transactions and statements); on an
+    /// error they typically fall back to one `append` per request.
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError>;
+
+    /// Every event of each of `stream_ids` (at most [`MAX_STREAMS_PER_READ`]), ordered by stream
+    /// id, then version: one read for callers that load many aggregates at once.
+    async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Events of one stream with `version > after_version`, in version order, at most `limit`.
     async fn read_stream(

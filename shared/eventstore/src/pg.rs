@@ -21,6 +21,11 @@
 //! An append without claims is the insert of step 1 alone, sent without an explicit
 //! transaction (one statement is atomic by itself): one round trip instead of three.
 //!
+//! [`EventStore::append_batch`] runs the same steps once for all its requests, always in an
+//! explicit transaction: one `INSERT` of the events of every stream (each row guarded by its own
+//! stream's expected version), one `DELETE` of all releases, one `INSERT` of all claims (sorted
+//! across the batch; two streams of the batch claiming one value fail before anything is sent).
+//!
 //! Any failure rolls the whole transaction back: an append is all or nothing.
 //!
 //! # The log order and the visibility horizon
@@ -59,7 +64,7 @@ use crate::{
 use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{PgConnection, Row};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,6 +121,41 @@ WHERE stream_id = $3
 const TAKE_CLAIMS: &str = "\
 INSERT INTO claims (scope, value, stream_id)
 SELECT c.scope, c.value, $3 FROM UNNEST($1::text[], $2::text[]) AS c(scope, value)
+ON CONFLICT (scope, value) DO UPDATE SET stream_id = EXCLUDED.stream_id
+    WHERE claims.stream_id = EXCLUDED.stream_id
+RETURNING scope, value";
+
+/// The events of all requests of a batch; each row is guarded by its own stream's version.
+const INSERT_BATCH_EVENTS: &str = "\
+INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, \
+                    data, metadata, recorded_at)
+SELECT e.event_id, e.stream_id, e.stream_type, e.expected + e.idx, e.event_type, \
+       e.schema_version, e.data, e.metadata, e.recorded_at
+FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::text[], $7::int4[], \
+            $8::jsonb[], $9::jsonb[], $10::timestamptz[])
+     WITH ORDINALITY AS e(event_id, stream_id, stream_type, expected, idx, event_type, \
+                          schema_version, data, metadata, recorded_at, ord)
+WHERE (SELECT coalesce(max(version), 0) FROM events x WHERE x.stream_id = e.stream_id) = e.expected
+ORDER BY e.ord
+RETURNING stream_id, version, tx_id, position";
+
+/// The current version of each of `$1` (0 for a stream without events), in `$1`'s order.
+const CURRENT_VERSIONS: &str = "\
+SELECT s.stream_id, \
+       (SELECT coalesce(max(version), 0) FROM events WHERE stream_id = s.stream_id)::bigint
+FROM UNNEST($1::text[]) WITH ORDINALITY AS s(stream_id, ord)
+ORDER BY s.ord";
+
+const RELEASE_BATCH_CLAIMS: &str = "\
+DELETE FROM claims c
+USING UNNEST($1::text[], $2::text[], $3::text[]) AS r(scope, value, stream_id)
+WHERE c.scope = r.scope AND c.value = r.value AND c.stream_id = r.stream_id";
+
+const TAKE_BATCH_CLAIMS: &str = "\
+INSERT INTO claims (scope, value, stream_id)
+SELECT c.scope, c.value, c.stream_id
+FROM UNNEST($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS c(scope, value, stream_id, ord)
+ORDER BY c.ord
 ON CONFLICT (scope, value) DO UPDATE SET stream_id = EXCLUDED.stream_id
     WHERE claims.stream_id = EXCLUDED.stream_id
 RETURNING scope, value";
@@ -272,6 +312,216 @@ impl PgEventStore {
     }
 }
 
+impl PgEventStore {
+    /// One attempt of a batch, in an explicit transaction (committed or rolled back here).
+    async fn try_append_batch(
+        &self,
+        requests: &[AppendRequest],
+        claims: &[(&Claim, &str)],
+        releases: &[(&Claim, &str)],
+    ) -> Result<Vec<Appended>, Failure> {
+        let mut tx = self.pool.begin().await?;
+        let result = append_batch_in(&mut tx, requests, claims, releases).await;
+        self.test_delay().await;
+        match result {
+            Ok(appended) => {
+                tx.commit().await?;
+                Ok(appended)
+            }
+            Err(failure) => {
+                // Best effort: a failed ROLLBACK leaves the connection to sqlx, which closes it.
+                if let Err(error) = tx.rollback().await {
+                    tracing::debug!(%error, "rollback of a failed batch failed");
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// The conflict behind a unique violation of a batch (after its rollback): the first
+    /// request whose stream is no longer at its expected version.
+    async fn batch_conflict(&self, requests: &[AppendRequest]) -> AppendError {
+        let streams: Vec<&str> = requests.iter().map(|r| r.stream_id.as_str()).collect();
+        let actual = match sqlx::query_as::<_, (String, i64)>(CURRENT_VERSIONS)
+            .bind(&streams)
+            .fetch_all(&self.pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => return StoreError::from(error).into(),
+        };
+        requests
+            .iter()
+            .zip(actual)
+            .find(|(request, (_, actual))| *actual != request.expected_version)
+            .map_or_else(
+                || {
+                    // Versions only grow and a stream appears once per batch, so a violation of
+                    // events_stream_version_key leaves one stream past its expected version.
+                    StoreError::Corrupt(
+                        "a batch hit a version race, yet every stream is at its expected version"
+                            .to_string(),
+                    )
+                    .into()
+                },
+                |(request, (_, actual))| AppendError::VersionConflict {
+                    stream_id: request.stream_id.clone(),
+                    expected: request.expected_version,
+                    actual,
+                },
+            )
+    }
+}
+
+/// The statements of a batch, inside `tx`: the same steps as an append (see the module doc),
+/// each sent once for all requests.
+async fn append_batch_in(
+    tx: &mut PgConnection,
+    requests: &[AppendRequest],
+    claims: &[(&Claim, &str)],
+    releases: &[(&Claim, &str)],
+) -> Result<Vec<Appended>, Failure> {
+    let total: usize = requests.iter().map(|r| r.events.len()).sum();
+    let mut event_ids = Vec::with_capacity(total);
+    let mut stream_ids = Vec::with_capacity(total);
+    let mut stream_types = Vec::with_capacity(total);
+    let mut expected = Vec::with_capacity(total);
+    let mut indexes = Vec::with_capacity(total);
+    let mut event_types = Vec::with_capacity(total);
+    let mut schema_versions = Vec::with_capacity(total);
+    let mut data = Vec::with_capacity(total);
+    let mut metadata = Vec::with_capacity(total);
+    let mut recorded_at = Vec::with_capacity(total);
+    for request in requests {
+        for (index, event) in (1i64..).zip(&request.events) {
+            event_ids.push(event.event_id);
+            stream_ids.push(request.stream_id.as_str());
+            stream_types.push(request.stream_type.as_str());
+            expected.push(request.expected_version);
+            indexes.push(index);
+            event_types.push(event.event_type.as_str());
+            schema_versions.push(event.schema_version);
+            data.push(event.data.clone());
+            metadata.push(event.metadata.clone());
+            recorded_at.push(event.recorded_at);
+        }
+    }
+    let rows = sqlx::query(INSERT_BATCH_EVENTS)
+        .bind(event_ids)
+        .bind(stream_ids)
+        .bind(stream_types)
+        .bind(expected)
+        .bind(indexes)
+        .bind(event_types)
+        .bind(schema_versions)
+        .bind(data)
+        .bind(metadata)
+        .bind(recorded_at)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|error| match unique_violation(&error) {
+            Some("events_stream_version_key") => Failure::VersionRace,
+            Some("events_pkey") => Failure::Append(StoreError::DuplicateEventId.into()),
+            _ => Failure::from(error),
+        })?;
+
+    // Per stream: rows inserted, and the version and position of its last event.
+    let mut inserted: HashMap<String, (usize, Appended)> = HashMap::with_capacity(requests.len());
+    for row in &rows {
+        let version: i64 = row.try_get("version")?;
+        let (count, last) = inserted.entry(row.try_get("stream_id")?).or_insert((
+            0,
+            Appended {
+                version: 0,
+                position: LogPosition::START,
+            },
+        ));
+        *count += 1;
+        if version > last.version {
+            *last = Appended {
+                version,
+                position: LogPosition {
+                    tx: row.try_get("tx_id")?,
+                    pos: row.try_get("position")?,
+                },
+            };
+        }
+    }
+    let mut appended = Vec::with_capacity(requests.len());
+    for request in requests {
+        match inserted.get(&request.stream_id) {
+            Some((count, last)) if *count == request.events.len() => appended.push(*last),
+            _ => {
+                // The guard held for none of this stream's rows (they share one snapshot).
+                let actual = sqlx::query_scalar::<_, i64>(CURRENT_VERSION)
+                    .bind(&request.stream_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                return Err(Failure::Append(AppendError::VersionConflict {
+                    stream_id: request.stream_id.clone(),
+                    expected: request.expected_version,
+                    actual,
+                }));
+            }
+        }
+    }
+
+    if !releases.is_empty() {
+        sqlx::query(RELEASE_BATCH_CLAIMS)
+            .bind(
+                releases
+                    .iter()
+                    .map(|(c, _)| c.scope.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                releases
+                    .iter()
+                    .map(|(c, _)| c.value.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(releases.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+    }
+
+    if !claims.is_empty() {
+        let taken = sqlx::query(TAKE_BATCH_CLAIMS)
+            .bind(
+                claims
+                    .iter()
+                    .map(|(c, _)| c.scope.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                claims
+                    .iter()
+                    .map(|(c, _)| c.value.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(claims.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+            .fetch_all(&mut *tx)
+            .await?;
+        if taken.len() != claims.len() {
+            let taken = taken
+                .iter()
+                .map(|row| Ok((row.try_get::<String, _>(0)?, row.try_get::<String, _>(1)?)))
+                .collect::<Result<HashSet<_>, sqlx::Error>>()?;
+            if let Some((claim, _)) = claims
+                .iter()
+                .find(|(c, _)| !taken.contains(&(c.scope.clone(), c.value.clone())))
+            {
+                return Err(Failure::Append(AppendError::ClaimTaken {
+                    scope: claim.scope.clone(),
+                    value: claim.value.clone(),
+                }));
+            }
+        }
+    }
+
+    Ok(appended)
+}
+
 /// The statements of one append, inside `tx` (see the module doc for their order).
 async fn append_in(
     tx: &mut PgConnection,
@@ -402,6 +652,52 @@ impl EventStore for PgEventStore {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(
+        requests = requests.len(),
+        events = requests.iter().map(|r| r.events.len()).sum::<usize>(),
+    ))]
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        check_batch(&requests)?;
+        let claims = batch_claims(&requests)?;
+        let releases = batch_releases(&requests);
+        let mut attempt = 1;
+        loop {
+            match self.try_append_batch(&requests, &claims, &releases).await {
+                Ok(appended) => {
+                    bump(&self.wakeups);
+                    self.notifier.notify_one();
+                    return Ok(appended);
+                }
+                Err(Failure::VersionRace) => return Err(self.batch_conflict(&requests).await),
+                Err(Failure::Append(AppendError::Backend(StoreError::Database(error))))
+                    if attempt < MAX_ATTEMPTS && is_transient(&error) =>
+                {
+                    tracing::debug!(%error, attempt, "batch aborted by PostgreSQL; retrying");
+                    attempt += 1;
+                }
+                Err(Failure::Append(error)) => return Err(error),
+            }
+        }
+    }
+
+    async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+        if stream_ids.len() > crate::MAX_STREAMS_PER_READ {
+            return Err(StoreError::TooManyStreams);
+        }
+        sqlx::query(select_events!(
+            "WHERE stream_id = ANY($1) ORDER BY stream_id, version"
+        ))
+        .bind(stream_ids)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn read_stream(
         &self,
         stream_id: &str,
@@ -509,6 +805,56 @@ pub(crate) fn sorted_unique(claims: &[Claim]) -> Vec<&Claim> {
     sorted.sort_by(|a, b| (&a.scope, &a.value).cmp(&(&b.scope, &b.value)));
     sorted.dedup();
     sorted
+}
+
+/// The checks of a batch before anything is sent: at least one request, each with events
+/// (`Empty`), no stream twice (`DuplicateStream`).
+pub(crate) fn check_batch(requests: &[AppendRequest]) -> Result<(), AppendError> {
+    if requests.is_empty() {
+        return Err(AppendError::Empty);
+    }
+    let mut streams = HashSet::with_capacity(requests.len());
+    for request in requests {
+        if request.events.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        if !streams.insert(request.stream_id.as_str()) {
+            return Err(AppendError::DuplicateStream {
+                stream_id: request.stream_id.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The claims of a batch with their streams, sorted by `(scope, value)` across the batch (one
+/// lock order for all appenders) and deduplicated. Two streams of the batch claiming the same
+/// value is a `ClaimTaken` (one `INSERT … ON CONFLICT` cannot affect a row twice).
+pub(crate) fn batch_claims(requests: &[AppendRequest]) -> Result<Vec<(&Claim, &str)>, AppendError> {
+    let mut claims: Vec<(&Claim, &str)> = requests
+        .iter()
+        .flat_map(|r| r.claims.iter().map(move |c| (c, r.stream_id.as_str())))
+        .collect();
+    claims.sort_by(|a, b| (&a.0.scope, &a.0.value, a.1).cmp(&(&b.0.scope, &b.0.value, b.1)));
+    claims.dedup();
+    if let Some(pair) = claims.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(AppendError::ClaimTaken {
+            scope: pair[0].0.scope.clone(),
+            value: pair[0].0.value.clone(),
+        });
+    }
+    Ok(claims)
+}
+
+/// The releases of a batch with their streams, sorted and deduplicated.
+pub(crate) fn batch_releases(requests: &[AppendRequest]) -> Vec<(&Claim, &str)> {
+    let mut releases: Vec<(&Claim, &str)> = requests
+        .iter()
+        .flat_map(|r| r.releases.iter().map(move |c| (c, r.stream_id.as_str())))
+        .collect();
+    releases.sort_by(|a, b| (&a.0.scope, &a.0.value, a.1).cmp(&(&b.0.scope, &b.0.value, b.1)));
+    releases.dedup();
+    releases
 }
 
 /// The constraint a unique violation is about (None for any other error).

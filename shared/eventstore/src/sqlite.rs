@@ -6,7 +6,8 @@
 //! queue fairly instead of spinning in SQLite's busy handler. Because writers are serial, the
 //! autoincrement `position` is the commit order, and `read_log` may follow it directly
 //! (`LogPosition.tx` is always 0). Inside the write transaction the version check, the event
-//! inserts and the claim checks cannot race with anyone.
+//! inserts and the claim checks cannot race with anyone. A batch (`append_batch`) is one such
+//! transaction for all its requests: their events, then all releases, then all claims.
 //!
 //! Text encodings: `event_id` is the hyphenated UUID, `data`/`metadata` JSON text, `recorded_at`
 //! RFC 3339 UTC with exactly 6 fractional digits (microseconds, like PostgreSQL's `timestamptz`;
@@ -18,7 +19,7 @@
 //! This module must never write outside a `BEGIN IMMEDIATE` transaction, nor leave a connection
 //! inside a transaction when a future is dropped (sqlx's `Transaction` rolls back on drop).
 
-use crate::pg::{bump, sorted_unique};
+use crate::pg::{batch_claims, batch_releases, bump, check_batch, sorted_unique};
 use crate::{
     AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
 };
@@ -79,6 +80,45 @@ async fn append_in(
     claims: &[&Claim],
     releases: &[&Claim],
 ) -> Result<Appended, AppendError> {
+    let appended = insert_events(tx, request).await?;
+    for claim in releases {
+        release_claim(tx, claim, &request.stream_id).await?;
+    }
+    let now = format_time(&Utc::now());
+    for claim in claims {
+        take_claim(tx, claim, &request.stream_id, &now).await?;
+    }
+    Ok(appended)
+}
+
+/// The statements of a batch, inside a `BEGIN IMMEDIATE` transaction: the steps of
+/// [`append_in`], each for all requests (the events, then every release, then every claim), so
+/// that a stream may take a value another stream of the batch releases, whatever their order.
+async fn append_batch_in(
+    tx: &mut SqliteConnection,
+    requests: &[AppendRequest],
+    claims: &[(&Claim, &str)],
+    releases: &[(&Claim, &str)],
+) -> Result<Vec<Appended>, AppendError> {
+    let mut appended = Vec::with_capacity(requests.len());
+    for request in requests {
+        appended.push(insert_events(tx, request).await?);
+    }
+    for (claim, stream_id) in releases {
+        release_claim(tx, claim, stream_id).await?;
+    }
+    let now = format_time(&Utc::now());
+    for (claim, stream_id) in claims {
+        take_claim(tx, claim, stream_id, &now).await?;
+    }
+    Ok(appended)
+}
+
+/// Checks the stream's version and inserts the events of `request`.
+async fn insert_events(
+    tx: &mut SqliteConnection,
+    request: &AppendRequest,
+) -> Result<Appended, AppendError> {
     let actual: i64 =
         sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?")
             .bind(&request.stream_id)
@@ -136,48 +176,59 @@ async fn append_in(
         };
     }
 
-    for claim in releases {
-        sqlx::query("DELETE FROM claims WHERE scope = ? AND value = ? AND stream_id = ?")
+    Ok(appended)
+}
+
+/// Releases `claim` if `stream_id` holds it (a no-op otherwise).
+async fn release_claim(
+    tx: &mut SqliteConnection,
+    claim: &Claim,
+    stream_id: &str,
+) -> Result<(), AppendError> {
+    sqlx::query("DELETE FROM claims WHERE scope = ? AND value = ? AND stream_id = ?")
+        .bind(&claim.scope)
+        .bind(&claim.value)
+        .bind(stream_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Takes `claim` for `stream_id` (idempotent); `ClaimTaken` if another stream holds it.
+async fn take_claim(
+    tx: &mut SqliteConnection,
+    claim: &Claim,
+    stream_id: &str,
+    now: &str,
+) -> Result<(), AppendError> {
+    let holder: Option<String> =
+        sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = ? AND value = ?")
             .bind(&claim.scope)
             .bind(&claim.value)
-            .bind(&request.stream_id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::from)?;
+    match holder {
+        Some(holder) if holder == stream_id => Ok(()),
+        Some(_) => Err(AppendError::ClaimTaken {
+            scope: claim.scope.clone(),
+            value: claim.value.clone(),
+        }),
+        None => {
+            sqlx::query(
+                "INSERT INTO claims (scope, value, stream_id, claimed_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&claim.scope)
+            .bind(&claim.value)
+            .bind(stream_id)
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
-    }
-
-    let now = format_time(&Utc::now());
-    for claim in claims {
-        let holder: Option<String> =
-            sqlx::query_scalar("SELECT stream_id FROM claims WHERE scope = ? AND value = ?")
-                .bind(&claim.scope)
-                .bind(&claim.value)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-        match holder {
-            Some(holder) if holder == request.stream_id => {}
-            Some(_) => {
-                return Err(AppendError::ClaimTaken {
-                    scope: claim.scope.clone(),
-                    value: claim.value.clone(),
-                })
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO claims (scope, value, stream_id, claimed_at) VALUES (?, ?, ?, ?)",
-                )
-                .bind(&claim.scope)
-                .bind(&claim.value)
-                .bind(&request.stream_id)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-            }
+            Ok(())
         }
     }
-    Ok(appended)
 }
 
 #[async_trait::async_trait]
@@ -213,6 +264,53 @@ impl EventStore for SqliteEventStore {
                 Err(error)
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(
+        requests = requests.len(),
+        events = requests.iter().map(|r| r.events.len()).sum::<usize>(),
+    ))]
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        check_batch(&requests)?;
+        let claims = batch_claims(&requests)?;
+        let releases = batch_releases(&requests);
+
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::from)?;
+        match append_batch_in(&mut tx, &requests, &claims, &releases).await {
+            Ok(appended) => {
+                tx.commit().await.map_err(StoreError::from)?;
+                bump(&self.wakeups);
+                Ok(appended)
+            }
+            Err(error) => {
+                if let Err(rollback) = tx.rollback().await {
+                    tracing::debug!(error = %rollback, "rollback of a failed batch failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+        if stream_ids.len() > crate::MAX_STREAMS_PER_READ {
+            return Err(StoreError::TooManyStreams);
+        }
+        let mut ids: Vec<&String> = stream_ids.iter().collect();
+        ids.sort();
+        ids.dedup();
+        let mut events = Vec::new();
+        for id in ids {
+            events.extend(self.read_stream(id, 0, i64::MAX).await?);
+        }
+        Ok(events)
     }
 
     async fn read_stream(

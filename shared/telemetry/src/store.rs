@@ -26,6 +26,26 @@ impl EventStore for CountingStore {
         Ok(appended)
     }
 
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let counts: Vec<(String, u64)> = requests
+            .iter()
+            .map(|r| (r.stream_type.clone(), r.events.len() as u64))
+            .collect();
+        let appended = self.inner.append_batch(requests).await?;
+        for (stream_type, n) in counts {
+            metrics::counter!("appreg_events_appended_total", "stream_type" => stream_type)
+                .increment(n);
+        }
+        Ok(appended)
+    }
+
+    async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_streams(stream_ids).await
+    }
+
     async fn read_stream(
         &self,
         stream_id: &str,

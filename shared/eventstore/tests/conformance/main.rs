@@ -10,6 +10,7 @@
 //! test's events: log assertions wait until `head` reaches the expected position, then compare
 //! exactly.
 
+mod batch;
 mod scenarios;
 mod tailer;
 
@@ -82,7 +83,7 @@ impl Harness {
 }
 
 /// Declares `postgres::$scenario` and `sqlite::$scenario` tests for each scenario
-/// `scenarios::$scenario(Harness)` (or `tailer::…`).
+/// `scenarios::$scenario(Harness)` (or `tailer::…`, `batch::…`).
 macro_rules! conformance {
     ($($module:ident::$scenario:ident),* $(,)?) => {
         mod postgres {
@@ -106,6 +107,7 @@ macro_rules! conformance {
 
 conformance!(
     scenarios::append_and_read_stream_round_trip,
+    scenarios::read_streams_reads_several_streams_at_once,
     scenarios::stale_or_too_high_expected_version_appends_nothing,
     scenarios::concurrent_appenders_of_one_stream_conflict,
     scenarios::append_is_all_or_nothing,
@@ -114,6 +116,15 @@ conformance!(
     scenarios::migrations_are_idempotent,
     tailer::tailer_waits_resumes_and_is_cancel_safe,
     tailer::tailer_sees_every_committed_event_exactly_once,
+    batch::batch_appends_several_streams_at_once,
+    batch::batch_with_a_stale_version_writes_nothing,
+    batch::batch_with_a_claim_held_elsewhere_writes_nothing,
+    batch::batch_streams_claiming_one_value_conflict,
+    batch::batch_releases_come_before_claims,
+    batch::batch_with_a_stream_twice_is_refused,
+    batch::empty_batches_are_refused,
+    batch::batch_with_a_duplicate_event_id_writes_nothing,
+    batch::concurrent_batches_are_atomic,
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,52 @@ use crate::{
 use appreg_eventstore::{AppendError, Database, LogPosition, StoreError};
 use std::sync::Arc;
 
+/// Several streams in one read: every event of each (and nothing of others), grouped by
+/// stream, in version order; unknown streams give nothing; too many streams are refused.
+pub async fn read_streams_reads_several_streams_at_once(h: Harness) {
+    let store = h.store.as_ref();
+    let (a, b, other) = (unique("app"), unique("app"), unique("app"));
+    let (ea, eb) = (events(3), events(2));
+    store.append(request(&a, 0, ea.clone())).await.unwrap();
+    store.append(request(&other, 0, events(1))).await.unwrap();
+    store.append(request(&b, 0, eb.clone())).await.unwrap();
+    store.append(request(&a, 3, events(1))).await.unwrap();
+
+    let missing = unique("app");
+    let read = store
+        .read_streams(&[b.clone(), a.clone(), missing, a.clone()])
+        .await
+        .unwrap();
+    let mut of_a: Vec<_> = read.iter().filter(|e| e.stream_id == a).collect();
+    let of_b: Vec<_> = read.iter().filter(|e| e.stream_id == b).collect();
+    assert_eq!(read.len(), 6, "4 of a, 2 of b, none of the others");
+    assert_eq!(
+        of_a.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    for (stored, new) in of_b.iter().zip(&eb) {
+        assert_stored_as(stored, new, &b, stored.version);
+    }
+    of_a.truncate(3);
+    for (stored, new) in of_a.iter().zip(&ea) {
+        assert_stored_as(stored, new, &a, stored.version);
+    }
+    // Grouped by stream: once a stream's events end, none of it comes again.
+    let order: Vec<&str> = read.iter().map(|e| e.stream_id.as_str()).collect();
+    let mut groups = order.clone();
+    groups.dedup();
+    assert_eq!(groups.len(), 2, "{order:?}");
+
+    assert!(store.read_streams(&[]).await.unwrap().is_empty());
+    let many: Vec<String> = (0..=appreg_eventstore::MAX_STREAMS_PER_READ)
+        .map(|i| format!("s{i}"))
+        .collect();
+    assert!(matches!(
+        store.read_streams(&many).await,
+        Err(StoreError::TooManyStreams)
+    ));
+}
+
 /// a. Appended events come back as appended, versions 1..n, in version order, with paging.
 pub async fn append_and_read_stream_round_trip(h: Harness) {
     let store = h.store.as_ref();
