@@ -57,8 +57,15 @@ pub async fn load(
     id: ApplicationId,
 ) -> Result<(Option<Application>, i64), CommandError> {
     let events = read_stream(store, &id.stream_id()).await?;
+    fold(&events)
+}
+
+/// An application's state and stream version from its events (oldest first).
+pub fn fold(
+    events: &[appreg_eventstore::StoredEvent],
+) -> Result<(Option<Application>, i64), CommandError> {
     let mut app = None;
-    for e in &events {
+    for e in events {
         let event = ApplicationEvent::decode(&e.event_type, e.schema_version, e.data.clone())
             .map_err(|err| CommandError::Store(format!("event {}: {err}", e.event_id)))?;
         app = Application::evolve(app, &event, e.recorded_at, e.version);
@@ -112,38 +119,7 @@ pub async fn execute_from(
         if events.is_empty() {
             return Ok(events);
         }
-        let now: DateTime<Utc> = Utc::now().trunc_subsecs(6);
-        let mut after = Some(app.clone());
-        for (i, e) in events.iter().enumerate() {
-            after = Application::evolve(after, e, now, version + 1 + i as i64);
-        }
-        let (claims, releases) = claim_changes(Some(&app), after.as_ref());
-        let to = |c: Vec<appreg_domain::UniqueClaim>| {
-            c.into_iter()
-                .map(|c| Claim {
-                    scope: c.scope,
-                    value: c.value,
-                })
-                .collect()
-        };
-        let request = AppendRequest {
-            stream_id: id.stream_id(),
-            stream_type: APPLICATION_STREAM.into(),
-            expected_version: version,
-            events: events
-                .iter()
-                .map(|e| NewEvent {
-                    event_id: uuid::Uuid::now_v7(),
-                    event_type: e.event_type().to_string(),
-                    schema_version: e.schema_version(),
-                    data: e.data(),
-                    metadata: metadata.clone(),
-                    recorded_at: now,
-                })
-                .collect(),
-            claims: to(claims),
-            releases: to(releases),
-        };
+        let request = append_request(id, &app, version, &events, metadata);
         match store.append(request).await {
             Ok(_) => return Ok(events),
             Err(AppendError::VersionConflict { .. }) => continue,
@@ -154,4 +130,47 @@ pub async fn execute_from(
         }
     }
     Err(CommandError::Store("too many concurrent changes".into()))
+}
+
+/// The append that records `events`, decided on `app` at stream `version`: the events with
+/// their metadata and timestamp, the expected version and the client_id claim changes.
+pub fn append_request(
+    id: ApplicationId,
+    app: &Application,
+    version: i64,
+    events: &[ApplicationEvent],
+    metadata: &serde_json::Value,
+) -> AppendRequest {
+    let now: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let mut after = Some(app.clone());
+    for (i, e) in events.iter().enumerate() {
+        after = Application::evolve(after, e, now, version + 1 + i as i64);
+    }
+    let (claims, releases) = claim_changes(Some(app), after.as_ref());
+    let to = |c: Vec<appreg_domain::UniqueClaim>| {
+        c.into_iter()
+            .map(|c| Claim {
+                scope: c.scope,
+                value: c.value,
+            })
+            .collect()
+    };
+    AppendRequest {
+        stream_id: id.stream_id(),
+        stream_type: APPLICATION_STREAM.into(),
+        expected_version: version,
+        events: events
+            .iter()
+            .map(|e| NewEvent {
+                event_id: uuid::Uuid::now_v7(),
+                event_type: e.event_type().to_string(),
+                schema_version: e.schema_version(),
+                data: e.data(),
+                metadata: metadata.clone(),
+                recorded_at: now,
+            })
+            .collect(),
+        claims: to(claims),
+        releases: to(releases),
+    }
 }

@@ -6,7 +6,9 @@
 //! - [`testing`]: a real `oidc-provider` (npm) started on a free loopback port, for tests.
 
 pub mod apps;
+mod loader;
 pub mod provider;
+mod recorder;
 pub mod run;
 pub mod saga;
 pub mod settings;

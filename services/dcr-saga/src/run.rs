@@ -157,24 +157,31 @@ async fn active(
     let tailer =
         LogTailer::new(store.clone(), start, BATCH).with_min_interval(Duration::from_millis(2));
     // The log, batch after batch, as requests and batch ends (read errors retried).
-    let items = futures::stream::unfold(tailer, move |mut tailer| async move {
-        loop {
-            match tailer.next_batch().await {
-                Ok(batch) => {
-                    let Some(last) = batch.last().map(|e| e.position) else {
-                        continue;
-                    };
-                    let mut items: Vec<Item> = batch
-                        .into_iter()
-                        .filter(Saga::wants)
-                        .map(Item::Handle)
-                        .collect();
-                    items.push(Item::Mark(last));
-                    return Some((futures::stream::iter(items), tailer));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "dcr-saga: cannot read the log; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+    let observer = saga.clone();
+    let items = futures::stream::unfold(tailer, move |mut tailer| {
+        let saga = observer.clone();
+        async move {
+            loop {
+                match tailer.next_batch().await {
+                    Ok(batch) => {
+                        let Some(last) = batch.last().map(|e| e.position) else {
+                            continue;
+                        };
+                        for e in &batch {
+                            saga.observe(e);
+                        }
+                        let mut items: Vec<Item> = batch
+                            .into_iter()
+                            .filter(Saga::wants)
+                            .map(Item::Handle)
+                            .collect();
+                        items.push(Item::Mark(last));
+                        return Some((futures::stream::iter(items), tailer));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dcr-saga: cannot read the log; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             }
         }

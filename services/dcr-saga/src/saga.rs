@@ -16,19 +16,22 @@
 //! - **Secrets** go to the vault only; events carry fingerprints.
 
 use crate::apps::{self, CommandError};
+use crate::loader::{Loaded, Loader};
 use crate::provider::{
     ClientMetadata, ProviderClient, ProviderError, ProviderSettings, RegisteredClient,
     RegistrationHandle,
 };
+use crate::recorder::{self, Obtained, Outcome, Recorder};
 use crate::settings::{provider_owner, secret_kind, settings_of};
 use appreg_domain::application::{
     Application, ApplicationStatus, ClientOperationKind, OperationState, RegistrationState,
 };
 use appreg_domain::dcr::{IssuedClient, ProviderFailure};
-use appreg_domain::provider::Provider;
+use appreg_domain::provider::{Provider, ProviderRegistry};
 use appreg_domain::{ApplicationId, ClientId};
 use appreg_eventstore::{Database, EventStore, StoredEvent};
 use appreg_secrets::SecretStore;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
@@ -97,6 +100,15 @@ pub struct Saga {
     vault: SecretStore,
     client: ProviderClient,
     config: SagaConfig,
+    recorder: Recorder,
+    loader: Loader,
+    /// Providers by environment, folded from their streams; used only while the run loop shows
+    /// the saga every event of the log ([`Saga::observe`]), which drops an environment's entry
+    /// when its providers change, before any later request is handled.
+    registries: std::sync::Mutex<std::collections::HashMap<String, ProviderRegistry>>,
+    /// Bumped by every provider change observed: a registry read before it is not kept.
+    registry_generation: AtomicU64,
+    observing: AtomicBool,
 }
 
 impl Saga {
@@ -109,6 +121,11 @@ impl Saga {
     ) -> Self {
         Saga {
             settings_cache: Default::default(),
+            recorder: Recorder::new(db.clone(), store.clone(), vault.clone()),
+            loader: Loader::new(db.clone(), store.clone()),
+            registries: Default::default(),
+            registry_generation: AtomicU64::new(0),
+            observing: AtomicBool::new(false),
             db,
             store,
             vault,
@@ -127,6 +144,47 @@ impl Saga {
                     | "ClientSecretRenewalRequested"
                     | "ApplicationArchived"
             )
+    }
+
+    /// Shows the saga an event of the log before the requests after it are handled (the run
+    /// loop does so for every event it reads): a change of an environment's providers drops
+    /// its cached registry.
+    pub fn observe(&self, e: &StoredEvent) {
+        self.observing.store(true, Ordering::SeqCst);
+        if let Some(environment) = e.stream_id.strip_prefix("providers-") {
+            self.registry_generation.fetch_add(1, Ordering::SeqCst);
+            self.registries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(environment);
+        }
+    }
+
+    /// An environment's providers: cached while the log is observed, else read.
+    async fn registry(&self, environment: &str) -> Result<ProviderRegistry, SagaError> {
+        let observing = self.observing.load(Ordering::SeqCst);
+        if observing {
+            let cache = self
+                .registries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(registry) = cache.get(environment) {
+                return Ok(registry.clone());
+            }
+        }
+        let generation = self.registry_generation.load(Ordering::SeqCst);
+        let registry = apps::providers(self.store.as_ref(), environment).await?;
+        if observing {
+            let mut cache = self
+                .registries
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Not if a change was observed meanwhile: the read may predate it.
+            if self.registry_generation.load(Ordering::SeqCst) == generation {
+                cache.insert(environment.to_string(), registry.clone());
+            }
+        }
+        Ok(registry)
     }
 
     /// Handles one event of the log (others than the saga's are ignored).
@@ -163,7 +221,7 @@ impl Saga {
         &self,
         app: &Application,
     ) -> Result<Result<(Provider, ProviderSettings), ProviderFailure>, SagaError> {
-        let registry = apps::providers(self.store.as_ref(), app.environment.as_str()).await?;
+        let registry = self.registry(app.environment.as_str()).await?;
         let issuer = app
             .registration
             .as_ref()
@@ -401,7 +459,12 @@ impl Saga {
 
     #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     async fn register(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
-        let (app, version) = apps::load(self.store.as_ref(), id).await?;
+        let key = format!("{}:{}", id.0, e.version);
+        let Loaded {
+            app,
+            version,
+            obtained,
+        } = self.loader.load(id, &key).await?;
         let loaded = (app.clone(), version);
         let Some(app) = app else { return Ok(()) };
         let current = app.registration.as_ref().is_some_and(|r| {
@@ -412,8 +475,7 @@ impl Saga {
             return Ok(());
         }
         let meta = self.metadata(e);
-        let key = format!("{}:{}", id.0, e.version);
-        let registry = apps::providers(self.store.as_ref(), app.environment.as_str()).await?;
+        let registry = self.registry(app.environment.as_str()).await?;
         let Some(provider) = registry.resolve(app.provider_id.as_deref()).cloned() else {
             let failure = ProviderFailure {
                 error: "provider_not_found".into(),
@@ -424,8 +486,9 @@ impl Saga {
             };
             return self.fail(id, e.version, None, failure, &meta).await;
         };
-        let client = match self.obtained(&key).await? {
-            Some(client) => client,
+        // A client obtained earlier for this request (recorded), or a fresh one (not yet).
+        let (client, fresh) = match obtained {
+            Some(client) => (client, None),
             None => {
                 let settings = self.settings(app.environment.as_str(), &provider).await?;
                 let metadata = match client_metadata(&app, &provider) {
@@ -450,10 +513,7 @@ impl Saga {
                     })
                     .await
                 {
-                    Ok(client) => {
-                        self.record_obtained(&key, id, &provider, &client).await?;
-                        Stored::from(&client)
-                    }
+                    Ok(client) => (Stored::from(&client), Some(client)),
                     Err(error) => {
                         let failure = failure_of(&error);
                         return self
@@ -463,7 +523,34 @@ impl Saga {
                 }
             }
         };
-        let client_id = match ClientId::parse(&client.client_id) {
+        let parsed = ClientId::parse(&client.client_id);
+        let mut loaded = Some(loaded);
+        match (fresh, &parsed, &loaded) {
+            // The usual case: recorded and registered together with the other answers
+            // in flight (group commit).
+            (Some(fresh), Ok(client_id), Some((Some(app), version))) => {
+                let obtained = Obtained {
+                    key: key.clone(),
+                    id,
+                    provider_id: provider.id.clone(),
+                    client: fresh,
+                    request_version: e.version,
+                    issued: issued(&provider, client_id.clone(), &client),
+                    loaded: (app.clone(), *version),
+                    meta: meta.clone(),
+                };
+                if self.recorder.record(obtained).await? == Outcome::Registered {
+                    metrics::counter!("appreg_dcr_registrations_total", "outcome" => "registered")
+                        .increment(1);
+                    return Ok(());
+                }
+                // Recorded but not appended: decided again alone, on a fresh load.
+                loaded = None;
+            }
+            (Some(fresh), _, _) => self.record_obtained(&key, id, &provider, &fresh).await?,
+            (None, _, _) => {}
+        }
+        let client_id = match parsed {
             Ok(c) => c,
             Err((_, message)) => {
                 // Not a client_id appreg can hold (its rules for client_id): give it back.
@@ -480,13 +567,8 @@ impl Saga {
                     .await;
             }
         };
-        let issued = IssuedClient {
-            provider_id: provider.id.clone(),
-            client_id,
-            client_secret_fingerprint: client.secret_fingerprint.clone(),
-            client_secret_expires_at: client.secret_expires_at,
-        };
-        let recorded = apps::execute_from(self.store.as_ref(), id, Some(loaded), &meta, |app| {
+        let issued = issued(&provider, client_id, &client);
+        let recorded = apps::execute_from(self.store.as_ref(), id, loaded, &meta, |app| {
             app.register_dcr_client(e.version, issued.clone())
         })
         .await;
@@ -567,28 +649,6 @@ impl Saga {
         Ok(settings)
     }
 
-    /// A client obtained earlier for this request and not yet recorded.
-    async fn obtained(&self, key: &str) -> Result<Option<Stored>, SagaError> {
-        type Row = (String, Option<String>, Option<String>, Option<String>);
-        let row: Option<Row> = with_pool!(&self.db, pool => sqlx::query_as(
-            "SELECT client_id, registration_client_uri, secret_fingerprint, secret_expires_at FROM dcr_requests WHERE request_key = $1",
-        )
-        .bind(key)
-        .fetch_optional(pool)
-        .await)?;
-        let Some((client_id, uri, fingerprint, expires)) = row else {
-            return Ok(None);
-        };
-        Ok(Some(Stored {
-            client_id,
-            registration_client_uri: uri,
-            secret_fingerprint: fingerprint,
-            secret_expires_at: expires
-                .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
-                .map(|d| d.with_timezone(&chrono::Utc)),
-        }))
-    }
-
     /// Keeps what the provider issued before anything else, in one transaction: the secrets in
     /// the vault, the rest in `dcr_requests`.
     async fn record_obtained(
@@ -598,53 +658,8 @@ impl Saga {
         provider: &Provider,
         client: &RegisteredClient,
     ) -> Result<(), SagaError> {
-        let owner = secret_owner(id);
-        let now = chrono::Utc::now().to_rfc3339();
-        let mut sealed = Vec::new();
-        let mut fingerprint = None;
-        if let Some(secret) = &client.client_secret {
-            let (value, fp) = self.vault.seal(&owner, "client_secret", secret);
-            fingerprint = Some(fp.clone());
-            sealed.push(("client_secret", value, fp));
-        }
-        if let Some(token) = &client.registration_access_token {
-            let (value, fp) = self.vault.seal(&owner, "registration_access_token", token);
-            sealed.push(("registration_access_token", value, fp));
-        }
-        let expires = client
-            .client_secret_expires_at
-            .filter(|t| *t > 0)
-            .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-            .map(|t| t.to_rfc3339());
-        with_pool!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
-            for (kind, value, fp) in &sealed {
-                sqlx::query(SecretStore::UPSERT)
-                    .bind(&owner)
-                    .bind(*kind)
-                    .bind(value)
-                    .bind(fp)
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(
-                "INSERT INTO dcr_requests (request_key, application_id, provider_id, client_id, registration_client_uri, \
-                 secret_fingerprint, secret_expires_at, state, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'OBTAINED', $8) \
-                 ON CONFLICT (request_key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(id.0.to_string())
-            .bind(&provider.id)
-            .bind(&client.client_id)
-            .bind(client.registration_client_uri.as_deref())
-            .bind(fingerprint.as_deref())
-            .bind(expires.as_deref())
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        });
+        let rows = recorder::rows_of(&self.vault, key, id, &provider.id, client);
+        recorder::write_obtained(&self.db, &[rows]).await?;
         Ok(())
     }
 
@@ -714,11 +729,11 @@ impl Saga {
 
 /// What the saga keeps of an obtained client (secrets are in the vault).
 #[derive(Debug, Clone)]
-struct Stored {
-    client_id: String,
-    registration_client_uri: Option<String>,
-    secret_fingerprint: Option<String>,
-    secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
+pub(crate) struct Stored {
+    pub client_id: String,
+    pub registration_client_uri: Option<String>,
+    pub secret_fingerprint: Option<String>,
+    pub secret_expires_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl From<&RegisteredClient> for Stored {
@@ -732,6 +747,16 @@ impl From<&RegisteredClient> for Stored {
                 .filter(|t| *t > 0)
                 .and_then(|t| chrono::DateTime::from_timestamp(t, 0)),
         }
+    }
+}
+
+/// What `DcrClientRegistered` records of an obtained client.
+fn issued(provider: &Provider, client_id: ClientId, client: &Stored) -> IssuedClient {
+    IssuedClient {
+        provider_id: provider.id.clone(),
+        client_id,
+        client_secret_fingerprint: client.secret_fingerprint.clone(),
+        client_secret_expires_at: client.secret_expires_at,
     }
 }
 

@@ -10,6 +10,7 @@ use appreg_config::Config;
 use appreg_dcr_saga::provider::{ProviderClient, RegistrationHandle};
 use appreg_dcr_saga::testing::{Fault, Mode, OidcProvider};
 use appreg_eventstore::Database;
+use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -1187,5 +1188,98 @@ async fn update_renewal_archive_and_restore() {
     let new_client = app["client_id"].as_str().unwrap().to_string();
     assert_ne!(new_client, client_id);
     assert!(oidc.clients().await.contains(&new_client));
+    system.stop().await;
+}
+
+/// A burst of registrations is recorded by group commit: several applications'
+/// `DcrClientRegistered` in one transaction. An application changed between the saga's load and
+/// its record makes the batch append fail; nothing of it is appended and each request is decided
+/// again alone: registered on the new state, with exactly one client per application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_are_recorded_in_batches() {
+    let oidc = OidcProvider::start(Mode::fixed_token());
+    let system = System::start().await;
+    system.enable_dcr().await;
+    system.add_provider(&oidc).await;
+    let alice = system.token("alice", false);
+    let pool = match &system.db {
+        Database::Postgres(p) => p.clone(),
+        Database::Sqlite(_) => unreachable!(),
+    };
+    let before = oidc.clients().await.len();
+
+    // A burst: 40 creates, 8 at a time.
+    let ids: Vec<String> = futures::stream::iter(0..40)
+        .map(|i| {
+            let (system, alice) = (&system, &alice);
+            async move {
+                system
+                    .create(
+                        alice,
+                        json!({"name": format!("Burst {i}"), "type": "backend_to_backend"}),
+                    )
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    for id in &ids {
+        let app = system.settled(&alice, id).await;
+        assert_eq!(app["registration"]["state"], "REGISTERED", "{app}");
+    }
+    let (registered, transactions): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(DISTINCT tx_id) FROM events WHERE event_type = 'DcrClientRegistered'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(registered, 40);
+    assert!(
+        transactions < registered,
+        "answers in flight together are appended together ({registered} events in {transactions} transactions)"
+    );
+    assert_eq!(oidc.clients().await.len(), before + 40);
+
+    // The provider holds the next answers a while; meanwhile one application gains a member, so
+    // the version the saga loaded is stale when it records.
+    oidc.faults(&[Fault::Delay(Duration::from_millis(1500))])
+        .await;
+    let changed = system
+        .create(
+            &alice,
+            json!({"name": "Changed meanwhile", "type": "backend_to_backend"}),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, body) = system
+        .call(
+            reqwest::Method::POST,
+            &format!("applications/{changed}/members"),
+            &alice,
+            Some(json!({"user": "bob", "role": "USER"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let app = system.settled(&alice, &changed).await;
+    assert_eq!(app["registration"]["state"], "REGISTERED", "{app}");
+    let types: Vec<String> =
+        sqlx::query_scalar("SELECT event_type FROM events WHERE stream_id = $1 ORDER BY version")
+            .bind(format!("application-{changed}"))
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        types,
+        [
+            "ApplicationCreated",
+            "DcrRegistrationRequested",
+            "MemberAdded",
+            "DcrClientRegistered"
+        ],
+        "registered after the change, once"
+    );
+    assert_eq!(oidc.clients().await.len(), before + 41);
+    oidc.clear_faults().await;
     system.stop().await;
 }
