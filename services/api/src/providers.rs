@@ -175,6 +175,32 @@ pub async fn load_registry(
     Ok((registry, events.last().map(|e| e.version).unwrap_or(0)))
 }
 
+/// How long a create trusts a provider it found in an earlier read of the environment's
+/// providers.
+const REGISTRY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a create may name this provider (`None`: the environment's default). A provider
+/// found in a read of the last [`REGISTRY_MAX_AGE`] is trusted without reading again; a miss
+/// always reads. This instance forgets the cache when it changes the providers; a provider
+/// deleted through another instance within that second still lets a create through, and the
+/// DCR saga (which resolves the provider from the event store) then fails the registration with
+/// `provider_not_found`, shown on the application and retryable.
+pub async fn provider_exists(
+    state: &AppState,
+    env: &EnvironmentId,
+    provider: Option<&str>,
+) -> Result<bool, ApiError> {
+    if let Some(registry) = state.recent_registry(env, REGISTRY_MAX_AGE) {
+        if registry.resolve(provider).is_some() {
+            return Ok(true);
+        }
+    }
+    let (registry, _) = load_registry(state, env).await?;
+    let exists = registry.resolve(provider).is_some();
+    state.remember_registry(env, Some(registry));
+    Ok(exists)
+}
+
 /// The submitted definition, parsed; the secrets it carries (to validate, then to seal).
 struct Parsed {
     definition: ProviderDefinition,
@@ -410,7 +436,9 @@ async fn append(
         claims: vec![],
         releases: vec![],
     };
-    state.store().append(request).await.map_err(|e| match e {
+    let appended = state.store().append(request).await;
+    state.remember_registry(&ctx.environment, None);
+    appended.map_err(|e| match e {
         AppendError::VersionConflict { .. } => ApiError::Conflict {
             code: "provider.concurrent_change",
             message: "the providers changed meanwhile; try again".into(),

@@ -169,8 +169,13 @@ pub async fn create_application(
         .map_err(ApiError::Invalid)?;
     if command.app_type.is_oauth() && settings.dcr_enabled {
         // An OAuth type needs a provider to register with: the one named, or the default.
-        let (registry, _) = crate::providers::load_registry(&state, &ctx.environment).await?;
-        if registry.resolve(command.provider_id.as_deref()).is_none() {
+        let exists = crate::providers::provider_exists(
+            &state,
+            &ctx.environment,
+            command.provider_id.as_deref(),
+        )
+        .await?;
+        if !exists {
             return Err(ApiError::invalid(
                 "provider_id",
                 "provider.not_found",

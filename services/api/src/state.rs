@@ -34,6 +34,17 @@ struct Inner {
     default_application: bool,
     /// (environment, user) pairs known to have been seen (bounded; emptied when full).
     seen_users: std::sync::Mutex<HashSet<(String, String)>>,
+    /// Each environment's providers as last read, and when: what a create checks its provider
+    /// against (see [`crate::providers::provider_exists`]).
+    provider_registries: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (
+                std::time::Instant,
+                appreg_domain::provider::ProviderRegistry,
+            ),
+        >,
+    >,
     allow_http_redirect_uris: bool,
     max_body_bytes: usize,
     retries: u32,
@@ -94,6 +105,7 @@ impl AppState {
                 ),
                 default_application: config.default_application,
                 seen_users: Default::default(),
+                provider_registries: Default::default(),
                 allow_http_redirect_uris: config.allow_http_redirect_uris,
                 max_body_bytes: config.max_body_bytes,
                 retries: config.command_retries.max(1),
@@ -191,6 +203,47 @@ impl AppState {
             seen.clear();
         }
         seen.insert((env.to_string(), user.to_string()));
+    }
+
+    /// An environment's providers if read less than `max_age` ago.
+    pub fn recent_registry(
+        &self,
+        env: &EnvironmentId,
+        max_age: Duration,
+    ) -> Option<appreg_domain::provider::ProviderRegistry> {
+        let cache = self
+            .inner
+            .provider_registries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .get(env.as_str())
+            .filter(|(at, _)| at.elapsed() < max_age)
+            .map(|(_, registry)| registry.clone())
+    }
+
+    /// Remembers an environment's providers as just read (`None`: forgets them, after a change).
+    pub fn remember_registry(
+        &self,
+        env: &EnvironmentId,
+        registry: Option<appreg_domain::provider::ProviderRegistry>,
+    ) {
+        let mut cache = self
+            .inner
+            .provider_registries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match registry {
+            Some(registry) => {
+                if cache.len() >= 10_000 {
+                    cache.clear();
+                }
+                cache.insert(env.to_string(), (std::time::Instant::now(), registry));
+            }
+            None => {
+                cache.remove(env.as_str());
+            }
+        }
     }
 
     /// Remembers that an environment exists (after creating it).
