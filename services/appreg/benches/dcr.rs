@@ -8,7 +8,9 @@
 //!       concurrency) with the DCR saga registering their clients — registrations/s from the first
 //!       create to the last REGISTERED, and the create → REGISTERED latency (p50/p99), from the
 //!       events' own timestamps (`ApplicationCreated` → `DcrClientRegistered`);
-//! and prints (b) as a ratio of (a). Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
+//! and prints (b) as a ratio of (a), with the CPU time per registration of PostgreSQL, the
+//! provider and this process (load generator, api, saga) during (b), read from /proc. (a) is
+//! measured after a warm-up of 500 registrations. Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
 //! postgres://postgres@127.0.0.1:5432/postgres), Node.js and npm. `APPREG_BENCH_REGISTRATIONS`
 //! (default 2000) per step; `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 16) requests
 //! the saga handles at a time.
@@ -64,6 +66,49 @@ async fn drop_database(name: &str) {
     }
 }
 
+/// CPU seconds used so far by the processes named `postgres`, `node`, and this one.
+fn cpu_seconds() -> [f64; 3] {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut sums = [0.0; 3];
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return sums;
+    };
+    for entry in dir.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        let used = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime are the 14th and 15th fields of the whole line.
+        let cpu = (used(11) + used(12)) / ticks;
+        let slot = if name == me {
+            2
+        } else if comm == "postgres" {
+            0
+        } else if comm == "node" {
+            1
+        } else {
+            continue;
+        };
+        sums[slot] += cpu;
+    }
+    sums
+}
+
 /// (a) registrations/s sent directly to the provider.
 async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64 {
     let client = Arc::new(ProviderClient::new().unwrap());
@@ -80,10 +125,16 @@ async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64
         )
         .unwrap(),
     );
-    // Warm-up (discovery, token caches, JIT).
-    for _ in 0..20 {
-        client.register(&settings, &metadata).await.unwrap();
-    }
+    // Warm-up (discovery, token caches, the JIT) at the same concurrency: without it the
+    // provider's rate swings by a third from run to run.
+    futures::stream::iter(0..n.min(500))
+        .for_each_concurrent(concurrency, |_| {
+            let (client, settings, metadata) = (client.clone(), settings.clone(), metadata.clone());
+            async move {
+                client.register(&settings, &metadata).await.unwrap();
+            }
+        })
+        .await;
     let started = Instant::now();
     futures::stream::iter(0..n)
         .for_each_concurrent(concurrency, |_| {
@@ -196,6 +247,7 @@ async fn main() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let user = sign("bench", false);
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     futures::stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {
@@ -232,6 +284,7 @@ async fn main() {
         // Not more often: each count scans the events table, work that is not appreg's.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    let cpu_after = cpu_seconds();
     let failed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM events WHERE event_type = 'DcrRegistrationFailed'",
     )
@@ -260,6 +313,15 @@ async fn main() {
         created.as_secs_f64(),
         q(0.5),
         q(0.99)
+    );
+    let per = |i: usize| (cpu_after[i] - cpu_before[i]) * 1000.0 / rows.len() as f64;
+    println!(
+        "CPU per registration during (b): PostgreSQL {:.2} ms, provider (node) {:.2} ms, this \
+         process (load generator, api, saga) {:.2} ms; the provider alone in (a): {:.2} ms",
+        per(0),
+        per(1),
+        per(2),
+        1000.0 / direct
     );
     println!(
         "ratio: appreg = {:.0}% of the provider's own rate (target ≥ 80%); load average {}",
