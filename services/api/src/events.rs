@@ -7,7 +7,9 @@
 //! it, from the last committed event (only new events). Filtering:
 //! - only events of the path's environment (`metadata.environment`);
 //! - application events: administrators of the environment, and current members of the
-//!   application (membership as of the event or later, kept in a small per-connection cache);
+//!   application (membership as of the event or later, kept in a small per-connection cache)
+//!   whose role may read the event's permission group (notification settings need
+//!   NOTIFICATION[R], which a USER member lacks);
 //! - client registration settings events: everyone in the environment;
 //! - `UserFirstSeen`: that user and administrators;
 //! - everything else (`EnvironmentCreated`…): administrators.
@@ -21,6 +23,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::Ctx;
 use crate::state::AppState;
 use appreg_domain::environment::UserEvent;
+use appreg_domain::permissions::{self, Operation, Permission, Role};
 use appreg_domain::{Application, ApplicationId, DomainEvent};
 use appreg_eventstore::{LogPosition, LogTailer, StoredEvent};
 use axum::extract::State;
@@ -162,8 +165,14 @@ impl Connection {
         let admin = self.ctx.actor.admin;
         match e.stream_type.as_str() {
             APPLICATION_STREAM => {
-                let member = self.is_member(e).await?;
-                Ok(admin || member)
+                if admin {
+                    return Ok(true);
+                }
+                // A member sees what their role may read (a USER member no notification settings).
+                let role = self.role_of_caller(e).await?;
+                Ok(role.is_some_and(|role| {
+                    permissions::allows(role, read_permission(&e.event_type), Operation::Read)
+                }))
             }
             // The settings and the catalogue are everyone's to read.
             SETTINGS_STREAM | appreg_domain::catalogue::CATALOGUE_STREAM => Ok(true),
@@ -182,15 +191,15 @@ impl Connection {
         }
     }
 
-    /// Whether the caller is a member of `e`'s application, as of `e` or later. Keeps the
-    /// cached state current with every event of a cached application that passes by.
-    async fn is_member(&mut self, e: &StoredEvent) -> Result<bool, ApiError> {
+    /// The caller's role in `e`'s application, as of `e` or later (None: not a member). Keeps
+    /// the cached state current with every event of a cached application that passes by.
+    async fn role_of_caller(&mut self, e: &StoredEvent) -> Result<Option<Role>, ApiError> {
         let Some(id) = e
             .stream_id
             .strip_prefix("application-")
             .and_then(|s| Uuid::parse_str(s).ok())
         else {
-            return Ok(false);
+            return Ok(None);
         };
         let known = self.apps.get(&id).map(|(_, v)| *v);
         match known {
@@ -212,11 +221,12 @@ impl Connection {
                 self.remember(id, app, version);
             }
         }
-        Ok(self.apps.get(&id).is_some_and(|(app, _)| {
-            app.as_ref().is_some_and(|a| {
-                a.environment == self.ctx.environment && a.role_of(&self.ctx.actor.user).is_some()
-            })
-        }))
+        Ok(self
+            .apps
+            .get(&id)
+            .and_then(|(app, _)| app.as_ref())
+            .filter(|a| a.environment == self.ctx.environment)
+            .and_then(|a| a.role_of(&self.ctx.actor.user)))
     }
 
     fn remember(&mut self, id: Uuid, app: Option<Application>, version: i64) {
@@ -224,6 +234,18 @@ impl Connection {
             self.apps.clear();
         }
         self.apps.insert(id, (app, version));
+    }
+}
+
+/// The permission a member needs to read an application event (every role reads the
+/// definition, members and subscriptions; notification settings — e-mail addresses and hook
+/// URLs — only roles with NOTIFICATION[R]).
+fn read_permission(event_type: &str) -> Permission {
+    match event_type {
+        "NotificationSettingsUpdated" | "NotificationSettingsDeleted" => Permission::Notification,
+        t if t.starts_with("Subscription") || t.starts_with("ApiKey") => Permission::Subscription,
+        t if t.starts_with("Member") || t == "PrimaryOwnershipTransferred" => Permission::Member,
+        _ => Permission::Definition,
     }
 }
 

@@ -397,6 +397,28 @@ async fn members_see_events_while_they_are_members(app: TestApp) {
         app_event(&bob_s.next().await),
         ("ApplicationUpdated".into(), 4)
     );
+    // Notification settings (an e-mail address) are not a USER member's to read: bob's stream
+    // skips them, the owner's has them.
+    let mut alice_s = open(&app, "DEFAULT", &alice, None).await;
+    app.put(
+        &format!("{path}/notifications"),
+        &alice,
+        json!({"hooks": ["SUBSCRIPTION_ACCEPTED"], "email": "alice@example.org"}),
+    )
+    .await
+    .assert_status(200);
+    app.put(&path, &alice, json!({"name": "Team 2b"}))
+        .await
+        .assert_status(200);
+    assert_eq!(
+        app_event(&alice_s.next().await),
+        ("NotificationSettingsUpdated".into(), 5)
+    );
+    assert_eq!(
+        app_event(&bob_s.next().await),
+        ("ApplicationUpdated".into(), 6),
+        "a USER member does not see notification settings"
+    );
     // Removed: no more of the application's events.
     app.delete(&format!("{members}/bob"), &alice)
         .await
