@@ -154,6 +154,8 @@ async fn active(
             }
         }
     };
+    // A standby (or a saga that stepped down) observed nothing meanwhile.
+    saga.forget_registries();
     let tailer =
         LogTailer::new(store.clone(), start, BATCH).with_min_interval(Duration::from_millis(2));
     // The log, batch after batch, as requests and batch ends (read errors retried).

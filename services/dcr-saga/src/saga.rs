@@ -160,6 +160,16 @@ impl Saga {
         }
     }
 
+    /// Forgets every cached registry: the run loop calls it when it starts following the log
+    /// (again): provider changes made while it was not following are not observed.
+    pub fn forget_registries(&self) {
+        self.registry_generation.fetch_add(1, Ordering::SeqCst);
+        self.registries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
     /// An environment's providers: cached while the log is observed, else read.
     async fn registry(&self, environment: &str) -> Result<ProviderRegistry, SagaError> {
         let observing = self.observing.load(Ordering::SeqCst);

@@ -19,7 +19,7 @@
 //! This module must never write outside a `BEGIN IMMEDIATE` transaction, nor leave a connection
 //! inside a transaction when a future is dropped (sqlx's `Transaction` rolls back on drop).
 
-use crate::pg::{batch_claims, batch_releases, bump, check_batch, sorted_unique};
+use crate::pg::{batch_claims, batch_releases, bump, check_batch};
 use crate::{
     AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
 };
@@ -73,27 +73,10 @@ fn format_time(at: &DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
-/// The statements of one append, inside a `BEGIN IMMEDIATE` transaction.
-async fn append_in(
-    tx: &mut SqliteConnection,
-    request: &AppendRequest,
-    claims: &[&Claim],
-    releases: &[&Claim],
-) -> Result<Appended, AppendError> {
-    let appended = insert_events(tx, request).await?;
-    for claim in releases {
-        release_claim(tx, claim, &request.stream_id).await?;
-    }
-    let now = format_time(&Utc::now());
-    for claim in claims {
-        take_claim(tx, claim, &request.stream_id, &now).await?;
-    }
-    Ok(appended)
-}
-
-/// The statements of a batch, inside a `BEGIN IMMEDIATE` transaction: the steps of
-/// [`append_in`], each for all requests (the events, then every release, then every claim), so
-/// that a stream may take a value another stream of the batch releases, whatever their order.
+/// The statements of a batch (an append is a batch of one), inside a `BEGIN IMMEDIATE`
+/// transaction: the version check and the events of each request, then every release, then every
+/// claim, so that a stream may take a value another stream of the batch releases, whatever their
+/// order.
 async fn append_batch_in(
     tx: &mut SqliteConnection,
     requests: &[AppendRequest],
@@ -239,31 +222,9 @@ impl EventStore for SqliteEventStore {
         events = request.events.len(),
     ))]
     async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
-        if request.events.is_empty() {
-            return Err(AppendError::Empty);
-        }
-        let claims = sorted_unique(&request.claims);
-        let releases = sorted_unique(&request.releases);
-
-        let _writer = self.write_lock.lock().await;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(StoreError::from)?;
-        match append_in(&mut tx, &request, &claims, &releases).await {
-            Ok(appended) => {
-                tx.commit().await.map_err(StoreError::from)?;
-                bump(&self.wakeups);
-                Ok(appended)
-            }
-            Err(error) => {
-                if let Err(rollback) = tx.rollback().await {
-                    tracing::debug!(error = %rollback, "rollback of a failed append failed");
-                }
-                Err(error)
-            }
-        }
+        // Writers are serial here: an append is a batch of one.
+        let mut appended = self.append_batch(vec![request]).await?;
+        Ok(appended.remove(0))
     }
 
     #[tracing::instrument(skip_all, fields(
