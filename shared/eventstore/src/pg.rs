@@ -467,39 +467,21 @@ async fn append_batch_in(
     }
 
     if !releases.is_empty() {
+        let (scopes, values, streams) = claim_columns(releases);
         sqlx::query(RELEASE_BATCH_CLAIMS)
-            .bind(
-                releases
-                    .iter()
-                    .map(|(c, _)| c.scope.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                releases
-                    .iter()
-                    .map(|(c, _)| c.value.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(releases.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+            .bind(scopes)
+            .bind(values)
+            .bind(streams)
             .execute(&mut *tx)
             .await?;
     }
 
     if !claims.is_empty() {
+        let (scopes, values, streams) = claim_columns(claims);
         let taken = sqlx::query(TAKE_BATCH_CLAIMS)
-            .bind(
-                claims
-                    .iter()
-                    .map(|(c, _)| c.scope.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                claims
-                    .iter()
-                    .map(|(c, _)| c.value.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(claims.iter().map(|(_, s)| *s).collect::<Vec<_>>())
+            .bind(scopes)
+            .bind(values)
+            .bind(streams)
             .fetch_all(&mut *tx)
             .await?;
         if taken.len() != claims.len() {
@@ -520,6 +502,15 @@ async fn append_batch_in(
     }
 
     Ok(appended)
+}
+
+/// The scope, value and stream columns of a batch's (claim, stream) pairs, for `UNNEST`.
+fn claim_columns<'a>(pairs: &[(&'a Claim, &'a str)]) -> (Vec<&'a str>, Vec<&'a str>, Vec<&'a str>) {
+    (
+        pairs.iter().map(|(c, _)| c.scope.as_str()).collect(),
+        pairs.iter().map(|(c, _)| c.value.as_str()).collect(),
+        pairs.iter().map(|(_, s)| *s).collect(),
+    )
 }
 
 /// The statements of one append, inside `tx` (see the module doc for their order).
