@@ -1,7 +1,7 @@
 //! `/apis` and `/apis/{api}/plans`: the environment's minimal catalogue (administrators write,
 //! everyone reads). One stream per environment; small enough to fold on every request.
 
-use crate::commands::{metadata, now, read_all};
+use crate::commands::{now, read_all};
 use crate::dto::too_long;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
@@ -12,7 +12,7 @@ use appreg_domain::catalogue::{
     CATALOGUE_STREAM, MAX_DESCRIPTION, MAX_NAME,
 };
 use appreg_domain::{DomainError, DomainEvent, FieldErrors};
-use appreg_eventstore::{AppendError, AppendRequest, Appended, NewEvent};
+use appreg_eventstore::{AppendError, AppendRequest, Appended};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -149,23 +149,11 @@ async fn execute_catalogue(
         if events.is_empty() {
             return Ok((catalogue, None));
         }
-        let at = now();
-        let meta = metadata(ctx, at);
         let request = AppendRequest {
             stream_id: Catalogue::stream_id(env),
             stream_type: CATALOGUE_STREAM.into(),
             expected_version: version,
-            events: events
-                .iter()
-                .map(|e| NewEvent {
-                    event_id: uuid::Uuid::now_v7(),
-                    event_type: e.event_type().to_string(),
-                    schema_version: e.schema_version(),
-                    data: e.data(),
-                    metadata: meta.clone(),
-                    recorded_at: at,
-                })
-                .collect(),
+            events: crate::commands::new_events(&events, ctx, now()),
             claims: vec![],
             releases: vec![],
         };

@@ -126,19 +126,12 @@ pub fn metadata(ctx: &Ctx, now: DateTime<Utc>) -> serde_json::Value {
     meta
 }
 
-fn new_events<E: DomainEvent>(events: &[E], ctx: &Ctx, now: DateTime<Utc>) -> Vec<NewEvent> {
-    let meta = metadata(ctx, now);
-    events
-        .iter()
-        .map(|e| NewEvent {
-            event_id: uuid::Uuid::now_v7(),
-            event_type: e.event_type().to_string(),
-            schema_version: e.schema_version(),
-            data: e.data(),
-            metadata: meta.clone(),
-            recorded_at: now,
-        })
-        .collect()
+pub(crate) fn new_events<E: DomainEvent>(
+    events: &[E],
+    ctx: &Ctx,
+    now: DateTime<Utc>,
+) -> Vec<NewEvent> {
+    appreg_dcr_saga::apps::new_events(events, &metadata(ctx, now), now)
 }
 
 /// Appends events decided outside an aggregate command (environments, users) to a stream.

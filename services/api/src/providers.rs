@@ -18,7 +18,7 @@ use appreg_domain::provider::{
     ProviderRegistry, RenewClientSecret,
 };
 use appreg_domain::{DomainEvent, EnvironmentId, FieldErrors, HttpUrl};
-use appreg_eventstore::{AppendError, AppendRequest, Appended, NewEvent};
+use appreg_eventstore::{AppendError, AppendRequest, Appended};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -416,23 +416,11 @@ async fn append(
     version: i64,
     events: &[ProviderEvent],
 ) -> Result<Appended, ApiError> {
-    let now = crate::commands::now();
-    let meta = crate::commands::metadata(ctx, now);
     let request = AppendRequest {
         stream_id: ProviderRegistry::stream_id(ctx.environment.as_str()),
         stream_type: PROVIDERS_STREAM.into(),
         expected_version: version,
-        events: events
-            .iter()
-            .map(|e| NewEvent {
-                event_id: uuid::Uuid::now_v7(),
-                event_type: e.event_type().into(),
-                schema_version: e.schema_version(),
-                data: e.data(),
-                metadata: meta.clone(),
-                recorded_at: now,
-            })
-            .collect(),
+        events: crate::commands::new_events(events, ctx, crate::commands::now()),
         claims: vec![],
         releases: vec![],
     };

@@ -159,18 +159,27 @@ pub fn append_request(
         stream_id: id.stream_id(),
         stream_type: APPLICATION_STREAM.into(),
         expected_version: version,
-        events: events
-            .iter()
-            .map(|e| NewEvent {
-                event_id: uuid::Uuid::now_v7(),
-                event_type: e.event_type().to_string(),
-                schema_version: e.schema_version(),
-                data: e.data(),
-                metadata: metadata.clone(),
-                recorded_at: now,
-            })
-            .collect(),
+        events: new_events(events, metadata, now),
         claims: to(claims),
         releases: to(releases),
     }
+}
+
+/// Domain events as the store takes them: a fresh id each, the same metadata and time.
+pub fn new_events<E: DomainEvent>(
+    events: &[E],
+    metadata: &serde_json::Value,
+    at: DateTime<Utc>,
+) -> Vec<NewEvent> {
+    events
+        .iter()
+        .map(|e| NewEvent {
+            event_id: uuid::Uuid::now_v7(),
+            event_type: e.event_type().to_string(),
+            schema_version: e.schema_version(),
+            data: e.data(),
+            metadata: metadata.clone(),
+            recorded_at: at,
+        })
+        .collect()
 }

@@ -451,18 +451,8 @@ async fn append_batch_in(
     for request in requests {
         match inserted.get(&request.stream_id) {
             Some((count, last)) if *count == request.events.len() => appended.push(*last),
-            _ => {
-                // The guard held for none of this stream's rows (they share one snapshot).
-                let actual = sqlx::query_scalar::<_, i64>(CURRENT_VERSION)
-                    .bind(&request.stream_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                return Err(Failure::Append(AppendError::VersionConflict {
-                    stream_id: request.stream_id.clone(),
-                    expected: request.expected_version,
-                    actual,
-                }));
-            }
+            // The guard held for none of this stream's rows (they share one snapshot).
+            _ => return Err(version_conflict(tx, request).await),
         }
     }
 
@@ -513,6 +503,22 @@ fn claim_columns<'a>(pairs: &[(&'a Claim, &'a str)]) -> (Vec<&'a str>, Vec<&'a s
     )
 }
 
+/// The conflict of a request whose version guard failed, with the stream's actual version.
+async fn version_conflict(tx: &mut PgConnection, request: &AppendRequest) -> Failure {
+    match sqlx::query_scalar::<_, i64>(CURRENT_VERSION)
+        .bind(&request.stream_id)
+        .fetch_one(&mut *tx)
+        .await
+    {
+        Ok(actual) => Failure::Append(AppendError::VersionConflict {
+            stream_id: request.stream_id.clone(),
+            expected: request.expected_version,
+            actual,
+        }),
+        Err(error) => error.into(),
+    }
+}
+
 /// The statements of one append, inside `tx` (see the module doc for their order).
 async fn append_in(
     tx: &mut PgConnection,
@@ -550,15 +556,7 @@ async fn append_in(
         })?;
 
     if rows.is_empty() {
-        let actual = sqlx::query_scalar::<_, i64>(CURRENT_VERSION)
-            .bind(&request.stream_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        return Err(Failure::Append(AppendError::VersionConflict {
-            stream_id: request.stream_id.clone(),
-            expected: request.expected_version,
-            actual,
-        }));
+        return Err(version_conflict(tx, request).await);
     }
     let mut last = (0i64, LogPosition::START);
     for row in &rows {
