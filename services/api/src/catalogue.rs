@@ -1,7 +1,7 @@
 //! `/apis` and `/apis/{api}/plans`: the environment's minimal catalogue (administrators write,
 //! everyone reads). One stream per environment; small enough to fold on every request.
 
-use crate::commands::{now, read_all};
+use appreg_commands::Start;
 use crate::dto::too_long;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
@@ -9,10 +9,10 @@ use crate::routes::with_token;
 use crate::state::AppState;
 use appreg_domain::catalogue::{
     Catalogue, CatalogueApi, CatalogueEvent, Plan, PlanDefinition, PlanSecurity, PlanValidation,
-    CATALOGUE_STREAM, MAX_DESCRIPTION, MAX_NAME,
+    MAX_DESCRIPTION, MAX_NAME,
 };
-use appreg_domain::{DomainError, DomainEvent, FieldErrors};
-use appreg_eventstore::{AppendError, AppendRequest, Appended};
+use appreg_domain::{DomainError, FieldErrors};
+use appreg_eventstore::Appended;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -115,14 +115,12 @@ impl From<&CatalogueApi> for ApiView {
 
 /// The environment's catalogue and its stream version.
 pub async fn load_catalogue(state: &AppState, env: &str) -> Result<(Catalogue, i64), ApiError> {
-    let events = read_all(state.store().as_ref(), &Catalogue::stream_id(env)).await?;
-    let mut catalogue = Catalogue::default();
-    for e in &events {
-        let ev = CatalogueEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
-        catalogue.evolve(&ev);
-    }
-    Ok((catalogue, events.last().map(|e| e.version).unwrap_or(0)))
+    let loaded = state
+        .commands()
+        .load::<Catalogue>(&Catalogue::stream_id(env))
+        .await
+        .map_err(|e| ApiError::from(e.widen()))?;
+    Ok((Catalogue::clone(&loaded.state), loaded.version))
 }
 
 fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
@@ -133,41 +131,23 @@ fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
     }
 }
 
-/// Runs a catalogue command (administrators): load, decide, append with the expected version.
+/// Runs a catalogue command (administrators) through the command path.
 async fn execute_catalogue(
     state: &AppState,
     ctx: &Ctx,
     mut decide: impl FnMut(&Catalogue) -> Result<Vec<CatalogueEvent>, DomainError>,
 ) -> Result<(Catalogue, Option<Appended>), ApiError> {
     admin_only(ctx)?;
-    let env = ctx.environment.as_str();
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let (mut catalogue, version) = load_catalogue(state, env).await?;
-        let events = decide(&catalogue)?;
-        if events.is_empty() {
-            return Ok((catalogue, None));
-        }
-        let request = AppendRequest {
-            stream_id: Catalogue::stream_id(env),
-            stream_type: CATALOGUE_STREAM.into(),
-            expected_version: version,
-            events: crate::commands::new_events(&events, ctx, now()),
-            claims: vec![],
-            releases: vec![],
-        };
-        match state.store().append(request).await {
-            Ok(appended) => {
-                for e in &events {
-                    catalogue.evolve(e);
-                }
-                return Ok((catalogue, Some(appended)));
-            }
-            Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let executed = state
+        .commands()
+        .execute::<Catalogue, ApiError, _>(
+            &Catalogue::stream_id(ctx.environment.as_str()),
+            Start::Current,
+            &crate::commands::metadata(ctx, crate::commands::now()),
+            |c| Ok(decide(c)?),
+        )
+        .await?;
+    Ok((Catalogue::clone(&executed.state), executed.appended))
 }
 
 fn required(errors: &mut FieldErrors, field: &str, value: Option<&str>) -> Option<String> {

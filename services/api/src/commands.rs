@@ -1,25 +1,22 @@
-//! Command execution: load the aggregate from its stream, decide, append with the expected
-//! version and the uniqueness claims the new state needs, retry a bounded number of times on a
-//! concurrent change. Authorisation is part of the decision, so it is re-checked on every try.
+//! The api's side of the command path ([`appreg_commands`]): the events' metadata from the
+//! request, the caller's environment as a filter on what a command may see, metrics by command,
+//! and the mapping of the path's errors to the api's.
 
 use crate::error::ApiError;
 use crate::extract::Ctx;
 use crate::state::AppState;
-use appreg_domain::application::claim_changes;
+use appreg_commands::{ApplicationState, Start};
 use appreg_domain::{
     Application, ApplicationEvent, ApplicationId, ClientRegistrationSettings, DomainEvent,
-    SettingsEvent, UniqueClaim,
 };
-use appreg_eventstore::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, NewEvent, StoredEvent,
-};
+use appreg_eventstore::{AppendError, AppendRequest, Appended, EventStore, NewEvent, StoredEvent};
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 
 pub use appreg_readmodel::{APPLICATION_STREAM, ENVIRONMENT_STREAM, SETTINGS_STREAM, USER_STREAM};
 const PAGE: i64 = 1000;
 
-/// Every event of a stream, in version order.
+/// Every event of a stream, in version order (for views of past states: `as_of`, history).
 pub async fn read_all(
     store: &dyn EventStore,
     stream_id: &str,
@@ -42,7 +39,8 @@ pub fn decode_app(e: &StoredEvent) -> Result<ApplicationEvent, ApiError> {
         .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))
 }
 
-/// Folds stored events into the application state, stopping where `keep` says no.
+/// Folds stored events into the application state, stopping where `keep` says no (a past
+/// state: `as_of`, `version`).
 pub fn fold_app(
     events: &[StoredEvent],
     mut keep: impl FnMut(&StoredEvent) -> bool,
@@ -57,19 +55,27 @@ pub fn fold_app(
     Ok(app)
 }
 
-/// Loads an application of the caller's environment; another environment's is `None`.
+/// Loads an application of the caller's environment (another environment's is `None`): the
+/// current state, from the command path's cache or snapshot and the stream's tail.
 pub async fn load_app(
     state: &AppState,
     ctx: &Ctx,
     id: ApplicationId,
 ) -> Result<(Option<Application>, i64), ApiError> {
-    let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
-    let version = events.last().map(|e| e.version).unwrap_or(0);
-    let app = fold_app(&events, |_| true)?.filter(|a| a.environment == ctx.environment);
-    Ok((app, version))
+    let loaded = state
+        .commands()
+        .load::<ApplicationState>(&id.stream_id())
+        .await
+        .map_err(|e| ApiError::from(e.widen()))?;
+    let app = loaded
+        .state
+        .0
+        .as_ref()
+        .filter(|a| a.environment == ctx.environment)
+        .cloned();
+    Ok((app, loaded.version))
 }
 
-/// The environment's client registration settings and the stream's version.
 /// The environment's settings for deciding a command: from the cache the projector keeps
 /// current, else from the event store.
 pub async fn current_settings(
@@ -89,24 +95,17 @@ pub async fn load_settings(
     state: &AppState,
     env: &str,
 ) -> Result<(ClientRegistrationSettings, i64), ApiError> {
-    let events = read_all(
-        state.store().as_ref(),
-        &ClientRegistrationSettings::stream_id(env),
-    )
-    .await?;
-    let mut settings = ClientRegistrationSettings::default();
-    for e in &events {
-        let ev = SettingsEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
-        settings.evolve(&ev);
-    }
-    Ok((settings, events.last().map(|e| e.version).unwrap_or(0)))
+    let loaded = state
+        .commands()
+        .load::<ClientRegistrationSettings>(&ClientRegistrationSettings::stream_id(env))
+        .await
+        .map_err(|e| ApiError::from(e.widen()))?;
+    Ok((*loaded.state, loaded.version))
 }
 
 /// The time of a command, at the precision the event store keeps (microseconds).
 pub(crate) fn now() -> DateTime<Utc> {
-    use chrono::SubsecRound;
-    Utc::now().trunc_subsecs(6)
+    appreg_commands::now()
 }
 
 /// The metadata every event carries.
@@ -131,7 +130,7 @@ pub(crate) fn new_events<E: DomainEvent>(
     ctx: &Ctx,
     now: DateTime<Utc>,
 ) -> Vec<NewEvent> {
-    appreg_dcr_saga::apps::new_events(events, &metadata(ctx, now), now)
+    appreg_commands::new_events(events, &metadata(ctx, now), now)
 }
 
 /// Appends events decided outside an aggregate command (environments, users) to a stream.
@@ -151,17 +150,7 @@ pub async fn append_events<E: DomainEvent>(
         claims: vec![],
         releases: vec![],
     };
-    state.store().append(request).await
-}
-
-fn to_claims(claims: Vec<UniqueClaim>) -> Vec<Claim> {
-    claims
-        .into_iter()
-        .map(|c| Claim {
-            scope: c.scope,
-            value: c.value,
-        })
-        .collect()
+    state.commands().append(request).await
 }
 
 /// `outcome`: `ok` or the error's stable code.
@@ -179,8 +168,9 @@ pub struct Executed {
     pub appended: Option<Appended>,
 }
 
-/// Runs an application command (`new_stream`: the id was just generated). `decide` sees the current state (None: no such application in
-/// the caller's environment) and returns the events to append.
+/// Runs an application command (`new_stream`: the id was just generated). `decide` sees the
+/// current state (None: no such application in the caller's environment) and returns the events
+/// to append. Authorisation is part of the decision, so it is re-checked on every try.
 #[tracing::instrument(skip_all, fields(command, application_id = %id, correlation_id = %ctx.correlation_id), err(Display))]
 pub async fn execute_app<F>(
     state: &AppState,
@@ -195,60 +185,31 @@ where
 {
     tracing::Span::current().record("command", command);
     let started = Instant::now();
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        let (before, version) = if new_stream && attempt == 1 {
-            // A freshly generated id has no events: skip the read; the append's expected
-            // version 0 still guards it.
-            (None, 0)
-        } else {
-            load_app(state, ctx, id).await?
-        };
-        let events = match decide(before.as_ref()) {
-            Ok(events) => events,
-            Err(e) => break Err(e),
-        };
-        if events.is_empty() {
-            break match before {
-                Some(app) => Ok(Executed {
-                    app,
-                    appended: None,
-                }),
-                None => Err(ApiError::not_found(
-                    "application.not_found",
-                    "no such application",
-                )),
-            };
-        }
-        let now = now();
-        let mut after = before.clone();
-        for (i, e) in events.iter().enumerate() {
-            after = Application::evolve(after, e, now, version + 1 + i as i64);
-        }
-        let (claims, releases) = claim_changes(before.as_ref(), after.as_ref());
-        let request = AppendRequest {
-            stream_id: id.stream_id(),
-            stream_type: APPLICATION_STREAM.into(),
-            expected_version: version,
-            events: new_events(&events, ctx, now),
-            claims: to_claims(claims),
-            releases: to_claims(releases),
-        };
-        match state.store().append(request).await {
-            Ok(appended) => {
-                break Ok(Executed {
-                    app: after.ok_or_else(|| ApiError::internal("no state after append"))?,
-                    appended: Some(appended),
-                });
-            }
-            Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => {
-                tracing::debug!(attempt, "version conflict, retrying");
-                continue;
-            }
-            Err(e) => break Err(ApiError::from(e)),
-        }
-    };
+    let start = if new_stream { Start::New } else { Start::Current };
+    let env = &ctx.environment;
+    let result = state
+        .commands()
+        .execute::<ApplicationState, ApiError, _>(
+            &id.stream_id(),
+            start,
+            &metadata(ctx, now()),
+            |current| decide(current.0.as_ref().filter(|a| a.environment == *env)),
+        )
+        .await
+        .map_err(ApiError::from)
+        .and_then(|executed| {
+            let app = executed
+                .state
+                .0
+                .as_ref()
+                .filter(|a| a.environment == *env)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("application.not_found", "no such application"))?;
+            Ok(Executed {
+                app,
+                appended: executed.appended,
+            })
+        });
     record(
         command,
         started,
@@ -267,34 +228,25 @@ pub async fn execute_settings(
     new: ClientRegistrationSettings,
 ) -> Result<(ClientRegistrationSettings, Option<Appended>), ApiError> {
     let started = Instant::now();
-    let mut attempt = 0;
-    let result = loop {
-        attempt += 1;
-        let (current, version) = load_settings(state, ctx.environment.as_str()).await?;
-        let events = current.decide_update(new)?;
-        if events.is_empty() {
-            break Ok((current, None));
-        }
-        let now = now();
-        let request = AppendRequest {
-            stream_id: ClientRegistrationSettings::stream_id(ctx.environment.as_str()),
-            stream_type: SETTINGS_STREAM.into(),
-            expected_version: version,
-            events: new_events(&events, ctx, now),
-            claims: vec![],
-            releases: vec![],
-        };
-        match state.store().append(request).await {
-            Ok(appended) => {
+    let env = ctx.environment.as_str();
+    let result = state
+        .commands()
+        .execute::<ClientRegistrationSettings, ApiError, _>(
+            &ClientRegistrationSettings::stream_id(env),
+            Start::Current,
+            &metadata(ctx, now()),
+            |current| Ok(current.decide_update(new)?),
+        )
+        .await
+        .map_err(ApiError::from)
+        .map(|executed| {
+            if executed.appended.is_some() {
                 state
                     .read()
-                    .remember_settings(ctx.environment.as_str(), new, appended.version);
-                break Ok((new, Some(appended)));
+                    .remember_settings(env, *executed.state, executed.version);
             }
-            Err(AppendError::VersionConflict { .. }) if attempt < state.retries() => continue,
-            Err(e) => break Err(ApiError::from(e)),
-        }
-    };
+            (*executed.state, executed.appended)
+        });
     record(
         "UpdateClientRegistrationSettings",
         started,

@@ -250,6 +250,24 @@ impl From<AppendError> for ApiError {
     }
 }
 
+impl From<appreg_commands::CommandError<ApiError>> for ApiError {
+    fn from(e: appreg_commands::CommandError<ApiError>) -> Self {
+        use appreg_commands::CommandError;
+        match e {
+            CommandError::Rejected(e) => e,
+            CommandError::ClaimTaken { scope, value } => {
+                AppendError::ClaimTaken { scope, value }.into()
+            }
+            CommandError::Conflict { .. } => ApiError::Conflict {
+                code: "concurrency.conflict",
+                message: "the application was changed concurrently; retry".into(),
+            },
+            CommandError::Corrupt { .. } => ApiError::internal(e),
+            CommandError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();

@@ -18,7 +18,7 @@
 //! the server shuts down or the caller's token expires (the client reconnects with
 //! `Last-Event-ID`).
 
-use crate::commands::{decode_app, read_all, APPLICATION_STREAM, SETTINGS_STREAM, USER_STREAM};
+use crate::commands::{decode_app, APPLICATION_STREAM, SETTINGS_STREAM, USER_STREAM};
 use crate::error::{ApiError, Problem};
 use crate::extract::Ctx;
 use crate::state::AppState;
@@ -214,11 +214,13 @@ impl Connection {
                 self.remember(id, app, 1);
             }
             _ => {
-                let events =
-                    read_all(self.state.store().as_ref(), &ApplicationId(id).stream_id()).await?;
-                let version = events.last().map(|x| x.version).unwrap_or(0);
-                let app = crate::commands::fold_app(&events, |_| true)?;
-                self.remember(id, app, version);
+                let loaded = self
+                    .state
+                    .commands()
+                    .load::<appreg_commands::ApplicationState>(&ApplicationId(id).stream_id())
+                    .await
+                    .map_err(|e| ApiError::from(e.widen()))?;
+                self.remember(id, loaded.state.0.clone(), loaded.version);
             }
         }
         Ok(self

@@ -2,7 +2,7 @@
 //! Every command is checked against the permission matrix (MEMBER C/R/U/D) and decided by the
 //! aggregate, so concurrent changes are settled by optimistic concurrency.
 
-use crate::commands::{execute_app, fold_app, read_all};
+use crate::commands::{execute_app, load_app};
 use crate::dto::ApplicationView;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
@@ -131,10 +131,8 @@ pub async fn list(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<Json<MemberList>, ApiError> {
     let id = parse_app_id(&id)?;
-    let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
-    let app = fold_app(&events, |_| true)?
-        .filter(|a| a.environment == ctx.environment)
-        .ok_or_else(not_found)?;
+    let (app, _) = load_app(&state, &ctx, id).await?;
+    let app = app.ok_or_else(not_found)?;
     app.authorize(&ctx.actor, Permission::Member, Operation::Read)?;
     Ok(Json(member_list(&state, &ctx, &app).await?))
 }

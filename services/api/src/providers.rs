@@ -6,7 +6,8 @@
 //! under `provider/<env>/<id>`, never returned, never in an event (which carries fingerprints).
 //! A provider that applications still use cannot be deleted (409).
 
-use crate::commands::read_all;
+use appreg_commands::{Loaded, Start};
+use std::sync::Arc;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
@@ -17,8 +18,8 @@ use appreg_domain::provider::{
     HttpMethod, InitialAccessTokenMode, Provider, ProviderDefinition, ProviderEvent,
     ProviderRegistry, RenewClientSecret,
 };
-use appreg_domain::{DomainEvent, EnvironmentId, FieldErrors, HttpUrl};
-use appreg_eventstore::{AppendError, AppendRequest, Appended};
+use appreg_domain::{EnvironmentId, FieldErrors, HttpUrl};
+use appreg_eventstore::Appended;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -26,9 +27,6 @@ use axum::Json;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-/// The stream type of an environment's providers.
-pub const PROVIDERS_STREAM: &str = "providers";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -161,18 +159,12 @@ pub async fn load_registry(
     state: &AppState,
     env: &EnvironmentId,
 ) -> Result<(ProviderRegistry, i64), ApiError> {
-    let events = read_all(
-        state.store().as_ref(),
-        &ProviderRegistry::stream_id(env.as_str()),
-    )
-    .await?;
-    let mut registry = ProviderRegistry::default();
-    for e in &events {
-        let event = ProviderEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-            .map_err(|err| ApiError::internal(format!("event {}: {err}", e.event_id)))?;
-        registry.evolve(&event);
-    }
-    Ok((registry, events.last().map(|e| e.version).unwrap_or(0)))
+    let loaded = state
+        .commands()
+        .load::<ProviderRegistry>(&ProviderRegistry::stream_id(env.as_str()))
+        .await
+        .map_err(|e| ApiError::from(e.widen()))?;
+    Ok((ProviderRegistry::clone(&loaded.state), loaded.version))
 }
 
 /// How long a create trusts a provider it found in an earlier read of the environment's
@@ -410,29 +402,38 @@ async fn validate(state: &AppState, settings: &ProviderSettings) -> Result<(), A
         })
 }
 
+/// Appends provider events decided (and validated live) on `registry` at `version`, through the
+/// command path. Not decided again after a concurrent change: the live validation was of this
+/// decision, so a lost race is a 409 the administrator retries.
 async fn append(
     state: &AppState,
     ctx: &Ctx,
+    registry: &ProviderRegistry,
     version: i64,
     events: &[ProviderEvent],
 ) -> Result<Appended, ApiError> {
-    let request = AppendRequest {
-        stream_id: ProviderRegistry::stream_id(ctx.environment.as_str()),
-        stream_type: PROVIDERS_STREAM.into(),
-        expected_version: version,
-        events: crate::commands::new_events(events, ctx, crate::commands::now()),
-        claims: vec![],
-        releases: vec![],
-    };
-    let appended = state.store().append(request).await;
+    let mut decided = Some(events.to_vec());
+    let executed = state
+        .commands()
+        .execute::<ProviderRegistry, ApiError, _>(
+            &ProviderRegistry::stream_id(ctx.environment.as_str()),
+            Start::Loaded(Loaded {
+                state: Arc::new(registry.clone()),
+                version,
+            }),
+            &crate::commands::metadata(ctx, crate::commands::now()),
+            |_| {
+                decided.take().ok_or_else(|| ApiError::Conflict {
+                    code: "provider.concurrent_change",
+                    message: "the providers changed meanwhile; try again".into(),
+                })
+            },
+        )
+        .await;
     state.remember_registry(&ctx.environment, None);
-    appended.map_err(|e| match e {
-        AppendError::VersionConflict { .. } => ApiError::Conflict {
-            code: "provider.concurrent_change",
-            message: "the providers changed meanwhile; try again".into(),
-        },
-        other => other.into(),
-    })
+    executed?
+        .appended
+        .ok_or_else(|| ApiError::internal("provider command appended nothing"))
 }
 
 /// List the environment's providers.
@@ -499,7 +500,7 @@ pub async fn create(
         parsed.secret.as_ref(),
     )
     .await?;
-    let appended = append(&state, &ctx, version, &events).await?;
+    let appended = append(&state, &ctx, &registry, version, &events).await?;
     let mut after = registry;
     for e in &events {
         after.evolve(e);
@@ -549,7 +550,7 @@ pub async fn update(
     let appended = if events.is_empty() {
         None
     } else {
-        Some(append(&state, &ctx, version, &events).await?)
+        Some(append(&state, &ctx, &registry, version, &events).await?)
     };
     let mut after = registry.clone();
     for e in &events {
@@ -581,7 +582,7 @@ pub async fn delete(
         .uses_provider(ctx.environment.as_str(), &id)
         .await?;
     let events = registry.delete(&id, in_use)?;
-    let appended = append(&state, &ctx, version, &events).await?;
+    let appended = append(&state, &ctx, &registry, version, &events).await?;
     state
         .vault()
         .delete_owner(&provider_owner(ctx.environment.as_str(), &id))

@@ -317,11 +317,16 @@ pub async fn get_application(
     let Query(params) =
         params.map_err(|e| ApiError::invalid("query", "query.invalid", e.body_text()))?;
     let id = parse_app_id(&id)?;
-    let events = read_all(state.store().as_ref(), &id.stream_id()).await?;
-    let current = fold_app(&events, |_| true)?
-        .filter(|a| a.environment == ctx.environment)
-        .ok_or_else(not_found)?;
+    let (current, _) = crate::commands::load_app(&state, &ctx, id).await?;
+    let current = current.ok_or_else(not_found)?;
     current.authorize(&ctx.actor, Permission::Definition, Operation::Read)?;
+    // A past state is rebuilt from the log; the current one comes from the command path.
+    let past = params.as_of.is_some() || params.version.is_some();
+    let events = if past {
+        read_all(state.store().as_ref(), &id.stream_id()).await?
+    } else {
+        Vec::new()
+    };
     let app = match (params.as_of, params.version) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(

@@ -22,6 +22,8 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<dyn EventStore>,
+    /// The one command path (cache, snapshots, group commit) over `store`.
+    commands: appreg_commands::Commands,
     vault: appreg_secrets::SecretStore,
     provider_client: appreg_dcr_saga::provider::ProviderClient,
     read: Arc<ReadModel>,
@@ -47,7 +49,6 @@ struct Inner {
     >,
     allow_http_redirect_uris: bool,
     max_body_bytes: usize,
-    retries: u32,
     consistency_wait: Duration,
     metrics: PrometheusHandle,
     known_environments: RwLock<HashSet<String>>,
@@ -91,6 +92,7 @@ impl AppState {
         });
         Ok(AppState {
             inner: Arc::new(Inner {
+                commands: appreg_commands::Commands::new(store.clone(), config.command_settings()),
                 store,
                 vault,
                 provider_client: appreg_dcr_saga::provider::ProviderClient::new()
@@ -108,7 +110,6 @@ impl AppState {
                 provider_registries: Default::default(),
                 allow_http_redirect_uris: config.allow_http_redirect_uris,
                 max_body_bytes: config.max_body_bytes,
-                retries: config.command_retries.max(1),
                 consistency_wait: Duration::from_millis(config.consistency_wait_ms),
                 metrics: appreg_telemetry::metrics_handle(),
                 known_environments: RwLock::new(HashSet::from(
@@ -257,8 +258,8 @@ impl AppState {
     pub fn max_body_bytes(&self) -> usize {
         self.inner.max_body_bytes
     }
-    pub fn retries(&self) -> u32 {
-        self.inner.retries
+    pub fn commands(&self) -> &appreg_commands::Commands {
+        &self.inner.commands
     }
     pub fn consistency_wait(&self) -> Duration {
         self.inner.consistency_wait

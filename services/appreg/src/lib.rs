@@ -665,7 +665,13 @@ async fn spawn_saga(
         "appreg_saga",
         shutdown.clone(),
     );
-    let saga_config = appreg_dcr_saga::SagaConfig::default();
+    let saga_config = appreg_dcr_saga::SagaConfig {
+        commands: appreg_commands::CommandSettings {
+            group_commit_writers: 0,
+            ..config.command_settings()
+        },
+        ..appreg_dcr_saga::SagaConfig::default()
+    };
     let concurrency = saga_config.concurrency;
     let saga = Arc::new(appreg_dcr_saga::Saga::new(
         db.clone(),
@@ -700,6 +706,7 @@ async fn spawn_lifecycle(
     );
     let lifecycle_config = appreg_lifecycle::LifecycleConfig {
         step_pause: std::time::Duration::from_millis(config.lifecycle_step_pause_ms),
+        commands: config.command_settings(),
     };
     Ok(tokio::spawn(appreg_lifecycle::run(
         lifecycle_config,

@@ -46,6 +46,9 @@ pub struct SagaConfig {
     pub max_delay: Duration,
     /// Requests handled at the same time.
     pub concurrency: usize,
+    /// The command path (cache, snapshots, retries). Its group commit is off by default: the
+    /// saga group-commits the clients it obtains itself ([`crate::recorder`]).
+    pub commands: appreg_commands::CommandSettings,
 }
 
 impl Default for SagaConfig {
@@ -55,6 +58,10 @@ impl Default for SagaConfig {
             first_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(60),
             concurrency: 16,
+            commands: appreg_commands::CommandSettings {
+                group_commit_writers: 0,
+                ..Default::default()
+            },
         }
     }
 }
@@ -96,7 +103,8 @@ pub struct Saga {
     settings_cache:
         std::sync::Mutex<std::collections::HashMap<(String, String), (Provider, ProviderSettings)>>,
     db: Database,
-    store: Arc<dyn EventStore>,
+    /// The command path the saga's commands go through (and its event store).
+    commands: appreg_commands::Commands,
     vault: SecretStore,
     client: ProviderClient,
     config: SagaConfig,
@@ -126,8 +134,8 @@ impl Saga {
             registries: Default::default(),
             registry_generation: AtomicU64::new(0),
             observing: AtomicBool::new(false),
+            commands: appreg_commands::Commands::new(store.clone(), config.commands.clone()),
             db,
-            store,
             vault,
             client,
             config,
@@ -183,7 +191,7 @@ impl Saga {
             }
         }
         let generation = self.registry_generation.load(Ordering::SeqCst);
-        let registry = apps::providers(self.store.as_ref(), environment).await?;
+        let registry = apps::providers(&self.commands, environment).await?;
         if observing {
             let mut cache = self
                 .registries
@@ -303,7 +311,7 @@ impl Saga {
     /// registration access token replaces the old one; a failure is recorded and shown.
     #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     async fn update(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
-        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let (app, _) = apps::load(&self.commands, id).await?;
         let Some(app) = app else { return Ok(()) };
         if !pending(&app, ClientOperationKind::Update, e.version) {
             return Ok(());
@@ -334,7 +342,7 @@ impl Saga {
             },
         };
         let version = e.version;
-        let result = apps::execute(self.store.as_ref(), id, &meta, |app| match &outcome {
+        let result = apps::execute(&self.commands, id, &meta, |app| match &outcome {
             Ok(()) => app.complete_client_update(version),
             Err(failure) => app.fail_client_update(version, failure.clone()),
         })
@@ -346,7 +354,7 @@ impl Saga {
     /// fingerprint into `ClientSecretRenewed`.
     #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     async fn renew(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
-        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let (app, _) = apps::load(&self.commands, id).await?;
         let Some(app) = app else { return Ok(()) };
         if !pending(&app, ClientOperationKind::RenewSecret, e.version) {
             return Ok(());
@@ -395,7 +403,7 @@ impl Saga {
             }
         };
         let version = e.version;
-        let result = apps::execute(self.store.as_ref(), id, &meta, |app| match &outcome {
+        let result = apps::execute(&self.commands, id, &meta, |app| match &outcome {
             Ok((fingerprint, expires)) => {
                 app.complete_secret_renewal(version, fingerprint.clone(), *expires)
             }
@@ -409,7 +417,7 @@ impl Saga {
     /// deleted at the provider (RFC 7592) and its secrets purged; a restore registers a new one.
     #[tracing::instrument(skip_all, fields(application_id = %id.0, trace_id = %trace_id(e)), err(Display))]
     async fn delete_at_archive(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
-        let (app, _) = apps::load(self.store.as_ref(), id).await?;
+        let (app, _) = apps::load(&self.commands, id).await?;
         let Some(app) = app else { return Ok(()) };
         let registered = app
             .registration
@@ -441,7 +449,7 @@ impl Saga {
             }
         }
         let meta = self.metadata(e);
-        let result = apps::execute(self.store.as_ref(), id, &meta, |app| {
+        let result = apps::execute(&self.commands, id, &meta, |app| {
             app.record_client_deleted()
         })
         .await;
@@ -578,7 +586,7 @@ impl Saga {
             }
         };
         let issued = issued(&provider, client_id, &client);
-        let recorded = apps::execute_from(self.store.as_ref(), id, loaded, &meta, |app| {
+        let recorded = apps::execute_from(&self.commands, id, loaded, &meta, |app| {
             app.register_dcr_client(e.version, issued.clone())
         })
         .await;
@@ -614,7 +622,7 @@ impl Saga {
         tracing::warn!(error = %failure.error, "registration failed");
         metrics::counter!("appreg_dcr_registrations_total", "outcome" => "failed").increment(1);
         let provider_id = provider.map(|p| p.id.clone());
-        match apps::execute(self.store.as_ref(), id, meta, |app| {
+        match apps::execute(&self.commands, id, meta, |app| {
             app.fail_dcr_registration(request_version, provider_id.clone(), failure.clone())
         })
         .await
@@ -726,7 +734,7 @@ impl Saga {
                 let (provider_id, client_id) =
                     (provider.id.clone(), client.client_id.as_str().to_string());
                 let why = format!("{reason}; deletion failed: {error}");
-                apps::execute(self.store.as_ref(), id, meta, |app| {
+                apps::execute(&self.commands, id, meta, |app| {
                     Ok(app.record_orphan(provider_id.clone(), client_id.clone(), why.clone()))
                 })
                 .await

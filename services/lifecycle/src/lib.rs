@@ -45,4 +45,6 @@ pub struct LifecycleConfig {
     /// A pause after each step (default none). Tests use it to stop the process between two
     /// steps; in production it spreads the appends of a large archive.
     pub step_pause: Duration,
+    /// The command path's settings (its group commit is not used: one step at a time).
+    pub commands: appreg_commands::CommandSettings,
 }

@@ -7,7 +7,9 @@ use appreg_dcr_saga::apps::{self, CommandError, APPLICATION_STREAM};
 use appreg_domain::application::{Application, ApplicationEvent};
 use appreg_domain::subscription::MAX_SUBSCRIPTIONS;
 use appreg_domain::{ApplicationId, DomainEvent};
+use appreg_commands::Commands;
 use appreg_eventstore::{EventStore, StoredEvent};
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -110,7 +112,7 @@ pub fn metadata(trigger: &StoredEvent) -> serde_json::Value {
 /// until the domain has none left or `stop` fires.
 pub async fn handle(
     config: &LifecycleConfig,
-    store: &dyn EventStore,
+    store: &Arc<dyn EventStore>,
     e: &StoredEvent,
     stop: &CancellationToken,
 ) -> Result<Handled, LifecycleError> {
@@ -146,11 +148,16 @@ fn traceparent(e: &StoredEvent) -> Option<&str> {
 )]
 async fn steps(
     config: &LifecycleConfig,
-    store: &dyn EventStore,
+    store: &Arc<dyn EventStore>,
     e: &StoredEvent,
     t: Trigger,
     stop: &CancellationToken,
 ) -> Result<Handled, LifecycleError> {
+    let settings = appreg_commands::CommandSettings {
+        group_commit_writers: 0,
+        ..config.commands.clone()
+    };
+    let commands = Commands::new(store.clone(), settings);
     let decide = |app: &Application| -> Vec<ApplicationEvent> {
         match t.kind {
             TriggerKind::Archive => app.next_archive_step(t.version),
@@ -167,7 +174,7 @@ async fn steps(
             return Err(LifecycleError::Runaway);
         }
         let recorded =
-            match apps::execute(store, t.application_id, &metadata(e), |app| Ok(decide(app))).await
+            match apps::execute(&commands, t.application_id, &metadata(e), |app| Ok(decide(app))).await
             {
                 Ok(events) => events,
                 Err(CommandError::NoApplication) => {

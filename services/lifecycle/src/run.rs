@@ -157,7 +157,7 @@ async fn save(db: &Database, at: LogPosition) -> bool {
 /// exponential back-off.
 async fn handled(
     config: &LifecycleConfig,
-    store: &dyn EventStore,
+    store: &Arc<dyn EventStore>,
     e: &StoredEvent,
     stop: &CancellationToken,
 ) -> bool {
@@ -230,7 +230,7 @@ async fn active(
             }
         };
         for e in &batch {
-            if trigger(e).is_some() && !handled(config, store.as_ref(), e, stop).await {
+            if trigger(e).is_some() && !handled(config, store, e, stop).await {
                 break 'log;
             }
             done = e.position;

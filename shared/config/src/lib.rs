@@ -38,9 +38,13 @@ pub struct Config {
     /// Upper bound of a request body, in bytes.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// How often a command is retried after an optimistic-concurrency conflict.
-    #[serde(default = "default_retries")]
-    pub command_retries: u32,
+    /// Tries of a command after optimistic-concurrency conflicts (former name of
+    /// `commands.retries`, which it overrides when set).
+    #[serde(default)]
+    pub command_retries: Option<u32>,
+    /// The command path: aggregate cache, snapshots, group commit, retries.
+    #[serde(default)]
+    pub commands: CommandSettings,
     /// Give each new non-administrator user a simple "Default application" on their first
     /// request in an environment (Gravitee's `user.login.default_application`).
     #[serde(default = "default_true")]
@@ -104,6 +108,45 @@ fn default_readyz_max_lag_ms() -> u64 {
 
 fn default_api_key_grace_seconds() -> u64 {
     2 * 3600
+}
+
+/// The command path's settings (configuration `[commands]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandSettings {
+    /// Tries of a command that loses optimistic-concurrency races (then a conflict).
+    pub retries: u32,
+    /// Memory the aggregate cache may hold, in MiB (0: no cache).
+    pub cache_mib: usize,
+    /// A snapshot is written every this many events of a stream (0: never).
+    pub snapshot_every: i64,
+    /// Group-commit writers: each writes one batch of concurrent appends at a time (0: every
+    /// command appends alone).
+    pub group_commit_writers: usize,
+    /// Most appends one group-commit batch holds.
+    pub max_batch: usize,
+}
+
+impl Default for CommandSettings {
+    fn default() -> Self {
+        CommandSettings {
+            retries: 5,
+            cache_mib: 64,
+            snapshot_every: 100,
+            group_commit_writers: 2,
+            max_batch: 128,
+        }
+    }
+}
+
+impl Config {
+    /// The command path's settings, `command_retries` applied.
+    pub fn command_settings(&self) -> CommandSettings {
+        CommandSettings {
+            retries: self.command_retries.unwrap_or(self.commands.retries).max(1),
+            ..self.commands.clone()
+        }
+    }
 }
 
 /// Who keeps the read models (see [`Config::read_models`]).
@@ -179,9 +222,6 @@ fn default_log_format() -> String {
 }
 fn default_max_body() -> usize {
     64 * 1024
-}
-fn default_retries() -> u32 {
-    5
 }
 fn default_consistency_wait() -> u64 {
     5000

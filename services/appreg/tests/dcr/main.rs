@@ -35,6 +35,7 @@ fn saga_config() -> appreg_dcr_saga::SagaConfig {
         first_delay: Duration::from_millis(100),
         max_delay: Duration::from_millis(400),
         concurrency: 8,
+        ..Default::default()
     }
 }
 

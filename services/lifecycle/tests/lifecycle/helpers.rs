@@ -60,7 +60,10 @@ impl TestDb {
     pub fn start(&self, step_pause: Duration) -> Manager {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(appreg_lifecycle::run(
-            LifecycleConfig { step_pause },
+            LifecycleConfig {
+                step_pause,
+                ..Default::default()
+            },
             self.db.clone(),
             self.store.clone(),
             shutdown.clone(),

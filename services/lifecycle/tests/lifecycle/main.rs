@@ -444,7 +444,7 @@ async fn other_events_are_not_triggers_and_metadata_falls_back() {
     let db = TestDb::sqlite().await;
     let handled = appreg_lifecycle::handle(
         &LifecycleConfig::default(),
-        db.store.as_ref(),
+        &db.store,
         &archived,
         &CancellationToken::new(),
     )
