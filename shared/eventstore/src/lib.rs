@@ -5,6 +5,11 @@
 //! ACTIVE applications of an environment), all in one transaction. The whole log can be read in
 //! a commit-safe total order from a checkpoint: a reader never skips an event that commits late.
 //!
+//! Beside the log, the store keeps at most one [`Snapshot`] per stream: an opaque, derived copy
+//! of an aggregate's state, so that loading it need not fold the whole stream. Snapshots are a
+//! cache, never a source of truth: they are written outside any append, and losing them costs
+//! only a fold.
+//!
 //! Two adapters implement [`EventStore`]: PostgreSQL (production) and SQLite (embedded mode).
 //! This crate must never know about the domain: events are opaque JSON here.
 
@@ -116,6 +121,17 @@ pub struct Appended {
     pub position: LogPosition,
 }
 
+/// A snapshot of an aggregate's state at a stream version. The store treats `data` as opaque
+/// bytes; `schema_version` is the aggregate's shape (the reader ignores a snapshot of another shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub stream_id: String,
+    pub schema_version: i32,
+    /// The stream version the state includes (its last folded event).
+    pub version: i64,
+    pub data: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream {stream_id} is at version {actual}, not {expected}")]
@@ -209,6 +225,14 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Which stream (if any) holds a claim.
     async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError>;
+
+    /// The stream's snapshot, if one was written (at most one per stream: the newest).
+    async fn read_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores a snapshot unless the stored one is of the same schema_version and a version at
+    /// least as high (so concurrent writers keep the newest; a snapshot of another shape is replaced).
+    /// Never part of an append's transaction; a failure here never affects the log.
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
 
     /// A receiver whose value changes whenever new events may have been committed (appends of
     /// this process at once; other processes' appends through LISTEN/NOTIFY on PostgreSQL).

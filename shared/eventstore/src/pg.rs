@@ -54,12 +54,20 @@
 //! into a single following NOTIFY. Wake-ups are hints: a wake-up can arrive before the event is
 //! below the horizon, so readers ([`crate::LogTailer`]) also poll.
 //!
+//! # Snapshots
+//! [`EventStore::write_snapshot`] is one `INSERT … ON CONFLICT (stream_id) DO UPDATE … WHERE …`
+//! on the `snapshots` table, in autocommit on the pool, never inside an append's transaction and
+//! never touching `events`: it locks only the stream's snapshot row, which no appender takes, so
+//! it never waits for an appender nor makes one wait. [`EventStore::read_snapshot`] is a
+//! primary-key lookup.
+//!
 //! This module must never serialise appenders globally, never return an event above the
 //! horizon, and never hold a notification or a sleep inside an append transaction (the test-only
 //! commit delay excepted).
 
 use crate::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, Snapshot, StoreError,
+    StoredEvent,
 };
 use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
@@ -159,6 +167,21 @@ ORDER BY c.ord
 ON CONFLICT (scope, value) DO UPDATE SET stream_id = EXCLUDED.stream_id
     WHERE claims.stream_id = EXCLUDED.stream_id
 RETURNING scope, value";
+
+const READ_SNAPSHOT: &str =
+    "SELECT stream_id, schema_version, version, data FROM snapshots WHERE stream_id = $1";
+
+/// One statement, in autocommit: a new stream's row is inserted; an existing row is replaced
+/// unless it has the same shape and a version at least as high. A concurrent writer of the same
+/// stream waits for the other's row lock only, and the `WHERE` is then checked against the row it
+/// committed, so the newest snapshot wins whatever the order of commits.
+const WRITE_SNAPSHOT: &str = "\
+INSERT INTO snapshots AS s (stream_id, schema_version, version, data, written_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (stream_id) DO UPDATE
+    SET schema_version = EXCLUDED.schema_version, version = EXCLUDED.version,
+        data = EXCLUDED.data, written_at = EXCLUDED.written_at
+    WHERE s.schema_version <> EXCLUDED.schema_version OR s.version < EXCLUDED.version";
 
 /// The PostgreSQL event store. Dropping it stops its background tasks.
 pub struct PgEventStore {
@@ -762,6 +785,32 @@ impl EventStore for PgEventStore {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    async fn read_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(String, i32, i64, Vec<u8>)> = sqlx::query_as(READ_SNAPSHOT)
+            .bind(stream_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(
+            row.map(|(stream_id, schema_version, version, data)| Snapshot {
+                stream_id,
+                schema_version,
+                version,
+                data,
+            }),
+        )
+    }
+
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        sqlx::query(WRITE_SNAPSHOT)
+            .bind(&snapshot.stream_id)
+            .bind(snapshot.schema_version)
+            .bind(snapshot.version)
+            .bind(&snapshot.data)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {

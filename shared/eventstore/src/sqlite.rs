@@ -13,6 +13,9 @@
 //! RFC 3339 UTC with exactly 6 fractional digits (microseconds, like PostgreSQL's `timestamptz`;
 //! finer precision is truncated).
 //!
+//! Snapshots (`write_snapshot`) are one upsert in a `BEGIN IMMEDIATE` transaction of their own,
+//! behind the same in-process mutex as appends (never inside an append's transaction).
+//!
 //! Wake-ups are local only: the watch channel is bumped after each append of this store instance.
 //! Another process writing the same file is seen by polling.
 //!
@@ -21,7 +24,8 @@
 
 use crate::pg::{batch_claims, batch_releases, bump, check_batch};
 use crate::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, Snapshot, StoreError,
+    StoredEvent,
 };
 use chrono::{DateTime, Utc};
 use sqlx::error::ErrorKind;
@@ -41,6 +45,20 @@ macro_rules! select_events {
         )
     };
 }
+
+const READ_SNAPSHOT: &str =
+    "SELECT stream_id, schema_version, version, data FROM snapshots WHERE stream_id = ?";
+
+/// One statement: a new stream's row is inserted; an existing row is replaced unless it has the
+/// same shape and a version at least as high (the same rule as on PostgreSQL).
+const WRITE_SNAPSHOT: &str = "\
+INSERT INTO snapshots (stream_id, schema_version, version, data, written_at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (stream_id) DO UPDATE
+    SET schema_version = excluded.schema_version, version = excluded.version,
+        data = excluded.data, written_at = excluded.written_at
+    WHERE snapshots.schema_version <> excluded.schema_version
+       OR snapshots.version < excluded.version";
 
 /// The SQLite event store.
 #[derive(Debug)]
@@ -334,6 +352,38 @@ impl EventStore for SqliteEventStore {
                 .fetch_optional(&self.pool)
                 .await?,
         )
+    }
+
+    async fn read_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row: Option<(String, i32, i64, Vec<u8>)> = sqlx::query_as(READ_SNAPSHOT)
+            .bind(stream_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(
+            row.map(|(stream_id, schema_version, version, data)| Snapshot {
+                stream_id,
+                schema_version,
+                version,
+                data,
+            }),
+        )
+    }
+
+    /// In a write transaction of its own, queued behind this process's appenders like one of
+    /// them (SQLite has one writer at a time, so it holds appends back for one statement).
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let _writer = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(WRITE_SNAPSHOT)
+            .bind(&snapshot.stream_id)
+            .bind(snapshot.schema_version)
+            .bind(snapshot.version)
+            .bind(&snapshot.data)
+            .bind(format_time(&Utc::now()))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     fn wakeups(&self) -> watch::Receiver<u64> {

@@ -1,7 +1,8 @@
 //! `appreg_events_appended_total{stream_type}`: an [`EventStore`] that counts what it appends.
 
 use appreg_eventstore::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, StoreError, StoredEvent,
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, Snapshot, StoreError,
+    StoredEvent,
 };
 use std::sync::Arc;
 
@@ -75,6 +76,14 @@ impl EventStore for CountingStore {
 
     async fn claim_holder(&self, claim: &Claim) -> Result<Option<String>, StoreError> {
         self.inner.claim_holder(claim).await
+    }
+
+    async fn read_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        self.inner.read_snapshot(stream_id).await
+    }
+
+    async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        self.inner.write_snapshot(snapshot).await
     }
 
     fn wakeups(&self) -> tokio::sync::watch::Receiver<u64> {

@@ -12,6 +12,7 @@
 
 mod batch;
 mod scenarios;
+mod snapshots;
 mod tailer;
 
 use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
@@ -83,7 +84,7 @@ impl Harness {
 }
 
 /// Declares `postgres::$scenario` and `sqlite::$scenario` tests for each scenario
-/// `scenarios::$scenario(Harness)` (or `tailer::…`, `batch::…`).
+/// `scenarios::$scenario(Harness)` (or `tailer::…`, `batch::…`, `snapshots::…`).
 macro_rules! conformance {
     ($($module:ident::$scenario:ident),* $(,)?) => {
         mod postgres {
@@ -125,6 +126,15 @@ conformance!(
     batch::empty_batches_are_refused,
     batch::batch_with_a_duplicate_event_id_writes_nothing,
     batch::concurrent_batches_are_atomic,
+    snapshots::absent_snapshot_is_none,
+    snapshots::snapshot_round_trip_is_byte_exact,
+    snapshots::lower_version_does_not_replace_a_higher_one,
+    snapshots::equal_version_is_a_no_op,
+    snapshots::another_schema_version_replaces_it_regardless_of_version,
+    snapshots::snapshots_of_different_streams_are_independent,
+    snapshots::concurrent_writers_leave_the_highest,
+    snapshots::writing_a_snapshot_does_not_change_the_log,
+    snapshots::snapshot_writes_and_appends_do_not_block_each_other,
 );
 
 // ---------------------------------------------------------------------------------------------
