@@ -513,9 +513,16 @@ pub struct CredentialsView {
     pub client_secret_expires_at: Option<DateTime<Utc>>,
 }
 
+/// A page of an application's history, oldest first: the events after `after_version` the
+/// caller may read.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryPage {
+    /// The page's events the caller's role may read (fewer than `limit` when some were not).
     pub items: Vec<HistoryEntry>,
+    /// The last version this page examined: pass it as `after_version` for the next page. Null
+    /// when nothing follows. Always present.
+    #[schema(required = true)]
+    pub next_after_version: Option<i64>,
 }
 
 /// `GET/PUT /settings/client-registration`

@@ -23,7 +23,7 @@ use crate::error::{ApiError, Problem};
 use crate::extract::Ctx;
 use crate::state::AppState;
 use appreg_domain::environment::UserEvent;
-use appreg_domain::permissions::{self, Operation, Permission, Role};
+use appreg_domain::permissions::{self, Actor, Operation, Permission, Role};
 use appreg_domain::{Application, ApplicationId, DomainEvent};
 use appreg_eventstore::{LogPosition, LogTailer, StoredEvent};
 use axum::extract::State;
@@ -165,14 +165,13 @@ impl Connection {
         let admin = self.ctx.actor.admin;
         match e.stream_type.as_str() {
             APPLICATION_STREAM => {
-                if admin {
-                    return Ok(true);
-                }
-                // A member sees what their role may read (a USER member no notification settings).
-                let role = self.role_of_caller(e).await?;
-                Ok(role.is_some_and(|role| {
-                    permissions::allows(role, read_permission(&e.event_type), Operation::Read)
-                }))
+                // An administrator's role is not needed (nor looked up).
+                let role = if admin {
+                    None
+                } else {
+                    self.role_of_caller(e).await?
+                };
+                Ok(may_read_app_event(&self.ctx.actor, role, &e.event_type))
             }
             // The settings and the catalogue are everyone's to read.
             SETTINGS_STREAM | appreg_domain::catalogue::CATALOGUE_STREAM => Ok(true),
@@ -237,6 +236,17 @@ impl Connection {
         }
         self.apps.insert(id, (app, version));
     }
+}
+
+/// Whether `actor`, whose role in the application is `role` (None: not a member), may read an
+/// application event of type `event_type`: administrators of the environment read every one, a
+/// member what their role may read (a USER member no notification settings). The one rule of
+/// `GET /events` and of an application's history.
+pub(crate) fn may_read_app_event(actor: &Actor, role: Option<Role>, event_type: &str) -> bool {
+    actor.admin
+        || role.is_some_and(|role| {
+            permissions::allows(role, read_permission(event_type), Operation::Read)
+        })
 }
 
 /// The permission a member needs to read an application event (every role reads the

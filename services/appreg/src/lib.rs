@@ -3,11 +3,11 @@
 //! none holds business logic.
 
 use anyhow::{bail, Context};
-use appreg_api::commands::{fold_app, read_all};
+use appreg_api::commands::decode_app;
 use appreg_api::dto::{ApplicationView, HistoryEntry};
 use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
 use appreg_config::Config;
-use appreg_domain::{Actor, ApplicationId, UserId};
+use appreg_domain::{Actor, Application, ApplicationId, UserId};
 use appreg_eventstore::Database;
 use clap::{Parser, Subcommand};
 use secrecy::{ExposeSecret, SecretString};
@@ -122,6 +122,9 @@ pub enum Command {
         as_of: Option<String>,
         #[arg(long)]
         version: Option<i64>,
+        /// Events read from the event store at a time (the history is read page by page).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+        page_size: i64,
         /// The database (default: the configured one, or the embedded database of --data).
         #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
@@ -473,13 +476,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             application_id,
             as_of,
             version,
+            page_size,
             database_url: url,
             data,
         } => {
             let id = uuid::Uuid::parse_str(&application_id).context("APPLICATION_ID is a UUID")?;
             let url = database_url(&config, url, Some(&data))?;
             let db = open(&url, 2).await?;
-            history(&db, ApplicationId(id), as_of, version).await
+            history(&db, ApplicationId(id), as_of, version, page_size).await
         }
         Command::Projections {
             command:
@@ -1052,34 +1056,63 @@ async fn relay(
     Ok(())
 }
 
+/// `appreg history`: the audit trail as JSON lines, or the state at a point (`--as-of`,
+/// `--version`). Reads the stream `page_size` events at a time, never all at once, and stops at
+/// the point asked for.
 async fn history(
     db: &Database,
     id: ApplicationId,
     as_of: Option<String>,
     version: Option<i64>,
+    page_size: i64,
 ) -> anyhow::Result<()> {
+    use std::io::Write;
     let store = db.event_store().await?;
-    let events = read_all(store.as_ref(), &id.stream_id())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if events.is_empty() {
-        bail!("no application {}", id);
-    }
-    if as_of.is_none() && version.is_none() {
-        for e in &events {
-            println!("{}", serde_json::to_string(&HistoryEntry::from_event(e))?);
+    let at = as_of
+        .map(|t| chrono::DateTime::parse_from_rfc3339(&t).context("--as-of is an RFC 3339 time"))
+        .transpose()?;
+    let point = at.is_some() || version.is_some();
+    let stream = id.stream_id();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut app: Option<Application> = None;
+    let mut after = 0;
+    'pages: loop {
+        let events = store
+            .read_stream(&stream, after, page_size)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if after == 0 && events.is_empty() {
+            bail!("no application {}", id);
         }
+        for e in &events {
+            if !point {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&HistoryEntry::from_event(e))?
+                )?;
+                continue;
+            }
+            let keep = match at {
+                Some(at) => e.recorded_at <= at,
+                None => e.version <= version.unwrap_or_default(),
+            };
+            if !keep {
+                break 'pages;
+            }
+            let event = decode_app(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+            app = Application::evolve(app, &event, e.recorded_at, e.version);
+        }
+        match events.last() {
+            Some(last) if events.len() as i64 == page_size => after = last.version,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    if !point {
         return Ok(());
     }
-    let app = if let Some(t) = as_of {
-        let at = chrono::DateTime::parse_from_rfc3339(&t).context("--as-of is an RFC 3339 time")?;
-        fold_app(&events, |e| e.recorded_at <= at)
-    } else {
-        let v = version.unwrap_or_default();
-        fold_app(&events, |e| e.version <= v)
-    }
-    .map_err(|e| anyhow::anyhow!("{e}"))?
-    .context("the application did not exist at that point")?;
+    let app = app.context("the application did not exist at that point")?;
     let auditor = Actor {
         user: UserId::parse("appreg-cli").expect("valid"),
         admin: true,

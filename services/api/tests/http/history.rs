@@ -304,7 +304,220 @@ async fn an_older_schema_version_is_upcast_on_read(app: TestApp) {
     app.stop().await;
 }
 
+/// The versions of a history page's items, and its `next_after_version`.
+fn page_of(r: &crate::helpers::Resp) -> (Vec<i64>, Option<i64>) {
+    r.assert_status(200);
+    let versions = r.body["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("items: {}", r.body))
+        .iter()
+        .map(|i| i["version"].as_i64().unwrap())
+        .collect();
+    let next = &r.body["next_after_version"];
+    assert!(
+        next.is_null() || next.is_i64(),
+        "next_after_version is a version or null: {}",
+        r.body
+    );
+    (versions, next.as_i64())
+}
+
+/// Follows `next_after_version` from the start with `limit`; every page's versions, in order.
+async fn walk(app: &TestApp, path: &str, token: &str, limit: &str) -> Vec<Vec<i64>> {
+    let mut pages = Vec::new();
+    let mut after = "0".to_string();
+    loop {
+        let r = app
+            .get_query(path, token, &[("after_version", &after), ("limit", limit)])
+            .await;
+        let (versions, next) = page_of(&r);
+        pages.push(versions);
+        match next {
+            Some(n) => {
+                assert!(n > after.parse::<i64>().unwrap(), "pages move forward");
+                after = n.to_string();
+            }
+            None => return pages,
+        }
+        assert!(pages.len() <= 1000, "paging loops");
+    }
+}
+
+/// 250 events: the default page is 100, `limit` changes it, the last page says null, and a page
+/// after the end is empty. Bad parameters are a 422 naming the field.
+async fn history_is_paged(app: TestApp) {
+    let alice = app.token("alice", false);
+    let id = app.create_simple(&alice, "Long", None).await;
+    let path = format!("applications/{id}");
+    for i in 2..=250 {
+        app.put(&path, &alice, json!({"description": format!("change {i}")}))
+            .await
+            .assert_status(200);
+    }
+    let history = format!("{path}/history");
+    let count = app.event_count().await;
+    let range = |from: i64, to: i64| (from..=to).collect::<Vec<i64>>();
+
+    // The default page: 100 events; then on from its next_after_version.
+    let first = app.get(&history, &alice).await;
+    assert_eq!(page_of(&first), (range(1, 100), Some(100)));
+    assert_eq!(first.body["items"][0]["type"], "ApplicationCreated");
+    assert_eq!(first.body["items"][99]["type"], "ApplicationUpdated");
+    assert_eq!(first.body["items"][99]["data"]["description"], "change 100");
+    let q = |after: &'static str, limit: Option<&'static str>| {
+        let mut q = vec![("after_version", after)];
+        if let Some(l) = limit {
+            q.push(("limit", l));
+        }
+        q
+    };
+    let second = app.get_query(&history, &alice, &q("100", None)).await;
+    assert_eq!(page_of(&second), (range(101, 200), Some(200)));
+    let last = app.get_query(&history, &alice, &q("200", None)).await;
+    assert_eq!(page_of(&last), (range(201, 250), None), "the last page");
+
+    // An explicit limit.
+    for (after, limit, want) in [
+        ("0", "1000", (range(1, 250), None)),
+        ("0", "250", (range(1, 250), None)),
+        ("0", "249", (range(1, 249), Some(249))),
+        ("0", "1", (vec![1], Some(1))),
+        ("249", "1", (vec![250], None)),
+        ("248", "2", (range(249, 250), None)),
+        ("10", "5", (range(11, 15), Some(15))),
+    ] {
+        let r = app
+            .get_query(&history, &alice, &q(after, Some(limit)))
+            .await;
+        assert_eq!(page_of(&r), want, "after_version={after}&limit={limit}");
+    }
+    // Walking every page gives each event once, in order.
+    let pages = walk(&app, &history, &alice, "7").await;
+    assert_eq!(pages.len(), 36);
+    assert!(pages.iter().all(|p| p.len() <= 7));
+    assert_eq!(pages.concat(), range(1, 250));
+    // After the end: empty, and nothing next.
+    for after in ["250", "251", "100000", "9223372036854775807"] {
+        let r = app.get_query(&history, &alice, &q(after, None)).await;
+        assert_eq!(page_of(&r), (vec![], None), "after_version={after}");
+        let r = app
+            .get_query(&history, &alice, &q(after, Some("1000")))
+            .await;
+        assert_eq!(page_of(&r), (vec![], None), "after_version={after}");
+    }
+
+    // Bad input: 422 naming the field.
+    for bad in ["0", "1001", "-1", "ten", "", "1.5", "99999999999999999999"] {
+        let r = app.get_query(&history, &alice, &[("limit", bad)]).await;
+        r.assert_invalid(&[("limit", "limit.invalid")]);
+    }
+    for bad in ["-1", "abc", "", "1.5", "99999999999999999999"] {
+        let r = app
+            .get_query(&history, &alice, &[("after_version", bad)])
+            .await;
+        r.assert_invalid(&[("after_version", "after_version.invalid")]);
+    }
+    app.get_query(&history, &alice, &[("after_version", "-5"), ("limit", "0")])
+        .await
+        .assert_invalid(&[
+            ("after_version", "after_version.invalid"),
+            ("limit", "limit.invalid"),
+        ]);
+    app.get_query(&history, &alice, &[("after", "5")])
+        .await
+        .assert_invalid(&[("query", "query.invalid")]);
+    app.assert_unchanged(count, "history reads").await;
+    // Someone else's application stays hidden, whatever the page.
+    let bob = app.token("bob", false);
+    app.get_query(&history, &bob, &q("100", Some("10")))
+        .await
+        .assert_problem(404, "application.not_found");
+    app.stop().await;
+}
+
+/// The history is filtered like `GET /events`: a USER member does not read the notification
+/// settings (other members' e-mail addresses) that the owner and an administrator read, and
+/// paging stays correct around what is skipped.
+async fn history_is_filtered_by_role(app: TestApp) {
+    let alice = app.token("alice", false);
+    let bob = app.token("bob", false);
+    let admin = app.token("root", true);
+    let id = app.create_simple(&alice, "Shared", None).await;
+    let path = format!("applications/{id}");
+    app.post(
+        &format!("{path}/members"),
+        &alice,
+        json!({"user": "bob", "role": "USER"}),
+    )
+    .await
+    .assert_status(201);
+    app.put(
+        &format!("{path}/notifications"),
+        &alice,
+        json!({"hooks": ["SUBSCRIPTION_ACCEPTED"], "email": "alice@example.org"}),
+    )
+    .await
+    .assert_status(200);
+    app.put(&path, &alice, json!({"name": "Shared 2"}))
+        .await
+        .assert_status(200);
+    // The same content is refused to bob on /notifications.
+    app.get(&format!("{path}/notifications"), &bob)
+        .await
+        .assert_problem(403, "permission.denied");
+
+    let history = format!("{path}/history");
+    let types = |r: &crate::helpers::Resp| -> Vec<String> {
+        r.assert_status(200);
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["type"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = [
+        "ApplicationCreated",
+        "MemberAdded",
+        "NotificationSettingsUpdated",
+        "ApplicationUpdated",
+    ];
+    for token in [&alice, &admin] {
+        let r = app.get(&history, token).await;
+        assert_eq!(types(&r), all);
+        assert_eq!(r.body["items"][2]["data"]["email"], "alice@example.org");
+        assert_eq!(r.body["next_after_version"], serde_json::Value::Null);
+    }
+    let r = app.get(&history, &bob).await;
+    assert_eq!(
+        types(&r),
+        ["ApplicationCreated", "MemberAdded", "ApplicationUpdated"],
+        "a USER member does not read notification settings"
+    );
+    assert!(
+        !r.body.to_string().contains("alice@example.org"),
+        "{}",
+        r.body
+    );
+    // One event a page: the skipped one leaves an empty page, and paging goes on past it.
+    assert_eq!(
+        walk(&app, &history, &bob, "1").await,
+        [vec![1], vec![2], vec![], vec![4]]
+    );
+    assert_eq!(
+        walk(&app, &history, &alice, "1").await,
+        [vec![1], vec![2], vec![3], vec![4]]
+    );
+    let r = app
+        .get_query(&history, &bob, &[("after_version", "2"), ("limit", "1")])
+        .await;
+    assert_eq!(page_of(&r), (vec![], Some(3)));
+    app.stop().await;
+}
+
 on_both!(
+    history_is_paged,
+    history_is_filtered_by_role,
     an_older_schema_version_is_upcast_on_read,
     history_with_correlation_ids,
     state_at_a_version_or_time,

@@ -141,7 +141,8 @@ async fn scenario(data: &Path, url: &str, history_args: &[&str]) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let whole = out.stdout;
+    let lines: Vec<serde_json::Value> = String::from_utf8(whole.clone())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -150,14 +151,50 @@ async fn scenario(data: &Path, url: &str, history_args: &[&str]) {
     assert_eq!(lines[0]["type"], "ApplicationCreated");
     assert_eq!(lines[0]["actor"], "alice");
     assert_eq!(lines[1]["type"], "ApplicationUpdated");
+    // Read page by page (one event a page here): the same lines.
     let out = Command::new(EXE)
-        .args(["history", &id, "--version", "1"])
+        .args(["history", &id, "--page-size", "1"])
         .args(history_args)
         .output()
         .unwrap();
-    assert!(out.status.success());
-    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(state["name"], "cli app");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(whole).unwrap()
+    );
+    for page_size in ["1000", "1"] {
+        let out = Command::new(EXE)
+            .args(["history", &id, "--version", "1", "--page-size", page_size])
+            .args(history_args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(state["name"], "cli app");
+        assert_eq!(state["version"], 1);
+        let out = Command::new(EXE)
+            .args(["history", &id, "--version", "2", "--page-size", page_size])
+            .args(history_args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(state["name"], "cli app renamed");
+        assert_eq!(state["version"], 2);
+        let out = Command::new(EXE)
+            .args(["history", &id, "--as-of", lines[0]["at"].as_str().unwrap()])
+            .args(["--page-size", page_size])
+            .args(history_args)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(state["version"], 1, "--as-of the first event's time");
+    }
     let out = Command::new(EXE)
         .args(["history", &uuid::Uuid::now_v7().to_string()])
         .args(history_args)
@@ -230,6 +267,17 @@ fn bad_arguments_fail_clearly() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("UUID"));
+    let out = Command::new(EXE)
+        .args([
+            "history",
+            &uuid::Uuid::now_v7().to_string(),
+            "--page-size",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--page-size"));
     let out = Command::new(EXE)
         .args(["migrate"])
         .env_remove("APPREG_DATABASE_URL")
