@@ -1,12 +1,12 @@
 //! `/apis` and `/apis/{api}/plans`: the environment's minimal catalogue (administrators write,
 //! everyone reads). One stream per environment; small enough to fold on every request.
 
-use appreg_commands::Start;
 use crate::dto::too_long;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
 use crate::state::AppState;
+use appreg_commands::Start;
 use appreg_domain::catalogue::{
     Catalogue, CatalogueApi, CatalogueEvent, Plan, PlanDefinition, PlanSecurity, PlanValidation,
     MAX_DESCRIPTION, MAX_NAME,

@@ -185,7 +185,11 @@ where
 {
     tracing::Span::current().record("command", command);
     let started = Instant::now();
-    let start = if new_stream { Start::New } else { Start::Current };
+    let start = if new_stream {
+        Start::New
+    } else {
+        Start::Current
+    };
     let env = &ctx.environment;
     let result = state
         .commands()
@@ -204,7 +208,9 @@ where
                 .as_ref()
                 .filter(|a| a.environment == *env)
                 .cloned()
-                .ok_or_else(|| ApiError::not_found("application.not_found", "no such application"))?;
+                .ok_or_else(|| {
+                    ApiError::not_found("application.not_found", "no such application")
+                })?;
             Ok(Executed {
                 app,
                 appended: executed.appended,

@@ -6,12 +6,11 @@
 //! under `provider/<env>/<id>`, never returned, never in an event (which carries fingerprints).
 //! A provider that applications still use cannot be deleted (409).
 
-use appreg_commands::{Loaded, Start};
-use std::sync::Arc;
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
 use crate::state::AppState;
+use appreg_commands::{Loaded, Start};
 use appreg_dcr_saga::provider::ProviderSettings;
 use appreg_dcr_saga::settings::{provider_owner, secret_kind, settings_from};
 use appreg_domain::provider::{
@@ -26,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]

@@ -2,7 +2,9 @@
 //! and its commands, with the saga's own error type. The loading, deciding, appending and
 //! retrying are the command path's, the same as the api's.
 
-use appreg_commands::{Aggregate, ApplicationState, CommandError as PathError, Commands, Loaded, Start};
+use appreg_commands::{
+    Aggregate, ApplicationState, CommandError as PathError, Commands, Loaded, Start,
+};
 use appreg_domain::application::{Application, ApplicationEvent};
 use appreg_domain::provider::ProviderRegistry;
 use appreg_domain::{ApplicationId, DomainError};

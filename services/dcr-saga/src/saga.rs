@@ -449,10 +449,8 @@ impl Saga {
             }
         }
         let meta = self.metadata(e);
-        let result = apps::execute(&self.commands, id, &meta, |app| {
-            app.record_client_deleted()
-        })
-        .await;
+        let result =
+            apps::execute(&self.commands, id, &meta, |app| app.record_client_deleted()).await;
         ignore_refusals(result)?;
         self.vault
             .delete_owner(&secret_owner(id))

@@ -3,11 +3,11 @@
 //! with its expected version, until the domain has nothing left to do.
 
 use crate::{LifecycleConfig, ACTOR};
+use appreg_commands::Commands;
 use appreg_dcr_saga::apps::{self, CommandError, APPLICATION_STREAM};
 use appreg_domain::application::{Application, ApplicationEvent};
 use appreg_domain::subscription::MAX_SUBSCRIPTIONS;
 use appreg_domain::{ApplicationId, DomainEvent};
-use appreg_commands::Commands;
 use appreg_eventstore::{EventStore, StoredEvent};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -173,16 +173,18 @@ async fn steps(
         if steps >= MAX_STEPS {
             return Err(LifecycleError::Runaway);
         }
-        let recorded =
-            match apps::execute(&commands, t.application_id, &metadata(e), |app| Ok(decide(app))).await
-            {
-                Ok(events) => events,
-                Err(CommandError::NoApplication) => {
-                    tracing::warn!("lifecycle: the trigger's application does not exist");
-                    Vec::new()
-                }
-                Err(error) => return Err(error.into()),
-            };
+        let recorded = match apps::execute(&commands, t.application_id, &metadata(e), |app| {
+            Ok(decide(app))
+        })
+        .await
+        {
+            Ok(events) => events,
+            Err(CommandError::NoApplication) => {
+                tracing::warn!("lifecycle: the trigger's application does not exist");
+                Vec::new()
+            }
+            Err(error) => return Err(error.into()),
+        };
         if recorded.is_empty() {
             if steps > 0 {
                 tracing::info!(steps, "lifecycle: done");

@@ -4,13 +4,17 @@
 use appreg_domain::application::{claim_changes, Application, ApplicationEvent};
 use appreg_domain::catalogue::{Catalogue, CatalogueEvent};
 use appreg_domain::provider::{ProviderEvent, ProviderRegistry};
-use appreg_domain::{ClientRegistrationSettings, DecodeError, DomainEvent, SettingsEvent, UniqueClaim};
+use appreg_domain::{
+    ClientRegistrationSettings, DecodeError, DomainEvent, SettingsEvent, UniqueClaim,
+};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// An aggregate's state, folded from its stream. `Default` is the state of an empty stream.
-pub trait Aggregate: Clone + Default + Serialize + DeserializeOwned + Send + Sync + 'static {
+pub trait Aggregate:
+    Clone + Default + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     type Event: DomainEvent + Send + Sync;
 
     /// The stream type its streams are stored under.

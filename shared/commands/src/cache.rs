@@ -132,9 +132,12 @@ mod tests {
         cache.put("c", Arc::new(3u32), 1, 200);
         assert!(cache.get::<u32>("a").is_some()); // a is now the most recent
         cache.put("d", Arc::new(4u32), 1, 200);
-        cache.put("e", Arc::new(5u32), 1, 200);
-        assert_eq!(cache.usage(), (4, 800));
-        assert!(cache.get::<u32>("b").is_none(), "b was the least recently used");
+        cache.put("e", Arc::new(5u32), 1, 250);
+        assert_eq!(cache.usage(), (4, 850));
+        assert!(
+            cache.get::<u32>("b").is_none(),
+            "b was the least recently used"
+        );
         assert_eq!(cache.get::<u32>("a").map(|(s, v)| (*s, v)), Some((1, 1)));
     }
 
@@ -145,7 +148,10 @@ mod tests {
         cache.put("a", Arc::new(1u32), 4, 100);
         assert_eq!(cache.get::<u32>("a").map(|(s, v)| (*s, v)), Some((2, 5)));
         cache.put("a", Arc::new(3u32), 6, 300);
-        assert!(cache.get::<u32>("a").is_none(), "over a quarter of the cache");
+        assert!(
+            cache.get::<u32>("a").is_none(),
+            "over a quarter of the cache"
+        );
         assert_eq!(cache.usage(), (0, 0));
         assert!(cache.get::<String>("a").is_none());
     }

@@ -54,18 +54,20 @@ impl GroupCommit {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(queued)) = self.queue.send(Queued { request, reply }) {
             // No writer left (the runtime is shutting down): write it here.
-            return Err(AppendError::Backend(appreg_eventstore::StoreError::Corrupt(
-                format!(
+            return Err(AppendError::Backend(
+                appreg_eventstore::StoreError::Corrupt(format!(
                     "group commit stopped before the append to {}",
                     queued.request.stream_id
-                ),
-            )));
+                )),
+            ));
         }
         match answer.await {
             Ok(result) => result,
-            Err(_) => Err(AppendError::Backend(appreg_eventstore::StoreError::Corrupt(
-                "the group-commit writer stopped during the append".into(),
-            ))),
+            Err(_) => Err(AppendError::Backend(
+                appreg_eventstore::StoreError::Corrupt(
+                    "the group-commit writer stopped during the append".into(),
+                ),
+            )),
         }
     }
 }

@@ -27,12 +27,12 @@ pub use cache::AggregateCache;
 pub use error::{CommandError, LoadError};
 pub use group::GroupCommit;
 
+pub use appreg_config::CommandSettings;
 use appreg_domain::{DomainEvent, UniqueClaim};
 use appreg_eventstore::{
     AppendError, AppendRequest, Appended, Claim, EventStore, NewEvent, Snapshot, StoredEvent,
 };
 use chrono::{DateTime, SubsecRound, Utc};
-pub use appreg_config::CommandSettings;
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -356,7 +356,12 @@ impl Commands {
     }
 
     /// Caches a state; `serialized`: its JSON if the caller has it.
-    fn remember<A: Aggregate>(&self, stream_id: &str, loaded: &Loaded<A>, serialized: Option<usize>) {
+    fn remember<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        loaded: &Loaded<A>,
+        serialized: Option<usize>,
+    ) {
         if self.inner.cache.capacity() == 0 {
             return;
         }
@@ -373,7 +378,12 @@ impl Commands {
     }
 
     /// Writes a snapshot in the background (a failure only costs a longer load later).
-    fn write_snapshot<A: Aggregate>(&self, stream_id: &str, loaded: &Loaded<A>, bytes: Option<Vec<u8>>) {
+    fn write_snapshot<A: Aggregate>(
+        &self,
+        stream_id: &str,
+        loaded: &Loaded<A>,
+        bytes: Option<Vec<u8>>,
+    ) {
         let data = match bytes {
             Some(bytes) => bytes,
             None => match serde_json::to_vec(loaded.state.as_ref()) {
@@ -432,7 +442,10 @@ impl Commands {
                 true,
             ),
             Start::Loaded(loaded) => (loaded, true),
-            Start::Current => self.cached_or_load(stream_id).await.map_err(LoadError::widen)?,
+            Start::Current => self
+                .cached_or_load(stream_id)
+                .await
+                .map_err(LoadError::widen)?,
         };
         let mut attempt = 0;
         let result = loop {
@@ -442,8 +455,10 @@ impl Commands {
                 other => {
                     if !fresh {
                         // Confirm a refusal or a no-op on the current state.
-                        let (current, changed) =
-                            self.catch_up(stream_id, loaded).await.map_err(LoadError::widen)?;
+                        let (current, changed) = self
+                            .catch_up(stream_id, loaded)
+                            .await
+                            .map_err(LoadError::widen)?;
                         loaded = current;
                         fresh = true;
                         if changed {
@@ -462,8 +477,13 @@ impl Commands {
             };
             attempt += 1;
             tracing::Span::current().record("expected_version", loaded.version);
-            let (request, after) =
-                append_request(stream_id, loaded.state.as_ref(), loaded.version, &events, metadata);
+            let (request, after) = append_request(
+                stream_id,
+                loaded.state.as_ref(),
+                loaded.version,
+                &events,
+                metadata,
+            );
             let n = request.events.len() as i64;
             match self.append(request).await {
                 Ok(appended) => {
@@ -481,8 +501,10 @@ impl Commands {
                 Err(AppendError::VersionConflict { .. }) if attempt < tries => {
                     tracing::debug!(attempt, "version conflict, deciding again");
                     metrics::counter!("appreg_command_conflicts_total").increment(1);
-                    let (current, _) =
-                        self.catch_up(stream_id, loaded).await.map_err(LoadError::widen)?;
+                    let (current, _) = self
+                        .catch_up(stream_id, loaded)
+                        .await
+                        .map_err(LoadError::widen)?;
                     loaded = current;
                     fresh = true;
                 }

@@ -238,5 +238,4 @@ pub trait EventStore: Send + Sync + 'static {
     /// this process at once; other processes' appends through LISTEN/NOTIFY on PostgreSQL).
     /// Wake-ups are hints: readers must still poll `read_log`.
     fn wakeups(&self) -> tokio::sync::watch::Receiver<u64>;
-
 }

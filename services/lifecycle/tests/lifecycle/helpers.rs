@@ -97,7 +97,8 @@ impl TestDb {
 
     /// Every event of an application, oldest first.
     pub async fn events(&self, id: ApplicationId) -> Vec<StoredEvent> {
-        apps::read_stream(self.store.as_ref(), &id.stream_id())
+        self.store
+            .read_stream(&id.stream_id(), 0, 100_000)
             .await
             .unwrap()
     }
@@ -115,12 +116,20 @@ impl TestDb {
         }
     }
 
+    /// A command path without cache or group commit, as a test's other writer.
+    fn commands(&self) -> appreg_commands::Commands {
+        appreg_commands::Commands::new(
+            self.store.clone(),
+            appreg_commands::CommandSettings {
+                cache_mib: 0,
+                group_commit_writers: 0,
+                ..Default::default()
+            },
+        )
+    }
+
     pub async fn app(&self, id: ApplicationId) -> Application {
-        apps::load(self.store.as_ref(), id)
-            .await
-            .unwrap()
-            .0
-            .unwrap()
+        apps::load(&self.commands(), id).await.unwrap().0.unwrap()
     }
 
     /// Runs a command as the api would (an api-like metadata with `correlation`).
@@ -130,7 +139,7 @@ impl TestDb {
         correlation: &str,
         decide: impl FnMut(&Application) -> Result<Vec<ApplicationEvent>, appreg_domain::DomainError>,
     ) -> Vec<ApplicationEvent> {
-        apps::execute(self.store.as_ref(), id, &api_metadata(correlation), decide)
+        apps::execute(&self.commands(), id, &api_metadata(correlation), decide)
             .await
             .unwrap()
     }
