@@ -21,7 +21,11 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<dyn EventStore>,
     pub db: Database,
+    /// The database's URL and the configuration this instance runs with.
+    pub url: String,
+    pub config: Config,
     key: DevKey,
+    pkcs8: Vec<u8>,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _sqlite: Option<SqliteFile>,
@@ -158,11 +162,23 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             .to_config_string(),
     );
     configure(&mut config);
-    let db = Database::connect(&url, 16).await.expect("database");
-    appreg_api::migrate(&db).await.expect("migrations");
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();
+    start(url, config, pkcs8.as_ref().to_vec(), sqlite).await
+}
+
+/// Another api instance on the same database and signing key (as a second replica behind a
+/// load balancer), with `configure` applied to the first one's configuration.
+pub async fn spawn_peer(of: &TestApp, configure: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = of.config.clone();
+    configure(&mut config);
+    start(of.url.clone(), config, of.pkcs8.clone(), None).await
+}
+
+async fn start(url: String, config: Config, pkcs8: Vec<u8>, sqlite: Option<SqliteFile>) -> TestApp {
+    let key = DevKey::from_pkcs8(pkcs8.clone()).unwrap();
+    let db = Database::connect(&url, 16).await.expect("database");
+    appreg_api::migrate(&db).await.expect("migrations");
     let auth = Authenticator::dev(&key, &config.auth.role_claim);
     let state = appreg_api::AppState::new(&config, &db, auth)
         .await
@@ -177,7 +193,10 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
         client: reqwest::Client::new(),
         store,
         db,
+        url,
+        config,
         key,
+        pkcs8,
         shutdown,
         handle: Some(handle),
         _sqlite: sqlite,

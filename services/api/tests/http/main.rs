@@ -6,6 +6,7 @@ mod helpers;
 mod applications;
 mod archive;
 mod auth;
+mod consistency;
 mod environments;
 mod events;
 mod history;
