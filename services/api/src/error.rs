@@ -80,64 +80,47 @@ impl ApiError {
         ApiError::Internal(error.to_string())
     }
 
-    /// (status, stable code, title)
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+    /// The stable code of the error.
+    pub fn code(&self) -> &'static str {
         match self {
-            ApiError::Unauthenticated(_) => (
-                StatusCode::UNAUTHORIZED,
-                "auth.unauthenticated",
-                "Unauthenticated",
+            ApiError::Unauthenticated(_) => "auth.unauthenticated",
+            ApiError::Forbidden { code, .. }
+            | ApiError::NotFound { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Unprocessable { code, .. } => code,
+            ApiError::MalformedJson(_) => "request.malformed_json",
+            ApiError::MethodNotAllowed => "request.method_not_allowed",
+            ApiError::UnsupportedMediaType => "request.unsupported_media_type",
+            ApiError::PayloadTooLarge(_) => "request.too_large",
+            ApiError::Invalid(_) => "validation.failed",
+            ApiError::Unavailable(_) => "service.unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// (status, stable code, title): the status and title from the one table of codes
+    /// ([`appreg_domain::ERROR_CODES`]); a code missing from it is an internal error.
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        let code = self.code();
+        match appreg_domain::error_code(code) {
+            Some(row) => (
+                StatusCode::from_u16(row.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                code,
+                row.title,
             ),
-            ApiError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, code, "Forbidden"),
-            ApiError::NotFound { code, .. } => (StatusCode::NOT_FOUND, code, "Not found"),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
-            ApiError::Unprocessable { code, .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, code, "Unprocessable")
+            None => {
+                tracing::error!(code, "an error code missing from the table of codes");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                )
             }
-            ApiError::MalformedJson(_) => (
-                StatusCode::BAD_REQUEST,
-                "request.malformed_json",
-                "Malformed JSON",
-            ),
-            ApiError::MethodNotAllowed => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                "request.method_not_allowed",
-                "Method not allowed",
-            ),
-            ApiError::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "request.unsupported_media_type",
-                "Unsupported media type",
-            ),
-            ApiError::PayloadTooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request.too_large",
-                "Payload too large",
-            ),
-            ApiError::Invalid(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation.failed",
-                "Invalid input",
-            ),
-            ApiError::Unavailable(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "service.unavailable",
-                "Service unavailable",
-            ),
-            ApiError::Internal(_) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            ),
         }
     }
 
     pub fn status(&self) -> StatusCode {
         self.parts().0
-    }
-
-    pub fn code(&self) -> &'static str {
-        self.parts().1
     }
 }
 
@@ -309,5 +292,122 @@ impl IntoResponse for ApiError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The status an error's variant stands for.
+    fn class(e: &ApiError) -> u16 {
+        match e {
+            ApiError::Unauthenticated(_) => 401,
+            ApiError::Forbidden { .. } => 403,
+            ApiError::NotFound { .. } => 404,
+            ApiError::Conflict { .. } => 409,
+            ApiError::Unprocessable { .. } | ApiError::Invalid(_) => 422,
+            ApiError::MalformedJson(_) => 400,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::PayloadTooLarge(_) => 413,
+            ApiError::Unavailable(_) => 503,
+            ApiError::Internal(_) => 500,
+        }
+    }
+
+    #[test]
+    fn every_domain_error_has_a_row_agreeing_with_its_variant() {
+        use DomainError::*;
+        let all = [
+            Invalid(FieldErrors::new()),
+            Archived,
+            NotArchived,
+            NotFound,
+            Forbidden("x".into()),
+            AdminOnly,
+            MemberExists,
+            MemberNotFound,
+            PrimaryOwnerImmutable,
+            AlreadyPrimaryOwner,
+            EnvironmentExists,
+            TooManyMembers,
+            NotOAuth,
+            NotRegistered,
+            RegistrationNotFailed,
+            StaleRequest,
+            OperationPending,
+            TooManyProviders,
+            ProviderNotFound,
+            ProviderInUse,
+            ProviderIsDefault,
+            ApiNotFound,
+            PlanNotFound,
+            CatalogueLimit,
+            PlanKeyless,
+            PlanClosed,
+            ClientIdRequired,
+            SubscriptionExists,
+            TooManySubscriptions,
+            SubscriptionNotFound,
+            SubscriptionTransition("x".into()),
+            NotApiKeyPlan,
+            ApiKeyNotFound,
+            TooManyApiKeys,
+        ];
+        for e in all {
+            let code = e.code();
+            let api = ApiError::from(e);
+            let row = appreg_domain::error_code(code)
+                .unwrap_or_else(|| panic!("{code} not in the table"));
+            assert_eq!(row.status, class(&api), "{code}");
+            assert_eq!(api.status().as_u16(), row.status, "{code}");
+        }
+    }
+
+    #[test]
+    fn every_code_the_api_names_has_a_row_agreeing_with_its_variant() {
+        let fixed = [
+            ApiError::Unauthenticated("x".into()),
+            ApiError::MalformedJson("x".into()),
+            ApiError::MethodNotAllowed,
+            ApiError::UnsupportedMediaType,
+            ApiError::PayloadTooLarge(1),
+            ApiError::Invalid(FieldErrors::new()),
+            ApiError::Unavailable("x".into()),
+            ApiError::Internal("x".into()),
+        ];
+        for e in &fixed {
+            let row = appreg_domain::error_code(e.code()).unwrap_or_else(|| panic!("{}", e.code()));
+            assert_eq!(row.status, class(e), "{}", e.code());
+        }
+        // The codes written in the api's sources: `Variant { code: "…"` and `not_found("…"`.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut found = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            let text = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (variant, status) in [
+                ("Forbidden {", 403),
+                ("NotFound {", 404),
+                ("Conflict {", 409),
+                ("Unprocessable {", 422),
+                ("not_found(", 404),
+            ] {
+                for (i, _) in text.match_indices(variant) {
+                    let rest = text[i + variant.len()..].trim_start();
+                    let Some(rest) = rest.strip_prefix("code: \"").or(rest.strip_prefix('"'))
+                    else {
+                        continue; // a code passed in, not written here
+                    };
+                    let code = &rest[..rest.find('"').unwrap_or(0)];
+                    let row = appreg_domain::error_code(code)
+                        .unwrap_or_else(|| panic!("{code:?} ({variant}) not in the table"));
+                    assert_eq!(row.status, status, "{code}");
+                    found += 1;
+                }
+            }
+        }
+        assert!(found >= 10, "the scan found the api's codes ({found})");
     }
 }

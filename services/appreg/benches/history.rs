@@ -17,7 +17,9 @@
 //! `APPREG_BENCH_HISTORY` (events of the long stream, default 10000).
 
 use appreg_commands::{ApplicationState, CommandSettings, Commands, Start};
-use appreg_domain::application::{Application, CreateApplication, Patch, Policy, UpdateApplication};
+use appreg_domain::application::{
+    Application, CreateApplication, Patch, Policy, UpdateApplication,
+};
 use appreg_domain::{
     ApplicationId, ApplicationName, ApplicationType, BoundedText, DomainError, EnvironmentId,
     UserId,
@@ -94,15 +96,20 @@ async fn seed(commands: &Commands, events: usize) -> ApplicationId {
     for i in 1..events {
         let text = BoundedText::parse(&kib(1000, i), 4000).unwrap();
         commands
-            .execute::<ApplicationState, DomainError, _>(&id.stream_id(), Start::Current, &meta, |s| {
-                s.0.as_ref().unwrap().update(
-                    UpdateApplication {
-                        description: Patch::Set(text.clone()),
-                        ..Default::default()
-                    },
-                    &Policy::default(),
-                )
-            })
+            .execute::<ApplicationState, DomainError, _>(
+                &id.stream_id(),
+                Start::Current,
+                &meta,
+                |s| {
+                    s.0.as_ref().unwrap().update(
+                        UpdateApplication {
+                            description: Patch::Set(text.clone()),
+                            ..Default::default()
+                        },
+                        &Policy::default(),
+                    )
+                },
+            )
             .await
             .unwrap();
     }
@@ -155,7 +162,9 @@ async fn wait_ready(client: &reqwest::Client, api: &Api) {
 }
 
 fn stop(mut api: Api) {
-    let _ = Command::new("kill").arg(api.child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg(api.child.id().to_string())
+        .status();
     let _ = api.child.wait();
 }
 
@@ -284,7 +293,10 @@ async fn main() {
         "{:>14} {:>10} {:>10} {:>10} {:>10}",
         "stream", "GET p50", "GET p99", "PUT p50", "PUT p99"
     );
-    for (name, s) in [("10 events", &short), (&format!("{long} events")[..], &long_s)] {
+    for (name, s) in [
+        ("10 events", &short),
+        (&format!("{long} events")[..], &long_s),
+    ] {
         println!(
             "{:>14} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms",
             name, s.get_p50, s.get_p99, s.put_p50, s.put_p99

@@ -8,6 +8,7 @@
 
 pub mod application;
 pub mod catalogue;
+pub mod codes;
 pub mod dcr;
 pub mod environment;
 pub mod error;
@@ -21,6 +22,7 @@ pub use application::{
     Application, ApplicationEvent, ApplicationStatus, CreateApplication, OAuthSettings, Patch,
     Policy, Registration, RegistrationState, UpdateApplication,
 };
+pub use codes::{error_code, ErrorCode, ERROR_CODES};
 pub use error::{DomainError, FieldError, FieldErrors};
 pub use permissions::{Actor, Operation, Permission, Role};
 pub use settings::{AllowedTypes, ClientRegistrationSettings, SettingsEvent};
