@@ -729,8 +729,7 @@ async fn nats_setup(
     wait: std::time::Duration,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
-    let definition =
-        appreg_relay::stream::definition(&appreg_relay::RelayConfig::from_config(config))?;
+    let definition = appreg_relay::RelayConfig::from_config(config).stream_definition()?;
     let projector_config = projector_config(config);
     let client = async_nats::ConnectOptions::new()
         .name("appreg-nats-setup")
@@ -743,7 +742,7 @@ async fn nats_setup(
     let js = async_nats::jetstream::new(client.clone());
     let context = || format!("cannot set up JetStream at {}", redact(nats_url));
     let (stream, stream_done) = retry_until(deadline, || {
-        appreg_relay::stream::ensure_replicas(&js, &definition, replicas)
+        appreg_worker::stream::ensure_replicas(&js, &definition, replicas)
     })
     .await
     .with_context(context)?;

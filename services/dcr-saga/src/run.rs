@@ -83,7 +83,7 @@ pub async fn run(
     loop {
         let leadership = match &db {
             Database::Postgres(pool) => {
-                match appreg_relay::lock::Leadership::acquire(
+                match appreg_worker::Leadership::acquire(
                     pool,
                     "saga:dcr",
                     Duration::from_secs(1),

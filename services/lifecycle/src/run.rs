@@ -98,7 +98,7 @@ pub async fn run(
     loop {
         let leadership = match &db {
             Database::Postgres(pool) => {
-                match appreg_relay::lock::Leadership::acquire(
+                match appreg_worker::Leadership::acquire(
                     pool,
                     LOCK,
                     Duration::from_secs(1),

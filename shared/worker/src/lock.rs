@@ -1,18 +1,27 @@
-//! One active relay per database and stream: a PostgreSQL session advisory lock.
+//! One active instance per database and lock name: a PostgreSQL session advisory lock.
 //!
-//! The lock lives on a dedicated connection held for as long as the relay is active: when the
+//! The lock lives on a dedicated connection held for as long as the instance is active: when the
 //! process dies, its connection closes and PostgreSQL releases the lock at once; a standby tries
-//! every [`RelayConfig::lock_retry_interval`](crate::RelayConfig) and takes over. The holder pings
-//! its connection at the same interval and stops publishing as soon as the ping fails (the lock
-//! may have gone with the connection). Even if two relays ever published at once, the stream
-//! stays exact: every message carries `Nats-Expected-Last-Sequence` and `Nats-Msg-Id`.
+//! again every `retry` and takes over. The holder pings its connection at the same interval
+//! ([`Leadership::lost`]) and stops working as soon as the ping fails (the lock may have gone
+//! with the connection). The relay takes it per stream, the DCR saga as `saga:dcr`, the
+//! lifecycle process manager as `lifecycle`; none of them relies on it alone for exactness (the
+//! relay's messages carry `Nats-Expected-Last-Sequence` and `Nats-Msg-Id`, the reactors decide
+//! every step on the current state with an expected version).
+//!
+//! # The lock keys never change
+//! The key is a 64-bit hash of `appreg-relay/<name>` (the lock was the relay's first). The prefix
+//! stays for every name, the saga's and the process manager's included: during a rolling upgrade
+//! an instance of the old version and one of the new must contend for the same key, or both
+//! would be active at once.
 
 use sqlx::postgres::PgPool;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The advisory lock key of the relays of `stream`: a 64-bit hash computed by PostgreSQL.
+/// The advisory lock key of `name`: a 64-bit hash computed by PostgreSQL (see the module doc:
+/// the prefix must never change).
 const TRY_LOCK: &str = "SELECT pg_try_advisory_lock(hashtextextended('appreg-relay/' || $1, 0))";
 
 /// Server-side keepalives of the lock session (no-ops over a Unix socket).
@@ -31,7 +40,7 @@ impl Leadership {
     /// first. Connection errors are logged and retried.
     pub async fn acquire(
         pool: &PgPool,
-        stream: &str,
+        name: &str,
         retry: Duration,
         shutdown: &CancellationToken,
     ) -> Option<Leadership> {
@@ -44,21 +53,21 @@ impl Leadership {
             if conn.is_none() {
                 match PgConnection::connect_with(pool.connect_options().as_ref()).await {
                     Ok(mut c) => {
-                        // A relay whose host vanishes (rather than a process that dies, whose
+                        // An instance whose host vanishes (rather than a process that dies, whose
                         // socket the kernel closes) is noticed by the server within ~8 s.
                         if let Err(error) = sqlx::query(KEEPALIVES).execute(&mut c).await {
-                            tracing::debug!(%error, "relay: cannot set TCP keepalives");
+                            tracing::debug!(%error, lock = name, "cannot set TCP keepalives");
                         }
                         conn = Some(c);
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "relay: cannot connect to PostgreSQL for the lock");
+                        tracing::warn!(%error, lock = name, "cannot connect to PostgreSQL for the lock");
                     }
                 }
             }
             if let Some(c) = conn.as_mut() {
                 match sqlx::query_scalar::<_, bool>(TRY_LOCK)
-                    .bind(stream)
+                    .bind(name)
                     .fetch_one(&mut *c)
                     .await
                 {
@@ -69,12 +78,12 @@ impl Leadership {
                     }
                     Ok(false) => {
                         if !announced {
-                            tracing::info!(stream, "relay: standby; another relay is active");
+                            tracing::info!(lock = name, "standby; another instance holds the lock");
                             announced = true;
                         }
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "relay: advisory lock attempt failed");
+                        tracing::warn!(%error, lock = name, "advisory lock attempt failed");
                         conn = None;
                     }
                 }
@@ -95,11 +104,11 @@ impl Leadership {
             {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    tracing::error!(%error, "relay: lost the lock connection");
+                    tracing::error!(%error, "lost the lock connection");
                     return;
                 }
                 Err(_) => {
-                    tracing::error!("relay: the lock connection stopped answering");
+                    tracing::error!("the lock connection stopped answering");
                     return;
                 }
             }
@@ -109,7 +118,7 @@ impl Leadership {
     /// Releases the lock (closing its connection).
     pub async fn release(self) {
         if let Err(error) = self.conn.close().await {
-            tracing::debug!(%error, "relay: closing the lock connection failed");
+            tracing::debug!(%error, "closing the lock connection failed");
         }
     }
 }
