@@ -23,7 +23,7 @@ pub struct AppState {
 struct Inner {
     store: Arc<dyn EventStore>,
     vault: appreg_secrets::SecretStore,
-    provider_client: appreg_dcr_saga::provider::ProviderClient,
+    provider_client: appreg_dcr_client::provider::ProviderClient,
     read: Arc<ReadModel>,
     auth: Arc<Authenticator>,
     admin_role: String,
@@ -93,7 +93,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 store,
                 vault,
-                provider_client: appreg_dcr_saga::provider::ProviderClient::new()
+                provider_client: appreg_dcr_client::provider::ProviderClient::new()
                     .map_err(ApiError::internal)?,
                 read,
                 auth,
@@ -127,7 +127,7 @@ impl AppState {
     pub fn vault(&self) -> &appreg_secrets::SecretStore {
         &self.inner.vault
     }
-    pub fn provider_client(&self) -> &appreg_dcr_saga::provider::ProviderClient {
+    pub fn provider_client(&self) -> &appreg_dcr_client::provider::ProviderClient {
         &self.inner.provider_client
     }
     /// Whether an `http` URL is acceptable for a provider: on a loopback host, or when http is

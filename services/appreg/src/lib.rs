@@ -278,6 +278,9 @@ async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
     appreg_api::migrate(&db)
         .await
         .context("cannot migrate the database")?;
+    appreg_dcr_saga::migrate(&db)
+        .await
+        .context("cannot migrate the DCR saga's tables")?;
     appreg_lifecycle::migrate(&db)
         .await
         .context("cannot migrate the lifecycle process manager's tables")?;
@@ -654,7 +657,7 @@ async fn spawn_saga(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
-    let client = appreg_dcr_saga::provider::ProviderClient::new()
+    let client = appreg_dcr_client::provider::ProviderClient::new()
         .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
     let store = appreg_telemetry::count_appends(db.event_store().await?);
     // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
