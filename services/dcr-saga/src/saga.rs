@@ -17,11 +17,11 @@
 
 use crate::apps::{self, CommandError};
 use crate::loader::{Loaded, Loader};
+use crate::recorder::{self, Obtained, Outcome, Recorder};
 use appreg_dcr_client::provider::{
     ClientMetadata, ProviderClient, ProviderError, ProviderSettings, RegisteredClient,
     RegistrationHandle,
 };
-use crate::recorder::{self, Obtained, Outcome, Recorder};
 use appreg_dcr_client::settings::settings_of;
 use appreg_dcr_client::vault::{provider_owner, secret_kind, secret_owner};
 use appreg_domain::application::{

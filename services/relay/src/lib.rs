@@ -199,53 +199,22 @@ pub async fn run(
         pg_pool,
         nats,
     };
-    loop {
-        let mut leadership = match &relay.pg_pool {
-            Some(pool) => {
-                match lock::Leadership::acquire(
-                    pool,
-                    &relay.config.stream,
-                    relay.config.lock_retry_interval,
-                    &shutdown,
-                )
-                .await
-                {
-                    Some(leadership) => Some(leadership),
-                    None => return Ok(()),
-                }
-            }
-            None => None,
-        };
-        tracing::info!(stream = %relay.config.stream, "relay: active");
-        relay.metrics.active.set(1.0);
-        let stop = shutdown.child_token();
-        {
-            let active = relay.active(&stop);
-            tokio::pin!(active);
-            let lost = async {
-                match leadership.as_mut() {
-                    Some(l) => l.lost(relay.config.lock_retry_interval).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = &mut active => {}
-                () = lost => {
-                    tracing::error!("relay: stepping down, the lock may be lost");
-                    stop.cancel();
-                    active.await;
-                }
-            }
-        }
-        relay.metrics.active.set(0.0);
-        if let Some(leadership) = leadership {
-            leadership.release().await;
-        }
-        if shutdown.is_cancelled() {
-            tracing::info!("relay: stopped");
-            return Ok(());
-        }
-    }
+    let relay = &relay;
+    lock::lead(
+        "relay",
+        relay.pg_pool.as_ref(),
+        &relay.config.stream,
+        relay.config.lock_retry_interval,
+        &shutdown,
+        |stop| async move {
+            tracing::info!(stream = %relay.config.stream, "relay: active");
+            relay.metrics.active.set(1.0);
+            relay.active(&stop).await;
+            relay.metrics.active.set(0.0);
+        },
+    )
+    .await;
+    Ok(())
 }
 
 struct Metrics {

@@ -122,3 +122,59 @@ impl Leadership {
         }
     }
 }
+
+/// Runs `active` whenever this process holds the lock `name` (on PostgreSQL; with `pool` `None`,
+/// the embedded SQLite mode, a single process needs no lock and is active at once), until
+/// `shutdown` fires.
+///
+/// `active` gets a token that is cancelled when `shutdown` fires or when the lock may have been
+/// lost (its connection stopped answering): it must then stop working and return. After a loss
+/// the process stands by and contends for the lock again. `retry` is how often a standby tries
+/// the lock and how often the holder checks its connection. `label` names the process in logs.
+pub async fn lead<F, Fut>(
+    label: &str,
+    pool: Option<&PgPool>,
+    name: &str,
+    retry: Duration,
+    shutdown: &CancellationToken,
+    mut active: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        let mut leadership = match pool {
+            Some(pool) => match Leadership::acquire(pool, name, retry, shutdown).await {
+                Some(leadership) => Some(leadership),
+                None => return,
+            },
+            None => None,
+        };
+        let stop = shutdown.child_token();
+        {
+            let active = active(stop.clone());
+            tokio::pin!(active);
+            let lost = async {
+                match leadership.as_mut() {
+                    Some(l) => l.lost(retry).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut active => {}
+                () = lost => {
+                    tracing::error!("{label}: stepping down, the lock may be lost");
+                    stop.cancel();
+                    active.await;
+                }
+            }
+        }
+        if let Some(leadership) = leadership {
+            leadership.release().await;
+        }
+        if shutdown.is_cancelled() {
+            tracing::info!("{label}: stopped");
+            return;
+        }
+    }
+}
