@@ -1,6 +1,7 @@
 //! `GET /v1/environments/{env}/events`: the lifecycle events the caller may see, as
 //! Server-Sent Events. Each SSE event carries the log position as its `id`, the event type as
-//! its `event` and the envelope JSON (the same shape the relay publishes on NATS) as its `data`.
+//! its `event` and the envelope JSON ([`Envelope`], the body the relay publishes on NATS) as its
+//! `data`.
 //!
 //! Every connection follows the log with its own [`LogTailer`], from the `Last-Event-ID`
 //! header's position (resuming: exactly the events after it, none lost, none twice) or, without
@@ -26,6 +27,7 @@ use appreg_domain::environment::UserEvent;
 use appreg_domain::permissions::{self, Actor, Operation, Permission, Role};
 use appreg_domain::{Application, ApplicationId, DomainEvent};
 use appreg_eventstore::{LogPosition, LogTailer, StoredEvent};
+use appreg_worker::Envelope;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -261,26 +263,11 @@ fn read_permission(event_type: &str) -> Permission {
     }
 }
 
-/// The envelope JSON of an event: the shape the relay publishes (API.md "NATS").
-pub fn envelope(e: &StoredEvent) -> serde_json::Value {
-    serde_json::json!({
-        "event_id": e.event_id,
-        "stream_id": e.stream_id,
-        "stream_type": e.stream_type,
-        "version": e.version,
-        "type": e.event_type,
-        "schema_version": e.schema_version,
-        "at": e.recorded_at,
-        "metadata": e.metadata,
-        "data": e.data,
-    })
-}
-
 fn sse_event(e: &StoredEvent) -> Result<Event, serde_json::Error> {
     Ok(Event::default()
         .id(e.position.to_string())
         .event(sanitize(&e.event_type))
-        .data(serde_json::to_string(&envelope(e))?))
+        .data(serde_json::to_string(&Envelope::new(e))?))
 }
 
 /// An SSE field value must not contain a line break.

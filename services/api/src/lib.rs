@@ -96,14 +96,15 @@ async fn http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// Applies every migration: the event store's, then the api's read models.
+/// Applies the migrations the api needs: the event store's, the read models' and the vault's.
+/// (The background processes' own tables, the DCR saga's and the lifecycle process manager's,
+/// are theirs to migrate: `appreg` applies every migration when it opens the database.)
 pub async fn migrate(
     db: &appreg_eventstore::Database,
 ) -> Result<(), appreg_eventstore::StoreError> {
     db.migrate().await?;
     appreg_readmodel::migrate(db).await?;
-    appreg_secrets::store::migrate(db).await?;
-    appreg_dcr_saga::migrate(db).await
+    appreg_secrets::store::migrate(db).await
 }
 
 /// The router, with every layer.

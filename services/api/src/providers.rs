@@ -11,8 +11,9 @@ use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
 use crate::state::AppState;
 use appreg_commands::{Loaded, Start};
-use appreg_dcr_saga::provider::ProviderSettings;
-use appreg_dcr_saga::settings::{provider_owner, secret_kind, settings_from};
+use appreg_dcr_client::provider::ProviderSettings;
+use appreg_dcr_client::settings::settings_from;
+use appreg_dcr_client::vault::{provider_owner, secret_kind};
 use appreg_domain::provider::{
     HttpMethod, InitialAccessTokenMode, Provider, ProviderDefinition, ProviderEvent,
     ProviderRegistry, RenewClientSecret,

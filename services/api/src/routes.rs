@@ -520,7 +520,7 @@ pub async fn credentials(
     };
     let secret = state
         .vault()
-        .get(&appreg_dcr_saga::saga::secret_owner(id), "client_secret")
+        .get(&appreg_dcr_client::vault::secret_owner(id), "client_secret")
         .await?;
     let body = CredentialsView {
         client_id: app.client_id.as_ref().map(|c| c.as_str().to_string()),

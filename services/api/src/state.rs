@@ -25,7 +25,7 @@ struct Inner {
     /// The one command path (cache, snapshots, group commit) over `store`.
     commands: appreg_commands::Commands,
     vault: appreg_secrets::SecretStore,
-    provider_client: appreg_dcr_saga::provider::ProviderClient,
+    provider_client: appreg_dcr_client::provider::ProviderClient,
     read: Arc<ReadModel>,
     auth: Arc<Authenticator>,
     admin_role: String,
@@ -95,7 +95,7 @@ impl AppState {
                 commands: appreg_commands::Commands::new(store.clone(), config.command_settings()),
                 store,
                 vault,
-                provider_client: appreg_dcr_saga::provider::ProviderClient::new()
+                provider_client: appreg_dcr_client::provider::ProviderClient::new()
                     .map_err(ApiError::internal)?,
                 read,
                 auth,
@@ -128,7 +128,7 @@ impl AppState {
     pub fn vault(&self) -> &appreg_secrets::SecretStore {
         &self.inner.vault
     }
-    pub fn provider_client(&self) -> &appreg_dcr_saga::provider::ProviderClient {
+    pub fn provider_client(&self) -> &appreg_dcr_client::provider::ProviderClient {
         &self.inner.provider_client
     }
     /// Whether an `http` URL is acceptable for a provider: on a loopback host, or when http is

@@ -16,8 +16,8 @@
 //! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 16) requests the saga handles at a time.
 
 use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
-use appreg_dcr_saga::provider::{ClientMetadata, ProviderClient};
-use appreg_dcr_saga::testing::{Mode, OidcProvider};
+use appreg_dcr_client::provider::{ClientMetadata, ProviderClient};
+use appreg_dcr_client::testing::{Mode, OidcProvider};
 use appreg_domain::{ApplicationType, GrantType};
 use appreg_eventstore::Database;
 use futures::StreamExt;
@@ -172,6 +172,7 @@ async fn main() {
     );
     let db = Database::connect(&url, 32).await.unwrap();
     appreg_api::migrate(&db).await.unwrap();
+    appreg_dcr_saga::migrate(&db).await.unwrap();
     let rng = ring::rand::SystemRandom::new();
     let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
     let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();

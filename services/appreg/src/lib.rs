@@ -281,6 +281,9 @@ async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
     appreg_api::migrate(&db)
         .await
         .context("cannot migrate the database")?;
+    appreg_dcr_saga::migrate(&db)
+        .await
+        .context("cannot migrate the DCR saga's tables")?;
     appreg_lifecycle::migrate(&db)
         .await
         .context("cannot migrate the lifecycle process manager's tables")?;
@@ -658,7 +661,7 @@ async fn spawn_saga(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
-    let client = appreg_dcr_saga::provider::ProviderClient::new()
+    let client = appreg_dcr_client::provider::ProviderClient::new()
         .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
     let store = appreg_telemetry::count_appends(db.event_store().await?);
     // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
@@ -740,8 +743,7 @@ async fn nats_setup(
     wait: std::time::Duration,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
-    let definition =
-        appreg_relay::stream::definition(&appreg_relay::RelayConfig::from_config(config))?;
+    let definition = appreg_relay::RelayConfig::from_config(config).stream_definition()?;
     let projector_config = projector_config(config);
     let client = async_nats::ConnectOptions::new()
         .name("appreg-nats-setup")
@@ -754,7 +756,7 @@ async fn nats_setup(
     let js = async_nats::jetstream::new(client.clone());
     let context = || format!("cannot set up JetStream at {}", redact(nats_url));
     let (stream, stream_done) = retry_until(deadline, || {
-        appreg_relay::stream::ensure_replicas(&js, &definition, replicas)
+        appreg_worker::stream::ensure_replicas(&js, &definition, replicas)
     })
     .await
     .with_context(context)?;

@@ -13,8 +13,9 @@
 //! one-by-one path, which loads the application again and decides alone.
 
 use crate::apps;
-use crate::provider::RegisteredClient;
-use crate::saga::{secret_owner, SagaError};
+use crate::saga::SagaError;
+use appreg_dcr_client::provider::RegisteredClient;
+use appreg_dcr_client::vault::secret_owner;
 use appreg_domain::application::Application;
 use appreg_domain::dcr::IssuedClient;
 use appreg_domain::ApplicationId;

@@ -17,12 +17,13 @@
 
 use crate::apps::{self, CommandError};
 use crate::loader::{Loaded, Loader};
-use crate::provider::{
+use crate::recorder::{self, Obtained, Outcome, Recorder};
+use appreg_dcr_client::provider::{
     ClientMetadata, ProviderClient, ProviderError, ProviderSettings, RegisteredClient,
     RegistrationHandle,
 };
-use crate::recorder::{self, Obtained, Outcome, Recorder};
-use crate::settings::{provider_owner, secret_kind, settings_of};
+use appreg_dcr_client::settings::settings_of;
+use appreg_dcr_client::vault::{provider_owner, secret_kind, secret_owner};
 use appreg_domain::application::{
     Application, ApplicationStatus, ClientOperationKind, OperationState, RegistrationState,
 };
@@ -81,11 +82,6 @@ impl From<sqlx::Error> for SagaError {
     fn from(e: sqlx::Error) -> Self {
         SagaError::Database(e.to_string())
     }
-}
-
-/// The owner of an application's secrets in the vault.
-pub fn secret_owner(id: ApplicationId) -> String {
-    format!("application/{}", id.0)
 }
 
 macro_rules! with_pool {

@@ -9,7 +9,7 @@
 //! until they have nothing left.
 //!
 //! - **Exactly once, by state.** Each step is decided on the application's current state and
-//!   appended with that state's version as the expected version ([`appreg_dcr_saga::apps`]): a
+//!   appended with that state's version as the expected version ([`appreg_commands`]): a
 //!   step done before a crash is never done again, a concurrent change makes the step be decided
 //!   anew, and a stale trigger (an archive that a restore already undid, a restore followed by a
 //!   new archive) finds nothing to do. Replaying the whole log appends nothing.

@@ -4,7 +4,7 @@
 
 use crate::{LifecycleConfig, ACTOR};
 use appreg_commands::Commands;
-use appreg_dcr_saga::apps::{self, CommandError, APPLICATION_STREAM};
+use appreg_commands::{Aggregate, ApplicationState, CommandError, Start};
 use appreg_domain::application::{Application, ApplicationEvent};
 use appreg_domain::subscription::MAX_SUBSCRIPTIONS;
 use appreg_domain::{ApplicationId, DomainEvent};
@@ -47,7 +47,7 @@ pub struct Trigger {
 
 /// The trigger an event is, if any.
 pub fn trigger(e: &StoredEvent) -> Option<Trigger> {
-    if e.stream_type != APPLICATION_STREAM {
+    if e.stream_type != ApplicationState::STREAM_TYPE {
         return None;
     }
     let kind = match e.event_type.as_str() {
@@ -76,11 +76,16 @@ pub enum Handled {
     Interrupted { steps: usize },
 }
 
+/// A trigger of an application the log does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("the application does not exist")]
+pub struct NoApplication;
+
 /// Why a trigger could not be handled now (it is retried, never skipped).
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]
-    Command(#[from] CommandError),
+    Command(#[from] CommandError<NoApplication>),
     #[error("the domain asked for more than {MAX_STEPS} steps; it is not making progress")]
     Runaway,
 }
@@ -173,13 +178,22 @@ async fn steps(
         if steps >= MAX_STEPS {
             return Err(LifecycleError::Runaway);
         }
-        let recorded = match apps::execute(&commands, t.application_id, &metadata(e), |app| {
-            Ok(decide(app))
-        })
-        .await
-        {
-            Ok(events) => events,
-            Err(CommandError::NoApplication) => {
+        let mut decided = Vec::new();
+        let executed = commands
+            .execute::<ApplicationState, NoApplication, _>(
+                &t.application_id.stream_id(),
+                Start::Current,
+                &metadata(e),
+                |state| {
+                    decided = decide(state.0.as_ref().ok_or(NoApplication)?);
+                    Ok(decided.clone())
+                },
+            )
+            .await;
+        let recorded = match executed {
+            Ok(executed) if executed.appended.is_some() => decided.clone(),
+            Ok(_) => Vec::new(),
+            Err(CommandError::Rejected(NoApplication)) => {
                 tracing::warn!("lifecycle: the trigger's application does not exist");
                 Vec::new()
             }

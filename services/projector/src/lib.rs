@@ -20,7 +20,7 @@
 
 use appreg_eventstore::{LogPosition, StoredEvent};
 use appreg_readmodel::{Mark, ReadModel, ReadModelError};
-use appreg_relay::envelope::{self, Envelope};
+use appreg_worker::envelope::{self, Envelope};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
@@ -190,8 +190,8 @@ pub fn consumer_config(config: &ProjectorConfig) -> pull::Config {
 pub async fn ensure_consumer(
     stream: &Stream,
     config: &ProjectorConfig,
-) -> Result<(PullConsumer, appreg_relay::stream::Ensured), async_nats::Error> {
-    use appreg_relay::stream::{changed_settings, Ensured};
+) -> Result<(PullConsumer, appreg_worker::stream::Ensured), async_nats::Error> {
+    use appreg_worker::stream::{changed_settings, Ensured};
     use async_nats::jetstream::context::ConsumerInfoErrorKind;
     let wanted = consumer_config(config);
     let changes = match stream.consumer_info(&config.consumer).await {

@@ -1,9 +1,10 @@
 //! The relay: publishes every event of the log to NATS JetStream, exactly once and in log order.
 //!
 //! The event log in PostgreSQL is the outbox. The relay tails it in the commit-safe order of
-//! [`EventStore::read_log`] and publishes each event on its subject (see [`subject`]) with the
-//! envelope body and headers of [`envelope`]. It keeps no checkpoint of its own: the stream's last
-//! message says which log position was published last ([`stream::resume`]), so after a crash, a
+//! [`EventStore::read_log`] and publishes each event on its subject (see
+//! [`appreg_worker::subject`]) with the envelope body and headers of [`appreg_worker::envelope`].
+//! It keeps no checkpoint of its own: the stream's last message says which log position was
+//! published last ([`resume`]), so after a crash, a
 //! NATS outage, or a NATS server that lost acknowledged messages, it re-publishes from PostgreSQL
 //! and consumers see neither a gap nor a duplicate.
 //!
@@ -20,23 +21,22 @@
 //!   de-duplicated by JetStream (within the stream's duplicate window, ≥ 2 minutes).
 //!
 //! # One active relay
-//! A PostgreSQL session advisory lock ([`lock`]) held on a dedicated connection; a standby tries
+//! A PostgreSQL session advisory lock ([`appreg_worker::lock`]) held on a dedicated connection, per
+//! stream; a standby tries
 //! every second. Without PostgreSQL (the embedded SQLite mode) there is one process and no lock.
 //!
 //! This crate must never write to the event store, never skip an event it could not publish,
 //! and never advance past an event whose ack it did not receive.
 
-pub mod envelope;
 mod lag;
-pub mod lock;
-pub mod stream;
-pub mod subject;
+pub mod resume;
 pub mod testing;
 
-pub use envelope::Envelope;
 pub use lag::{measure as measure_lag, Lag};
 
 use appreg_eventstore::{EventStore, LogPosition, LogTailer, StoreError, StoredEvent};
+use appreg_worker::stream::DefinitionError;
+use appreg_worker::{envelope, lock, stream, subject};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::ContextBuilder;
 use sqlx::postgres::PgPool;
@@ -98,6 +98,12 @@ impl RelayConfig {
         }
     }
 
+    /// The JetStream stream this configuration publishes to: the shipped definition
+    /// ([`appreg_worker::stream::DEFINITION`]) under the configured name and subjects.
+    pub fn stream_definition(&self) -> Result<async_nats::jetstream::stream::Config, RelayError> {
+        Ok(stream::definition(&self.stream, &self.subject_prefix)?)
+    }
+
     fn validate(&self) -> Result<(), RelayError> {
         let bad_name = self.stream.is_empty()
             || self.stream.len() > 255
@@ -128,6 +134,8 @@ impl RelayConfig {
 pub enum RelayError {
     #[error("relay configuration: {0}")]
     Config(String),
+    #[error("relay configuration: {0}")]
+    Definition(#[from] DefinitionError),
 }
 
 /// Why publishing stopped; the relay resumes from the stream after a pause.
@@ -176,7 +184,7 @@ pub async fn run(
 ) -> Result<(), RelayError> {
     config.validate()?;
     let relay = Relay {
-        definition: stream::definition(&config)?,
+        definition: config.stream_definition()?,
         // Acks of an interrupted batch are abandoned but keep their in-flight permit until
         // they time out: leave room for many batches, and fail rather than wait for a permit.
         js: ContextBuilder::new()
@@ -191,53 +199,22 @@ pub async fn run(
         pg_pool,
         nats,
     };
-    loop {
-        let mut leadership = match &relay.pg_pool {
-            Some(pool) => {
-                match lock::Leadership::acquire(
-                    pool,
-                    &relay.config.stream,
-                    relay.config.lock_retry_interval,
-                    &shutdown,
-                )
-                .await
-                {
-                    Some(leadership) => Some(leadership),
-                    None => return Ok(()),
-                }
-            }
-            None => None,
-        };
-        tracing::info!(stream = %relay.config.stream, "relay: active");
-        relay.metrics.active.set(1.0);
-        let stop = shutdown.child_token();
-        {
-            let active = relay.active(&stop);
-            tokio::pin!(active);
-            let lost = async {
-                match leadership.as_mut() {
-                    Some(l) => l.lost(relay.config.lock_retry_interval).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                () = &mut active => {}
-                () = lost => {
-                    tracing::error!("relay: stepping down, the lock may be lost");
-                    stop.cancel();
-                    active.await;
-                }
-            }
-        }
-        relay.metrics.active.set(0.0);
-        if let Some(leadership) = leadership {
-            leadership.release().await;
-        }
-        if shutdown.is_cancelled() {
-            tracing::info!("relay: stopped");
-            return Ok(());
-        }
-    }
+    let relay = &relay;
+    lock::lead(
+        "relay",
+        relay.pg_pool.as_ref(),
+        &relay.config.stream,
+        relay.config.lock_retry_interval,
+        &shutdown,
+        |stop| async move {
+            tracing::info!(stream = %relay.config.stream, "relay: active");
+            relay.metrics.active.set(1.0);
+            relay.active(&stop).await;
+            relay.metrics.active.set(0.0);
+        },
+    )
+    .await;
+    Ok(())
 }
 
 struct Metrics {
@@ -334,7 +311,7 @@ impl Relay {
         // Connected now. A reconnect that slips in before this read goes unnoticed here, but
         // not by the stream: the next publish would fail on its expected last sequence.
         let connects = self.nats.statistics().connects.load(Ordering::Relaxed);
-        let resume = stream::resume(&mut stream).await.map_err(nats_error)?;
+        let resume = resume::resume(&mut stream).await.map_err(nats_error)?;
         self.metrics.resumes.increment(1);
         tracing::info!(
             position = %resume.position,

@@ -9,9 +9,9 @@
 //! the subject escaping) and the exactly-once check shared by the relay's tests and the CLI's: every event of the log
 //! is in the stream once, in log order, with its subject, headers and envelope.
 
-use crate::envelope::{self, Envelope, MSG_ID_HEADER, POSITION_HEADER, TRACEPARENT_HEADER};
 use crate::RelayConfig;
 use appreg_eventstore::{AppendRequest, EventStore, LogPosition, NewEvent, StoredEvent};
+use appreg_worker::envelope::{self, Envelope, MSG_ID_HEADER, POSITION_HEADER, TRACEPARENT_HEADER};
 use async_nats::jetstream;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

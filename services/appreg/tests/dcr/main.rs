@@ -7,8 +7,8 @@
 
 use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
 use appreg_config::Config;
-use appreg_dcr_saga::provider::{ProviderClient, RegistrationHandle};
-use appreg_dcr_saga::testing::{Fault, Mode, OidcProvider};
+use appreg_dcr_client::provider::{ProviderClient, RegistrationHandle};
+use appreg_dcr_client::testing::{Fault, Mode, OidcProvider};
 use appreg_eventstore::Database;
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -58,6 +58,7 @@ impl System {
         );
         let db = Database::connect(&url, 16).await.unwrap();
         appreg_api::migrate(&db).await.unwrap();
+        appreg_dcr_saga::migrate(&db).await.unwrap();
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();

@@ -267,14 +267,9 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
         "{scaled}"
     );
     assert_eq!(outcomes(&setup(&url, &[])), ["unchanged", "unchanged"]);
-    let definition = appreg_relay::stream::definition(&appreg_relay::RelayConfig {
-        stream: "T_DEPLOY".into(),
-        subject_prefix: "t.deploy".into(),
-        ..appreg_relay::RelayConfig::default()
-    })
-    .unwrap();
+    let definition = appreg_worker::stream::definition("T_DEPLOY", "t.deploy").unwrap();
     assert_eq!(definition.num_replicas, 1);
-    let mut kept = appreg_relay::stream::ensure(&js, &definition)
+    let mut kept = appreg_worker::stream::ensure(&js, &definition)
         .await
         .unwrap();
     assert_eq!(kept.info().await.unwrap().config.num_replicas, 3);

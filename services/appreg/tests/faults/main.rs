@@ -564,8 +564,8 @@ async fn run(profile: Profile) {
     );
     let postgres = PrivatePostgres::start();
     let mut nats = NatsServer::start();
-    let oidc = appreg_dcr_saga::testing::OidcProvider::start(
-        appreg_dcr_saga::testing::Mode::fixed_token(),
+    let oidc = appreg_dcr_client::testing::OidcProvider::start(
+        appreg_dcr_client::testing::Mode::fixed_token(),
     );
     let data = postgres.dir().join("appreg");
     std::fs::create_dir_all(&data).unwrap();
@@ -649,7 +649,7 @@ async fn run(profile: Profile) {
         )
         .await
         .expect("settings");
-    let appreg_dcr_saga::testing::Mode::InitialAccessToken(iat) = oidc.mode().clone() else {
+    let appreg_dcr_client::testing::Mode::InitialAccessToken(iat) = oidc.mode().clone() else {
         unreachable!()
     };
     record.secrets.lock().unwrap().insert(iat.clone());

@@ -1,8 +1,8 @@
 //! A fresh database per test (PostgreSQL at `APPREG_TEST_DATABASE_URL`, default
 //! 127.0.0.1:5432; a missing server fails the test), applications built from real domain
-//! decisions appended through `appreg_dcr_saga::apps`, and the process manager run as a task.
+//! decisions appended through the command path (`appreg_commands`), and the process manager run as a task.
 
-use appreg_dcr_saga::apps;
+use appreg_commands::{Aggregate, ApplicationState};
 use appreg_domain::application::{claim_changes, Application, ApplicationEvent};
 use appreg_domain::catalogue::{Plan, PlanSecurity, PlanStatus, PlanValidation};
 use appreg_domain::subscription::{Hook, NewApiKey};
@@ -129,7 +129,12 @@ impl TestDb {
     }
 
     pub async fn app(&self, id: ApplicationId) -> Application {
-        apps::load(&self.commands(), id).await.unwrap().0.unwrap()
+        let loaded = self
+            .commands()
+            .load::<ApplicationState>(&id.stream_id())
+            .await
+            .unwrap();
+        loaded.state.0.clone().unwrap()
     }
 
     /// Runs a command as the api would (an api-like metadata with `correlation`).
@@ -137,11 +142,29 @@ impl TestDb {
         &self,
         id: ApplicationId,
         correlation: &str,
-        decide: impl FnMut(&Application) -> Result<Vec<ApplicationEvent>, appreg_domain::DomainError>,
+        mut decide: impl FnMut(
+            &Application,
+        ) -> Result<Vec<ApplicationEvent>, appreg_domain::DomainError>,
     ) -> Vec<ApplicationEvent> {
-        apps::execute(&self.commands(), id, &api_metadata(correlation), decide)
+        let mut decided = Vec::new();
+        let executed = self
+            .commands()
+            .execute::<ApplicationState, appreg_domain::DomainError, _>(
+                &id.stream_id(),
+                appreg_commands::Start::Current,
+                &api_metadata(correlation),
+                |state| {
+                    decided = decide(state.0.as_ref().expect("the application exists"))?;
+                    Ok(decided.clone())
+                },
+            )
             .await
-            .unwrap()
+            .unwrap();
+        if executed.appended.is_some() {
+            decided
+        } else {
+            Vec::new()
+        }
     }
 
     /// Creates a simple application with a client_id (JWT plans need one), owned by alice.
@@ -181,7 +204,7 @@ impl TestDb {
         self.store
             .append(AppendRequest {
                 stream_id: id.stream_id(),
-                stream_type: apps::APPLICATION_STREAM.into(),
+                stream_type: ApplicationState::STREAM_TYPE.into(),
                 expected_version: 0,
                 events: events
                     .iter()

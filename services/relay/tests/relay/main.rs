@@ -5,8 +5,8 @@
 mod helpers;
 
 use appreg_eventstore::LogPosition;
-use appreg_relay::subject::{event_subject, parse_event_subject};
-use appreg_relay::Envelope;
+use appreg_worker::subject::{event_subject, parse_event_subject};
+use appreg_worker::Envelope;
 use helpers::*;
 use std::time::{Duration, Instant};
 

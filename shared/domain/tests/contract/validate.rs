@@ -104,7 +104,7 @@ fn api_metadata(actor: &str, actor_name: Option<&str>, admin: bool, correlation:
     })
 }
 
-/// The body the relay publishes (services/relay/src/envelope.rs `Envelope::new`).
+/// The body the relay publishes (shared/worker/src/envelope.rs `Envelope::new`).
 fn envelope(s: &Sample, version: i64, metadata: Value) -> Value {
     json!({
         "event_id": "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f",

@@ -1,5 +1,5 @@
 //! From a provider as the events record it (`appreg_domain::provider`) to the settings the
-//! provider client needs, with the secret from the vault.
+//! provider client needs, with the secret from the vault (see [`crate::vault`] for where it is).
 
 use crate::provider::{
     InitialAccessTokenMode as Mode, ProviderSettings, RenewMethod, RenewSettings,
@@ -7,19 +7,6 @@ use crate::provider::{
 use appreg_domain::provider::{HttpMethod, InitialAccessTokenMode, Provider, RenewClientSecret};
 use appreg_domain::HttpUrl;
 use secrecy::SecretString;
-
-/// The vault kind of a provider's secret in a mode.
-pub fn secret_kind(mode: &InitialAccessTokenMode) -> &'static str {
-    match mode {
-        InitialAccessTokenMode::ClientCredentials { .. } => "client_secret",
-        InitialAccessTokenMode::InitialAccessToken { .. } => "initial_access_token",
-    }
-}
-
-/// The vault owner of a provider's secrets.
-pub fn provider_owner(environment: &str, provider_id: &str) -> String {
-    format!("provider/{environment}/{provider_id}")
-}
 
 /// The provider client's settings from a provider's parts and its secret.
 pub fn settings_from(

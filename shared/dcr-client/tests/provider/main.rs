@@ -1,11 +1,11 @@
 //! The provider client against a real OpenID Connect provider (npm `oidc-provider`, started
-//! per test by `appreg_dcr_saga::testing`), in both initial-access-token modes.
+//! per test by `appreg_dcr_client::testing`), in both initial-access-token modes.
 
-use appreg_dcr_saga::provider::{
+use appreg_dcr_client::provider::{
     ClientMetadata, InitialAccessTokenMode, ProviderClient, ProviderError, ProviderSettings,
     RegisteredClient, RegistrationHandle,
 };
-use appreg_dcr_saga::testing::{Fault, Mode, OidcProvider};
+use appreg_dcr_client::testing::{Fault, Mode, OidcProvider};
 use appreg_domain::{ApplicationType, GrantType, RedirectUri};
 use secrecy::{ExposeSecret, SecretString};
 
