@@ -279,3 +279,35 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
         .unwrap();
     assert_eq!(kept.info().await.unwrap().config.num_replicas, 3);
 }
+
+/// Every `APPREG_NATS_URL` the deployment files ship (compose.yaml's list, the Kubernetes
+/// Secret's placeholder list) is what the services' one parser accepts, all three servers.
+#[test]
+fn the_shipped_nats_server_lists_parse() {
+    fn collect(v: &serde_json::Value, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("APPREG_NATS_URL", serde_json::Value::String(s)) => found.push(s.clone()),
+                        _ => collect(v, found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, found)),
+            _ => {}
+        }
+    }
+    for file in ["deploy/compose.yaml", "deploy/k8s/11-secret.yaml"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        let mut found = Vec::new();
+        collect(&serde_json::to_value(&yaml).unwrap(), &mut found);
+        assert!(!found.is_empty(), "{file} sets no APPREG_NATS_URL");
+        for list in found {
+            let servers = appreg_config::NatsServers::parse(&list, None)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(servers.urls().len(), 3, "{file}: {list}");
+        }
+    }
+}
