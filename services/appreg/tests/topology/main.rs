@@ -18,9 +18,9 @@
 //! its replicas current, and that each api's `/readyz` went red (503) while no projector was
 //! running and green again afterwards. It prints what it did and what it saw.
 //!
-//! Profiles: `short_profile` (about 45 s of load, in CI) and `long_profile` (about 8 minutes,
-//! four rounds of faults; `cargo nextest run -p appreg --test topology --run-ignored only
-//! --no-capture`). `APPREG_TOPOLOGY_SECONDS` overrides the load's duration;
+//! Profiles: `short_profile` (about 45 s of load, in CI) and `long_profile` (8 minutes of
+//! load, about 10 in all, four rounds of faults; `cargo nextest run -p appreg --test topology
+//! --run-ignored only --no-capture`). `APPREG_TOPOLOGY_SECONDS` overrides the load's duration;
 //! `APPREG_TOPOLOGY_KEEP=1` keeps the run's directory (logs). A missing `nats-server`,
 //! PostgreSQL server binaries or Node.js fails the test, never skips it.
 
@@ -1576,7 +1576,7 @@ async fn short_profile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "the long profile (about 8 minutes): run it with --run-ignored only"]
+#[ignore = "the long profile (about 10 minutes): run it with --run-ignored only"]
 async fn long_profile() {
     run(Profile {
         name: "long",
