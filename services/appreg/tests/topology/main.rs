@@ -1290,13 +1290,20 @@ async fn run(profile: Profile) {
         });
 
         // Every projector: the apis' /readyz must go red, then green again after the restart.
-        // First both green (the earlier faults over).
+        // First both green for 3 s in a row (the earlier faults over, the read model caught up:
+        // the red that follows is the projectors' absence).
         tokio::time::sleep(step).await;
         let waiting = Instant::now();
+        let mut green_since: Option<Instant> = None;
         loop {
             let statuses = readyz(&http, &api_urls).await;
             if statuses.iter().all(|s| *s == 200) {
-                break;
+                let since = *green_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(3) {
+                    break;
+                }
+            } else {
+                green_since = None;
             }
             assert!(
                 waiting.elapsed() < Duration::from_secs(90),
@@ -1343,7 +1350,7 @@ async fn run(profile: Profile) {
         outages.push((down, up));
         faults.push(Fault {
             what: format!(
-                "SIGKILL {} (no projector; both apis' /readyz 200 first, {:.1} s after the step began): both 503 after {:.1} s, projectors restarted 1 s later, both 200 again {:.1} s after the restart",
+                "SIGKILL {} (no projector; both apis' /readyz 200 for 3 s first, {:.1} s after the step began): both 503 after {:.1} s, projectors restarted 1 s later, both 200 again {:.1} s after the restart",
                 projectors.join(" and "),
                 waited.as_secs_f64(),
                 red_after.as_secs_f64(),
