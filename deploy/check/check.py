@@ -49,11 +49,12 @@ REPLICAS = 2
 SECRET_SETTINGS = {
     "APPREG_DATABASE_URL",
     "APPREG_NATS_URL",
+    "APPREG_NATS_CREDENTIALS",
     "APPREG_SECRETS_MASTER_KEY",
     "APPREG_SECRETS_PREVIOUS_KEYS",
 }
 # The same, as keys of appreg.toml.
-SECRET_KEYS = {"database_url", "nats_url", "secrets_master_key", "secrets_previous_keys"}
+SECRET_KEYS = {"database_url", "nats_url", "nats_credentials", "secrets_master_key", "secrets_previous_keys"}
 # A vault master key: "<key-id>:<base64 of 32 bytes>".
 MASTER_KEY = re.compile(r"[A-Za-z0-9._-]+:[A-Za-z0-9+/]{43}=")
 # A URL carrying a password: scheme://user:password@host (a ${...} password is an interpolation).

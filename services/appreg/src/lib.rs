@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use appreg_api::commands::decode_app;
 use appreg_api::dto::{ApplicationView, HistoryEntry};
 use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
-use appreg_config::Config;
+use appreg_config::{Config, NatsAuth, NatsServers};
 use appreg_domain::{Actor, Application, ApplicationId, UserId};
 use appreg_eventstore::Database;
 use clap::{Parser, Subcommand};
@@ -41,7 +41,8 @@ pub enum Command {
         data: PathBuf,
         #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
-        /// Also run the relay, publishing every event to this NATS server's JetStream.
+        /// Also run the relay and the projector on this NATS JetStream (one URL, or a cluster's
+        /// servers comma-separated).
         #[arg(long, env = "APPREG_NATS_URL", hide_env_values = true)]
         nats_url: Option<String>,
     },
@@ -337,6 +338,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             nats_url,
         } => {
+            // A malformed --nats-url stops the start, before anything is created or opened.
+            let nats_servers = nats_url
+                .as_deref()
+                .map(|flag| config.nats_servers(Some(flag)))
+                .transpose()?;
             if config.log_format == "json" && std::env::var_os("APPREG_LOG_FORMAT").is_none() {
                 config.log_format = "text".into();
             }
@@ -354,18 +360,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let db = open(&url, config.database_max_connections).await?;
             let shutdown = shutdown_signal();
-            let relay = match nats_url {
-                Some(nats_url) => {
-                    let nats = connect_nats(&nats_url).await?;
+            let relay = match nats_servers {
+                Some(nats_servers) => {
+                    let nats = connect_nats(&nats_servers, "appreg-dev").await?;
                     let store = db.event_store().await?;
                     let pg_pool = match &db {
                         Database::Postgres(pool) => Some(pool.clone()),
                         Database::Sqlite(_) => None,
                     };
-                    println!(
-                        "relay publishing to {}, projector consuming from it",
-                        redact(&nats_url)
-                    );
+                    println!("relay publishing to {nats_servers}, projector consuming from it");
                     let relay_config = appreg_relay::RelayConfig::from_config(&config);
                     // The read models come from the stream, as in production.
                     appreg_api::migrate(&db).await?;
@@ -433,10 +436,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             nats_url,
             metrics_listen,
         } => {
+            let nats_servers = config.nats_servers(nats_url.as_deref())?;
             init_telemetry(&config, "appreg-relay")?;
             let url = database_url(&config, url, None)?;
-            let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
-            relay(&config, &url, &nats_url, metrics_listen.as_deref()).await
+            relay(&config, &url, &nats_servers, metrics_listen.as_deref()).await
         }
         Command::Migrate { database_url: url } => {
             appreg_telemetry::init_tracing("text");
@@ -607,10 +610,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     wait,
                 },
         } => {
-            let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
+            let nats_servers = config.nats_servers(nats_url.as_deref())?;
             nats_setup(
                 &config,
-                &nats_url,
+                &nats_servers,
                 replicas.map(usize::from),
                 std::time::Duration::from_secs(wait),
             )
@@ -621,10 +624,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             nats_url,
             metrics_listen,
         } => {
+            let nats_servers = config.nats_servers(nats_url.as_deref())?;
             init_telemetry(&config, "appreg-projector")?;
             let url = database_url(&config, url, None)?;
-            let nats_url = nats_url.unwrap_or_else(|| config.nats_url.expose_secret().to_string());
-            projector(&config, &url, &nats_url, metrics_listen.as_deref()).await
+            projector(&config, &url, &nats_servers, metrics_listen.as_deref()).await
         }
     }
 }
@@ -738,23 +741,22 @@ fn projector_config(config: &Config) -> appreg_projector::ProjectorConfig {
 /// electing its leader).
 async fn nats_setup(
     config: &Config,
-    nats_url: &str,
+    nats_servers: &NatsServers,
     replicas: Option<usize>,
     wait: std::time::Duration,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
     let definition = appreg_relay::RelayConfig::from_config(config).stream_definition()?;
     let projector_config = projector_config(config);
-    let client = async_nats::ConnectOptions::new()
-        .name("appreg-nats-setup")
+    let client = nats_options(nats_servers, "appreg-nats-setup")
         .retry_on_initial_connect()
-        .connect(nats_url);
+        .connect(nats_servers.urls().to_vec());
     let client = tokio::time::timeout_at(deadline, client)
         .await
-        .map_err(|_| anyhow::anyhow!("no answer from NATS at {} in {wait:?}", redact(nats_url)))?
-        .with_context(|| format!("bad NATS url {}", redact(nats_url)))?;
+        .map_err(|_| anyhow::anyhow!("no answer from NATS at {nats_servers} in {wait:?}"))?
+        .with_context(|| format!("cannot connect to NATS at {nats_servers}"))?;
     let js = async_nats::jetstream::new(client.clone());
-    let context = || format!("cannot set up JetStream at {}", redact(nats_url));
+    let context = || format!("cannot set up JetStream at {nats_servers}");
     let (stream, stream_done) = retry_until(deadline, || {
         appreg_worker::stream::ensure_replicas(&js, &definition, replicas)
     })
@@ -814,13 +816,13 @@ where
 async fn projector(
     config: &Config,
     url: &str,
-    nats_url: &str,
+    nats_servers: &NatsServers,
     metrics_listen: Option<&str>,
 ) -> anyhow::Result<()> {
     let metrics = appreg_telemetry::metrics_handle();
     let shutdown = shutdown_signal();
     let db = open(url, 4).await?;
-    let nats = connect_nats(nats_url).await?;
+    let nats = connect_nats(nats_servers, "appreg-projector").await?;
     if let Some(addr) = metrics_listen {
         let ready = Readiness::new(&db, Some(&nats));
         serve_metrics(addr, metrics, shutdown.clone(), "projector", ready).await?;
@@ -830,7 +832,7 @@ async fn projector(
     tracing::info!(
         stream = %projector_config.stream,
         consumer = %projector_config.consumer,
-        nats = %redact(nats_url),
+        nats = %nats_servers,
         "appreg projector starting"
     );
     appreg_projector::run(projector_config, read, nats, shutdown).await;
@@ -1004,18 +1006,32 @@ async fn serve(
     Ok(())
 }
 
-/// A NATS client. Connecting never fails here: the client keeps retrying in the background,
-/// and the relay publishes once NATS answers.
-async fn connect_nats(nats_url: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name("appreg-relay")
+/// The client options for `servers` (parsed by [`Config::nats_servers`]): the client's name
+/// and the credentials, which the client uses for every server of the list (it ignores
+/// credentials written in a URL, hence taken out by the parser).
+fn nats_options(servers: &NatsServers, name: &str) -> async_nats::ConnectOptions {
+    let options = async_nats::ConnectOptions::new().name(name);
+    match servers.auth() {
+        None => options,
+        Some(NatsAuth::UserPassword { user, password }) => {
+            options.user_and_password(user.clone(), password.expose_secret().to_string())
+        }
+        Some(NatsAuth::Token(token)) => options.token(token.expose_secret().to_string()),
+    }
+}
+
+/// A NATS client on every server of the list. Connecting never fails here: the client keeps
+/// retrying in the background (moving to another server of the list when one is gone), and
+/// the relay publishes once NATS answers.
+async fn connect_nats(servers: &NatsServers, name: &str) -> anyhow::Result<async_nats::Client> {
+    nats_options(servers, name)
         .retry_on_initial_connect()
         .reconnect_delay_callback(|attempts| {
             std::time::Duration::from_millis(100 * attempts.min(10) as u64)
         })
-        .connect(nats_url)
+        .connect(servers.urls().to_vec())
         .await
-        .with_context(|| format!("bad NATS url {}", redact(nats_url)))
+        .with_context(|| format!("cannot connect to NATS at {servers}"))
 }
 
 /// `appreg relay`: the event store's pool, a NATS connection that keeps retrying, and the
@@ -1023,7 +1039,7 @@ async fn connect_nats(nats_url: &str) -> anyhow::Result<async_nats::Client> {
 async fn relay(
     config: &Config,
     url: &str,
-    nats_url: &str,
+    nats_servers: &NatsServers,
     metrics_listen: Option<&str>,
 ) -> anyhow::Result<()> {
     // Install the recorder before the relay registers its metrics.
@@ -1040,7 +1056,7 @@ async fn relay(
         Database::Postgres(pool) => Some(pool.clone()),
         Database::Sqlite(_) => None,
     };
-    let nats = connect_nats(nats_url).await?;
+    let nats = connect_nats(nats_servers, "appreg-relay").await?;
     if let Some(addr) = metrics_listen {
         let ready = Readiness::new(&db, Some(&nats));
         serve_metrics(addr, metrics, shutdown.clone(), "relay", ready).await?;
@@ -1049,7 +1065,7 @@ async fn relay(
     tracing::info!(
         stream = %relay_config.stream,
         subject_prefix = %relay_config.subject_prefix,
-        nats = %redact(nats_url),
+        nats = %nats_servers,
         postgres = db.is_postgres(),
         "appreg relay starting"
     );

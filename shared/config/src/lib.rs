@@ -8,6 +8,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod nats;
+pub use nats::{NatsAuth, NatsServers, NatsUrlError};
+
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
@@ -56,10 +59,16 @@ pub struct Config {
     /// milliseconds: keeps proxies from closing the connection and lets clients notice a dead one.
     #[serde(default = "default_sse_heartbeat")]
     pub sse_heartbeat_ms: u64,
-    /// NATS server(s) of the relay (`nats://host:4222`, comma-separated for a cluster). May
-    /// carry credentials (`nats://user:password@host`), hence a secret.
+    /// NATS server(s) of the relay, the projector and `appreg nats setup`
+    /// (`nats://host:4222`, comma-separated for a cluster, spaces allowed). May carry
+    /// credentials (`nats://user:password@host`, `nats://token@host`), hence a secret. Parsed
+    /// by [`Config::nats_servers`].
     #[serde(default = "default_nats_url")]
     pub nats_url: SecretString,
+    /// NATS credentials for every server of `nats_url`: `user:password`, or a token. An
+    /// alternative to credentials in the URLs (not both).
+    #[serde(default)]
+    pub nats_credentials: Option<SecretString>,
     /// The JetStream stream the relay publishes to (one per deployment sharing a NATS).
     #[serde(default = "default_nats_stream")]
     pub nats_stream: String,
@@ -272,6 +281,18 @@ impl Config {
         figment.extract().map_err(|e| ConfigError(e.to_string()))
     }
 
+    /// The NATS servers of `nats_url`, or of `flag` (a `--nats-url` given on the command line)
+    /// when set, with `nats_credentials`. The one parser of every process that connects to
+    /// NATS ([`NatsServers::parse`]).
+    ///
+    /// # Errors
+    /// A malformed list: the message names the entry, its credentials redacted.
+    pub fn nats_servers(&self, flag: Option<&str>) -> Result<NatsServers, NatsUrlError> {
+        use secrecy::ExposeSecret;
+        let list = flag.unwrap_or_else(|| self.nats_url.expose_secret());
+        NatsServers::parse(list, self.nats_credentials.as_ref())
+    }
+
     /// The defaults alone (tests, embedded mode).
     pub fn defaults() -> Config {
         Figment::new()
@@ -323,6 +344,36 @@ mod tests {
             assert_eq!(Config::defaults().otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
+            assert!(c.nats_credentials.is_none());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn nats_url_lists_and_credentials_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "APPREG_NATS_URL",
+                "nats://nats-1:4222, nats://nats-2:4222,nats://nats-3:4222",
+            );
+            jail.set_env("APPREG_NATS_CREDENTIALS", "appreg:pw");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let servers = c.nats_servers(None).map_err(|e| e.to_string())?;
+            assert_eq!(servers.urls().len(), 3);
+            assert!(matches!(
+                servers.auth(),
+                Some(NatsAuth::UserPassword { .. })
+            ));
+            assert!(!format!("{c:?}").contains("pw"));
+            // The command line's --nats-url wins over the setting.
+            let flag = c
+                .nats_servers(Some("nats://other:4222"))
+                .map_err(|e| e.to_string())?;
+            assert_eq!(flag.urls(), ["nats://other:4222"]);
+            let bad = c
+                .nats_servers(Some("nats://a:4222,nats://b:x"))
+                .unwrap_err();
+            assert!(bad.to_string().contains("entry 2 of 2"), "{bad}");
             Ok(())
         });
     }
@@ -339,6 +390,13 @@ mod tests {
             assert_eq!(c.nats_subject_prefix, "appreg");
             assert_eq!(c.read_models, ReadModels::External);
             assert_eq!(c.projector_consumer, "appreg-projector");
+            assert_eq!(
+                c.nats_servers(None)
+                    .map_err(|e| e.to_string())?
+                    .urls()
+                    .len(),
+                1
+            );
             assert_eq!(c.lifecycle_step_pause_ms, 0);
             assert_eq!(c.otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);

@@ -417,3 +417,59 @@ fn help_hides_connection_strings() {
         );
     }
 }
+
+/// Every process that connects to NATS (`relay`, `projector`, `nats setup`, `dev`) refuses a
+/// malformed entry of the server list at start, naming it with its credentials redacted, from
+/// the flag and from `APPREG_NATS_URL` alike; never starts on part of the list.
+#[test]
+fn a_malformed_nats_url_stops_every_nats_process_at_start() {
+    let data = temp_dir("bad-nats-url");
+    let bad = "nats://n1:4222, nats://app:hunter2@n2:42x22 ,nats://n3:4222";
+    let named = "entry 2 of 3 \"nats://***@n2:42x22\"";
+    let dev: Vec<String> = ["dev", "--data"]
+        .into_iter()
+        .map(String::from)
+        .chain([data.join("dev").display().to_string()])
+        .collect();
+    let runs: [Vec<String>; 4] = [
+        vec!["relay".into()],
+        vec!["projector".into()],
+        vec!["nats".into(), "setup".into(), "--wait".into(), "1".into()],
+        dev,
+    ];
+    for args in runs {
+        for from_flag in [true, false] {
+            let mut command = Command::new(EXE);
+            command
+                .args(&args)
+                .env(
+                    "APPREG_DATABASE_URL",
+                    "postgres://u:hunter3@127.0.0.1:1/nothing",
+                )
+                .env("APPREG_LOG_FORMAT", "text");
+            if from_flag {
+                command
+                    .args(["--nats-url", bad])
+                    .env_remove("APPREG_NATS_URL");
+            } else {
+                command.env("APPREG_NATS_URL", bad);
+            }
+            let started = std::time::Instant::now();
+            let out = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "appreg {args:?} started: {stderr}");
+            assert!(
+                stderr.contains("invalid nats_url") && stderr.contains(named),
+                "appreg {args:?}: {stderr}"
+            );
+            assert!(
+                !stderr.contains("hunter2") && !stderr.contains("hunter3"),
+                "appreg {args:?} shows a password: {stderr}"
+            );
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        }
+    }
+    // `dev` stopped before creating its data directory.
+    assert!(!data.join("dev").exists());
+    let _ = std::fs::remove_dir_all(&data);
+}

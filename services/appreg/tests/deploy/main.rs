@@ -274,3 +274,102 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
         .unwrap();
     assert_eq!(kept.info().await.unwrap().config.num_replicas, 3);
 }
+
+/// Every `APPREG_NATS_URL` the deployment files ship (compose.yaml's list, the Kubernetes
+/// Secret's placeholder list) is what the services' one parser accepts, all three servers.
+#[test]
+fn the_shipped_nats_server_lists_parse() {
+    fn collect(v: &serde_json::Value, found: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("APPREG_NATS_URL", serde_json::Value::String(s)) => found.push(s.clone()),
+                        _ => collect(v, found),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| collect(i, found)),
+            _ => {}
+        }
+    }
+    for file in ["deploy/compose.yaml", "deploy/k8s/11-secret.yaml"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let yaml: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+        let mut found = Vec::new();
+        collect(&serde_json::to_value(&yaml).unwrap(), &mut found);
+        assert!(!found.is_empty(), "{file} sets no APPREG_NATS_URL");
+        for list in found {
+            let servers = appreg_config::NatsServers::parse(&list, None)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(servers.urls().len(), 3, "{file}: {list}");
+        }
+    }
+}
+
+/// A nats-server that requires a user and password: `appreg nats setup` gets in with the
+/// credentials written in one URL of a list (the client library ignores URL credentials; the
+/// parser hands them to it) or given in `APPREG_NATS_CREDENTIALS`, and is refused without.
+#[test]
+fn nats_setup_authenticates_with_the_credentials_of_the_list() {
+    let port = appreg_relay::testing::free_port();
+    let dir = std::env::temp_dir().join(format!(
+        "appreg-deploy-auth-{}",
+        uuid::Uuid::now_v7().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut server = Command::new(appreg_relay::testing::nats_server_binary())
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["--user", "appreg", "--pass", "s3cr@t", "-sd"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "nats-server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let attempt = |list: &str, credentials: Option<&str>| {
+        let mut command = Command::new(EXE);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("APPREG_") {
+                command.env_remove(name);
+            }
+        }
+        if let Some(c) = credentials {
+            command.env("APPREG_NATS_CREDENTIALS", c);
+        }
+        command
+            .args(["nats", "setup", "--nats-url", list, "--wait", "5"])
+            .env("APPREG_NATS_STREAM", "T_AUTH")
+            .env("APPREG_NATS_SUBJECT_PREFIX", "t.auth")
+            .output()
+            .unwrap()
+    };
+    let ok = |out: &Output| {
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("s3cr"), "a password in the output: {text}");
+        (out.status.success(), text)
+    };
+    let in_url = format!("nats://127.0.0.1:{port}, nats://appreg:s3cr%40t@127.0.0.1:{port}");
+    let (success, text) = ok(&attempt(&in_url, None));
+    assert!(success, "credentials in a URL of the list: {text}");
+    let plain = format!("nats://127.0.0.1:{port}");
+    let (success, text) = ok(&attempt(&plain, Some("appreg:s3cr@t")));
+    assert!(success, "credentials in APPREG_NATS_CREDENTIALS: {text}");
+    assert!(text.contains("unchanged"), "{text}");
+    let (success, text) = ok(&attempt(&plain, None));
+    assert!(!success, "no credentials, yet set up: {text}");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,8 @@ pub struct PrivatePostgres {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Server settings (`-c name=value …`) beyond the port and the sockets.
+    settings: Vec<String>,
 }
 
 fn bin_dir() -> PathBuf {
@@ -37,8 +39,14 @@ fn is_root() -> bool {
 }
 
 impl PrivatePostgres {
-    /// Creates a cluster in a fresh directory and starts it on a free port.
+    /// Creates a cluster in a fresh directory and starts it on a free port (200 connections,
+    /// as deploy/compose.yaml gives its server).
     pub fn start() -> PrivatePostgres {
+        Self::start_with(&["-c".into(), "max_connections=200".into()])
+    }
+
+    /// The same with these server arguments (`-c name=value`, as given to `postgres`).
+    pub fn start_with(settings: &[String]) -> PrivatePostgres {
         let dir = std::env::temp_dir().join(format!(
             "appreg-faults-pg-{}",
             uuid::Uuid::now_v7().simple()
@@ -59,6 +67,7 @@ impl PrivatePostgres {
             dir,
             bin: bin_dir(),
             as_postgres,
+            settings: settings.to_vec(),
         };
         let out = pg
             .command("initdb")
@@ -93,9 +102,10 @@ impl PrivatePostgres {
 
     fn up(&self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings.join(" ")
         );
         let out = self
             .command("pg_ctl")
