@@ -97,8 +97,23 @@ impl DevKey {
                 let rng = ring::rand::SystemRandom::new();
                 let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
                     .map_err(|_| AuthError::KeyFile("key generation failed".into()))?;
-                write_private(&path, doc.as_ref())?;
-                doc.as_ref().to_vec()
+                // Written whole under a name of its own, then linked into place: processes
+                // starting together on one directory all end up with the one key that won,
+                // and none reads a half-written file.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or_default();
+                let tmp = dir.join(format!(".{DEV_KEY_FILE}.{}.{nanos}", std::process::id()));
+                write_private(&tmp, doc.as_ref())?;
+                let linked = std::fs::hard_link(&tmp, &path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => doc.as_ref().to_vec(),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path)
+                        .map_err(|e| AuthError::KeyFile(format!("{}: {e}", path.display())))?,
+                    Err(e) => return Err(AuthError::KeyFile(format!("{}: {e}", path.display()))),
+                }
             }
             Err(e) => return Err(AuthError::KeyFile(format!("{}: {e}", path.display()))),
         };
@@ -422,6 +437,26 @@ mod tests {
         let b = DevKey::load_or_create(&dir).unwrap();
         assert_eq!(a.public, b.public);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn processes_starting_together_share_one_key() {
+        // Several apis started at once on one data directory (the fault suite does): each
+        // gets the key that won, none fails on the file the others created.
+        for round in 0..20 {
+            let dir = std::env::temp_dir()
+                .join(format!("appreg-auth-race-{}-{round}", std::process::id()));
+            let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..8)
+                    .map(|_| scope.spawn(|| DevKey::load_or_create(&dir).unwrap().public))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key");
+            let files = std::fs::read_dir(&dir).unwrap().count();
+            assert_eq!(files, 1, "no temporary file left");
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
     }
 
     /// Serves `body` as JSON to every HTTP request on a random loopback port; counts requests.

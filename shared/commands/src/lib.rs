@@ -216,7 +216,10 @@ impl Commands {
         match self.inner.cache.get::<A>(stream_id) {
             Some((state, version)) => {
                 metrics::counter!("appreg_command_cache_total", "result" => "hit").increment(1);
-                Ok(self.catch_up(stream_id, Loaded { state, version }).await?.0)
+                Ok(self
+                    .catch_up(stream_id, Loaded { state, version }, true)
+                    .await?
+                    .0)
             }
             None => {
                 metrics::counter!("appreg_command_cache_total", "result" => "miss").increment(1);
@@ -265,7 +268,7 @@ impl Commands {
             }
         }
         let from = start.version;
-        let (loaded, _) = self.catch_up(stream_id, start).await?;
+        let (loaded, _) = self.catch_up(stream_id, start, false).await?;
         if loaded.version - from >= self.inner.settings.snapshot_every.max(1)
             && self.inner.settings.snapshot_every > 0
         {
@@ -315,11 +318,13 @@ impl Commands {
         }
     }
 
-    /// Folds the events after `loaded.version`; true if there were any. Caches the result.
+    /// Folds the events after `loaded.version`; true if there were any. Caches the result
+    /// (`cached`: `loaded` is the cache's entry, which then stays as it is if nothing changed).
     async fn catch_up<A: Aggregate>(
         &self,
         stream_id: &str,
         loaded: Loaded<A>,
+        cached: bool,
     ) -> Result<(Loaded<A>, bool), LoadError> {
         let mut version = loaded.version;
         let mut state: Option<A> = None;
@@ -339,7 +344,7 @@ impl Commands {
         }
         match state {
             None => {
-                if loaded.version > 0 {
+                if loaded.version > 0 && !cached {
                     self.remember(stream_id, &loaded, None);
                 }
                 Ok((loaded, false))
@@ -456,7 +461,7 @@ impl Commands {
                     if !fresh {
                         // Confirm a refusal or a no-op on the current state.
                         let (current, changed) = self
-                            .catch_up(stream_id, loaded)
+                            .catch_up(stream_id, loaded, true)
                             .await
                             .map_err(LoadError::widen)?;
                         loaded = current;
@@ -502,7 +507,7 @@ impl Commands {
                     tracing::debug!(attempt, "version conflict, deciding again");
                     metrics::counter!("appreg_command_conflicts_total").increment(1);
                     let (current, _) = self
-                        .catch_up(stream_id, loaded)
+                        .catch_up(stream_id, loaded, false)
                         .await
                         .map_err(LoadError::widen)?;
                     loaded = current;
