@@ -98,7 +98,15 @@ async fn store_appends(writers: u32, grouped: bool) -> f64 {
     let commands = appreg_commands::Commands::new(
         store.clone(),
         appreg_commands::CommandSettings {
-            group_commit_writers: if grouped { 2 } else { 0 },
+            // As the api would run: APPREG_COMMANDS__GROUP_COMMIT_WRITERS, else the default.
+            group_commit_writers: if grouped {
+                std::env::var("APPREG_COMMANDS__GROUP_COMMIT_WRITERS")
+                    .ok()
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(appreg_commands::CommandSettings::default().group_commit_writers)
+            } else {
+                0
+            },
             ..Default::default()
         },
     );
@@ -387,7 +395,11 @@ async fn main() {
         "clients", "pgbench tps", "alone/s", "ratio", "group-committed/s", "ratio"
     );
     let mut raw16 = 0.0;
-    for clients in [1u32, 16, 64] {
+    let clients_list: Vec<u32> = std::env::var("APPREG_BENCH_CLIENTS")
+        .ok()
+        .map(|c| c.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 16, 64]);
+    for clients in clients_list {
         let raw = pgbench_inserts(clients).await;
         let alone = store_appends(clients, false).await;
         let grouped = store_appends(clients, true).await;
@@ -402,6 +414,9 @@ async fn main() {
     }
     println!("target: group-committed appends ≥ 90% of pgbench at 16 clients");
     println!();
+    if std::env::var("APPREG_BENCH_ONLY_APPENDS").is_ok() {
+        return;
+    }
     println!("(b) POST /applications (simple) through HTTP, 64 connections, durable commits");
     let bare = bare_handler(64).await;
     println!(
