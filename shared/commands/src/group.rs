@@ -53,7 +53,7 @@ impl GroupCommit {
     pub async fn append(&self, request: AppendRequest) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
         if let Err(mpsc::error::SendError(queued)) = self.queue.send(Queued { request, reply }) {
-            // No writer left (the runtime is shutting down): write it here.
+            // No writer left (the runtime is shutting down): nothing was written.
             return Err(AppendError::Backend(
                 appreg_eventstore::StoreError::Corrupt(format!(
                     "group commit stopped before the append to {}",
