@@ -140,7 +140,14 @@ impl FromRequestParts<AppState> for Ctx {
         })?;
         let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
             .await
-            .map_err(|e| ApiError::internal(format!("path: {e}")))?;
+            // A segment that is not UTF-8 (`%FF`) names nothing: 404, never a 500.
+            .map_err(|e| {
+                tracing::debug!(error = %e, "undecodable path");
+                ApiError::not_found(
+                    "route.not_found",
+                    "no such resource: the path is not valid UTF-8",
+                )
+            })?;
         let env_raw = params.get("env").map(String::as_str).unwrap_or_default();
         let environment = EnvironmentId::parse(env_raw).map_err(|_| {
             ApiError::not_found(

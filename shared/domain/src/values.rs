@@ -107,6 +107,21 @@ impl fmt::Display for UserId {
 #[serde(transparent)]
 pub struct ApplicationName(String);
 
+/// Bidirectional controls and zero-width characters: they make a name display as something
+/// else than what it is (`"\u{202e}gnp.exe"` shows as `exe.png`).
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 impl ApplicationName {
     pub const MAX: usize = 200;
     pub fn parse(s: &str) -> Result<Self, ParseError> {
@@ -124,6 +139,12 @@ impl ApplicationName {
             return Err((
                 "name.invalid",
                 "the name must not contain control characters".into(),
+            ));
+        }
+        if t.chars().any(is_invisible_format) {
+            return Err((
+                "name.invalid",
+                "the name must not contain bidirectional or zero-width format characters".into(),
             ));
         }
         Ok(Self(t.to_string()))

@@ -137,3 +137,21 @@ async fn environments_are_isolated(app: TestApp) {
 }
 
 on_both!(unknown_environment, environments_are_isolated);
+
+async fn undecodable_paths_are_404(app: TestApp) {
+    let alice = app.token("alice", false);
+    let id = app.create_simple(&alice, "Home", None).await;
+    for path in [
+        "/v1/environments/%FF/applications".to_string(),
+        format!("/v1/environments/%FF/applications/{id}"),
+        "/v1/environments/DEFAULT/applications/%FF".to_string(),
+    ] {
+        let r = app
+            .send(app.request(Method::GET, &path, Some(&alice)))
+            .await;
+        assert_eq!(r.status, 404, "{path}: {}", r.body);
+    }
+    app.stop().await;
+}
+
+on_both!(undecodable_paths_are_404);

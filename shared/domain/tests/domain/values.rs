@@ -73,6 +73,19 @@ fn name_rejects_control_characters() {
 }
 
 #[test]
+fn name_rejects_bidi_and_zero_width_characters() {
+    for s in [
+        "\u{202e}gnp.exe",
+        "pay\u{200b}pal",
+        "a\u{2066}b\u{2069}",
+        "\u{feff}shop",
+        "left\u{200f}right",
+    ] {
+        assert_eq!(err_code(ApplicationName::parse(s)), "name.invalid", "{s:?}");
+    }
+}
+
+#[test]
 fn name_accepts_unicode() {
     assert_eq!(
         ApplicationName::parse("Météo 天気 🌦").unwrap().as_str(),
