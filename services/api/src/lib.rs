@@ -80,6 +80,22 @@ async fn method_not_allowed(request: Request, next: Next) -> Response {
     problem
 }
 
+/// The `method` label of the HTTP metrics: a standard method, else `OTHER` (any token is a valid
+/// method: a label per token would grow the metrics without bound).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
 async fn http_metrics(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -87,7 +103,7 @@ async fn http_metrics(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_string();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("appreg_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
@@ -268,6 +284,17 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_method_label_is_bounded() {
+        use axum::http::Method;
+        assert_eq!(super::method_label(&Method::GET), "GET");
+        assert_eq!(super::method_label(&Method::OPTIONS), "OPTIONS");
+        for other in ["FOO", "BREW", "X-1", "PROPFIND"] {
+            let method = Method::from_bytes(other.as_bytes()).unwrap();
+            assert_eq!(super::method_label(&method), "OTHER", "{other}");
+        }
+    }
+
     /// The OpenAPI document is part of the contract: a change to it must be deliberate.
     /// Regenerate the snapshot with `UPDATE_SNAPSHOTS=1 cargo test -p appreg-api openapi`.
     #[test]

@@ -248,6 +248,19 @@ impl RedirectUri {
         {
             return Err(("redirect_uri.no_host", format!("{s:?} has no host")));
         }
+        // `https://good.example@evil.example/cb` goes to evil.example: no userinfo.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err((
+                "redirect_uri.userinfo",
+                format!("{s:?} must not carry a user name or password"),
+            ));
+        }
+        if url.host_str().is_some_and(|h| h.contains('*')) {
+            return Err((
+                "redirect_uri.wildcard",
+                format!("{s:?}: wildcard hosts are not allowed"),
+            ));
+        }
         Ok(Self(s.to_string()))
     }
     pub fn as_str(&self) -> &str {

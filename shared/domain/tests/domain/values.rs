@@ -181,6 +181,22 @@ fn redirect_uri_must_not_have_a_fragment() {
 }
 
 #[test]
+fn redirect_uri_rejects_userinfo_and_wildcard_hosts() {
+    for (s, code) in [
+        (
+            "https://good.example@evil.example/cb",
+            "redirect_uri.userinfo",
+        ),
+        ("https://user:pw@app.example/cb", "redirect_uri.userinfo"),
+        ("https://:pw@app.example/cb", "redirect_uri.userinfo"),
+        ("https://*.example.com/cb", "redirect_uri.wildcard"),
+        ("https://app.*.example/cb", "redirect_uri.wildcard"),
+    ] {
+        assert_eq!(err_code(RedirectUri::parse(s)), code, "{s:?}");
+    }
+}
+
+#[test]
 fn redirect_uri_rejects_dangerous_schemes() {
     for s in [
         "javascript:alert(1)",
