@@ -1,6 +1,7 @@
 //! The appreg HTTP api: commands are validated at the edge, authorised, decided by the domain
-//! and appended to the event store; queries read the read model (or fold the log for detail,
-//! history and time travel). Served with graceful shutdown; `run` is what `appreg api` and
+//! and appended through the command path (`appreg_commands`); lists read the read model, one
+//! application's current state comes from the command path's cache or snapshot plus the
+//! stream's tail, history is read a page at a time, and time travel folds the log to its point. Served with graceful shutdown; `run` is what `appreg api` and
 //! `appreg dev` call, and what tests call on a random port.
 
 mod apidoc;
