@@ -2,10 +2,10 @@
 //!
 //! `rebuild_speed`: in a fresh database it generates a realistic event log (ApplicationCreated
 //! for a tenth of the events' applications, then ApplicationUpdated / MemberAdded spread over
-//! them, plus a few environments and users), measures the raw rate of
-//! `COPY (SELECT ... FROM events ORDER BY tx_id, position) TO STDOUT` over the same events (the
-//! physical limit of reading the log), then runs `readmodel::rebuild` and prints its rate beside
-//! that limit, as a ratio.
+//! them, plus a few environments and users), then, `APPREG_BENCH_REBUILDS` times (default 3),
+//! measures the raw rate of `COPY (SELECT ... FROM events ORDER BY tx_id, position) TO STDOUT`
+//! over the same events (the physical limit of reading the log) and runs `readmodel::rebuild`
+//! right after, printing its rate beside that limit, as a ratio; then the range of the runs.
 //!
 //! `lag`: commit → visible-in-read-model lag through the production read side (the relay
 //! publishing to a private nats-server, the projector consuming into PostgreSQL), p50/p90/p99 at
@@ -13,8 +13,10 @@
 //!
 //! Environment: `APPREG_BENCH_DATABASE_URL` (default
 //! postgres://postgres@127.0.0.1:5432/postgres, a server where it may create databases),
-//! `APPREG_BENCH_EVENTS` (default 1,000,000), `APPREG_BENCH_VERIFY=1` (first project the log
-//! with the incremental projector and check that the rebuild gives the same checksum; slow).
+//! `APPREG_BENCH_EVENTS` (default 1,000,000), `APPREG_BENCH_REBUILDS` (default 3),
+//! `APPREG_BENCH_VERIFY=1` (first project the log with the incremental projector and check that
+//! every rebuild gives the same checksum; slow), `RUST_LOG=appreg_readmodel=debug` (the
+//! rebuild's stages).
 
 use appreg_api::readmodel;
 use appreg_eventstore::{AppendRequest, Database, NewEvent};
@@ -212,7 +214,16 @@ async fn project_incrementally(db: &Database) -> readmodel::Checksum {
     readmodel::checksum(db).await.unwrap()
 }
 
-/// Rebuild rate against the raw COPY rate of the same log.
+fn rebuilds_wanted() -> usize {
+    std::env::var("APPREG_BENCH_REBUILDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1)
+}
+
+/// Rebuild rate against the raw COPY rate of the same log, measured just before each rebuild
+/// (`APPREG_BENCH_REBUILDS` pairs, default 3), then the range of the ratios.
 async fn rebuild_speed(total: i64) {
     println!("rebuild speed — {total} events");
     let (name, url) = fresh_database("appreg_bench_readside").await;
@@ -227,63 +238,90 @@ async fn rebuild_speed(total: i64) {
         "generated {events} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let copy = copy_rate(pool, events).await;
     let incremental = if verify() {
         Some(project_incrementally(&db).await)
     } else {
         None
     };
-    println!("load average before the rebuild: {}", load_average());
-    let mut last_print = Instant::now();
-    let summary = readmodel::rebuild(&db, |p| {
-        if last_print.elapsed().as_secs_f64() >= 2.0 {
-            last_print = Instant::now();
-            eprintln!(
-                "  rebuild: {}/{} events, {:.0} events/s",
-                p.done,
-                p.total,
-                p.rate()
-            );
-        }
-    })
-    .await
-    .unwrap();
-    let secs = summary.elapsed.as_secs_f64();
-    let replayed = summary.replayed + summary.caught_up;
-    let rate = replayed as f64 / secs;
-    let load = load_average();
-    let checksum = readmodel::checksum(&db).await.unwrap();
-    println!(
-        "rebuild: {replayed} events in {secs:.2} s: {rate:.0} events/s (target ≥ 50,000); \
-         swap {:.0} ms",
-        summary.swap.as_secs_f64() * 1000.0
-    );
-    println!(
-        "raw COPY {copy:.0} events/s; rebuild / COPY = {:.0}%",
-        100.0 * rate / copy
-    );
-    println!("load average after the rebuild: {load}");
-    println!(
-        "read model: {} applications, {} members, {} users, {} environments, digest {}",
-        checksum.applications,
-        checksum.members,
-        checksum.users,
-        checksum.environments,
-        &checksum.digest[..16]
-    );
-    if let Some(incremental) = incremental {
-        assert_eq!(
-            incremental, checksum,
-            "the rebuild gives the incremental projector's model"
+    let runs = rebuilds_wanted();
+    let mut results: Vec<(f64, f64)> = Vec::new();
+    for run in 1..=runs {
+        println!("\nrun {run}/{runs}");
+        let copy = copy_rate(pool, events).await;
+        println!("load average before the rebuild: {}", load_average());
+        let mut last_print = Instant::now();
+        let summary = readmodel::rebuild(&db, |p| {
+            if last_print.elapsed().as_secs_f64() >= 2.0 {
+                last_print = Instant::now();
+                eprintln!(
+                    "  rebuild: {}/{} events, {:.0} events/s",
+                    p.done,
+                    p.total,
+                    p.rate()
+                );
+            }
+        })
+        .await
+        .unwrap();
+        let secs = summary.elapsed.as_secs_f64();
+        let replayed = summary.replayed + summary.caught_up;
+        let rate = replayed as f64 / secs;
+        let load = load_average();
+        let checksum = readmodel::checksum(&db).await.unwrap();
+        println!(
+            "rebuild: {replayed} events in {secs:.2} s: {rate:.0} events/s (target ≥ 50,000); \
+             swap {:.0} ms",
+            summary.swap.as_secs_f64() * 1000.0
         );
-        println!("checksum equal to the incremental projector's");
+        println!(
+            "raw COPY {copy:.0} events/s; rebuild / COPY = {:.0}%",
+            100.0 * rate / copy
+        );
+        println!("load average after the rebuild: {load}");
+        println!(
+            "read model: {} applications, {} members, {} users, {} environments, digest {}",
+            checksum.applications,
+            checksum.members,
+            checksum.users,
+            checksum.environments,
+            &checksum.digest[..16]
+        );
+        if let Some(incremental) = &incremental {
+            assert_eq!(
+                incremental, &checksum,
+                "the rebuild gives the incremental projector's model"
+            );
+            println!("checksum equal to the incremental projector's");
+        }
+        results.push((rate, copy));
     }
+    let range = |f: &dyn Fn(&(f64, f64)) -> f64| {
+        let values: Vec<f64> = results.iter().map(f).collect();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(0.0, f64::max);
+        (min, max)
+    };
+    let (rate_min, rate_max) = range(&|r| r.0);
+    let (copy_min, copy_max) = range(&|r| r.1);
+    let (ratio_min, ratio_max) = range(&|r| 100.0 * r.0 / r.1);
+    println!(
+        "\n{runs} rebuilds: {rate_min:.0}–{rate_max:.0} events/s beside raw COPY \
+         {copy_min:.0}–{copy_max:.0} events/s; rebuild / COPY = {ratio_min:.0}–{ratio_max:.0}% \
+         (target ≥ 50%)"
+    );
     db.close().await;
     drop_database(&name).await;
 }
 
 #[tokio::main]
 async fn main() {
+    // RUST_LOG=appreg_readmodel=debug shows the rebuild's stages.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     println!(
         "appreg read-side benchmark — PostgreSQL at {}",
         server_url()

@@ -483,6 +483,32 @@ impl DomainEvent for ApplicationEvent {
     }
 }
 
+impl ApplicationEvent {
+    /// [`DomainEvent::decode`] from the payload's JSON text (one JSON value, as the event
+    /// store's `jsonb` prints it), without building a `serde_json::Value` first when the payload
+    /// is in the current shape: the same event, or the same error, as `decode` of the parsed
+    /// text. A replay of the whole log decodes this way.
+    pub fn decode_json(
+        event_type: &str,
+        schema_version: i32,
+        data: &str,
+    ) -> Result<Self, DecodeError> {
+        let current = match (event_type, schema_version) {
+            ("DcrRegistrationRequested", DCR_REGISTRATION_REQUESTED_VERSION) => true,
+            ("DcrRegistrationRequested", _) => false,
+            (_, version) => version == 1,
+        };
+        if current {
+            if let Some(event) = crate::decode_tagged_json(event_type, EVENT_TYPES, data) {
+                return Ok(event);
+            }
+        }
+        let value: serde_json::Value = serde_json::from_str(data)
+            .map_err(|e| DecodeError::Malformed(event_type.to_string(), e))?;
+        Self::decode(event_type, schema_version, value)
+    }
+}
+
 /// The aggregate's state, folded from its events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Application {

@@ -94,3 +94,26 @@ pub(crate) fn decode_tagged<T: serde::de::DeserializeOwned>(
     serde_json::from_value(serde_json::json!({ "type": event_type, "data": data }))
         .map_err(|e| DecodeError::Malformed(event_type.to_string(), e))
 }
+
+/// [`decode_tagged`] from the payload's JSON text instead of a parsed `serde_json::Value`:
+/// the document `{"type": …, "data": …}` is parsed straight into `T` (the tag first, so serde
+/// does not buffer the payload), the same derive as from a `Value`. `data` must be one JSON
+/// value (as PostgreSQL's `jsonb` prints it). `None` when it does not decode: the caller then
+/// decodes through [`decode_tagged`] for the canonical error (its messages carry no position).
+pub(crate) fn decode_tagged_json<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    known: &[&str],
+    data: &str,
+) -> Option<T> {
+    // Known types are plain identifiers: nothing in them needs escaping.
+    if !known.contains(&event_type) {
+        return None;
+    }
+    let mut doc = String::with_capacity(event_type.len() + data.len() + 20);
+    doc.push_str("{\"type\":\"");
+    doc.push_str(event_type);
+    doc.push_str("\",\"data\":");
+    doc.push_str(data);
+    doc.push('}');
+    serde_json::from_str(&doc).ok()
+}

@@ -15,12 +15,14 @@
 
 mod database;
 mod pg;
+mod pg_copy;
 mod sqlite;
 mod tailer;
 pub mod testing;
 
 pub use database::Database;
 pub use pg::PgEventStore;
+pub use pg_copy::{read_log_page, LogPage, RawEvent};
 pub use sqlite::SqliteEventStore;
 pub use tailer::LogTailer;
 

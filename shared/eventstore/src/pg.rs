@@ -107,6 +107,9 @@ macro_rules! horizon {
     };
 }
 
+/// The horizon, for statements built at run time (`pg_copy`).
+pub(crate) const HORIZON: &str = horizon!();
+
 const INSERT_EVENTS: &str = "\
 INSERT INTO events (event_id, stream_id, stream_type, version, event_type, schema_version, \
                     data, metadata, recorded_at)

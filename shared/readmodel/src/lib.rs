@@ -161,15 +161,32 @@ impl Tables {
 
     /// The set's DDL: the same columns, keys and indexes as the migrations (portable SQL).
     fn ddl(&self) -> Vec<String> {
-        let mut ddl = vec![
+        let mut ddl = self.tables_ddl(true);
+        ddl.extend(self.index_ddl());
+        ddl
+    }
+
+    /// The set's tables; without `keys`, the applications and members tables have no primary
+    /// key yet (a PostgreSQL rebuild adds them with [`Tables::key_ddl`] once the rows are in:
+    /// one sort each instead of one index insert per row).
+    fn tables_ddl(&self, keys: bool) -> Vec<String> {
+        let (id, members_key) = if keys {
+            (
+                "id TEXT PRIMARY KEY",
+                ", PRIMARY KEY (application_id, user_id)",
+            )
+        } else {
+            ("id TEXT NOT NULL", "")
+        };
+        vec![
             format!(
-                "CREATE TABLE {} (id TEXT PRIMARY KEY, environment TEXT NOT NULL, status TEXT NOT NULL, \
+                "CREATE TABLE {} ({id}, environment TEXT NOT NULL, status TEXT NOT NULL, \
                  created_at TEXT NOT NULL, doc TEXT NOT NULL)",
                 self.applications
             ),
             format!(
                 "CREATE TABLE {} (application_id TEXT NOT NULL, user_id TEXT NOT NULL, environment TEXT NOT NULL, \
-                 role TEXT NOT NULL, PRIMARY KEY (application_id, user_id))",
+                 role TEXT NOT NULL{members_key})",
                 self.members
             ),
             format!(
@@ -181,9 +198,27 @@ impl Tables {
                 "CREATE TABLE {} (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL)",
                 self.environments
             ),
-        ];
-        ddl.extend(self.index_ddl());
-        ddl
+        ]
+    }
+
+    /// The primary keys `tables_ddl(false)` leaves out, the applications' and the members'
+    /// (PostgreSQL), each as its unique index (named `<table>_pkey`, as an inline key's), then
+    /// the constraint that makes it the primary key: the index can be built beside the
+    /// table's other index (two `CREATE INDEX` do not block each other; `ADD PRIMARY KEY`
+    /// would).
+    fn key_ddl(&self) -> [[String; 2]; 2] {
+        let key = |table: &str, columns: &str| {
+            [
+                format!("CREATE UNIQUE INDEX {table}_pkey ON {table} ({columns})"),
+                format!(
+                    "ALTER TABLE {table} ADD CONSTRAINT {table}_pkey PRIMARY KEY USING INDEX {table}_pkey"
+                ),
+            ]
+        };
+        [
+            key(self.applications, "id"),
+            key(self.members, "application_id, user_id"),
+        ]
     }
 }
 
@@ -1083,7 +1118,8 @@ pub async fn checksum(db: &Database) -> Result<Checksum, ReadModelError> {
 pub const REBUILD_BATCH: i64 = 1000;
 
 /// How far a rebuild is: events replayed out of the events counted at its start (events
-/// appended meanwhile raise `total`).
+/// appended meanwhile raise `total`; on PostgreSQL the count runs beside the replay, and until
+/// it is known `total` is the planner's estimate of the log's size).
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
     pub done: u64,
@@ -1127,12 +1163,14 @@ pub struct RebuildSummary {
 }
 
 /// Rebuilds the application read model from the whole event store (never from NATS): the log
-/// is replayed into fresh shadow tables ([`SHADOW`]) in batches of [`REBUILD_BATCH`], one
-/// short transaction each, while the live tables keep serving and the projector keeps them
-/// current; then one transaction catches the shadow tables up to the head of the log, drops
-/// the live tables, renames the shadow ones (and their indexes) to the live names and moves
-/// the live checkpoint to the shadow's. A running projector then continues from there: the
-/// events of its current batch that the swap already applied are skipped by the checkpoint.
+/// is replayed into fresh shadow tables ([`SHADOW`]) in short transactions (on SQLite batches
+/// of [`REBUILD_BATCH`] events; on PostgreSQL see the `replay` module, which needs two
+/// connections of the pool at once), while the live tables keep serving and the projector
+/// keeps them current; then one transaction catches the shadow tables up to the head of the
+/// log, drops the live tables, renames the shadow ones (and their indexes) to the live names
+/// and moves the live checkpoint to the shadow's. A running projector then continues from
+/// there: the events of its current batch that the swap already applied are skipped by the
+/// checkpoint.
 ///
 /// Only folds events: no handler with side effects runs. One rebuild at a time per database.
 pub async fn rebuild(
@@ -1141,12 +1179,39 @@ pub async fn rebuild(
 ) -> Result<RebuildSummary, ReadModelError> {
     let started = std::time::Instant::now();
     let store = db.event_store().await.map_err(ReadModelError::from)?;
-    let counted: i64 = with_pool!(db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM events")
-        .fetch_one(pool)
-        .await)
-    .map_err(db_err)?;
-    let mut total = u64::try_from(counted).unwrap_or_default();
+    const COUNT: &str = "SELECT COUNT(*) FROM events";
+    // On PostgreSQL the count (a scan of the log) runs beside the replay; until it is known,
+    // the progress's total is the planner's estimate.
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+    let (mut total, counting) = match db {
+        Database::Postgres(pool) => {
+            let estimate: f32 =
+                sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass")
+                    .fetch_one(pool)
+                    .await
+                    .map_err(db_err)?;
+            let (pool, counted) = (pool.clone(), counted.clone());
+            let counting = tokio::spawn(async move {
+                let n: i64 = sqlx::query_scalar(COUNT).fetch_one(&pool).await?;
+                let n = u64::try_from(n).unwrap_or_default();
+                counted.store(n, std::sync::atomic::Ordering::Relaxed);
+                Ok::<_, sqlx::Error>(n)
+            });
+            (estimate.max(0.0) as u64, Some(counting))
+        }
+        Database::Sqlite(pool) => {
+            let counted: i64 = sqlx::query_scalar(COUNT)
+                .fetch_one(pool)
+                .await
+                .map_err(db_err)?;
+            (u64::try_from(counted).unwrap_or_default(), None)
+        }
+    };
     prepare_shadow(db).await?;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild counted the log and prepared the shadow tables"
+    );
     let mut done = 0u64;
     progress(&Progress {
         done,
@@ -1157,16 +1222,30 @@ pub async fn rebuild(
     if let Database::Postgres(pool) = db {
         // Fresh tables only the rebuild writes: folded in memory, rows written about once
         // with COPY, in short transactions (see the `replay` module).
+        let mut with_count = |p: &Progress| {
+            let n = counted.load(std::sync::atomic::Ordering::Relaxed);
+            let total = if n == u64::MAX {
+                p.total
+            } else {
+                n.max(p.done)
+            };
+            progress(&Progress { total, ..*p })
+        };
         position = replay::replay(
             pool,
-            store.clone(),
             &SHADOW,
             started,
             &mut done,
             &mut total,
-            &mut progress,
+            &mut with_count,
         )
         .await?;
+        total = counting
+            .expect("counted beside the replay")
+            .await
+            .map_err(ReadModelError::internal)?
+            .map_err(db_err)?
+            .max(done);
     } else {
         loop {
             let batch = store
@@ -1187,6 +1266,10 @@ pub async fn rebuild(
         }
     }
     let replayed = done;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "rebuild replayed the log"
+    );
     let swap_started = std::time::Instant::now();
     let (position, caught_up) = swap(db, store.as_ref(), position).await?;
     let swap = swap_started.elapsed();
@@ -1222,9 +1305,10 @@ async fn prepare_shadow(db: &Database) -> Result<(), ReadModelError> {
                 .await
                 .map_err(db_err)?;
         }
-        // On PostgreSQL the replay creates the secondary indexes once the rows are in.
-        let later = if db.is_postgres() { SHADOW.index_ddl().to_vec() } else { Vec::new() };
-        for ddl in SHADOW.ddl().into_iter().filter(|ddl| !later.contains(ddl)) {
+        // On PostgreSQL the replay adds the primary keys of the applications and members and
+        // creates the secondary indexes once the rows are in.
+        let ddl = if db.is_postgres() { SHADOW.tables_ddl(false) } else { SHADOW.ddl() };
+        for ddl in ddl {
             sqlx::query(&ddl).execute(&mut *tx).await.map_err(db_err)?;
         }
         sqlx::query("DELETE FROM rm_parked WHERE projection = $1")

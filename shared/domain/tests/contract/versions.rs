@@ -135,3 +135,56 @@ fn the_version_written_today_is_the_newest_schema() {
         );
     }
 }
+
+/// `ApplicationEvent::decode_json` (a rebuild's decoder, from the payload's text) gives what
+/// `decode` gives from the parsed payload — the same event, or an error with the same message —
+/// for every application sample at every version, and for broken payloads.
+#[test]
+fn decoding_the_text_equals_decoding_the_value() {
+    let same = |event_type: &str, v: i32, data: &serde_json::Value| {
+        let text = data.to_string();
+        let from_value = ApplicationEvent::decode(event_type, v, data.clone());
+        let from_text = ApplicationEvent::decode_json(event_type, v, &text);
+        match (&from_value, &from_text) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{event_type} v{v} {text}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{event_type} v{v}"),
+            _ => panic!("{event_type} v{v} {text}: {from_value:?} but {from_text:?}"),
+        }
+    };
+    let mut samples = 0;
+    for s in corpus()
+        .into_iter()
+        .filter(|s| s.stream_type == "application")
+    {
+        samples += 1;
+        for v in [0, 1, 2, s.schema_version, s.schema_version + 1] {
+            same(s.event_type, v, &s.data);
+        }
+        same("NoSuchEvent", 1, &s.data);
+        // Broken payloads: each field missing, then each field of the wrong type.
+        if let serde_json::Value::Object(map) = &s.data {
+            for key in map.keys() {
+                let mut missing = map.clone();
+                missing.remove(key);
+                same(s.event_type, s.schema_version, &missing.into());
+                let mut wrong = map.clone();
+                wrong.insert(key.clone(), serde_json::json!([{ "x": 1 }]));
+                same(s.event_type, s.schema_version, &wrong.into());
+            }
+        }
+        for data in [
+            serde_json::Value::Null,
+            serde_json::json!(7),
+            serde_json::json!("text"),
+        ] {
+            same(s.event_type, s.schema_version, &data);
+        }
+    }
+    assert!(samples > 20, "the corpus has application events");
+    // A stored v1 DcrRegistrationRequested is upcast on this path too.
+    same(
+        "DcrRegistrationRequested",
+        1,
+        &serde_json::json!({ "provider_id": "corp-idp" }),
+    );
+}
