@@ -1,7 +1,10 @@
 //! Group commit: concurrent appends to different streams share one transaction.
 //!
 //! Requests queue their decided appends; a writer takes whatever has queued (at most
-//! `max_batch`, one request per stream) and writes it with one `append_batch`. A lone request at
+//! `max_batch`, one request per stream) and writes it with one `append_batch` — or, when no
+//! request of the batch claims or releases anything, with one `append_each`: the requests are
+//! then independent, and PostgreSQL writes them in one autocommit statement (one round trip,
+//! no explicit transaction), each request still all or nothing on its own. A lone request at
 //! low load finds an idle writer and is written at once, alone, so its latency does not grow;
 //! under load the requests that arrive while a batch is being written form the next one. A
 //! refused batch (a version conflict or a taken claim in any of its requests) wrote nothing, and
@@ -119,6 +122,19 @@ async fn write(store: &dyn EventStore, mut batch: Vec<Queued>) {
         let Some(q) = batch.pop() else { return };
         let result = store.append(q.request).await;
         let _ = q.reply.send(result);
+        return;
+    }
+    if batch
+        .iter()
+        .all(|q| q.request.claims.is_empty() && q.request.releases.is_empty())
+    {
+        // Without claims the requests are independent: one `append_each` (on PostgreSQL one
+        // autocommit INSERT), each request all or nothing on its own, with its own answer.
+        let (requests, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|q| (q.request, q.reply)).unzip();
+        for (reply, result) in replies.into_iter().zip(store.append_each(requests).await) {
+            let _ = reply.send(result);
+        }
         return;
     }
     let requests = batch.iter().map(|q| q.request.clone()).collect();

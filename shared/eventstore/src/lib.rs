@@ -197,6 +197,22 @@ pub trait EventStore: Send + Sync + 'static {
         requests: Vec<AppendRequest>,
     ) -> Result<Vec<Appended>, AppendError>;
 
+    /// Appends several independent requests: each is all or nothing on its own and gets its own
+    /// answer (in request order), exactly as if each were an [`EventStore::append`]; unlike
+    /// [`EventStore::append_batch`], one refused request does not refuse the others. An adapter
+    /// may write them together (PostgreSQL: one statement when none of them claims or releases);
+    /// this default appends them one after the other.
+    async fn append_each(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            answers.push(self.append(request).await);
+        }
+        answers
+    }
+
     /// Every event of each of `stream_ids` (at most [`MAX_STREAMS_PER_READ`]), ordered by stream
     /// id, then version: one read for callers that load many aggregates at once.
     async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError>;

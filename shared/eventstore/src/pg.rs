@@ -217,6 +217,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Why one append attempt failed.
+#[derive(Debug)]
 enum Failure {
     /// Reported as is.
     Append(AppendError),
@@ -339,6 +340,46 @@ impl PgEventStore {
 }
 
 impl PgEventStore {
+    /// Independent appends without claims or releases in one autocommit `INSERT` (see
+    /// [`EventStore::append_each`]): a stream whose guard failed wrote nothing and gets its
+    /// `VersionConflict`. `None` when the statement failed as a whole (a unique violation, a
+    /// duplicate event id, a lost connection): it wrote nothing, and the caller appends one by one.
+    async fn insert_each(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Option<Vec<Result<Appended, AppendError>>> {
+        let inserted = {
+            let mut conn = match self.pool.acquire().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::debug!(%error, "no connection for a grouped insert");
+                    return None;
+                }
+            };
+            match insert_batch_events(&mut conn, requests).await {
+                Ok(inserted) => inserted,
+                Err(failure) => {
+                    tracing::debug!(?failure, "grouped insert refused; appending one by one");
+                    return None;
+                }
+            }
+        };
+        let mut answers = Vec::with_capacity(requests.len());
+        for request in requests {
+            answers.push(match inserted.get(&request.stream_id) {
+                Some((count, last)) if *count == request.events.len() => Ok(*last),
+                Some(_) => Err(StoreError::Corrupt(format!(
+                    "a grouped insert wrote part of the events of {}",
+                    request.stream_id
+                ))
+                .into()),
+                // The guard held for none of this stream's rows: nothing of it was written.
+                None => self.failed(request, Failure::VersionRace).await,
+            });
+        }
+        Some(answers)
+    }
+
     /// One attempt of a batch, in an explicit transaction (committed or rolled back here).
     async fn try_append_batch(
         &self,
@@ -399,14 +440,15 @@ impl PgEventStore {
     }
 }
 
-/// The statements of a batch, inside `tx`: the same steps as an append (see the module doc),
-/// each sent once for all requests.
-async fn append_batch_in(
-    tx: &mut PgConnection,
+/// Per stream: the rows a batch's `INSERT` wrote, and the version and position of its last event.
+type Inserted = HashMap<String, (usize, Appended)>;
+
+/// The one `INSERT` of the events of all `requests`, each row guarded by its own stream's
+/// expected version (a stream's rows share one snapshot: all of them pass or none does).
+async fn insert_batch_events(
+    conn: &mut PgConnection,
     requests: &[AppendRequest],
-    claims: &[(&Claim, &str)],
-    releases: &[(&Claim, &str)],
-) -> Result<Vec<Appended>, Failure> {
+) -> Result<Inserted, Failure> {
     let total: usize = requests.iter().map(|r| r.events.len()).sum();
     let mut event_ids = Vec::with_capacity(total);
     let mut stream_ids = Vec::with_capacity(total);
@@ -443,7 +485,7 @@ async fn append_batch_in(
         .bind(data)
         .bind(metadata)
         .bind(recorded_at)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *conn)
         .await
         .map_err(|error| match unique_violation(&error) {
             Some("events_stream_version_key") => Failure::VersionRace,
@@ -451,8 +493,7 @@ async fn append_batch_in(
             _ => Failure::from(error),
         })?;
 
-    // Per stream: rows inserted, and the version and position of its last event.
-    let mut inserted: HashMap<String, (usize, Appended)> = HashMap::with_capacity(requests.len());
+    let mut inserted: Inserted = HashMap::with_capacity(requests.len());
     for row in &rows {
         let version: i64 = row.try_get("version")?;
         let (count, last) = inserted.entry(row.try_get("stream_id")?).or_insert((
@@ -473,6 +514,18 @@ async fn append_batch_in(
             };
         }
     }
+    Ok(inserted)
+}
+
+/// The statements of a batch, inside `tx`: the same steps as an append (see the module doc),
+/// each sent once for all requests.
+async fn append_batch_in(
+    tx: &mut PgConnection,
+    requests: &[AppendRequest],
+    claims: &[(&Claim, &str)],
+    releases: &[(&Claim, &str)],
+) -> Result<Vec<Appended>, Failure> {
+    let inserted = insert_batch_events(tx, requests).await?;
     let mut appended = Vec::with_capacity(requests.len());
     for request in requests {
         match inserted.get(&request.stream_id) {
@@ -696,6 +749,29 @@ impl EventStore for PgEventStore {
                 Err(Failure::Append(error)) => return Err(error),
             }
         }
+    }
+
+    #[tracing::instrument(skip_all, fields(requests = requests.len()))]
+    async fn append_each(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
+        let together = requests.len() > 1
+            && self.commit_delay.is_none()
+            && requests
+                .iter()
+                .all(|r| !r.events.is_empty() && r.claims.is_empty() && r.releases.is_empty())
+            && check_batch(&requests).is_ok();
+        if together {
+            if let Some(answers) = self.insert_each(&requests).await {
+                if answers.iter().any(Result::is_ok) {
+                    bump(&self.wakeups);
+                    self.notifier.notify_one();
+                }
+                return answers;
+            }
+        }
+        futures::future::join_all(requests.into_iter().map(|r| self.append(r))).await
     }
 
     async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {

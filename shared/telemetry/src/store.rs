@@ -43,6 +43,24 @@ impl EventStore for CountingStore {
         Ok(appended)
     }
 
+    async fn append_each(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<Appended, AppendError>> {
+        let counts: Vec<(String, u64)> = requests
+            .iter()
+            .map(|r| (r.stream_type.clone(), r.events.len() as u64))
+            .collect();
+        let answers = self.inner.append_each(requests).await;
+        for ((stream_type, n), answer) in counts.into_iter().zip(&answers) {
+            if answer.is_ok() {
+                metrics::counter!("appreg_events_appended_total", "stream_type" => stream_type)
+                    .increment(n);
+            }
+        }
+        answers
+    }
+
     async fn read_streams(&self, stream_ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.read_streams(stream_ids).await
     }

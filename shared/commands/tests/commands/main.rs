@@ -142,6 +142,7 @@ on_both!(
     a_stale_cache_never_decides_alone,
     group_commit_with_conflicting_claims_loses_and_doubles_nothing,
     concurrent_writers_on_one_stream_lose_no_update,
+    grouped_updates_without_claims_lose_and_double_nothing,
 );
 
 async fn snapshots_of_another_shape_or_undecodable_are_ignored(b: Backend) {
@@ -394,6 +395,47 @@ async fn concurrent_writers_on_one_stream_lose_no_update(b: Backend) {
                 .unwrap()
                 .version,
             46
+        );
+    }
+}
+
+async fn grouped_updates_without_claims_lose_and_double_nothing(b: Backend) {
+    // Three command paths (three api instances), each grouping its appends (no claims: one
+    // `append_each` per batch), update ten applications at once; the paths race on every stream,
+    // so grouped inserts are refused in part (a stale guard) or whole (a unique violation).
+    let paths: Vec<Commands> = (0..3)
+        .map(|_| Commands::new(b.store.clone(), settings(2)))
+        .collect();
+    let mut apps = Vec::new();
+    for _ in 0..10 {
+        apps.push(create_app(&paths[0], None).await.unwrap());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (p, c) in paths.iter().enumerate() {
+        for (a, id) in apps.iter().enumerate() {
+            for i in 0..6 {
+                let (c, id) = (c.clone(), *id);
+                tasks.spawn(async move { (a, update(&c, id, &format!("{p}-{a}-{i}")).await) });
+            }
+        }
+    }
+    let mut versions: HashMap<usize, Vec<i64>> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (a, version) = joined.unwrap();
+        versions.entry(a).or_default().push(version.unwrap());
+    }
+    for (a, id) in apps.iter().enumerate() {
+        let mut answered = versions.remove(&a).unwrap_or_default();
+        answered.sort();
+        assert_eq!(
+            answered,
+            (2..=19).collect::<Vec<_>>(),
+            "each update at its own version"
+        );
+        let stored = b.store.read_stream(&id.stream_id(), 0, 100).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|e| e.version).collect::<Vec<_>>(),
+            (1..=19).collect::<Vec<_>>()
         );
     }
 }

@@ -11,6 +11,7 @@
 //! exactly.
 
 mod batch;
+mod each;
 mod scenarios;
 mod snapshots;
 mod tailer;
@@ -126,6 +127,9 @@ conformance!(
     batch::empty_batches_are_refused,
     batch::batch_with_a_duplicate_event_id_writes_nothing,
     batch::concurrent_batches_are_atomic,
+    each::each_answers_every_request_on_its_own,
+    each::each_with_a_duplicate_event_id_answers_each,
+    each::concurrent_each_loses_and_doubles_nothing,
     snapshots::absent_snapshot_is_none,
     snapshots::snapshot_round_trip_is_byte_exact,
     snapshots::lower_version_does_not_replace_a_higher_one,
