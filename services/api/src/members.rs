@@ -214,7 +214,7 @@ pub async fn remove(
     ))
 }
 
-/// Transfer primary ownership (the primary owner or an administrator).
+/// Transfer primary ownership (MEMBER[U]: the primary owner or an OWNER; or an administrator).
 #[utoipa::path(post, path = "/v1/environments/{env}/applications/{id}/members/_transfer_ownership", tag = "members", operation_id = "transfer_ownership",
     params(("env" = String, Path), ("id" = uuid::Uuid, Path)), request_body = TransferOwnershipRequest,
     responses((status = 200, body = ApplicationView), (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]

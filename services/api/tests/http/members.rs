@@ -424,10 +424,8 @@ async fn transfer_ownership(app: TestApp) {
     }
     let mut count = app.event_count().await;
 
-    // Refused: an OWNER (MEMBER[U], but not the primary owner), a USER, a transfer to oneself,
-    // PRIMARY_OWNER for the former one, no user.
-    let r = app.post(&transfer, &owen, json!({"user": "owen"})).await;
-    r.assert_problem(403, "permission.denied");
+    // Refused: a USER (no MEMBER[U]), a transfer to oneself, PRIMARY_OWNER for the former one,
+    // no user.
     app.post(&transfer, &ursula, json!({"user": "ursula"}))
         .await
         .assert_problem(403, "permission.denied");
@@ -528,6 +526,27 @@ async fn transfer_ownership(app: TestApp) {
             ("newcomer", "USER"),
             ("owen", "OWNER"),
             ("paula", "PRIMARY_OWNER"),
+            ("ursula", "USER")
+        ])
+    );
+
+    // An OWNER (MEMBER[U], as in Gravitee; the seed gives an owner every right but delete)
+    // transfers too — here to himself; the former primary owner keeps OWNER.
+    let r = app
+        .post(
+            &transfer,
+            &owen,
+            json!({"user": "owen", "former_owner_role": "OWNER"}),
+        )
+        .await;
+    r.assert_status(200);
+    assert_role_and_permissions(&r, Role::PrimaryOwner);
+    assert_eq!(
+        roles(&app.get(&members, &admin).await),
+        map(&[
+            ("newcomer", "USER"),
+            ("owen", "PRIMARY_OWNER"),
+            ("paula", "OWNER"),
             ("ursula", "USER")
         ])
     );

@@ -131,6 +131,48 @@ async fn catalogue_is_admin_managed(app: TestApp) {
         .assert_problem(404, "api.not_found");
 }
 
+/// A consumer closes a PENDING subscription before an administrator validated it: it is withdrawn
+/// (REJECTED, reason `withdrawn`), the plan can be subscribed to again, and a USER member cannot.
+async fn withdrawing(app: TestApp) {
+    let alice = app.token("alice", false);
+    let bob = app.token("bob", false);
+    let admin = app.token("root", true);
+    let plans = catalogue(&app, &admin, &[("API_KEY", "MANUAL")]).await;
+    let id = app.create_simple(&alice, "Withdrawn", None).await;
+    app.post(
+        &format!("applications/{id}/members"),
+        &alice,
+        json!({"user": "bob", "role": "USER"}),
+    )
+    .await
+    .assert_status(201);
+    let pending = subscribe(&app, &alice, &id, &plans[0]).await;
+    pending.assert_status(201);
+    assert_eq!(pending.body["status"], "PENDING");
+    let sid = pending.body["id"].as_str().unwrap().to_string();
+
+    // SUBSCRIPTION[D]: a USER member may not withdraw.
+    app.post(&format!("subscriptions/{sid}/_close"), &bob, json!({}))
+        .await
+        .assert_problem(403, "permission.denied");
+    let withdrawn = app
+        .post(&format!("subscriptions/{sid}/_close"), &alice, json!({}))
+        .await;
+    withdrawn.assert_status(200);
+    assert_eq!(withdrawn.body["status"], "REJECTED");
+    assert_eq!(withdrawn.body["reason"], "withdrawn");
+    assert_eq!(withdrawn.body["api_keys"], json!([]));
+    // Ended: nothing more to do with it; the plan is open to a new request.
+    for action in ["_accept", "_reject", "_close"] {
+        app.post(&format!("subscriptions/{sid}/{action}"), &admin, json!({}))
+            .await
+            .assert_problem(409, "subscription.transition");
+    }
+    subscribe(&app, &alice, &id, &plans[0])
+        .await
+        .assert_status(201);
+}
+
 async fn subscription_refusals(app: TestApp) {
     let alice = app.token("alice", false);
     let bob = app.token("bob", false);
@@ -201,8 +243,8 @@ async fn subscription_refusals(app: TestApp) {
             .await
             .assert_problem(403, "permission.admin_only");
     }
-    // Illegal transitions from PENDING: 409.
-    for action in ["_pause", "_resume", "_close"] {
+    // Illegal transitions from PENDING: 409 (`_close` withdraws it: see `withdrawing`).
+    for action in ["_pause", "_resume"] {
         app.post(&format!("subscriptions/{sid}/{action}"), &admin, json!({}))
             .await
             .assert_problem(409, "subscription.transition");
@@ -590,6 +632,7 @@ async fn notifications(app: TestApp) {
 on_both!(
     catalogue_is_admin_managed,
     subscription_refusals,
+    withdrawing,
     renewal_needs_an_api_key_plan,
     notifications
 );

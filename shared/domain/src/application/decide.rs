@@ -356,8 +356,10 @@ impl Application {
         })])
     }
 
-    /// Decide a transfer of primary ownership, by the primary owner or an administrator. The new
-    /// primary owner may or may not be a member yet; the former one keeps `former_owner_role`.
+    /// Decide a transfer of primary ownership, by a member with MEMBER[U] (the primary owner or
+    /// an OWNER: the seed gives an owner every right but delete, and Gravitee checks MEMBER[U])
+    /// or an administrator. The new primary owner may or may not be a member yet; the former one
+    /// keeps `former_owner_role`.
     pub fn transfer_ownership(
         &self,
         actor: &Actor,
@@ -365,10 +367,8 @@ impl Application {
         former_owner_role: Role,
     ) -> Result<Vec<ApplicationEvent>, DomainError> {
         self.active()?;
+        self.authorize(actor, Permission::Member, Operation::Update)?;
         let from = self.primary_owner().cloned();
-        if !actor.admin && from.as_ref() != Some(&actor.user) {
-            return Err(DomainError::Forbidden("PRIMARY_OWNER".into()));
-        }
         if former_owner_role == Role::PrimaryOwner {
             let mut e = FieldErrors::new();
             e.add(

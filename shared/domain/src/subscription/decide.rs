@@ -128,6 +128,17 @@ impl Application {
     /// Decide closing an accepted or paused subscription; its keys are revoked with it.
     pub fn close_subscription(&self, id: &str) -> Result<Vec<ApplicationEvent>, DomainError> {
         let sub = self.subscription_or_404(id)?;
+        if sub.status == SubscriptionStatus::Pending {
+            // The consumer withdraws a request nobody has validated yet: it is rejected, with
+            // the reason `withdrawn` (what Gravitee does); it never had a key.
+            return Ok(vec![ApplicationEvent::SubscriptionRejected(
+                SubscriptionRejected {
+                    subscription_id: id.to_string(),
+                    reason: Some(WITHDRAWN_REASON.to_string()),
+                    archive_version: None,
+                },
+            )]);
+        }
         if !matches!(
             sub.status,
             SubscriptionStatus::Accepted | SubscriptionStatus::Paused

@@ -39,6 +39,8 @@ pub const SUBSCRIPTION_SCOPE: &str = "subscription";
 pub const API_KEY_SCOPE: &str = "api_key";
 /// The reason recorded on subscriptions rejected by an archive.
 pub const ARCHIVED_REASON: &str = "the application was archived";
+/// The reason of a PENDING subscription that its consumer closed (withdrew) before validation.
+pub const WITHDRAWN_REASON: &str = "withdrawn";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

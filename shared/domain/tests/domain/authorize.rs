@@ -222,3 +222,28 @@ fn role_and_permission_names() {
     );
     assert_eq!(serde_json::to_value(Delete).unwrap(), "D");
 }
+
+#[test]
+fn an_owner_or_the_primary_owner_transfers_ownership_a_user_cannot() {
+    // MEMBER[U], as in Gravitee: the primary owner and an OWNER may; a USER and a stranger not.
+    for (by, to) in [("alice", "olivia"), ("olivia", "olivia"), ("olivia", "ursula")] {
+        let then = team_app()
+            .when_app(|a| a.transfer_ownership(&member(by), user(to), Role::Owner))
+            .then([ApplicationEvent::PrimaryOwnershipTransferred(
+                appreg_domain::application::PrimaryOwnershipTransferred {
+                    from: Some(alice()),
+                    to: user(to),
+                    former_owner_role: Role::Owner,
+                },
+            )]);
+        assert_eq!(then.state().primary_owner(), Some(&user(to)));
+        assert_eq!(then.state().role_of(&alice()), Some(Role::Owner));
+    }
+    let e = team_app()
+        .when_app(|a| a.transfer_ownership(&member("ursula"), user("ursula"), Role::User))
+        .then_error("permission.denied");
+    assert_eq!(e, DomainError::Forbidden("MEMBER[U]".into()));
+    team_app()
+        .when_app(|a| a.transfer_ownership(&member("mallory"), user("mallory"), Role::User))
+        .then_error("application.not_found");
+}

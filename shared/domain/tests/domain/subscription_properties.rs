@@ -311,7 +311,8 @@ fn expected(world: &World, cmd: &Cmd, plans: &[Plan]) -> Result<(), &'static str
         },
         Cmd::Close(i) => match sub(i) {
             None => Err("subscription.not_found"),
-            Some(s) if !matches!(s.status, Accepted | Paused) => transition,
+            // PENDING is withdrawn (rejected); ACCEPTED and PAUSED are closed.
+            Some(s) if !matches!(s.status, Pending | Accepted | Paused) => transition,
             Some(_) => Ok(()),
         },
         Cmd::Renew(i, _) => match sub(i) {

@@ -4,7 +4,7 @@
 
 use crate::support::*;
 use appreg_domain::application::DcrClientRegistered;
-use appreg_domain::subscription::{MAX_REASON, MAX_SUBSCRIPTIONS};
+use appreg_domain::subscription::{MAX_REASON, MAX_SUBSCRIPTIONS, WITHDRAWN_REASON};
 use appreg_domain::*;
 use SubscriptionStatus::*;
 
@@ -371,6 +371,8 @@ fn legal(from: SubscriptionStatus, act: Act) -> Option<SubscriptionStatus> {
         (Accepted, Act::Pause) => Some(Paused),
         (Paused, Act::Resume) => Some(Accepted),
         (Accepted | Paused, Act::Close) => Some(Closed),
+        // A consumer withdraws a request that nobody validated yet.
+        (Pending, Act::Close) => Some(Rejected),
         _ => None,
     }
 }
@@ -434,6 +436,19 @@ fn a_jwt_subscription_is_not_accepted_once_the_client_id_is_gone() {
         given(and(in_status(&p, Pending), [cleared.clone()]))
             .when_app(|a| a.accept_subscription(S1, &key(2)))
             .then_error("subscription.client_id_required");
+    }
+}
+
+#[test]
+fn closing_a_pending_subscription_withdraws_it() {
+    for p in [api_key_manual(), jwt_manual(), oauth2_manual()] {
+        let then = given(in_status(&p, Pending))
+            .when_app(|a| a.close_subscription(S1))
+            .then([sub_rejected(S1, Some("withdrawn"), None)]);
+        let s = sub(then.state(), S1);
+        assert_eq!(s.status, Rejected);
+        assert_eq!(s.reason.as_deref(), Some(WITHDRAWN_REASON));
+        assert!(s.api_keys.is_empty());
     }
 }
 
