@@ -142,7 +142,7 @@ impl Default for CommandSettings {
             retries: 5,
             cache_mib: 64,
             snapshot_every: 100,
-            group_commit_writers: 8,
+            group_commit_writers: 4,
             max_batch: 128,
         }
     }
