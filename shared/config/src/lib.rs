@@ -59,6 +59,17 @@ pub struct Config {
     /// milliseconds: keeps proxies from closing the connection and lets clients notice a dead one.
     #[serde(default = "default_sse_heartbeat")]
     pub sse_heartbeat_ms: u64,
+    /// Most `GET /events` streams one user (token subject) may have open on one api at once;
+    /// more are answered 429.
+    #[serde(default = "default_sse_max_streams_per_user")]
+    pub sse_max_streams_per_user: usize,
+    /// Most `GET /events` streams open on one api at once; more are answered 429.
+    #[serde(default = "default_sse_max_streams")]
+    pub sse_max_streams: usize,
+    /// Farthest a stream resumes (`Last-Event-ID`): at most this many events back; an older
+    /// resume point is answered 410 (`events.replay_too_old`).
+    #[serde(default = "default_sse_max_replay_events")]
+    pub sse_max_replay_events: i64,
     /// NATS server(s) of the relay, the projector and `appreg nats setup`
     /// (`nats://host:4222`, comma-separated for a cluster, spaces allowed). May carry
     /// credentials (`nats://user:password@host`, `nats://token@host`), hence a secret. Parsed
@@ -319,6 +330,15 @@ fn default_consistency_wait() -> u64 {
 fn default_sse_heartbeat() -> u64 {
     15_000
 }
+fn default_sse_max_streams_per_user() -> usize {
+    16
+}
+fn default_sse_max_streams() -> usize {
+    512
+}
+fn default_sse_max_replay_events() -> i64 {
+    10_000
+}
 fn default_nats_url() -> SecretString {
     SecretString::from("nats://127.0.0.1:4222")
 }
@@ -415,6 +435,9 @@ mod tests {
             );
             assert_eq!(c.max_body_bytes, 65536);
             assert_eq!(c.sse_heartbeat_ms, 15_000);
+            assert_eq!(c.sse_max_streams_per_user, 16);
+            assert_eq!(c.sse_max_streams, 512);
+            assert_eq!(c.sse_max_replay_events, 10_000);
             assert_eq!(c.nats_url.expose_secret(), "nats://127.0.0.1:4222");
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
