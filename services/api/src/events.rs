@@ -254,10 +254,9 @@ impl Connection {
     /// state in the command path's cache when it is that recent, else a load (which caches it
     /// for every other connection and request).
     async fn role_of_caller(&mut self, e: &StoredEvent) -> Result<Option<Role>, ApiError> {
-        if !e
-            .stream_id
+        if e.stream_id
             .strip_prefix("application-")
-            .is_some_and(|s| Uuid::parse_str(s).is_ok())
+            .is_none_or(|s| Uuid::parse_str(s).is_err())
         {
             return Ok(None);
         }
