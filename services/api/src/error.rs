@@ -18,6 +18,16 @@ pub enum ApiError {
     NotFound { code: &'static str, message: String },
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// What was asked for existed once and is no longer served (410).
+    #[error("{message}")]
+    Gone { code: &'static str, message: String },
+    /// A limit on what one caller (or all) may hold at once: 429 with `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        code: &'static str,
+        message: String,
+        retry_after_seconds: u64,
+    },
     /// Well-formed input the current state cannot act on (422 with its own code).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
@@ -87,6 +97,8 @@ impl ApiError {
             ApiError::Forbidden { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
+            | ApiError::Gone { code, .. }
+            | ApiError::TooManyRequests { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
             ApiError::MalformedJson(_) => "request.malformed_json",
             ApiError::MethodNotAllowed => "request.method_not_allowed",
@@ -254,6 +266,13 @@ impl From<appreg_commands::CommandError<ApiError>> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, title) = self.parts();
+        let retry_after = match &self {
+            ApiError::TooManyRequests {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            _ => None,
+        };
         let (detail, errors) = match self {
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
@@ -291,6 +310,9 @@ impl IntoResponse for ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
         response
     }
 }
@@ -306,6 +328,8 @@ mod tests {
             ApiError::Forbidden { .. } => 403,
             ApiError::NotFound { .. } => 404,
             ApiError::Conflict { .. } => 409,
+            ApiError::Gone { .. } => 410,
+            ApiError::TooManyRequests { .. } => 429,
             ApiError::Unprocessable { .. } | ApiError::Invalid(_) => 422,
             ApiError::MalformedJson(_) => 400,
             ApiError::MethodNotAllowed => 405,
@@ -391,6 +415,8 @@ mod tests {
                 ("Forbidden {", 403),
                 ("NotFound {", 404),
                 ("Conflict {", 409),
+                ("Gone {", 410),
+                ("TooManyRequests {", 429),
                 ("Unprocessable {", 422),
                 ("not_found(", 404),
             ] {

@@ -5,12 +5,20 @@
 //!
 //! Every connection follows the log with its own [`LogTailer`], from the `Last-Event-ID`
 //! header's position (resuming: exactly the events after it, none lost, none twice) or, without
-//! it, from the last committed event (only new events). Filtering:
+//! it, from the last committed event (only new events). What one caller can cost is bounded:
+//! - open streams are limited per user and in all ([`crate::streams`]): more are answered 429
+//!   (`events.too_many_streams`, with `Retry-After`);
+//! - a resume point more than `sse_max_replay_events` events back is answered 410
+//!   (`events.replay_too_old`: reload the state, then open a stream without `Last-Event-ID`),
+//!   never replayed;
+//! - the applications' states the role filter needs come from the command path's one bounded
+//!   cache, shared by every connection and request (none kept per connection).
+//!
+//! Filtering:
 //! - only events of the path's environment (`metadata.environment`);
 //! - application events: administrators of the environment, and current members of the
-//!   application (membership as of the event or later, kept in a small per-connection cache)
-//!   whose role may read the event's permission group (notification settings need
-//!   NOTIFICATION[R], which a USER member lacks);
+//!   application (membership as of the event or later) whose role may read the event's
+//!   permission group (notification settings need NOTIFICATION[R], which a USER member lacks);
 //! - client registration settings events: everyone in the environment;
 //! - `UserFirstSeen`: that user and administrators;
 //! - everything else (`EnvironmentCreated`…): administrators.
@@ -19,20 +27,22 @@
 //! the server shuts down or the caller's token expires (the client reconnects with
 //! `Last-Event-ID`).
 
-use crate::commands::{decode_app, APPLICATION_STREAM, SETTINGS_STREAM, USER_STREAM};
+use crate::commands::{APPLICATION_STREAM, SETTINGS_STREAM, USER_STREAM};
 use crate::error::{ApiError, Problem};
 use crate::extract::Ctx;
 use crate::state::AppState;
+use crate::streams::{StreamPermit, StreamRefusal};
+use appreg_commands::ApplicationState;
 use appreg_domain::environment::UserEvent;
 use appreg_domain::permissions::{self, Actor, Operation, Permission, Role};
-use appreg_domain::{Application, ApplicationId, DomainEvent};
+use appreg_domain::DomainEvent;
 use appreg_eventstore::{LogPosition, LogTailer, StoredEvent};
 use appreg_worker::Envelope;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 use uuid::Uuid;
@@ -41,8 +51,8 @@ use uuid::Uuid;
 const BATCH: i64 = 500;
 /// Least time between two reads of a caught-up connection.
 const GATHER: Duration = Duration::from_millis(5);
-/// Applications whose membership a connection remembers (emptied when full).
-const CACHE: usize = 10_000;
+/// `Retry-After` of a stream refused by the limits, in seconds.
+const RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Subscribe to the lifecycle events the caller may see (Server-Sent Events).
 #[utoipa::path(get, path = "/v1/environments/{env}/events", tag = "events",
@@ -50,26 +60,51 @@ const CACHE: usize = 10_000;
         ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$", description = "resume after this event id (a log position `tx.pos`)")),
     responses((status = 200, content_type = "text/event-stream",
             description = "`id:` the log position, `event:` the event type, `data:` the envelope JSON; heartbeats are comments"),
-        (status = 401, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+        (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 410, body = Problem, description = "`Last-Event-ID` is more than `sse_max_replay_events` events back: reload the state, then open a stream without it"),
+        (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "too many open streams (per user or in all); `Retry-After` says when to try again")))]
 pub async fn events(
     State(state): State<AppState>,
     ctx: Ctx,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let from = match headers.get("last-event-id") {
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<LogPosition>().ok())
-            .filter(|p| p.tx >= 0 && p.pos >= 0)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "Last-Event-ID",
-                    "last_event_id.invalid",
-                    "not an event id of this stream",
-                )
-            })?,
-        None => state.store().last_committed().await?,
+    let resume = match headers.get("last-event-id") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<LogPosition>().ok())
+                .filter(|p| p.tx >= 0 && p.pos >= 0)
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "Last-Event-ID",
+                        "last_event_id.invalid",
+                        "not an event id of this stream",
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    let permit = open_stream(&state, &ctx)?;
+    let last = state.store().last_committed().await?;
+    let from = match resume {
+        Some(from) => {
+            // Positions are one sequence for the whole log: the distance is (at most) the
+            // number of events a resume would replay.
+            let behind = last.pos.saturating_sub(from.pos);
+            let max = state.sse_max_replay_events();
+            if behind > max {
+                tracing::info!(%from, %last, behind, max, "an event stream's resume point is too far back");
+                return Err(ApiError::Gone {
+                    code: "events.replay_too_old",
+                    message: format!(
+                        "a stream resumes at most {max} events back, and this id is {behind} back: reload the state, then open a stream without Last-Event-ID"
+                    ),
+                });
+            }
+            from
+        }
+        None => last,
     };
     let expires = ctx
         .principal
@@ -85,9 +120,9 @@ pub async fn events(
         tailer: LogTailer::new(state.store().clone(), from, BATCH).with_min_interval(GATHER),
         state,
         ctx,
-        apps: HashMap::new(),
         pending: VecDeque::new(),
         expires,
+        _permit: permit,
     };
     let stream = futures::stream::unfold(conn, |mut conn| async move {
         conn.next().await.map(|event| (Ok(event), conn))
@@ -95,14 +130,37 @@ pub async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)))
 }
 
+/// A place among the open streams for the caller, or the 429 that says why not.
+fn open_stream(state: &AppState, ctx: &Ctx) -> Result<StreamPermit, ApiError> {
+    state
+        .streams()
+        .acquire(&ctx.principal.subject)
+        .map_err(|refusal| {
+            let message = match refusal {
+                StreamRefusal::PerUser { limit } => format!(
+                    "at most {limit} event streams of one user are open at once: close one, or retry later"
+                ),
+                StreamRefusal::Total { limit } => format!(
+                    "the server has its most event streams open ({limit}): retry later"
+                ),
+            };
+            tracing::info!(user = %ctx.actor.user, ?refusal, "an event stream is refused");
+            ApiError::TooManyRequests {
+                code: "events.too_many_streams",
+                message,
+                retry_after_seconds: RETRY_AFTER_SECONDS,
+            }
+        })
+}
+
 struct Connection {
     tailer: LogTailer,
     state: AppState,
     ctx: Ctx,
-    /// Known state of applications (None: no such application), with its stream version.
-    apps: HashMap<Uuid, (Option<Application>, i64)>,
     pending: VecDeque<Event>,
     expires: Option<tokio::time::Instant>,
+    /// The stream's place among the open streams, given back when the stream is dropped.
+    _permit: StreamPermit,
 }
 
 impl Connection {
@@ -192,51 +250,32 @@ impl Connection {
         }
     }
 
-    /// The caller's role in `e`'s application, as of `e` or later (None: not a member). Keeps
-    /// the cached state current with every event of a cached application that passes by.
+    /// The caller's role in `e`'s application, as of `e` or later (None: not a member): the
+    /// state in the command path's cache when it is that recent, else a load (which caches it
+    /// for every other connection and request).
     async fn role_of_caller(&mut self, e: &StoredEvent) -> Result<Option<Role>, ApiError> {
-        let Some(id) = e
-            .stream_id
+        if e.stream_id
             .strip_prefix("application-")
-            .and_then(|s| Uuid::parse_str(s).ok())
-        else {
+            .is_none_or(|s| Uuid::parse_str(s).is_err())
+        {
             return Ok(None);
-        };
-        let known = self.apps.get(&id).map(|(_, v)| *v);
-        match known {
-            Some(v) if v >= e.version => {}
-            Some(v) if v + 1 == e.version => {
-                let (app, _) = self.apps.remove(&id).unwrap_or((None, 0));
-                let app = Application::evolve(app, &decode_app(e)?, e.recorded_at, e.version);
-                self.apps.insert(id, (app, e.version));
-            }
-            None if e.version == 1 => {
-                let app = Application::evolve(None, &decode_app(e)?, e.recorded_at, 1);
-                self.remember(id, app, 1);
-            }
-            _ => {
-                let loaded = self
-                    .state
-                    .commands()
-                    .load::<appreg_commands::ApplicationState>(&ApplicationId(id).stream_id())
-                    .await
-                    .map_err(|e| ApiError::from(e.widen()))?;
-                self.remember(id, loaded.state.0.clone(), loaded.version);
-            }
         }
-        Ok(self
-            .apps
-            .get(&id)
-            .and_then(|(app, _)| app.as_ref())
+        let commands = self.state.commands();
+        let app = match commands.cache().get::<ApplicationState>(&e.stream_id) {
+            Some((app, version)) if version >= e.version => app,
+            _ => {
+                commands
+                    .load::<ApplicationState>(&e.stream_id)
+                    .await
+                    .map_err(|e| ApiError::from(e.widen()))?
+                    .state
+            }
+        };
+        Ok(app
+            .0
+            .as_ref()
             .filter(|a| a.environment == self.ctx.environment)
             .and_then(|a| a.role_of(&self.ctx.actor.user)))
-    }
-
-    fn remember(&mut self, id: Uuid, app: Option<Application>, version: i64) {
-        if self.apps.len() >= CACHE {
-            self.apps.clear();
-        }
-        self.apps.insert(id, (app, version));
     }
 }
 

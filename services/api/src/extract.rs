@@ -20,19 +20,38 @@ use tracing::Instrument;
 
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The correlation id of a request: the caller's `X-Request-Id` when it is sane, else a new
-/// UUIDv7. Echoed in the response.
+/// The correlation id of a request: the caller's `X-Request-Id` when it is a safe token
+/// ([`safe_request_id`]), else a new UUIDv7. Echoed in the response, and the correlation id of
+/// the events the request appends (the audit trail).
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+/// Longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID: usize = 128;
+
+/// A client's request id is kept when it is 1 to 128 of `[A-Za-z0-9._:-]` (a UUID is): it ends
+/// up in logs, event metadata and audit answers, where markup, quotes, separators or control
+/// characters have no business.
+fn safe_request_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_REQUEST_ID
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
 pub async fn request_id(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let given = request.headers().get(&REQUEST_ID);
+    let id = match given.map(|v| v.to_str().ok().filter(|s| safe_request_id(s))) {
+        Some(Some(id)) => id.to_string(),
+        Some(None) => {
+            let id = uuid::Uuid::now_v7().to_string();
+            // The refused value is not logged (it is what was unsafe), only its length.
+            tracing::info!(request_id = %id, given_len = given.map_or(0, |v| v.len()), "the client's X-Request-Id is not a safe token; replaced");
+            id
+        }
+        None => uuid::Uuid::now_v7().to_string(),
+    };
     request.extensions_mut().insert(RequestId(id.clone()));
     let mut response = next.run(request).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
@@ -174,7 +193,11 @@ impl FromRequestParts<AppState> for Ctx {
             correlation_id,
             traceparent: request_traceparent(parts),
         };
-        crate::users::ensure_user(state, &ctx).await?;
+        // A gateway (checking API keys) is a machine, not a user: no first visit, no default
+        // application.
+        if !state.is_gateway(&ctx.principal) {
+            crate::users::ensure_user(state, &ctx).await?;
+        }
         Ok(ctx)
     }
 }

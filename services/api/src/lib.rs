@@ -17,6 +17,7 @@ mod providers;
 pub use appreg_readmodel as readmodel;
 mod routes;
 pub mod state;
+mod streams;
 pub mod subscriptions;
 mod users;
 

@@ -54,6 +54,10 @@ struct Inner {
     known_environments: RwLock<HashSet<String>>,
     /// Interval of the heartbeats of an idle event stream.
     sse_heartbeat: Duration,
+    /// The open event streams, per user and in all, and their limits.
+    streams: Arc<crate::streams::StreamLimits>,
+    /// Farthest back (in events) an event stream resumes.
+    sse_max_replay_events: i64,
     /// Cancelled when the server shuts down: long-lived responses (event streams) end.
     closing: CancellationToken,
     /// `/readyz` fails when the read model is further behind the log than this.
@@ -116,6 +120,11 @@ impl AppState {
                     [EnvironmentId::DEFAULT.to_string()],
                 )),
                 sse_heartbeat: Duration::from_millis(config.sse_heartbeat_ms.max(1)),
+                streams: Arc::new(crate::streams::StreamLimits::new(
+                    config.sse_max_streams_per_user,
+                    config.sse_max_streams,
+                )),
+                sse_max_replay_events: config.sse_max_replay_events.max(0),
                 closing: CancellationToken::new(),
                 readyz_max_lag: Duration::from_millis(config.readyz_max_lag_ms),
             }),
@@ -267,6 +276,16 @@ impl AppState {
 
     pub fn sse_heartbeat(&self) -> Duration {
         self.inner.sse_heartbeat
+    }
+
+    /// The limits on open event streams.
+    pub fn streams(&self) -> &Arc<crate::streams::StreamLimits> {
+        &self.inner.streams
+    }
+
+    /// Farthest back (in events) an event stream resumes (`sse_max_replay_events`).
+    pub fn sse_max_replay_events(&self) -> i64 {
+        self.inner.sse_max_replay_events
     }
 
     /// Cancelled when the server shuts down.

@@ -5,8 +5,8 @@
 use anyhow::{bail, Context};
 use appreg_api::commands::decode_app;
 use appreg_api::dto::{ApplicationView, HistoryEntry};
-use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
-use appreg_config::{Config, NatsAuth, NatsServers};
+use appreg_auth::{Authenticator, DevClaims, DevKey, JwksSettings, RemoteIssuer, DEV_ISSUER};
+use appreg_config::{Config, NatsAuth, NatsServers, TokenTrust};
 use appreg_domain::{Actor, Application, ApplicationId, UserId};
 use appreg_eventstore::Database;
 use clap::{Parser, Subcommand};
@@ -305,6 +305,18 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// How the api keeps an external issuer's keys (`auth.jwks_*`).
+fn jwks_settings(auth: &appreg_config::AuthConfig) -> JwksSettings {
+    use std::time::Duration;
+    JwksSettings {
+        max_age: Duration::from_secs(auth.jwks_max_age_seconds),
+        unknown_kid_interval: Duration::from_secs(auth.jwks_unknown_kid_interval_seconds),
+        stale_if_error: Duration::from_secs(auth.jwks_stale_if_error_seconds),
+        timeout: Duration::from_millis(auth.jwks_timeout_ms.max(1)),
+        ..JwksSettings::default()
+    }
+}
+
 /// A token cancelled by SIGTERM or Ctrl-C.
 fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
@@ -411,20 +423,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Api => {
             init_telemetry(&config, "appreg-api")?;
             let url = database_url(&config, None, None)?;
-            let auth = if config.auth.dev {
-                let key = DevKey::load_or_create(&config.data_dir)?;
-                Authenticator::dev(&key, &config.auth.role_claim)
-            } else {
-                let (Some(issuer), Some(jwks)) = (&config.auth.issuer, &config.auth.jwks_url)
-                else {
-                    bail!("auth.issuer and auth.jwks_url are required (or auth.dev = true for development)");
-                };
-                Authenticator::remote(
+            let auth = match config.auth.trust()? {
+                TokenTrust::Dev => {
+                    let key = DevKey::load_or_create(&config.data_dir)?;
+                    Authenticator::dev(&key, &config.auth.role_claim)
+                }
+                TokenTrust::Issuer {
                     issuer,
-                    jwks,
-                    config.auth.audience.clone(),
-                    &config.auth.role_claim,
-                )
+                    jwks_url,
+                    audience,
+                } => Authenticator::remote(RemoteIssuer {
+                    issuer: issuer.into(),
+                    jwks_url: jwks_url.into(),
+                    audience: audience.into(),
+                    role_claim: config.auth.role_claim.clone(),
+                    jwks: jwks_settings(&config.auth),
+                })?,
             };
             let db = open(&url, config.database_max_connections).await?;
             let served = serve(&config, &db, auth, None, shutdown_signal()).await;

@@ -1,24 +1,60 @@
 //! Authentication of bearer tokens (JWT).
 //!
-//! Production trusts an external issuer: its JWKS is fetched, cached and refreshed when a token
-//! names an unknown key. Development (`appreg dev`) trusts an Ed25519 key kept in the data
-//! directory, with which `appreg token` signs. This module never logs a token.
+//! Production trusts an external issuer for one audience: its JWKS is fetched and kept
+//! ([`jwks`]: single flight, a rate limit on unknown keys, stale-if-error). Development (`appreg dev`) trusts an Ed25519 key kept in the data
+//! directory, with which `appreg token` signs ([`dev`]). This module never logs a token.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jsonwebtoken::jwk::{Jwk, JwkSet};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use ring::signature::KeyPair;
-use serde::{Deserialize, Serialize};
-use std::path::Path;
+mod dev;
+mod jwks;
+
+pub use dev::{DevClaims, DevKey, DEV_AUDIENCE, DEV_ISSUER};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{DecodingKey, Validation};
+use jwks::{Keys, RemoteKeys};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::sync::RwLock;
+use std::time::Duration;
 
-/// The issuer of development tokens.
-pub const DEV_ISSUER: &str = "appreg-dev";
-const DEV_KID: &str = "appreg-dev-1";
-const DEV_KEY_FILE: &str = "dev-signing-key.pk8";
+/// An external issuer that appreg trusts, and how its keys (JWKS) are kept.
+#[derive(Debug, Clone)]
+pub struct RemoteIssuer {
+    /// Expected `iss`.
+    pub issuer: String,
+    /// Where the issuer publishes its signing keys.
+    pub jwks_url: String,
+    /// Expected `aud`: required, so that tokens the issuer made for other clients are refused.
+    pub audience: String,
+    /// The claim (a dotted path) listing the caller's roles.
+    pub role_claim: String,
+    pub jwks: JwksSettings,
+}
+
+/// How the keys of a [`RemoteIssuer`] are fetched and kept.
+#[derive(Debug, Clone)]
+pub struct JwksSettings {
+    /// Keys older than this are refreshed.
+    pub max_age: Duration,
+    /// A token naming an unknown key makes the keys be fetched again at most this often.
+    pub unknown_kid_interval: Duration,
+    /// When refreshes fail, the last keys fetched stay in use this long past `max_age`.
+    pub stale_if_error: Duration,
+    /// Least time between a failed fetch and the next try.
+    pub retry_interval: Duration,
+    /// Longest wait for the JWKS endpoint's answer.
+    pub timeout: Duration,
+}
+
+impl Default for JwksSettings {
+    fn default() -> Self {
+        JwksSettings {
+            max_age: Duration::from_secs(3600),
+            unknown_kid_interval: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(6 * 3600),
+            retry_interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,116 +99,15 @@ pub enum AuthError {
     KeyFile(String),
 }
 
-/// Claims of tokens that appreg signs in development.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DevClaims {
-    pub iss: String,
-    pub sub: String,
-    pub iat: i64,
-    pub exp: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
-    pub roles: Vec<String>,
-    /// Environments this user administers (`*`: all).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub admin_environments: Vec<String>,
-}
-
-/// The development signing key (Ed25519, PKCS#8 in `DIR/dev-signing-key.pk8`).
-pub struct DevKey {
-    pkcs8: Vec<u8>,
-    public: Vec<u8>,
-}
-
-impl DevKey {
-    /// Loads the key of `dir`, creating it (mode 0600) on first use.
-    pub fn load_or_create(dir: &Path) -> Result<DevKey, AuthError> {
-        let path = dir.join(DEV_KEY_FILE);
-        let pkcs8 = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir).map_err(|e| AuthError::KeyFile(e.to_string()))?;
-                let rng = ring::rand::SystemRandom::new();
-                let doc = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng)
-                    .map_err(|_| AuthError::KeyFile("key generation failed".into()))?;
-                // Written whole under a name of its own, then linked into place: processes
-                // starting together on one directory all end up with the one key that won,
-                // and none reads a half-written file.
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or_default();
-                let tmp = dir.join(format!(".{DEV_KEY_FILE}.{}.{nanos}", std::process::id()));
-                write_private(&tmp, doc.as_ref())?;
-                let linked = std::fs::hard_link(&tmp, &path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => doc.as_ref().to_vec(),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read(&path)
-                        .map_err(|e| AuthError::KeyFile(format!("{}: {e}", path.display())))?,
-                    Err(e) => return Err(AuthError::KeyFile(format!("{}: {e}", path.display()))),
-                }
-            }
-            Err(e) => return Err(AuthError::KeyFile(format!("{}: {e}", path.display()))),
-        };
-        Self::from_pkcs8(pkcs8)
-    }
-
-    pub fn from_pkcs8(pkcs8: Vec<u8>) -> Result<DevKey, AuthError> {
-        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(&pkcs8)
-            .map_err(|_| AuthError::KeyFile("not an Ed25519 PKCS#8 key".into()))?;
-        let public = pair.public_key().as_ref().to_vec();
-        Ok(DevKey { pkcs8, public })
-    }
-
-    /// Signs a token for `claims`.
-    pub fn sign(&self, claims: &DevClaims) -> Result<String, AuthError> {
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(DEV_KID.into());
-        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&self.pkcs8))
-            .map_err(|e| AuthError::Invalid(e.to_string()))
-    }
-
-    /// The public key as a JWK (`OKP`, `Ed25519`).
-    pub fn jwk(&self) -> Jwk {
-        let json = serde_json::json!({
-            "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": DEV_KID,
-            "x": URL_SAFE_NO_PAD.encode(&self.public),
-        });
-        serde_json::from_value(json).expect("valid JWK")
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .map_err(|e| AuthError::KeyFile(format!("{}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .map_err(|e| AuthError::KeyFile(e.to_string()))
-}
-
-/// Where the verification keys come from.
-enum KeySource {
-    Static,
-    Remote {
-        url: String,
-        client: reqwest::Client,
-    },
-}
-
-struct Cache {
-    keys: JwkSet,
-    fetched: Option<Instant>,
+/// What the JWKS cache did so far (also exported as metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JwksStats {
+    /// Fetches of the JWKS (successful or not).
+    pub fetches: u64,
+    /// Fetches that failed.
+    pub failures: u64,
+    /// Verifications with keys older than `max_age` (a refresh in flight or failing).
+    pub stale_uses: u64,
 }
 
 /// Verifies bearer tokens.
@@ -180,105 +115,55 @@ pub struct Authenticator {
     /// Tokens already verified, until they expire: a signature is checked once per token, not
     /// once per request. Bounded; emptied when full.
     verified: std::sync::Mutex<std::collections::HashMap<String, (Principal, i64)>>,
-    source: KeySource,
-    cache: RwLock<Cache>,
+    keys: Keys,
     issuer: String,
-    audience: Option<String>,
+    audience: String,
     role_claim: String,
 }
 
-/// Clock skew tolerated on `exp`, in seconds.
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
 const LEEWAY: u64 = 30;
 /// At most this many verified tokens are remembered.
 const VERIFIED_MAX: usize = 10_000;
 
-/// A remote JWKS is refetched at most this often when a token names an unknown key.
-const MIN_REFRESH: Duration = Duration::from_secs(10);
-/// And at least this often, so rotated keys are picked up.
-const MAX_AGE: Duration = Duration::from_secs(3600);
-
 impl Authenticator {
-    /// Trusts the development key.
+    /// Trusts the development key, for the development audience.
     pub fn dev(key: &DevKey, role_claim: &str) -> Arc<Authenticator> {
-        let keys = JwkSet {
-            keys: vec![key.jwk()],
-        };
         Arc::new(Authenticator {
             verified: Default::default(),
-            source: KeySource::Static,
-            cache: RwLock::new(Cache {
-                keys,
-                fetched: Some(Instant::now()),
+            keys: Keys::Static(JwkSet {
+                keys: vec![key.jwk()],
             }),
             issuer: DEV_ISSUER.into(),
-            audience: None,
+            audience: DEV_AUDIENCE.into(),
             role_claim: role_claim.into(),
         })
     }
 
-    /// Trusts `issuer`, whose keys are published at `jwks_url`.
-    pub fn remote(
-        issuer: &str,
-        jwks_url: &str,
-        audience: Option<String>,
-        role_claim: &str,
-    ) -> Arc<Authenticator> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("http client");
-        Arc::new(Authenticator {
-            verified: Default::default(),
-            source: KeySource::Remote {
-                url: jwks_url.into(),
-                client,
-            },
-            cache: RwLock::new(Cache {
-                keys: JwkSet { keys: vec![] },
-                fetched: None,
-            }),
-            issuer: issuer.into(),
-            audience,
-            role_claim: role_claim.into(),
-        })
-    }
-
-    async fn refresh(&self, force: bool) -> Result<(), AuthError> {
-        let KeySource::Remote { url, client } = &self.source else {
-            return Ok(());
-        };
-        let mut cache = self.cache.write().await;
-        let fresh = cache.fetched.is_some_and(|t| t.elapsed() < MIN_REFRESH);
-        let stale = cache.fetched.is_none_or(|t| t.elapsed() > MAX_AGE);
-        if fresh || (!force && !stale) {
-            return Ok(());
+    /// Trusts `remote.issuer`, whose keys are published at `remote.jwks_url`, for tokens of
+    /// `remote.audience`.
+    pub fn remote(remote: RemoteIssuer) -> Result<Arc<Authenticator>, AuthError> {
+        if remote.audience.trim().is_empty() {
+            return Err(AuthError::Invalid(
+                "an external issuer's tokens need an expected audience".into(),
+            ));
         }
-        let response = client
-            .get(url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| AuthError::KeysUnavailable(e.without_url().to_string()))?;
-        let keys: JwkSet = response
-            .json()
-            .await
-            .map_err(|e| AuthError::KeysUnavailable(e.without_url().to_string()))?;
-        cache.keys = keys;
-        cache.fetched = Some(Instant::now());
-        Ok(())
+        Ok(Arc::new(Authenticator {
+            verified: Default::default(),
+            keys: Keys::Remote(RemoteKeys::new(remote.jwks_url, remote.jwks)?),
+            issuer: remote.issuer,
+            audience: remote.audience,
+            role_claim: remote.role_claim,
+        }))
     }
 
-    async fn find_key(&self, kid: Option<&str>) -> Option<Jwk> {
-        let cache = self.cache.read().await;
-        cache
-            .keys
-            .keys
-            .iter()
-            .find(|k| kid.is_none() || k.common.key_id.as_deref() == kid)
-            .cloned()
+    /// What the JWKS cache did so far (zeros for the development key).
+    pub fn jwks_stats(&self) -> JwksStats {
+        self.keys.stats()
     }
 
-    /// Checks signature, issuer, audience, expiry (30 s leeway) and returns the caller.
+    /// Checks signature, issuer, audience, expiry and not-before (30 s leeway) and returns the
+    /// caller.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         let now = chrono::Utc::now().timestamp();
         if let Some((principal, exp)) = self.verified_lock().get(token) {
@@ -303,20 +188,38 @@ impl Authenticator {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Refuses, before any key is looked up (and perhaps fetched), a token whose unverified
+    /// claims could not pass the checks anyway: another issuer, or expired.
+    fn precheck(&self, token: &str) -> Result<(), AuthError> {
+        use base64::Engine;
+        let payload = token
+            .split('.')
+            .nth(1)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p.trim_end_matches('='))
+                    .ok()
+            })
+            .and_then(|bytes| {
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()
+            })
+            .ok_or_else(|| AuthError::Invalid("the token's claims are not readable".into()))?;
+        if payload.get("iss").and_then(|v| v.as_str()) != Some(self.issuer.as_str()) {
+            return Err(AuthError::Invalid("unexpected issuer".into()));
+        }
+        let now = chrono::Utc::now().timestamp();
+        match payload.get("exp").and_then(|v| v.as_i64()) {
+            Some(exp) if exp.saturating_add(LEEWAY as i64) < now => Err(AuthError::Expired),
+            Some(_) => Ok(()),
+            None => Err(AuthError::Invalid("the token has no expiry".into())),
+        }
+    }
+
     async fn verify(&self, token: &str) -> Result<(Principal, i64), AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
-        self.refresh(false).await?;
-        let kid = header.kid.as_deref();
-        let jwk = match self.find_key(kid).await {
-            Some(k) => k,
-            None => {
-                self.refresh(true).await?;
-                self.find_key(kid)
-                    .await
-                    .ok_or_else(|| AuthError::Invalid("unknown signing key".into()))?
-            }
-        };
+        self.precheck(token)?;
+        let jwk = self.keys.key_for(header.kid.as_deref()).await?;
         let key = DecodingKey::from_jwk(&jwk).map_err(|e| AuthError::Invalid(e.to_string()))?;
         let alg = match jwk.common.key_algorithm {
             Some(a) => a.to_string().parse().unwrap_or(header.alg),
@@ -329,12 +232,10 @@ impl Authenticator {
         }
         let mut validation = Validation::new(alg);
         validation.leeway = LEEWAY;
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
-        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
-            None => validation.validate_aud = false,
-        }
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
             &key,
@@ -378,6 +279,7 @@ fn lookup<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
     fn claims(exp_offset: i64) -> DevClaims {
         let now = chrono::Utc::now().timestamp();
@@ -430,117 +332,29 @@ mod tests {
         assert!(auth.authenticate("not.a.token").await.is_err());
     }
 
-    #[test]
-    fn key_file_is_created_once() {
-        let dir = std::env::temp_dir().join(format!("appreg-auth-{}", std::process::id()));
-        let a = DevKey::load_or_create(&dir).unwrap();
-        let b = DevKey::load_or_create(&dir).unwrap();
-        assert_eq!(a.public, b.public);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn processes_starting_together_share_one_key() {
-        // Several apis started at once on one data directory (the fault suite does): each
-        // gets the key that won, none fails on the file the others created.
-        for round in 0..20 {
-            let dir = std::env::temp_dir()
-                .join(format!("appreg-auth-race-{}-{round}", std::process::id()));
-            let keys: Vec<Vec<u8>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..8)
-                    .map(|_| scope.spawn(|| DevKey::load_or_create(&dir).unwrap().public))
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            assert!(keys.windows(2).all(|w| w[0] == w[1]), "one key");
-            let files = std::fs::read_dir(&dir).unwrap().count();
-            assert_eq!(files, 1, "no temporary file left");
-            std::fs::remove_dir_all(&dir).unwrap();
-        }
-    }
-
-    /// Serves `body` as JSON to every HTTP request on a random loopback port; counts requests.
-    async fn serve_json(body: String) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
-        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = hits.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    return;
-                };
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut buf = [0u8; 4096];
-                let _ = socket.read(&mut buf).await;
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
-                    body.len(),
-                    body
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            }
-        });
-        (url, hits)
-    }
-
     #[tokio::test]
-    async fn remote_issuer_keys_are_fetched_and_checked() {
+    async fn a_dev_token_without_the_dev_audience_is_refused() {
+        // Signed by the trusted key, but for no audience (as `appreg token` did before the
+        // development audience) or for another one.
         let k = key();
-        let jwks = serde_json::to_string(&JwkSet {
-            keys: vec![k.jwk()],
-        })
-        .unwrap();
-        let (url, hits) = serve_json(jwks).await;
-        let auth = Authenticator::remote(
-            "https://issuer.test",
-            &url,
-            Some("appreg".into()),
-            "realm.roles",
-        );
-        let now = chrono::Utc::now().timestamp();
-        let sign = |iss: &str, aud: &str| {
-            let claims = serde_json::json!({
-                "iss": iss, "sub": "carol", "aud": aud, "iat": now, "exp": now + 60,
-                "realm": {"roles": ["ADMIN", "USER"]},
-            });
-            let mut header = Header::new(Algorithm::EdDSA);
-            header.kid = Some(DEV_KID.into());
-            jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ed_der(&k.pkcs8)).unwrap()
+        let auth = Authenticator::dev(&k, "roles");
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(dev::DEV_KID.into());
+        let sign = |claims: &serde_json::Value| {
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&k.pkcs8)).unwrap()
         };
-        let p = auth
-            .authenticate(&sign("https://issuer.test", "appreg"))
-            .await
-            .unwrap();
-        assert_eq!(p.subject, "carol");
-        assert_eq!(p.roles, vec!["ADMIN".to_string(), "USER".to_string()]);
-        // Wrong issuer, wrong audience: refused.
-        assert!(auth
-            .authenticate(&sign("https://other.test", "appreg"))
-            .await
-            .is_err());
-        assert!(auth
-            .authenticate(&sign("https://issuer.test", "other"))
-            .await
-            .is_err());
-        // The JWKS was fetched once and cached.
-        assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn unreachable_issuer_is_unavailable_not_invalid() {
-        let k = key();
-        let auth = Authenticator::remote(
-            "https://issuer.test",
-            "http://127.0.0.1:9/jwks",
-            None,
-            "roles",
+        let mut claims = serde_json::to_value(claims(60)).unwrap();
+        let no_audience = sign(&claims);
+        assert!(
+            matches!(
+                auth.authenticate(&no_audience).await,
+                Err(AuthError::Invalid(_))
+            ),
+            "a token without aud is refused"
         );
-        let token = k.sign(&claims(60)).unwrap();
-        assert!(matches!(
-            auth.authenticate(&token).await,
-            Err(AuthError::KeysUnavailable(_))
-        ));
+        claims["aud"] = "someone-else".into();
+        assert!(auth.authenticate(&sign(&claims)).await.is_err());
+        claims["aud"] = DEV_AUDIENCE.into();
+        assert!(auth.authenticate(&sign(&claims)).await.is_ok());
     }
 }

@@ -59,6 +59,17 @@ pub struct Config {
     /// milliseconds: keeps proxies from closing the connection and lets clients notice a dead one.
     #[serde(default = "default_sse_heartbeat")]
     pub sse_heartbeat_ms: u64,
+    /// Most `GET /events` streams one user (token subject) may have open on one api at once;
+    /// more are answered 429.
+    #[serde(default = "default_sse_max_streams_per_user")]
+    pub sse_max_streams_per_user: usize,
+    /// Most `GET /events` streams open on one api at once; more are answered 429.
+    #[serde(default = "default_sse_max_streams")]
+    pub sse_max_streams: usize,
+    /// Farthest a stream resumes (`Last-Event-ID`): at most this many events back; an older
+    /// resume point is answered 410 (`events.replay_too_old`).
+    #[serde(default = "default_sse_max_replay_events")]
+    pub sse_max_replay_events: i64,
     /// NATS server(s) of the relay, the projector and `appreg nats setup`
     /// (`nats://host:4222`, comma-separated for a cluster, spaces allowed). May carry
     /// credentials (`nats://user:password@host`, `nats://token@host`), hence a secret. Parsed
@@ -181,9 +192,24 @@ pub struct AuthConfig {
     pub issuer: Option<String>,
     #[serde(default)]
     pub jwks_url: Option<String>,
-    /// Expected `aud`, if any.
+    /// Expected `aud`: required with an external issuer (a token the issuer made for another
+    /// of its clients is refused); `appreg dev` has its own.
     #[serde(default)]
     pub audience: Option<String>,
+    /// The issuer's keys are refreshed (in the background) when older than this, in seconds.
+    #[serde(default = "default_jwks_max_age")]
+    pub jwks_max_age_seconds: u64,
+    /// A token naming a key the JWKS lacks makes it be fetched again at most this often, in
+    /// seconds.
+    #[serde(default = "default_jwks_unknown_kid_interval")]
+    pub jwks_unknown_kid_interval_seconds: u64,
+    /// While the JWKS endpoint fails, the last keys fetched stay in use this long past
+    /// `jwks_max_age_seconds`, in seconds (then tokens cannot be verified: 503).
+    #[serde(default = "default_jwks_stale_if_error")]
+    pub jwks_stale_if_error_seconds: u64,
+    /// Longest wait for the JWKS endpoint, in milliseconds.
+    #[serde(default = "default_jwks_timeout")]
+    pub jwks_timeout_ms: u64,
     /// The claim that lists the caller's roles, and the role that makes an administrator.
     #[serde(default = "default_role_claim")]
     pub role_claim: String,
@@ -208,6 +234,10 @@ impl Default for AuthConfig {
             issuer: None,
             jwks_url: None,
             audience: None,
+            jwks_max_age_seconds: default_jwks_max_age(),
+            jwks_unknown_kid_interval_seconds: default_jwks_unknown_kid_interval(),
+            jwks_stale_if_error_seconds: default_jwks_stale_if_error(),
+            jwks_timeout_ms: default_jwks_timeout(),
             role_claim: default_role_claim(),
             admin_role: default_admin_role(),
             admin_environments_claim: default_admin_environments_claim(),
@@ -217,6 +247,68 @@ impl Default for AuthConfig {
     }
 }
 
+/// Whose tokens an api accepts ([`AuthConfig::trust`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenTrust<'a> {
+    /// The development key under `data_dir` (`auth.dev`).
+    Dev,
+    /// An external issuer, its keys at `jwks_url`, for tokens of `audience`.
+    Issuer {
+        issuer: &'a str,
+        jwks_url: &'a str,
+        audience: &'a str,
+    },
+}
+
+impl AuthConfig {
+    /// Whose tokens an api accepts. Outside development, the issuer, its JWKS URL and the
+    /// expected audience are all required: without an audience, any token the issuer signed
+    /// for any of its clients would be accepted.
+    ///
+    /// # Errors
+    /// A missing setting, named.
+    pub fn trust(&self) -> Result<TokenTrust<'_>, ConfigError> {
+        if self.dev {
+            return Ok(TokenTrust::Dev);
+        }
+        fn present(v: &Option<String>) -> Option<&str> {
+            v.as_deref().map(str::trim).filter(|v| !v.is_empty())
+        }
+        let (Some(issuer), Some(jwks_url)) = (present(&self.issuer), present(&self.jwks_url))
+        else {
+            return Err(ConfigError(
+                "auth.issuer and auth.jwks_url are required (or auth.dev = true for development)"
+                    .into(),
+            ));
+        };
+        let Some(audience) = present(&self.audience) else {
+            return Err(ConfigError(
+                "auth.audience is required with an external issuer (APPREG_AUTH__AUDIENCE): the \
+                 audience the issuer puts in the tokens it makes for appreg; without it, tokens \
+                 the issuer made for any of its other clients would be accepted"
+                    .into(),
+            ));
+        };
+        Ok(TokenTrust::Issuer {
+            issuer,
+            jwks_url,
+            audience,
+        })
+    }
+}
+
+fn default_jwks_max_age() -> u64 {
+    3600
+}
+fn default_jwks_unknown_kid_interval() -> u64 {
+    30
+}
+fn default_jwks_stale_if_error() -> u64 {
+    6 * 3600
+}
+fn default_jwks_timeout() -> u64 {
+    5000
+}
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
@@ -237,6 +329,15 @@ fn default_consistency_wait() -> u64 {
 }
 fn default_sse_heartbeat() -> u64 {
     15_000
+}
+fn default_sse_max_streams_per_user() -> usize {
+    16
+}
+fn default_sse_max_streams() -> usize {
+    512
+}
+fn default_sse_max_replay_events() -> i64 {
+    10_000
 }
 fn default_nats_url() -> SecretString {
     SecretString::from("nats://127.0.0.1:4222")
@@ -334,6 +435,9 @@ mod tests {
             );
             assert_eq!(c.max_body_bytes, 65536);
             assert_eq!(c.sse_heartbeat_ms, 15_000);
+            assert_eq!(c.sse_max_streams_per_user, 16);
+            assert_eq!(c.sse_max_streams, 512);
+            assert_eq!(c.sse_max_replay_events, 10_000);
             assert_eq!(c.nats_url.expose_secret(), "nats://127.0.0.1:4222");
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
@@ -386,6 +490,10 @@ mod tests {
             assert_eq!(c.listen, "0.0.0.0:8080");
             assert!(!c.auth.dev && !c.allow_http_redirect_uris);
             assert!(c.auth.jwks_url.is_some());
+            assert!(
+                matches!(c.auth.trust(), Ok(TokenTrust::Issuer { .. })),
+                "the sample names an audience"
+            );
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
             assert_eq!(c.read_models, ReadModels::External);
@@ -400,6 +508,39 @@ mod tests {
             assert_eq!(c.lifecycle_step_pause_ms, 0);
             assert_eq!(c.otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_external_issuer_needs_an_audience() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("APPREG_AUTH__ISSUER", "https://idp.example.com");
+            jail.set_env("APPREG_AUTH__JWKS_URL", "https://idp.example.com/certs");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            let refused = c.auth.trust().unwrap_err().to_string();
+            assert!(refused.contains("auth.audience is required"), "{refused}");
+            jail.set_env("APPREG_AUTH__AUDIENCE", " ");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(c.auth.trust().is_err(), "a blank audience is none");
+            jail.set_env("APPREG_AUTH__AUDIENCE", "appreg");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.auth.trust().map_err(|e| e.to_string())?,
+                TokenTrust::Issuer {
+                    issuer: "https://idp.example.com",
+                    jwks_url: "https://idp.example.com/certs",
+                    audience: "appreg"
+                }
+            );
+            // Development trusts its own key, for its own audience.
+            jail.set_env("APPREG_AUTH__DEV", "true");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.auth.trust().map_err(|e| e.to_string())?, TokenTrust::Dev);
+            assert_eq!(c.auth.jwks_max_age_seconds, 3600);
+            assert_eq!(c.auth.jwks_unknown_kid_interval_seconds, 30);
+            assert_eq!(c.auth.jwks_stale_if_error_seconds, 21600);
+            assert_eq!(c.auth.jwks_timeout_ms, 5000);
             Ok(())
         });
     }

@@ -36,6 +36,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("subscription.not_found", 404, "Not found"),
     row("api_key.not_found", 404, "Not found"),
     row("request.method_not_allowed", 405, "Method not allowed"),
+    row("events.replay_too_old", 410, "Gone"),
     row("application.exists", 409, "Conflict"),
     row("application.client_id.exists", 409, "Conflict"),
     row("application.archived", 409, "Conflict"),
@@ -73,6 +74,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("subscription.plan_keyless", 422, "Unprocessable"),
     row("subscription.client_id_required", 422, "Unprocessable"),
     row("subscription.not_api_key", 422, "Unprocessable"),
+    row("events.too_many_streams", 429, "Too many requests"),
     row("internal", 500, "Internal error"),
     row("service.unavailable", 503, "Service unavailable"),
 ];

@@ -11,8 +11,8 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// One SSE frame: an event, or a comment (a heartbeat).
 #[derive(Debug, Clone, Default)]
-struct Frame {
-    id: Option<String>,
+pub(crate) struct Frame {
+    pub(crate) id: Option<String>,
     event: Option<String>,
     data: String,
     comment: bool,
@@ -22,23 +22,23 @@ impl Frame {
     fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("data is JSON: {e}: {self:?}"))
     }
-    fn kind(&self) -> &str {
+    pub(crate) fn kind(&self) -> &str {
         self.event.as_deref().unwrap_or("")
     }
-    fn pos(&self) -> (i64, i64) {
+    pub(crate) fn pos(&self) -> (i64, i64) {
         let id = self.id.as_deref().expect("every event has an id");
         let (tx, pos) = id.split_once('.').expect("id is tx.pos");
         (tx.parse().unwrap(), pos.parse().unwrap())
     }
 }
 
-struct Stream {
+pub(crate) struct Stream {
     response: reqwest::Response,
     buf: String,
 }
 
 /// Opens the event stream of `env` as `token`, optionally resuming after `last_id`.
-async fn open(app: &TestApp, env: &str, token: &str, last_id: Option<&str>) -> Stream {
+pub(crate) async fn open(app: &TestApp, env: &str, token: &str, last_id: Option<&str>) -> Stream {
     let mut request = app
         .client
         .get(app.url(&format!("/v1/environments/{env}/events")))
@@ -119,7 +119,7 @@ impl Stream {
     }
 
     /// The next event (heartbeats skipped); panics after 5 s without one.
-    async fn next(&mut self) -> Frame {
+    pub(crate) async fn next(&mut self) -> Frame {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -160,7 +160,7 @@ impl Stream {
     }
 }
 
-async fn stop(app: TestApp) {
+pub(crate) async fn stop(app: TestApp) {
     tokio::time::timeout(WAIT, app.stop())
         .await
         .expect("the server stops although event streams are open");

@@ -4,6 +4,7 @@
 use crate::helpers::TestApp;
 use crate::on_both;
 use chrono::{DateTime, Utc};
+use reqwest::Method;
 use serde_json::json;
 
 async fn history_with_correlation_ids(app: TestApp) {
@@ -107,6 +108,49 @@ async fn history_with_correlation_ids(app: TestApp) {
     let echoed = r.header("x-request-id").unwrap();
     assert_ne!(echoed, "has space");
     assert!(!echoed.is_empty());
+    app.stop().await;
+}
+
+/// A client's `X-Request-Id` becomes the correlation id of the request's events only when it is
+/// a bounded, safe token (at most 128 of `[A-Za-z0-9._:-]`); anything else is replaced by a
+/// generated id, in the answer and in the audit trail.
+async fn only_safe_request_ids_become_correlation_ids(app: TestApp) {
+    let alice = app.token("alice", false);
+    let long = "a".repeat(129);
+    let refused = [
+        "<script>alert(1)</script>",
+        "id'; DROP TABLE events;--",
+        "../../etc/passwd",
+        "a,b",
+        "{\"json\":true}",
+        long.as_str(),
+    ];
+    let accepted = [
+        "req-1",
+        "trace:span.01_ab-CD",
+        "0191d3b4-7c1e-7a8b-9c2d-3e4f5a6b7c8d",
+    ];
+    for (i, id) in refused.iter().chain(accepted.iter()).enumerate() {
+        let r = app
+            .send(
+                app.request(Method::POST, "applications", Some(&alice))
+                    .header("x-request-id", *id)
+                    .json(&json!({"name": format!("app {i}"), "type": "simple"})),
+            )
+            .await;
+        r.assert_status(201);
+        let echoed = r.header("x-request-id").expect("a request id");
+        let app_id = r.body["id"].as_str().unwrap();
+        let events = app.stream(&format!("application-{app_id}")).await;
+        let correlation = events[0].metadata["correlation_id"].as_str().unwrap();
+        assert_eq!(correlation, echoed, "the answer names the correlation id");
+        if accepted.contains(id) {
+            assert_eq!(echoed, *id);
+        } else {
+            assert_ne!(echoed, *id, "{id:?} is replaced");
+            assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
+        }
+    }
     app.stop().await;
 }
 
@@ -520,6 +564,7 @@ on_both!(
     history_is_filtered_by_role,
     an_older_schema_version_is_upcast_on_read,
     history_with_correlation_ids,
+    only_safe_request_ids_become_correlation_ids,
     state_at_a_version_or_time,
     time_travel_over_archive
 );

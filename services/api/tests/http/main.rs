@@ -8,6 +8,7 @@ mod archive;
 mod auth;
 mod consistency;
 mod environments;
+mod event_limits;
 mod events;
 mod history;
 mod listing;

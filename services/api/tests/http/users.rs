@@ -218,8 +218,43 @@ async fn unauthenticated_and_unknown_environment_record_nobody(app: TestApp) {
     app.stop().await;
 }
 
+/// A gateway checking API keys is no user: its requests record no first visit and make no
+/// default application, in any environment.
+async fn a_gateway_is_not_a_user(app: TestApp) {
+    app.create_environment_http("EU").await;
+    let before = app.count_events_of_type("UserFirstSeen").await;
+    let mut claims = app.claims("gateway-1", false);
+    claims.roles = vec!["appreg-gateway".into()];
+    let gateway = app.sign(claims);
+    for env in ["DEFAULT", "EU"] {
+        for _ in 0..3 {
+            let r = app
+                .post(
+                    &format!("/v1/environments/{env}/api-keys/_verify"),
+                    &gateway,
+                    json!({ "key": "apk_not-a-key" }),
+                )
+                .await;
+            r.assert_status(200);
+            assert_eq!(r.body["valid"], false);
+        }
+        assert!(
+            user_events(&app, env, "gateway-1").await.is_empty(),
+            "no first visit of the gateway in {env}"
+        );
+    }
+    assert_eq!(app.count_events_of_type("UserFirstSeen").await, before);
+    assert_eq!(app.count_events_of_type("ApplicationCreated").await, 0);
+    // A user still gets theirs.
+    let newbie = app.token("newbie", false);
+    app.get("applications", &newbie).await.assert_status(200);
+    assert_eq!(app.count_events_of_type("ApplicationCreated").await, 1);
+    app.stop().await;
+}
+
 on_both_with!(
     with_default_application;
+    a_gateway_is_not_a_user,
     twenty_first_requests_make_one_default_application,
     administrators_get_no_default_application,
     no_default_application_when_simple_applications_are_disabled,
