@@ -6,11 +6,13 @@
 
 mod error;
 mod metadata;
+mod outbound;
 
 pub use error::ProviderError;
 pub use metadata::{
     response_types_for, ClientMetadata, OidcApplicationType, TokenEndpointAuthMethod,
 };
+pub use outbound::{is_public, ClientOptions, DOCUMENT_CAP, TOKEN_CAP};
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -36,6 +38,10 @@ pub struct ProviderSettings {
     /// Sent as `software_id` when the metadata has none.
     pub software_id: Option<String>,
     pub renew_client_secret: RenewSettings,
+    /// Whether the token, registration and renewal endpoints may be on another origin than the
+    /// discovery endpoint (set by an organisation administrator only). When false, no
+    /// credential is ever sent off the discovery endpoint's origin.
+    pub allow_cross_origin_endpoints: bool,
 }
 
 /// How appreg obtains the initial access token a registration request carries.
@@ -291,6 +297,7 @@ struct CachedToken {
 /// discovery documents per discovery URL and initial access tokens per admin client.
 pub struct ProviderClient {
     http: reqwest::Client,
+    options: ClientOptions,
     discoveries: Mutex<HashMap<String, CachedDiscovery>>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
 }
@@ -307,21 +314,24 @@ fn exposed<'a>(secrets: &[&'a SecretString]) -> Vec<&'a str> {
 }
 
 impl ProviderClient {
-    /// Connect timeout 5 s, whole request 10 s; redirects are not followed.
+    /// Connect timeout 5 s, whole request 10 s; redirects are not followed; every address may
+    /// be called ([`ClientOptions::default`]).
     pub fn new() -> Result<Self, ProviderError> {
-        Self::with_timeouts(Duration::from_secs(5), Duration::from_secs(10))
+        Self::with_options(ClientOptions::default())
     }
 
     pub fn with_timeouts(connect: Duration, request: Duration) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .timeout(request)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("appreg-dcr-saga/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        Self::with_options(ClientOptions {
+            connect_timeout: connect,
+            request_timeout: request,
+            ..ClientOptions::default()
+        })
+    }
+
+    pub fn with_options(options: ClientOptions) -> Result<Self, ProviderError> {
         Ok(Self {
-            http,
+            http: outbound::http_client(&options)?,
+            options,
             discoveries: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         })
@@ -330,14 +340,24 @@ impl ProviderClient {
     // ----- discovery ---------------------------------------------------------------------
 
     /// The provider's discovery document, cached per discovery URL.
+    /// Refused ([`ProviderError::CrossOrigin`]) when an endpoint the settings send credentials to
+    /// (registration; token in client-credentials mode) is off the discovery endpoint's origin
+    /// and the settings do not allow that.
     pub async fn discover(&self, settings: &ProviderSettings) -> Result<Discovery, ProviderError> {
         let key = settings.discovery_endpoint.trim();
-        if let Some(c) = self.discoveries.lock().unwrap().get(key) {
-            if c.fetched.elapsed() < DISCOVERY_TTL {
-                return Ok(c.discovery.clone());
-            }
-        }
-        self.fetch_discovery(key).await
+        let cached = self
+            .discoveries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .filter(|c| c.fetched.elapsed() < DISCOVERY_TTL)
+            .map(|c| c.discovery.clone());
+        let discovery = match cached {
+            Some(d) => d,
+            None => self.fetch_discovery(key).await?,
+        };
+        check_endpoints(settings, &discovery)?;
+        Ok(discovery)
     }
 
     /// Forgets the cached discovery document (and so refetches it on the next call).
@@ -350,26 +370,11 @@ impl ProviderClient {
 
     async fn fetch_discovery(&self, url: &str) -> Result<Discovery, ProviderError> {
         const WHAT: &str = "discovery";
-        match url::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(ProviderError::Invalid(format!(
-                    "the discovery endpoint {url:?} is not an absolute http(s) URL"
-                )))
-            }
-        }
-        let resp = self
+        let request = self
             .http
             .get(url)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &[]))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &[]))?;
+            .header(header::ACCEPT, "application/json");
+        let (status, body) = self.exchange(request, url, WHAT, DOCUMENT_CAP, &[]).await?;
         if !status.is_success() {
             return Err(error::from_status(status.as_u16(), &body, WHAT, &[]));
         }
@@ -515,7 +520,7 @@ impl ProviderClient {
         if !scopes.is_empty() {
             form.push(("scope", scopes.join(" ")));
         }
-        let resp = self
+        let request = self
             .http
             .post(token_endpoint)
             .header(
@@ -523,15 +528,10 @@ impl ProviderClient {
                 basic_auth(client_id, client_secret.expose_secret()),
             )
             .header(header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &secrets))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &secrets))?;
+            .form(&form);
+        let (status, body) = self
+            .exchange(request, token_endpoint, WHAT, TOKEN_CAP, &secrets)
+            .await?;
         if !status.is_success() {
             return Err(error::from_status(status.as_u16(), &body, WHAT, &secrets));
         }
@@ -557,40 +557,55 @@ impl ProviderClient {
     /// caches. The error's `Display` is a human-readable reason.
     pub async fn validate(&self, settings: &ProviderSettings) -> Result<(), ProviderError> {
         let url = settings.discovery_endpoint.trim();
+        outbound::http_url(url, "the discovery endpoint")?;
+        // Whatever went wrong (refused, timed out, not HTTP, too large, not a document), one
+        // answer: the details are in tracing, so this cannot be used to scan ports.
         let discovery = self.fetch_discovery(url).await.map_err(|e| match e {
-            ProviderError::Transient(m) => ProviderError::Transient(format!(
-                "the discovery endpoint {url} does not answer: {m}"
-            )),
-            ProviderError::Unsupported(m) => ProviderError::Unsupported(m),
-            other => ProviderError::Invalid(format!(
-                "the discovery endpoint {url} gives no usable discovery document: {other}"
-            )),
+            e @ (ProviderError::Unsupported(_)
+            | ProviderError::PrivateAddress(_)
+            | ProviderError::CrossOrigin(_)) => e,
+            other => {
+                tracing::info!(error = %other, "the discovery endpoint gave no usable document");
+                ProviderError::Invalid(
+                    "the discovery endpoint gave no usable OpenID Connect discovery document"
+                        .into(),
+                )
+            }
         })?;
-        if let InitialAccessTokenMode::ClientCredentials { client_id, .. } =
-            &settings.initial_access_token
-        {
-            let endpoint = discovery
-                .token_endpoint
-                .clone()
-                .unwrap_or_else(|| "(none advertised)".into());
-            self.initial_access_token_inner(settings, false)
-                .await
-                .map_err(|e| match e {
-                    ProviderError::Transient(m) => ProviderError::Transient(format!(
-                        "no token from the token endpoint {endpoint}: {m}"
-                    )),
-                    other => ProviderError::Invalid(format!(
-                        "the client {client_id:?} cannot obtain a token from the token endpoint {endpoint}: {other}"
-                    )),
-                })?;
-        } else {
-            self.initial_access_token_inner(settings, false).await?;
-        }
+        check_endpoints(settings, &discovery)?;
         let renew = &settings.renew_client_secret;
         if renew.enabled {
-            renew.expand(&discovery.registration_endpoint, "client-id")?;
+            let url = renew.expand(&discovery.registration_endpoint, "client-id")?;
+            outbound::check_origin(
+                url_of(settings),
+                settings.allow_cross_origin_endpoints,
+                "secret renewal endpoint",
+                &url,
+            )?;
         }
-        Ok(())
+        let InitialAccessTokenMode::ClientCredentials { client_id, .. } =
+            &settings.initial_access_token
+        else {
+            return self
+                .initial_access_token_inner(settings, false)
+                .await
+                .map(drop);
+        };
+        self.initial_access_token_inner(settings, false)
+            .await
+            .map(drop)
+            .map_err(|e| match e {
+                e @ ProviderError::Rejected { .. } => ProviderError::Invalid(format!(
+                    "the client {client_id:?} cannot obtain a token from the token endpoint: {e}"
+                )),
+                e @ (ProviderError::Unsupported(_)
+                | ProviderError::PrivateAddress(_)
+                | ProviderError::CrossOrigin(_)) => e,
+                other => {
+                    tracing::info!(error = %other, "the token endpoint gave no usable answer");
+                    ProviderError::Invalid("the token endpoint gave no usable answer".into())
+                }
+            })
     }
 
     // ----- RFC 7591 registration -----------------------------------------------------------
@@ -783,6 +798,12 @@ impl ProviderClient {
             String::new()
         };
         let url = renew.expand(&registration_endpoint, client_id)?;
+        outbound::check_origin(
+            &settings.discovery_endpoint,
+            settings.allow_cross_origin_endpoints,
+            "secret renewal endpoint",
+            &url,
+        )?;
         let result = self
             .send_json(
                 renew.method.http(),
@@ -809,75 +830,46 @@ impl ProviderClient {
             registration_access_token: client.registration_access_token,
         })
     }
+}
 
-    // ----- plumbing ------------------------------------------------------------------------
-
-    /// Sends a request with an optional bearer token and JSON body; 2xx gives the status and
-    /// the JSON answer (`null` when empty), anything else a classified error.
-    async fn send_json(
-        &self,
-        method: Method,
-        url: &str,
-        bearer: Option<&SecretString>,
-        body: Option<&Map<String, Value>>,
-        what: &str,
-    ) -> Result<(StatusCode, Value), ProviderError> {
-        self.send_json_keyed(method, url, bearer, body, what, None)
-            .await
+/// The secret renewal endpoint of enabled renewal on another origin than the discovery endpoint
+/// (without a request: `{registration_endpoint}` stands for the discovery endpoint's origin,
+/// where the registration endpoint must be) is refused unless the settings allow other origins.
+/// [`ProviderClient::renew_secret`] checks the URL it calls again.
+pub fn check_renewal_origin(settings: &ProviderSettings) -> Result<(), ProviderError> {
+    let renew = &settings.renew_client_secret;
+    if !renew.enabled || settings.allow_cross_origin_endpoints {
+        return Ok(());
     }
+    let discovery = outbound::http_url(url_of(settings), "discovery")?;
+    let url = renew.expand(&discovery.origin().ascii_serialization(), "client-id")?;
+    outbound::check_origin(url_of(settings), false, "secret renewal endpoint", &url)
+}
 
-    /// [`Self::send_json`] with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header).
-    async fn send_json_keyed(
-        &self,
-        method: Method,
-        url: &str,
-        bearer: Option<&SecretString>,
-        body: Option<&Map<String, Value>>,
-        what: &str,
-        idempotency_key: Option<&str>,
-    ) -> Result<(StatusCode, Value), ProviderError> {
-        let secrets: Vec<&str> = bearer.map(|b| b.expose_secret()).into_iter().collect();
-        let mut req = self
-            .http
-            .request(method, url)
-            .header(header::ACCEPT, "application/json");
-        if let Some(key) = idempotency_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        if let Some(b) = bearer {
-            req = req.header(
-                header::AUTHORIZATION,
-                format!("Bearer {}", b.expose_secret()),
-            );
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| error::from_reqwest(e, what, &secrets))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| error::from_reqwest(e, what, &secrets))?;
-        if !status.is_success() {
-            tracing::debug!(
-                what,
-                status = status.as_u16(),
-                "the provider refused a request"
-            );
-            return Err(error::from_status(status.as_u16(), &bytes, what, &secrets));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status, Value::Null));
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|_| {
-            ProviderError::Invalid(format!("{what}: the answer (HTTP {status}) is not JSON"))
-        })?;
-        Ok((status, value))
+fn url_of(settings: &ProviderSettings) -> &str {
+    settings.discovery_endpoint.trim()
+}
+
+/// Refuses a discovery document whose endpoints the settings would send credentials to
+/// (registration; token in client-credentials mode) are off the discovery endpoint's origin,
+/// unless the settings allow other origins.
+fn check_endpoints(
+    settings: &ProviderSettings,
+    discovery: &Discovery,
+) -> Result<(), ProviderError> {
+    let allow = settings.allow_cross_origin_endpoints;
+    outbound::check_origin(
+        url_of(settings),
+        allow,
+        "registration_endpoint",
+        &discovery.registration_endpoint,
+    )?;
+    if let (InitialAccessTokenMode::ClientCredentials { .. }, Some(token)) =
+        (&settings.initial_access_token, &discovery.token_endpoint)
+    {
+        outbound::check_origin(url_of(settings), allow, "token_endpoint", token)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -897,6 +889,7 @@ mod tests {
             },
             software_id: None,
             renew_client_secret: RenewSettings::default(),
+            allow_cross_origin_endpoints: false,
         };
         let fixed = InitialAccessTokenMode::InitialAccessToken {
             token: SECRET.into(),
