@@ -4,8 +4,8 @@
 //! document points elsewhere, answers without end, or is not HTTP at all.
 
 use appreg_dcr_client::provider::{
-    ClientMetadata, InitialAccessTokenMode, ProviderClient, ProviderError, ProviderSettings,
-    RenewMethod, RenewSettings,
+    ClientMetadata, ClientOptions, InitialAccessTokenMode, ProviderClient, ProviderError,
+    ProviderSettings, RenewMethod, RenewSettings,
 };
 use appreg_dcr_client::recorder::{Recorder, Reply};
 use appreg_domain::ApplicationType;
@@ -189,4 +189,39 @@ async fn failures_look_alike() {
         assert_eq!(t, &texts[0], "{texts:#?}");
     }
     assert!(!texts[0].contains("refused") && !texts[0].contains(&closed.to_string()));
+}
+
+/// With `allow_private = false`, loopback hosts (a literal IPv4 or IPv6 address, or a name that
+/// resolves to one) are refused before anything is sent; by default they are called.
+#[tokio::test]
+async fn private_addresses_are_refused_when_configured() {
+    let idp = Recorder::idp(None, None).await;
+    let strict = ProviderClient::with_options(ClientOptions {
+        allow_private: false,
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    for host in ["127.0.0.1", "localhost", "[::1]", "[::ffff:127.0.0.1]"] {
+        let settings = fixed_token(format!(
+            "http://{host}:{}/.well-known/openid-configuration",
+            idp.port()
+        ));
+        let e = strict.validate(&settings).await.unwrap_err();
+        assert!(
+            matches!(e, ProviderError::PrivateAddress(_)),
+            "{host}: {e:?}"
+        );
+        let e = strict.register(&settings, &metadata()).await.unwrap_err();
+        assert!(
+            matches!(e, ProviderError::PrivateAddress(_)),
+            "{host}: {e:?}"
+        );
+        assert!(!e.is_retryable());
+    }
+    assert!(idp.requests().is_empty(), "{:?}", idp.requests());
+    ProviderClient::new()
+        .unwrap()
+        .validate(&fixed_token(idp.discovery_url()))
+        .await
+        .unwrap();
 }
