@@ -11,7 +11,7 @@
 //! server chosen after it was given. The token, registration and renewal endpoints must share
 //! the discovery endpoint's origin (422 `provider.endpoint.cross_origin`) unless the provider
 //! allows other origins (`allow_cross_origin_endpoints`), which only an organisation
-//! administrator may give, for one discovery endpoint (403 otherwise).
+//! administrator may give, for one discovery and one renewal endpoint (403 otherwise).
 
 mod parse;
 
@@ -85,8 +85,8 @@ pub struct ProviderBody {
     #[serde(default)]
     pub default: bool,
     /// Allow the token, registration and renewal endpoints on another origin than the discovery
-    /// endpoint. Only an organisation administrator may set it (or move a provider that has it
-    /// to another discovery endpoint); an environment administrator may keep it as it is.
+    /// endpoint. Only an organisation administrator may set it (or change the discovery or the
+    /// renewal endpoint of a provider that has it); an environment administrator may keep it.
     #[serde(default)]
     pub allow_cross_origin_endpoints: bool,
 }
@@ -168,7 +168,7 @@ fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
 }
 
 /// Allowing endpoints on other origins is an organisation administrator's decision, for one
-/// discovery endpoint: others may only keep it where it was given.
+/// discovery endpoint and one renewal endpoint: others may only keep it where it was given.
 fn may_allow_cross_origin(
     state: &AppState,
     ctx: &Ctx,
@@ -176,7 +176,9 @@ fn may_allow_cross_origin(
     current: Option<&Provider>,
 ) -> Result<(), ApiError> {
     let kept = current.is_some_and(|p| {
-        p.allow_cross_origin_endpoints && p.discovery_endpoint == def.discovery_endpoint
+        p.allow_cross_origin_endpoints
+            && p.discovery_endpoint == def.discovery_endpoint
+            && p.renew_client_secret.endpoint == def.renew_client_secret.endpoint
     });
     if !def.allow_cross_origin_endpoints || kept || state.is_org_admin(&ctx.principal) {
         return Ok(());

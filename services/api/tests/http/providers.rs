@@ -232,8 +232,17 @@ async fn endpoints_on_another_origin_need_an_organisation_administrator(app: Tes
         "allow_cross_origin_endpoints",
         true,
     );
-    let r = app.put(&format!("{PATH}/{id}"), &env_admin, kept).await;
+    let r = app
+        .put(&format!("{PATH}/{id}"), &env_admin, kept.clone())
+        .await;
     r.assert_status(200);
+    // …but not point its secret renewal (the applications' registration access tokens)
+    // somewhere else under it.
+    let mut renewal_moved = kept;
+    renewal_moved["renew_client_secret"] = json!({"enabled": true, "endpoint": format!("{}/{{client_id}}/renew", registrations_elsewhere.base())});
+    app.put(&format!("{PATH}/{id}"), &env_admin, renewal_moved)
+        .await
+        .assert_problem(403, "permission.organisation_admin_only");
     // …but not carry it to another discovery endpoint, nor give it.
     let moved = with(
         with(
