@@ -107,7 +107,8 @@ impl Recorder {
     /// A provider that answers anything: its discovery document (at
     /// `/.well-known/openid-configuration`) names `token_base` + `/token` and
     /// `registration_base` + `/reg` (its own base when `None`); `/token` gives an access
-    /// token to whoever asks, `/reg` registers any client.
+    /// token to whoever asks, `/reg` registers any client (`registration_client_uri`
+    /// `/reg/recorded-client`), `/reg/<id>/renew` renews its secret.
     pub async fn idp(token_base: Option<String>, registration_base: Option<String>) -> Recorder {
         Recorder::start(move |base, req| {
             let path = req.path.split('?').next().unwrap_or("");
@@ -126,7 +127,15 @@ impl Recorder {
                 ),
                 ("POST", "/reg") => Reply::Json(
                     201,
-                    json!({"client_id": "recorded-client", "client_secret": "recorded-secret"}),
+                    json!({
+                        "client_id": "recorded-client", "client_secret": "recorded-secret",
+                        "registration_access_token": "recorded-registration-token",
+                        "registration_client_uri": format!("{}/reg/recorded-client", registration_base.as_deref().unwrap_or(base)),
+                    }),
+                ),
+                ("POST", p) if p.starts_with("/reg/") && p.ends_with("/renew") => Reply::Json(
+                    200,
+                    json!({"client_id": "recorded-client", "client_secret": "renewed-secret"}),
                 ),
                 _ => Reply::Json(404, json!({"error": "not_found"})),
             }

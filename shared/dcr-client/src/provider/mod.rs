@@ -778,12 +778,45 @@ impl ProviderClient {
     }
 
     /// Renews the client secret through the configured endpoint: the template expanded, the
-    /// configured method, the registration access token as bearer.
+    /// configured method, the registration access token as bearer. Prefer
+    /// [`Self::renew_secret_at`], which also checks that the token goes back where it was issued.
     pub async fn renew_secret(
         &self,
         settings: &ProviderSettings,
         client_id: &str,
         registration_access_token: &SecretString,
+    ) -> Result<RenewedSecret, ProviderError> {
+        self.renew_secret_inner(settings, client_id, registration_access_token, None)
+            .await
+    }
+
+    /// [`Self::renew_secret`] for a registered client: the renewal endpoint must also be on the
+    /// origin of the client's `registration_client_uri` (where its registration access token
+    /// was issued), unless the settings allow other origins. So a provider record moved to
+    /// another discovery endpoint never sends the clients' old tokens to the new server.
+    pub async fn renew_secret_at(
+        &self,
+        settings: &ProviderSettings,
+        handle: &RegistrationHandle,
+    ) -> Result<RenewedSecret, ProviderError> {
+        let token = handle.registration_access_token.as_ref().ok_or_else(|| {
+            ProviderError::Unsupported("the provider gave no registration access token".into())
+        })?;
+        self.renew_secret_inner(
+            settings,
+            &handle.client_id,
+            token,
+            handle.registration_client_uri.as_deref(),
+        )
+        .await
+    }
+
+    async fn renew_secret_inner(
+        &self,
+        settings: &ProviderSettings,
+        client_id: &str,
+        registration_access_token: &SecretString,
+        issued_at: Option<&str>,
     ) -> Result<RenewedSecret, ProviderError> {
         const WHAT: &str = "secret renewal";
         let renew = &settings.renew_client_secret;
@@ -804,6 +837,15 @@ impl ProviderClient {
             "secret renewal endpoint",
             &url,
         )?;
+        if let Some(issued_at) = issued_at {
+            // The token's own origin stands where the discovery endpoint does above.
+            outbound::check_origin(
+                issued_at,
+                settings.allow_cross_origin_endpoints,
+                "secret renewal endpoint (the registration access token's provider)",
+                &url,
+            )?;
+        }
         let result = self
             .send_json(
                 renew.method.http(),

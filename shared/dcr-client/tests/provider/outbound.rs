@@ -225,3 +225,38 @@ async fn private_addresses_are_refused_when_configured() {
         .await
         .unwrap();
 }
+
+/// A client's registration access token was issued by the provider that registered it: after the
+/// provider record moves to another discovery endpoint, a secret renewal through
+/// `{registration_endpoint}` must not carry that token to the new server.
+#[tokio::test]
+async fn a_registration_token_never_follows_a_moved_provider() {
+    let first = Recorder::idp(None, None).await;
+    let moved_to = Recorder::idp(None, None).await;
+    let pc = ProviderClient::new().unwrap();
+    let renewing = |discovery: String| ProviderSettings {
+        renew_client_secret: RenewSettings {
+            enabled: true,
+            endpoint_template: "{registration_endpoint}/{client_id}/renew".into(),
+            method: RenewMethod::Post,
+        },
+        ..fixed_token(discovery)
+    };
+    let registered = pc
+        .register(&renewing(first.discovery_url()), &metadata())
+        .await
+        .unwrap();
+    let handle = registered.handle();
+    // Where it was issued, the token works.
+    pc.renew_secret_at(&renewing(first.discovery_url()), &handle)
+        .await
+        .unwrap();
+    let e = pc
+        .renew_secret_at(&renewing(moved_to.discovery_url()), &handle)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ProviderError::CrossOrigin(_)), "{e:?}");
+    for a in moved_to.authorizations() {
+        assert!(!a.contains("recorded-registration-token"), "{a}");
+    }
+}
