@@ -7,16 +7,19 @@
 mod error;
 mod metadata;
 mod outbound;
+mod validate;
 
 pub use error::ProviderError;
 pub use metadata::{
     response_types_for, ClientMetadata, OidcApplicationType, TokenEndpointAuthMethod,
 };
 pub use outbound::{is_public, ClientOptions, DOCUMENT_CAP, TOKEN_CAP};
+use validate::check_endpoints;
+pub use validate::check_renewal_origin;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -364,7 +367,7 @@ impl ProviderClient {
     pub fn forget_discovery(&self, settings: &ProviderSettings) {
         self.discoveries
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(settings.discovery_endpoint.trim());
     }
 
@@ -402,13 +405,16 @@ impl ProviderClient {
             grant_types_supported: doc.grant_types_supported,
             response_types_supported: doc.response_types_supported,
         };
-        self.discoveries.lock().unwrap().insert(
-            url.to_string(),
-            CachedDiscovery {
-                discovery: discovery.clone(),
-                fetched: Instant::now(),
-            },
-        );
+        self.discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                url.to_string(),
+                CachedDiscovery {
+                    discovery: discovery.clone(),
+                    fetched: Instant::now(),
+                },
+            );
         Ok(discovery)
     }
 
@@ -461,7 +467,12 @@ impl ProviderClient {
             },
         };
         if use_cache {
-            if let Some(t) = self.tokens.lock().unwrap().get(&key) {
+            if let Some(t) = self
+                .tokens
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+            {
                 if Instant::now() < t.valid_until {
                     return Ok(t.token.clone());
                 }
@@ -477,7 +488,7 @@ impl ProviderClient {
                 return Err(e);
             }
         };
-        let mut tokens = self.tokens.lock().unwrap();
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         match expires_in.and_then(|e| e.checked_sub(TOKEN_MARGIN)) {
             Some(ttl) if !ttl.is_zero() => {
                 tokens.insert(
@@ -501,7 +512,7 @@ impl ProviderClient {
         {
             self.tokens
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .retain(|k, _| &k.client_id != client_id);
         }
     }
@@ -547,65 +558,6 @@ impl ProviderClient {
             SecretString::from(answer.access_token),
             expires_in.map(Duration::from_secs),
         ))
-    }
-
-    // ----- validation ----------------------------------------------------------------------
-
-    /// The live check of a provider record (create/update): discovery answers and advertises a
-    /// registration endpoint; in client-credentials mode a token is obtained; the renewal
-    /// template, when enabled, expands to a URL. Fetches fresh (no cache) and refreshes the
-    /// caches. The error's `Display` is a human-readable reason.
-    pub async fn validate(&self, settings: &ProviderSettings) -> Result<(), ProviderError> {
-        let url = settings.discovery_endpoint.trim();
-        outbound::http_url(url, "the discovery endpoint")?;
-        // Whatever went wrong (refused, timed out, not HTTP, too large, not a document), one
-        // answer: the details are in tracing, so this cannot be used to scan ports.
-        let discovery = self.fetch_discovery(url).await.map_err(|e| match e {
-            e @ (ProviderError::Unsupported(_)
-            | ProviderError::PrivateAddress(_)
-            | ProviderError::CrossOrigin(_)) => e,
-            other => {
-                tracing::info!(error = %other, "the discovery endpoint gave no usable document");
-                ProviderError::Invalid(
-                    "the discovery endpoint gave no usable OpenID Connect discovery document"
-                        .into(),
-                )
-            }
-        })?;
-        check_endpoints(settings, &discovery)?;
-        let renew = &settings.renew_client_secret;
-        if renew.enabled {
-            let url = renew.expand(&discovery.registration_endpoint, "client-id")?;
-            outbound::check_origin(
-                url_of(settings),
-                settings.allow_cross_origin_endpoints,
-                "secret renewal endpoint",
-                &url,
-            )?;
-        }
-        let InitialAccessTokenMode::ClientCredentials { client_id, .. } =
-            &settings.initial_access_token
-        else {
-            return self
-                .initial_access_token_inner(settings, false)
-                .await
-                .map(drop);
-        };
-        self.initial_access_token_inner(settings, false)
-            .await
-            .map(drop)
-            .map_err(|e| match e {
-                e @ ProviderError::Rejected { .. } => ProviderError::Invalid(format!(
-                    "the client {client_id:?} cannot obtain a token from the token endpoint: {e}"
-                )),
-                e @ (ProviderError::Unsupported(_)
-                | ProviderError::PrivateAddress(_)
-                | ProviderError::CrossOrigin(_)) => e,
-                other => {
-                    tracing::info!(error = %other, "the token endpoint gave no usable answer");
-                    ProviderError::Invalid("the token endpoint gave no usable answer".into())
-                }
-            })
     }
 
     // ----- RFC 7591 registration -----------------------------------------------------------
@@ -872,46 +824,6 @@ impl ProviderClient {
             registration_access_token: client.registration_access_token,
         })
     }
-}
-
-/// The secret renewal endpoint of enabled renewal on another origin than the discovery endpoint
-/// (without a request: `{registration_endpoint}` stands for the discovery endpoint's origin,
-/// where the registration endpoint must be) is refused unless the settings allow other origins.
-/// [`ProviderClient::renew_secret`] checks the URL it calls again.
-pub fn check_renewal_origin(settings: &ProviderSettings) -> Result<(), ProviderError> {
-    let renew = &settings.renew_client_secret;
-    if !renew.enabled || settings.allow_cross_origin_endpoints {
-        return Ok(());
-    }
-    let discovery = outbound::http_url(url_of(settings), "discovery")?;
-    let url = renew.expand(&discovery.origin().ascii_serialization(), "client-id")?;
-    outbound::check_origin(url_of(settings), false, "secret renewal endpoint", &url)
-}
-
-fn url_of(settings: &ProviderSettings) -> &str {
-    settings.discovery_endpoint.trim()
-}
-
-/// Refuses a discovery document whose endpoints the settings would send credentials to
-/// (registration; token in client-credentials mode) are off the discovery endpoint's origin,
-/// unless the settings allow other origins.
-fn check_endpoints(
-    settings: &ProviderSettings,
-    discovery: &Discovery,
-) -> Result<(), ProviderError> {
-    let allow = settings.allow_cross_origin_endpoints;
-    outbound::check_origin(
-        url_of(settings),
-        allow,
-        "registration_endpoint",
-        &discovery.registration_endpoint,
-    )?;
-    if let (InitialAccessTokenMode::ClientCredentials { .. }, Some(token)) =
-        (&settings.initial_access_token, &discovery.token_endpoint)
-    {
-        outbound::check_origin(url_of(settings), allow, "token_endpoint", token)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
