@@ -5,20 +5,29 @@
 //! reason. Its secrets (client secret, initial access token) are write-only: sealed in the vault
 //! under `provider/<env>/<id>`, never returned, never in an event (which carries fingerprints).
 //! A provider that applications still use cannot be deleted (409).
+//!
+//! Where a stored secret may go: a PUT that changes the discovery endpoint, the token mode or the
+//! client id must give the secret again (422 naming it), so a stored secret never reaches a
+//! server chosen after it was given. The token, registration and renewal endpoints must share
+//! the discovery endpoint's origin (422 `provider.endpoint.cross_origin`) unless the provider
+//! allows other origins (`allow_cross_origin_endpoints`), which only an organisation
+//! administrator may give, for one discovery and one renewal endpoint (403 otherwise).
+
+mod parse;
 
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
 use crate::routes::with_token;
 use crate::state::AppState;
 use appreg_commands::{Loaded, Start};
-use appreg_dcr_client::provider::ProviderSettings;
+use appreg_dcr_client::provider::{check_renewal_origin, ProviderError, ProviderSettings};
 use appreg_dcr_client::settings::settings_from;
 use appreg_dcr_client::vault::{provider_owner, secret_kind};
 use appreg_domain::provider::{
     HttpMethod, InitialAccessTokenMode, Provider, ProviderDefinition, ProviderEvent,
-    ProviderRegistry, RenewClientSecret,
+    ProviderRegistry,
 };
-use appreg_domain::{EnvironmentId, FieldErrors, HttpUrl};
+use appreg_domain::EnvironmentId;
 use appreg_eventstore::Appended;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -75,6 +84,11 @@ pub struct ProviderBody {
     pub delete_client_on_archive: bool,
     #[serde(default)]
     pub default: bool,
+    /// Allow the token, registration and renewal endpoints on another origin than the discovery
+    /// endpoint. Only an organisation administrator may set it (or change the discovery or the
+    /// renewal endpoint of a provider that has it); an environment administrator may keep it.
+    #[serde(default)]
+    pub allow_cross_origin_endpoints: bool,
 }
 
 /// A provider as administrators see it (never a secret).
@@ -91,6 +105,7 @@ pub struct ProviderView {
     pub renew_client_secret: RenewDoc,
     pub delete_client_on_archive: bool,
     pub default: bool,
+    pub allow_cross_origin_endpoints: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -135,6 +150,7 @@ impl From<&Provider> for ProviderView {
             },
             delete_client_on_archive: p.delete_client_on_archive,
             default: p.default,
+            allow_cross_origin_endpoints: p.allow_cross_origin_endpoints,
         }
     }
 }
@@ -149,6 +165,28 @@ fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
                 .into(),
         })
     }
+}
+
+/// Allowing endpoints on other origins is an organisation administrator's decision, for one
+/// discovery endpoint and one renewal endpoint: others may only keep it where it was given.
+fn may_allow_cross_origin(
+    state: &AppState,
+    ctx: &Ctx,
+    def: &ProviderDefinition,
+    current: Option<&Provider>,
+) -> Result<(), ApiError> {
+    let kept = current.is_some_and(|p| {
+        p.allow_cross_origin_endpoints
+            && p.discovery_endpoint == def.discovery_endpoint
+            && p.renew_client_secret.endpoint == def.renew_client_secret.endpoint
+    });
+    if !def.allow_cross_origin_endpoints || kept || state.is_org_admin(&ctx.principal) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        code: "permission.organisation_admin_only",
+        message: "only an organisation administrator may allow a provider's endpoints on another origin than its discovery endpoint".into(),
+    })
 }
 
 fn not_found() -> ApiError {
@@ -194,149 +232,6 @@ pub async fn provider_exists(
     Ok(exists)
 }
 
-/// The submitted definition, parsed; the secrets it carries (to validate, then to seal).
-struct Parsed {
-    definition: ProviderDefinition,
-    secret: Option<SecretString>,
-}
-
-fn parse_method(raw: Option<&str>, errors: &mut FieldErrors) -> HttpMethod {
-    match raw.map(str::to_ascii_uppercase).as_deref() {
-        None | Some("POST") => HttpMethod::Post,
-        Some("PUT") => HttpMethod::Put,
-        Some("PATCH") => HttpMethod::Patch,
-        Some(_) => {
-            errors.add(
-                "renew_client_secret.method",
-                "renew.method.invalid",
-                "POST, PUT or PATCH",
-            );
-            HttpMethod::Post
-        }
-    }
-}
-
-/// Parses a body. `current` (on update) supplies the fingerprint of a secret left out.
-fn parse(
-    state: &AppState,
-    body: ProviderBody,
-    current: Option<&Provider>,
-) -> Result<Parsed, ApiError> {
-    let mut errors = FieldErrors::new();
-    let discovery = match HttpUrl::parse(body.discovery_endpoint.trim()) {
-        Ok(url) if url.as_str().starts_with("https://") || state.allows_http_url(url.as_str()) => {
-            Some(url)
-        }
-        Ok(_) => {
-            errors.add(
-                "discovery_endpoint",
-                "url.https_required",
-                "the discovery endpoint must use https (http only on loopback)",
-            );
-            None
-        }
-        Err((code, message)) => {
-            errors.add("discovery_endpoint", code, message);
-            None
-        }
-    };
-    let fingerprint = |s: &SecretString| appreg_secrets::fingerprint(s);
-    let (mode, secret) = match body.initial_access_token_type {
-        TokenType::ClientCredentials => {
-            let client_id = body.client_id.clone().unwrap_or_default();
-            if client_id.trim().is_empty() {
-                errors.add(
-                    "client_id",
-                    "field.required",
-                    "CLIENT_CREDENTIALS needs the client_id",
-                );
-            }
-            let kept = current.and_then(|p| match &p.mode {
-                InitialAccessTokenMode::ClientCredentials {
-                    client_secret_fingerprint,
-                    ..
-                } => Some(client_secret_fingerprint.clone()),
-                _ => None,
-            });
-            let fp = match (&body.client_secret, kept) {
-                (Some(s), _) => fingerprint(s),
-                (None, Some(kept)) => kept,
-                (None, None) => {
-                    errors.add(
-                        "client_secret",
-                        "field.required",
-                        "CLIENT_CREDENTIALS needs the client_secret",
-                    );
-                    String::new()
-                }
-            };
-            (
-                InitialAccessTokenMode::ClientCredentials {
-                    client_id: client_id.trim().to_string(),
-                    scopes: body.scopes.clone(),
-                    client_secret_fingerprint: fp,
-                },
-                body.client_secret,
-            )
-        }
-        TokenType::InitialAccessToken => {
-            let kept = current.and_then(|p| match &p.mode {
-                InitialAccessTokenMode::InitialAccessToken { token_fingerprint } => {
-                    Some(token_fingerprint.clone())
-                }
-                _ => None,
-            });
-            let fp = match (&body.initial_access_token, kept) {
-                (Some(s), _) => fingerprint(s),
-                (None, Some(kept)) => kept,
-                (None, None) => {
-                    errors.add(
-                        "initial_access_token",
-                        "field.required",
-                        "INITIAL_ACCESS_TOKEN needs the initial_access_token",
-                    );
-                    String::new()
-                }
-            };
-            (
-                InitialAccessTokenMode::InitialAccessToken {
-                    token_fingerprint: fp,
-                },
-                body.initial_access_token,
-            )
-        }
-    };
-    let renew = match body.renew_client_secret {
-        Some(r) => RenewClientSecret {
-            enabled: r.enabled,
-            endpoint: r
-                .endpoint
-                .map(|e| e.trim().to_string())
-                .filter(|e| !e.is_empty()),
-            method: parse_method(r.method.as_deref(), &mut errors),
-        },
-        None => RenewClientSecret {
-            enabled: false,
-            endpoint: None,
-            method: HttpMethod::Post,
-        },
-    };
-    errors.into_result()?;
-    Ok(Parsed {
-        definition: ProviderDefinition {
-            name: body.name,
-            description: body.description.filter(|d| !d.trim().is_empty()),
-            discovery_endpoint: discovery.expect("checked"),
-            mode,
-            software_id: body.software_id.filter(|s| !s.trim().is_empty()),
-            renew_client_secret: renew,
-            delete_client_on_archive: body.delete_client_on_archive,
-            default: body.default,
-        },
-        secret,
-    })
-}
-
 /// The settings the provider client needs, with the secret given now or kept in the vault.
 async fn settings(
     state: &AppState,
@@ -362,6 +257,7 @@ async fn settings(
         secret,
         def.software_id.as_deref(),
         &def.renew_client_secret,
+        def.allow_cross_origin_endpoints,
     ))
 }
 
@@ -387,7 +283,17 @@ async fn keep_secret(
 }
 
 /// Live validation: 422 with the provider's reason.
+/// Live validation: 422 with the provider's reason (one reason for every way a discovery
+/// endpoint can fail to answer, so this is no port scanner). The renewal endpoint's origin is
+/// checked first, without a request.
 async fn validate(state: &AppState, settings: &ProviderSettings) -> Result<(), ApiError> {
+    if let Err(e) = check_renewal_origin(settings) {
+        return Err(ApiError::invalid(
+            "renew_client_secret.endpoint",
+            "provider.endpoint.cross_origin",
+            e.to_string(),
+        ));
+    }
     state.provider_client().forget_discovery(settings);
     state
         .provider_client()
@@ -395,11 +301,23 @@ async fn validate(state: &AppState, settings: &ProviderSettings) -> Result<(), A
         .await
         .map_err(|e| {
             tracing::info!(error = %e, "provider validation failed");
-            ApiError::invalid(
-                "discovery_endpoint",
-                "provider.validation_failed",
-                e.to_string(),
-            )
+            match e {
+                ProviderError::CrossOrigin(_) => ApiError::invalid(
+                    "discovery_endpoint",
+                    "provider.endpoint.cross_origin",
+                    e.to_string(),
+                ),
+                ProviderError::PrivateAddress(_) => ApiError::invalid(
+                    "discovery_endpoint",
+                    "provider.endpoint.private_address",
+                    "the provider's endpoints are on a loopback, private or otherwise non-public address, which this deployment does not call",
+                ),
+                e => ApiError::invalid(
+                    "discovery_endpoint",
+                    "provider.validation_failed",
+                    e.to_string(),
+                ),
+            }
         })
 }
 
@@ -479,7 +397,8 @@ pub async fn create(
     JsonBody(body): JsonBody<ProviderBody>,
 ) -> Result<Response, ApiError> {
     admin_only(&ctx)?;
-    let parsed = parse(&state, body, None)?;
+    let parsed = parse::parse(&state, body, None)?;
+    may_allow_cross_origin(&state, &ctx, &parsed.definition, None)?;
     let id = uuid::Uuid::now_v7().to_string();
     let (registry, version) = load_registry(&state, &ctx.environment).await?;
     // The rules first (cheap), then the provider itself.
@@ -527,7 +446,8 @@ pub async fn update(
     admin_only(&ctx)?;
     let (registry, version) = load_registry(&state, &ctx.environment).await?;
     let current = registry.providers.get(&id).ok_or_else(not_found)?;
-    let parsed = parse(&state, body, Some(current))?;
+    let parsed = parse::parse(&state, body, Some(current))?;
+    may_allow_cross_origin(&state, &ctx, &parsed.definition, Some(current))?;
     let events = registry.update(&id, parsed.definition.clone())?;
     if !events.is_empty() || parsed.secret.is_some() {
         let settings = settings(

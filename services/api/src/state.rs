@@ -99,8 +99,13 @@ impl AppState {
                 commands: appreg_commands::Commands::new(store.clone(), config.command_settings()),
                 store,
                 vault,
-                provider_client: appreg_dcr_client::provider::ProviderClient::new()
-                    .map_err(ApiError::internal)?,
+                provider_client: appreg_dcr_client::provider::ProviderClient::with_options(
+                    appreg_dcr_client::provider::ClientOptions {
+                        allow_private: config.outbound_allow_private,
+                        ..Default::default()
+                    },
+                )
+                .map_err(ApiError::internal)?,
                 read,
                 auth,
                 admin_role: config.auth.admin_role.clone(),

@@ -678,8 +678,13 @@ async fn spawn_saga(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
-    let client = appreg_dcr_client::provider::ProviderClient::new()
-        .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
+    let client = appreg_dcr_client::provider::ProviderClient::with_options(
+        appreg_dcr_client::provider::ClientOptions {
+            allow_private: config.outbound_allow_private,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
     let store = appreg_telemetry::count_appends(db.event_store().await?);
     // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
     appreg_telemetry::lag::spawn_checkpoint_lag(

@@ -367,11 +367,8 @@ impl Saga {
                             "the provider gave no registration access token".into(),
                         ),
                     }),
-                    Some(token) => match self
-                        .with_retries(|| {
-                            self.client
-                                .renew_secret(&settings, &handle.client_id, token)
-                        })
+                    Some(_) => match self
+                        .with_retries(|| self.client.renew_secret_at(&settings, &handle))
                         .await
                     {
                         Ok(renewed) => {

@@ -120,6 +120,13 @@ pub struct Config {
     /// log than this (the age of the first event it has not applied), in milliseconds.
     #[serde(default = "default_readyz_max_lag_ms")]
     pub readyz_max_lag_ms: u64,
+    /// Whether the api and the DCR saga may call providers (discovery, token, registration,
+    /// renewal endpoints) on loopback, private (RFC 1918), link-local, unique-local, CGNAT and
+    /// other non-public addresses. True by default (development and tests run providers on
+    /// loopback); production sets false, and a provider whose host resolves to such an address
+    /// is refused (the addresses checked are the ones connected to).
+    #[serde(default = "default_true")]
+    pub outbound_allow_private: bool,
 }
 
 fn default_readyz_max_lag_ms() -> u64 {
@@ -447,6 +454,7 @@ mod tests {
             assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
             assert_eq!(Config::defaults().otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
+            assert!(Config::defaults().outbound_allow_private);
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
             assert!(c.nats_credentials.is_none());
             Ok(())
@@ -508,6 +516,7 @@ mod tests {
             assert_eq!(c.lifecycle_step_pause_ms, 0);
             assert_eq!(c.otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
+            assert!(!c.outbound_allow_private);
             Ok(())
         });
     }

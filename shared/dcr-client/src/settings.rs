@@ -15,6 +15,7 @@ pub fn settings_from(
     secret: SecretString,
     software_id: Option<&str>,
     renew: &RenewClientSecret,
+    allow_cross_origin_endpoints: bool,
 ) -> ProviderSettings {
     ProviderSettings {
         discovery_endpoint: discovery_endpoint.as_str().to_string(),
@@ -43,6 +44,7 @@ pub fn settings_from(
                 HttpMethod::Patch => RenewMethod::Patch,
             },
         },
+        allow_cross_origin_endpoints,
     }
 }
 
@@ -54,5 +56,6 @@ pub fn settings_of(p: &Provider, secret: SecretString) -> ProviderSettings {
         secret,
         p.software_id.as_deref(),
         &p.renew_client_secret,
+        p.allow_cross_origin_endpoints,
     )
 }

@@ -375,6 +375,7 @@ impl OidcProvider {
                 endpoint_template: "{registration_endpoint}/{client_id}/renew_secret".into(),
                 method: RenewMethod::Post,
             },
+            allow_cross_origin_endpoints: false,
         }
     }
 

@@ -24,6 +24,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("auth.unauthenticated", 401, "Unauthenticated"),
     row("permission.denied", 403, "Forbidden"),
     row("permission.admin_only", 403, "Forbidden"),
+    row("permission.organisation_admin_only", 403, "Forbidden"),
     row("permission.gateway_only", 403, "Forbidden"),
     row("application.not_found", 404, "Not found"),
     row("application.version_not_found", 404, "Not found"),

@@ -58,6 +58,11 @@ pub struct Provider {
     pub renew_client_secret: RenewClientSecret,
     pub delete_client_on_archive: bool,
     pub default: bool,
+    /// Whether the provider's token, registration and renewal endpoints may be on another
+    /// origin than its discovery endpoint (which only an organisation administrator may allow:
+    /// the edge checks who asks). False in schema version 1 payloads, which predate it.
+    #[serde(default)]
+    pub allow_cross_origin_endpoints: bool,
 }
 
 /// What an administrator submits (validated at the edge; secrets already in the vault).
@@ -71,6 +76,7 @@ pub struct ProviderDefinition {
     pub renew_client_secret: RenewClientSecret,
     pub delete_client_on_archive: bool,
     pub default: bool,
+    pub allow_cross_origin_endpoints: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,12 +104,24 @@ pub enum ProviderEvent {
 
 const EVENT_TYPES: &[&str] = &["ProviderCreated", "ProviderUpdated", "ProviderDeleted"];
 
+/// The schema version of `ProviderCreated` and `ProviderUpdated`: 2 since the provider gained
+/// `allow_cross_origin_endpoints` (a v1 payload is read with it false).
+pub const PROVIDER_SCHEMA_VERSION: i32 = 2;
+
 impl DomainEvent for ProviderEvent {
     fn event_type(&self) -> &'static str {
         match self {
             ProviderEvent::ProviderCreated(_) => "ProviderCreated",
             ProviderEvent::ProviderUpdated(_) => "ProviderUpdated",
             ProviderEvent::ProviderDeleted(_) => "ProviderDeleted",
+        }
+    }
+    fn schema_version(&self) -> i32 {
+        match self {
+            ProviderEvent::ProviderCreated(_) | ProviderEvent::ProviderUpdated(_) => {
+                PROVIDER_SCHEMA_VERSION
+            }
+            ProviderEvent::ProviderDeleted(_) => 1,
         }
     }
     fn data(&self) -> serde_json::Value {
@@ -114,8 +132,30 @@ impl DomainEvent for ProviderEvent {
         schema_version: i32,
         data: serde_json::Value,
     ) -> Result<Self, DecodeError> {
-        decode_tagged(event_type, schema_version, EVENT_TYPES, data)
+        match (event_type, schema_version) {
+            // v1 → v2: the provider gains `allow_cross_origin_endpoints`, false.
+            ("ProviderCreated" | "ProviderUpdated", 1) => {
+                decode_tagged(event_type, 1, EVENT_TYPES, upcast_provider_v1(data))
+            }
+            ("ProviderCreated" | "ProviderUpdated", PROVIDER_SCHEMA_VERSION) => {
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("ProviderCreated" | "ProviderUpdated", other) => Err(DecodeError::UnsupportedVersion(
+                event_type.to_string(),
+                other,
+            )),
+            _ => decode_tagged(event_type, schema_version, EVENT_TYPES, data),
+        }
     }
+}
+
+/// A v1 `ProviderCreated` / `ProviderUpdated` payload in the v2 shape (pure).
+fn upcast_provider_v1(mut data: serde_json::Value) -> serde_json::Value {
+    if let Some(p) = data.get_mut("provider").and_then(|p| p.as_object_mut()) {
+        p.entry("allow_cross_origin_endpoints")
+            .or_insert(serde_json::Value::Bool(false));
+    }
+    data
 }
 
 /// An environment's providers.
@@ -309,5 +349,6 @@ fn provider(id: String, def: ProviderDefinition, default: bool) -> Provider {
         renew_client_secret: def.renew_client_secret,
         delete_client_on_archive: def.delete_client_on_archive,
         default,
+        allow_cross_origin_endpoints: def.allow_cross_origin_endpoints,
     }
 }

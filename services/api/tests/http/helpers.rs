@@ -416,6 +416,7 @@ impl TestApp {
                     },
                     delete_client_on_archive: false,
                     default: false,
+                    allow_cross_origin_endpoints: false,
                 },
             )
             .unwrap();

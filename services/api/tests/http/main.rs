@@ -15,6 +15,7 @@ mod listing;
 mod members;
 mod permissions;
 mod projection;
+mod providers;
 mod races;
 mod rebuild;
 mod settings;

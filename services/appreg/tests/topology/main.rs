@@ -580,6 +580,8 @@ async fn start(http: &reqwest::Client, issuer: &str) -> Topology {
                 // verbosity.
                 env.insert("APPREG_AUTH__ISSUER".into(), issuer.to_string());
                 env.insert("APPREG_AUTH__JWKS_URL".into(), format!("{issuer}/jwks"));
+                // The test's OIDC provider is on loopback, which the file refuses.
+                env.insert("APPREG_OUTBOUND_ALLOW_PRIVATE".into(), "true".into());
                 env.insert("RUST_LOG".into(), "info".into());
                 if service.command.first().map(String::as_str) == Some("api") {
                     let addr = compose::rewrite_addresses(&listen, own);

@@ -30,6 +30,17 @@ pub enum ProviderError {
     /// provider response, an unexpected status.
     #[error("invalid: {0}")]
     Invalid(String),
+    /// An endpoint the credentials would go to (token, registration, renewal) is not on the
+    /// discovery endpoint's origin, and the provider does not allow that
+    /// (`allow_cross_origin_endpoints`, which only an organisation administrator may set).
+    /// Nothing was sent there.
+    #[error("refused: {0}")]
+    CrossOrigin(String),
+    /// The endpoint's host is (or resolves to) a loopback, private, link-local or otherwise
+    /// non-public address, and the deployment refuses those (`outbound_allow_private = false`).
+    /// Nothing was sent there.
+    #[error("refused: {0}")]
+    PrivateAddress(String),
 }
 
 fn describe(d: &Option<String>) -> String {
@@ -107,9 +118,9 @@ pub(crate) fn from_status(status: u16, body: &[u8], what: &str, secrets: &[&str]
     }
 }
 
-/// Classifies a transport error (no answer, or an unreadable one).
-pub(crate) fn from_reqwest(err: reqwest::Error, what: &str, secrets: &[&str]) -> ProviderError {
-    let builder = err.is_builder();
+/// What a transport error says happened ("connection refused", a timeout, …), without its URL
+/// and scrubbed of `secrets`: for tracing, never for an answer.
+pub(crate) fn describe_reqwest(err: reqwest::Error, secrets: &[&str]) -> String {
     let timeout = err.is_timeout();
     let err = err.without_url();
     let mut text = err.to_string();
@@ -126,10 +137,5 @@ pub(crate) fn from_reqwest(err: reqwest::Error, what: &str, secrets: &[&str]) ->
     if timeout {
         text = format!("timed out ({text})");
     }
-    let text = scrub(text, secrets);
-    if builder {
-        ProviderError::Invalid(format!("{what}: {text}"))
-    } else {
-        ProviderError::Transient(format!("{what}: {text}"))
-    }
+    scrub(text, secrets)
 }

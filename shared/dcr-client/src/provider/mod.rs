@@ -6,15 +6,20 @@
 
 mod error;
 mod metadata;
+mod outbound;
+mod validate;
 
 pub use error::ProviderError;
 pub use metadata::{
     response_types_for, ClientMetadata, OidcApplicationType, TokenEndpointAuthMethod,
 };
+pub use outbound::{is_public, ClientOptions, DOCUMENT_CAP, TOKEN_CAP};
+use validate::check_endpoints;
+pub use validate::check_renewal_origin;
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -36,6 +41,10 @@ pub struct ProviderSettings {
     /// Sent as `software_id` when the metadata has none.
     pub software_id: Option<String>,
     pub renew_client_secret: RenewSettings,
+    /// Whether the token, registration and renewal endpoints may be on another origin than the
+    /// discovery endpoint (set by an organisation administrator only). When false, no
+    /// credential is ever sent off the discovery endpoint's origin.
+    pub allow_cross_origin_endpoints: bool,
 }
 
 /// How appreg obtains the initial access token a registration request carries.
@@ -291,6 +300,7 @@ struct CachedToken {
 /// discovery documents per discovery URL and initial access tokens per admin client.
 pub struct ProviderClient {
     http: reqwest::Client,
+    options: ClientOptions,
     discoveries: Mutex<HashMap<String, CachedDiscovery>>,
     tokens: Mutex<HashMap<TokenKey, CachedToken>>,
 }
@@ -307,21 +317,24 @@ fn exposed<'a>(secrets: &[&'a SecretString]) -> Vec<&'a str> {
 }
 
 impl ProviderClient {
-    /// Connect timeout 5 s, whole request 10 s; redirects are not followed.
+    /// Connect timeout 5 s, whole request 10 s; redirects are not followed; every address may
+    /// be called ([`ClientOptions::default`]).
     pub fn new() -> Result<Self, ProviderError> {
-        Self::with_timeouts(Duration::from_secs(5), Duration::from_secs(10))
+        Self::with_options(ClientOptions::default())
     }
 
     pub fn with_timeouts(connect: Duration, request: Duration) -> Result<Self, ProviderError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .timeout(request)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("appreg-dcr-saga/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        Self::with_options(ClientOptions {
+            connect_timeout: connect,
+            request_timeout: request,
+            ..ClientOptions::default()
+        })
+    }
+
+    pub fn with_options(options: ClientOptions) -> Result<Self, ProviderError> {
         Ok(Self {
-            http,
+            http: outbound::http_client(&options)?,
+            options,
             discoveries: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
         })
@@ -330,46 +343,41 @@ impl ProviderClient {
     // ----- discovery ---------------------------------------------------------------------
 
     /// The provider's discovery document, cached per discovery URL.
+    /// Refused ([`ProviderError::CrossOrigin`]) when an endpoint the settings send credentials to
+    /// (registration; token in client-credentials mode) is off the discovery endpoint's origin
+    /// and the settings do not allow that.
     pub async fn discover(&self, settings: &ProviderSettings) -> Result<Discovery, ProviderError> {
         let key = settings.discovery_endpoint.trim();
-        if let Some(c) = self.discoveries.lock().unwrap().get(key) {
-            if c.fetched.elapsed() < DISCOVERY_TTL {
-                return Ok(c.discovery.clone());
-            }
-        }
-        self.fetch_discovery(key).await
+        let cached = self
+            .discoveries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .filter(|c| c.fetched.elapsed() < DISCOVERY_TTL)
+            .map(|c| c.discovery.clone());
+        let discovery = match cached {
+            Some(d) => d,
+            None => self.fetch_discovery(key).await?,
+        };
+        check_endpoints(settings, &discovery)?;
+        Ok(discovery)
     }
 
     /// Forgets the cached discovery document (and so refetches it on the next call).
     pub fn forget_discovery(&self, settings: &ProviderSettings) {
         self.discoveries
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(settings.discovery_endpoint.trim());
     }
 
     async fn fetch_discovery(&self, url: &str) -> Result<Discovery, ProviderError> {
         const WHAT: &str = "discovery";
-        match url::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(ProviderError::Invalid(format!(
-                    "the discovery endpoint {url:?} is not an absolute http(s) URL"
-                )))
-            }
-        }
-        let resp = self
+        let request = self
             .http
             .get(url)
-            .header(header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &[]))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &[]))?;
+            .header(header::ACCEPT, "application/json");
+        let (status, body) = self.exchange(request, url, WHAT, DOCUMENT_CAP, &[]).await?;
         if !status.is_success() {
             return Err(error::from_status(status.as_u16(), &body, WHAT, &[]));
         }
@@ -397,13 +405,16 @@ impl ProviderClient {
             grant_types_supported: doc.grant_types_supported,
             response_types_supported: doc.response_types_supported,
         };
-        self.discoveries.lock().unwrap().insert(
-            url.to_string(),
-            CachedDiscovery {
-                discovery: discovery.clone(),
-                fetched: Instant::now(),
-            },
-        );
+        self.discoveries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(
+                url.to_string(),
+                CachedDiscovery {
+                    discovery: discovery.clone(),
+                    fetched: Instant::now(),
+                },
+            );
         Ok(discovery)
     }
 
@@ -456,7 +467,12 @@ impl ProviderClient {
             },
         };
         if use_cache {
-            if let Some(t) = self.tokens.lock().unwrap().get(&key) {
+            if let Some(t) = self
+                .tokens
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&key)
+            {
                 if Instant::now() < t.valid_until {
                     return Ok(t.token.clone());
                 }
@@ -472,7 +488,7 @@ impl ProviderClient {
                 return Err(e);
             }
         };
-        let mut tokens = self.tokens.lock().unwrap();
+        let mut tokens = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
         match expires_in.and_then(|e| e.checked_sub(TOKEN_MARGIN)) {
             Some(ttl) if !ttl.is_zero() => {
                 tokens.insert(
@@ -496,7 +512,7 @@ impl ProviderClient {
         {
             self.tokens
                 .lock()
-                .unwrap()
+                .unwrap_or_else(PoisonError::into_inner)
                 .retain(|k, _| &k.client_id != client_id);
         }
     }
@@ -515,7 +531,7 @@ impl ProviderClient {
         if !scopes.is_empty() {
             form.push(("scope", scopes.join(" ")));
         }
-        let resp = self
+        let request = self
             .http
             .post(token_endpoint)
             .header(
@@ -523,15 +539,10 @@ impl ProviderClient {
                 basic_auth(client_id, client_secret.expose_secret()),
             )
             .header(header::ACCEPT, "application/json")
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &secrets))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| error::from_reqwest(e, WHAT, &secrets))?;
+            .form(&form);
+        let (status, body) = self
+            .exchange(request, token_endpoint, WHAT, TOKEN_CAP, &secrets)
+            .await?;
         if !status.is_success() {
             return Err(error::from_status(status.as_u16(), &body, WHAT, &secrets));
         }
@@ -547,50 +558,6 @@ impl ProviderClient {
             SecretString::from(answer.access_token),
             expires_in.map(Duration::from_secs),
         ))
-    }
-
-    // ----- validation ----------------------------------------------------------------------
-
-    /// The live check of a provider record (create/update): discovery answers and advertises a
-    /// registration endpoint; in client-credentials mode a token is obtained; the renewal
-    /// template, when enabled, expands to a URL. Fetches fresh (no cache) and refreshes the
-    /// caches. The error's `Display` is a human-readable reason.
-    pub async fn validate(&self, settings: &ProviderSettings) -> Result<(), ProviderError> {
-        let url = settings.discovery_endpoint.trim();
-        let discovery = self.fetch_discovery(url).await.map_err(|e| match e {
-            ProviderError::Transient(m) => ProviderError::Transient(format!(
-                "the discovery endpoint {url} does not answer: {m}"
-            )),
-            ProviderError::Unsupported(m) => ProviderError::Unsupported(m),
-            other => ProviderError::Invalid(format!(
-                "the discovery endpoint {url} gives no usable discovery document: {other}"
-            )),
-        })?;
-        if let InitialAccessTokenMode::ClientCredentials { client_id, .. } =
-            &settings.initial_access_token
-        {
-            let endpoint = discovery
-                .token_endpoint
-                .clone()
-                .unwrap_or_else(|| "(none advertised)".into());
-            self.initial_access_token_inner(settings, false)
-                .await
-                .map_err(|e| match e {
-                    ProviderError::Transient(m) => ProviderError::Transient(format!(
-                        "no token from the token endpoint {endpoint}: {m}"
-                    )),
-                    other => ProviderError::Invalid(format!(
-                        "the client {client_id:?} cannot obtain a token from the token endpoint {endpoint}: {other}"
-                    )),
-                })?;
-        } else {
-            self.initial_access_token_inner(settings, false).await?;
-        }
-        let renew = &settings.renew_client_secret;
-        if renew.enabled {
-            renew.expand(&discovery.registration_endpoint, "client-id")?;
-        }
-        Ok(())
     }
 
     // ----- RFC 7591 registration -----------------------------------------------------------
@@ -763,12 +730,45 @@ impl ProviderClient {
     }
 
     /// Renews the client secret through the configured endpoint: the template expanded, the
-    /// configured method, the registration access token as bearer.
+    /// configured method, the registration access token as bearer. Prefer
+    /// [`Self::renew_secret_at`], which also checks that the token goes back where it was issued.
     pub async fn renew_secret(
         &self,
         settings: &ProviderSettings,
         client_id: &str,
         registration_access_token: &SecretString,
+    ) -> Result<RenewedSecret, ProviderError> {
+        self.renew_secret_inner(settings, client_id, registration_access_token, None)
+            .await
+    }
+
+    /// [`Self::renew_secret`] for a registered client: the renewal endpoint must also be on the
+    /// origin of the client's `registration_client_uri` (where its registration access token
+    /// was issued), unless the settings allow other origins. So a provider record moved to
+    /// another discovery endpoint never sends the clients' old tokens to the new server.
+    pub async fn renew_secret_at(
+        &self,
+        settings: &ProviderSettings,
+        handle: &RegistrationHandle,
+    ) -> Result<RenewedSecret, ProviderError> {
+        let token = handle.registration_access_token.as_ref().ok_or_else(|| {
+            ProviderError::Unsupported("the provider gave no registration access token".into())
+        })?;
+        self.renew_secret_inner(
+            settings,
+            &handle.client_id,
+            token,
+            handle.registration_client_uri.as_deref(),
+        )
+        .await
+    }
+
+    async fn renew_secret_inner(
+        &self,
+        settings: &ProviderSettings,
+        client_id: &str,
+        registration_access_token: &SecretString,
+        issued_at: Option<&str>,
     ) -> Result<RenewedSecret, ProviderError> {
         const WHAT: &str = "secret renewal";
         let renew = &settings.renew_client_secret;
@@ -783,6 +783,21 @@ impl ProviderClient {
             String::new()
         };
         let url = renew.expand(&registration_endpoint, client_id)?;
+        outbound::check_origin(
+            &settings.discovery_endpoint,
+            settings.allow_cross_origin_endpoints,
+            "secret renewal endpoint",
+            &url,
+        )?;
+        if let Some(issued_at) = issued_at {
+            // The token's own origin stands where the discovery endpoint does above.
+            outbound::check_origin(
+                issued_at,
+                settings.allow_cross_origin_endpoints,
+                "secret renewal endpoint (the registration access token's provider)",
+                &url,
+            )?;
+        }
         let result = self
             .send_json(
                 renew.method.http(),
@@ -809,75 +824,6 @@ impl ProviderClient {
             registration_access_token: client.registration_access_token,
         })
     }
-
-    // ----- plumbing ------------------------------------------------------------------------
-
-    /// Sends a request with an optional bearer token and JSON body; 2xx gives the status and
-    /// the JSON answer (`null` when empty), anything else a classified error.
-    async fn send_json(
-        &self,
-        method: Method,
-        url: &str,
-        bearer: Option<&SecretString>,
-        body: Option<&Map<String, Value>>,
-        what: &str,
-    ) -> Result<(StatusCode, Value), ProviderError> {
-        self.send_json_keyed(method, url, bearer, body, what, None)
-            .await
-    }
-
-    /// [`Self::send_json`] with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header).
-    async fn send_json_keyed(
-        &self,
-        method: Method,
-        url: &str,
-        bearer: Option<&SecretString>,
-        body: Option<&Map<String, Value>>,
-        what: &str,
-        idempotency_key: Option<&str>,
-    ) -> Result<(StatusCode, Value), ProviderError> {
-        let secrets: Vec<&str> = bearer.map(|b| b.expose_secret()).into_iter().collect();
-        let mut req = self
-            .http
-            .request(method, url)
-            .header(header::ACCEPT, "application/json");
-        if let Some(key) = idempotency_key {
-            req = req.header("Idempotency-Key", key);
-        }
-        if let Some(b) = bearer {
-            req = req.header(
-                header::AUTHORIZATION,
-                format!("Bearer {}", b.expose_secret()),
-            );
-        }
-        if let Some(body) = body {
-            req = req.json(body);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| error::from_reqwest(e, what, &secrets))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| error::from_reqwest(e, what, &secrets))?;
-        if !status.is_success() {
-            tracing::debug!(
-                what,
-                status = status.as_u16(),
-                "the provider refused a request"
-            );
-            return Err(error::from_status(status.as_u16(), &bytes, what, &secrets));
-        }
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok((status, Value::Null));
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|_| {
-            ProviderError::Invalid(format!("{what}: the answer (HTTP {status}) is not JSON"))
-        })?;
-        Ok((status, value))
-    }
 }
 
 #[cfg(test)]
@@ -897,6 +843,7 @@ mod tests {
             },
             software_id: None,
             renew_client_secret: RenewSettings::default(),
+            allow_cross_origin_endpoints: false,
         };
         let fixed = InitialAccessTokenMode::InitialAccessToken {
             token: SECRET.into(),

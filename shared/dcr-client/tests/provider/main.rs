@@ -1,6 +1,8 @@
 //! The provider client against a real OpenID Connect provider (npm `oidc-provider`, started
 //! per test by `appreg_dcr_client::testing`), in both initial-access-token modes.
 
+mod outbound;
+
 use appreg_dcr_client::provider::{
     ClientMetadata, InitialAccessTokenMode, ProviderClient, ProviderError, ProviderSettings,
     RegisteredClient, RegistrationHandle,
@@ -210,23 +212,26 @@ async fn validate_fails_clearly_for_a_bad_discovery_url() {
 
     let mut settings = idp.settings();
     settings.discovery_endpoint = format!("{}/no/such/discovery", idp.issuer());
-    let e = pc.validate(&settings).await.unwrap_err();
-    let text = e.to_string();
-    assert!(matches!(e, ProviderError::Invalid(_)), "{e:?}");
+    let not_found = pc.validate(&settings).await.unwrap_err();
     assert!(
-        text.contains("/no/such/discovery") && text.contains("404"),
-        "{text}"
+        matches!(not_found, ProviderError::Invalid(_)),
+        "{not_found:?}"
+    );
+    assert!(
+        not_found
+            .to_string()
+            .contains("no usable OpenID Connect discovery document"),
+        "{not_found}"
     );
 
-    // Nothing listens there.
+    // Nothing listens there: the same answer as a 404 (no port scanning through errors).
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
     settings.discovery_endpoint =
         format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
     let e = pc.validate(&settings).await.unwrap_err();
-    assert!(e.is_retryable(), "{e:?}");
-    assert!(e.to_string().contains("does not answer"), "{e}");
+    assert_eq!(e, not_found);
 
     settings.discovery_endpoint = "not a url".into();
     let e = pc.validate(&settings).await.unwrap_err();
@@ -457,7 +462,8 @@ async fn a_slow_provider_times_out_as_transient() {
         .await;
     let e = pc.register(&settings, &meta).await.unwrap_err();
     assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
-    assert!(e.to_string().contains("timed out"), "{e}");
+    // What happened (a timeout) is in tracing; the error says the same as for any other cause.
+    assert!(e.to_string().contains("no usable answer"), "{e}");
 }
 
 #[tokio::test]

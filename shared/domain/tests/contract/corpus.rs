@@ -717,6 +717,7 @@ fn minimal_provider(name: &str) -> ProviderDefinition {
         },
         delete_client_on_archive: false,
         default: false,
+        allow_cross_origin_endpoints: false,
     }
 }
 
@@ -756,6 +757,7 @@ fn provider_samples() -> Vec<Sample> {
                     },
                     delete_client_on_archive: true,
                     default: false,
+                    allow_cross_origin_endpoints: true,
                 },
             )
         },
@@ -830,6 +832,7 @@ fn definition(r: &ProviderRegistry, id: &str) -> ProviderDefinition {
         renew_client_secret: p.renew_client_secret.clone(),
         delete_client_on_archive: p.delete_client_on_archive,
         default: p.default,
+        allow_cross_origin_endpoints: p.allow_cross_origin_endpoints,
     }
 }
 

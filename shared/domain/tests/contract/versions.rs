@@ -81,6 +81,37 @@ fn a_stored_v1_dcr_registration_requested_is_upcast_on_read() {
     }
 }
 
+/// `ProviderCreated` / `ProviderUpdated` stored in schema version 1 (before providers had
+/// `allow_cross_origin_endpoints`) are read with it false; the v1 payload is valid against
+/// v1.json, the upcast one against v2.json.
+#[test]
+fn a_stored_v1_provider_event_is_upcast_on_read() {
+    let samples: Vec<Sample> = corpus()
+        .into_iter()
+        .filter(|s| matches!(s.event_type, "ProviderCreated" | "ProviderUpdated"))
+        .collect();
+    assert!(samples.len() >= 4);
+    for s in samples {
+        let mut v1 = s.data.clone();
+        v1["provider"]
+            .as_object_mut()
+            .unwrap()
+            .remove("allow_cross_origin_endpoints");
+        let file = format!("events/{}/v1.json", s.event_type);
+        assert!(crate::validator(&file).is_valid(&v1), "{}", s.case);
+        let event = ProviderEvent::decode(s.event_type, 1, v1).unwrap();
+        assert_eq!(event.schema_version(), 2);
+        let current = event.data();
+        assert_eq!(current["provider"]["allow_cross_origin_endpoints"], false);
+        let file = format!("events/{}/v2.json", s.event_type);
+        assert!(crate::validator(&file).is_valid(&current), "{}", s.case);
+        assert_eq!(
+            ProviderEvent::decode(s.event_type, 2, current).unwrap(),
+            event
+        );
+    }
+}
+
 #[test]
 fn versions_the_decoder_does_not_know_are_refused() {
     for s in one_of_each() {

@@ -154,6 +154,7 @@ fn def(name: &str) -> ProviderDefinition {
         },
         delete_client_on_archive: false,
         default: false,
+        allow_cross_origin_endpoints: false,
     }
 }
 
@@ -186,6 +187,7 @@ fn provider(id: &str, name: &str, default: bool) -> Provider {
         renew_client_secret: d.renew_client_secret,
         delete_client_on_archive: d.delete_client_on_archive,
         default,
+        allow_cross_origin_endpoints: d.allow_cross_origin_endpoints,
     }
 }
 
@@ -221,6 +223,7 @@ fn current(events: &[ProviderEvent], id: &str) -> ProviderDefinition {
         renew_client_secret: p.renew_client_secret.clone(),
         delete_client_on_archive: p.delete_client_on_archive,
         default: p.default,
+        allow_cross_origin_endpoints: p.allow_cross_origin_endpoints,
     }
 }
 

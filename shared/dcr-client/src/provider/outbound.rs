@@ -1,0 +1,395 @@
+//! Every request of the provider client goes out here: to URLs an environment administrator
+//! chose (the discovery endpoint) or that a provider named (its token and registration
+//! endpoints). So this module decides what may be called and how much of an answer is read:
+//!
+//! - **Origins.** The credentials (the admin client's secret, the initial access token, an
+//!   application's registration access token) only go to endpoints on the discovery endpoint's
+//!   origin, unless the provider allows other origins (`allow_cross_origin_endpoints`, which
+//!   only an organisation administrator may set). Checked before anything is sent.
+//! - **Addresses.** With `allow_private = false`, no request goes to a loopback, private,
+//!   link-local, unique-local, CGNAT or otherwise non-public address: IP-literal hosts are
+//!   checked before the request, names by the client's resolver, whose checked addresses are the
+//!   ones connected to (no second lookup to rebind). No proxy from the environment is used then
+//!   (the check must be on the address connected to).
+//! - **Sizes.** Answers are read chunk by chunk and dropped past a cap (1 MiB for documents,
+//!   64 KiB for tokens): a provider cannot make the client buffer without bound.
+//! - **Uniform failures.** Refused, reset, timed out, not HTTP, too large: one message
+//!   ("no usable answer"); what actually happened goes to tracing only, so error answers
+//!   cannot be used to scan ports.
+//!
+//! It must never log or return a secret, nor follow redirects.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::{header, Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+
+use super::{error, ProviderClient, ProviderError};
+
+/// Most bytes read of a discovery document, a registration or a management answer.
+pub const DOCUMENT_CAP: usize = 1024 * 1024;
+/// Most bytes read of a token answer.
+pub const TOKEN_CAP: usize = 64 * 1024;
+
+/// How the provider client is built.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Whether non-public addresses (loopback, private, link-local, …) may be called.
+    pub allow_private: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(10),
+            allow_private: true,
+        }
+    }
+}
+
+/// The reqwest client of [`ClientOptions`].
+pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, ProviderError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        .timeout(options.request_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("appreg-dcr-saga/", env!("CARGO_PKG_VERSION")));
+    if !options.allow_private {
+        builder = builder.no_proxy().dns_resolver(Arc::new(PublicOnly));
+    }
+    builder
+        .build()
+        .map_err(|e| ProviderError::Invalid(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Whether `ip` is a public unicast address: not loopback, private (RFC 1918), link-local,
+/// shared (CGNAT, RFC 6598), unique-local (fc00::/7), unspecified, broadcast, multicast,
+/// documentation, benchmarking or reserved; IPv4-mapped and NAT64 IPv6 addresses are judged
+/// by the IPv4 address they carry.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96): the IPv4 address in the last 32 bits.
+            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return is_public_v4(Ipv4Addr::new(a, b, c, d));
+            }
+            !(v6.is_unspecified()
+                || v6.is_loopback()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated) fec0::/10
+                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+                || (s[0] == 0x0100 && s[1..4].iter().all(|x| *x == 0)) // discard-only
+                || s[..6].iter().all(|x| *x == 0)) // IPv4-compatible (deprecated)
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, c, _] = ip.octets();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0 // "this network"
+        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
+        || (a == 198 && (18..20).contains(&b)) // benchmarking
+        || a >= 240) // reserved
+}
+
+/// The resolver of a client that refuses non-public addresses: resolves with the system's
+/// resolver and fails when any address is not public (what it returns is what is connected to).
+struct PublicOnly;
+
+/// A name resolved to a non-public address (the error the resolver gives reqwest).
+#[derive(Debug, thiserror::Error)]
+#[error("the host resolves to a non-public address")]
+struct NonPublic;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+                tracing::info!(host, address = %bad.ip(), "outbound call to a non-public address refused");
+                return Err(Box::new(NonPublic) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The same origin (scheme, host, port)?
+pub(super) fn same_origin(a: &url::Url, b: &url::Url) -> bool {
+    a.origin() == b.origin()
+}
+
+/// `url` parsed as an absolute http(s) URL.
+pub(super) fn http_url(url: &str, what: &str) -> Result<url::Url, ProviderError> {
+    match url::Url::parse(url.trim()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        _ => Err(ProviderError::Invalid(format!(
+            "{what}: {url:?} is not an absolute http(s) URL"
+        ))),
+    }
+}
+
+/// Refuses `endpoint` (named `name`) when it is not on the discovery endpoint's origin and the
+/// settings do not allow other origins.
+pub(super) fn check_origin(
+    discovery_endpoint: &str,
+    allow_cross_origin: bool,
+    name: &str,
+    endpoint: &str,
+) -> Result<(), ProviderError> {
+    let discovery = http_url(discovery_endpoint, "discovery")?;
+    let target = http_url(endpoint, name)?;
+    if allow_cross_origin || same_origin(&discovery, &target) {
+        return Ok(());
+    }
+    Err(ProviderError::CrossOrigin(format!(
+        "the {name} {} is not on the discovery endpoint's origin {}; only an organisation administrator can allow other origins (allow_cross_origin_endpoints)",
+        target.origin().ascii_serialization(),
+        discovery.origin().ascii_serialization(),
+    )))
+}
+
+/// What a transport failure (or an answer too large) reports: the same for every cause.
+pub(super) fn no_usable_answer(what: &str) -> ProviderError {
+    ProviderError::Transient(format!("{what}: no usable answer from the provider"))
+}
+
+/// Whether a reqwest error comes from the resolver refusing a non-public address.
+fn is_non_public(err: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        if s.is::<NonPublic>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+fn private_address(what: &str) -> ProviderError {
+    ProviderError::PrivateAddress(format!(
+        "{what}: the endpoint's host is a loopback, private or otherwise non-public address, which this deployment does not call (outbound_allow_private)"
+    ))
+}
+
+impl ProviderClient {
+    /// Sends `request` to `url` and reads the answer, at most `cap` bytes. Transport failures
+    /// and oversized answers are [`no_usable_answer`] (the cause in tracing, scrubbed of
+    /// `secrets`).
+    pub(super) async fn exchange(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        what: &str,
+        cap: usize,
+        secrets: &[&str],
+    ) -> Result<(StatusCode, Vec<u8>), ProviderError> {
+        let parsed = http_url(url, what)?;
+        if !self.options.allow_private {
+            let literal = match parsed.host() {
+                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+                _ => None,
+            };
+            if literal.is_some_and(|ip| !is_public(ip)) {
+                tracing::info!(what, "outbound call to a non-public address refused");
+                return Err(private_address(what));
+            }
+        }
+        let mut resp = match request.send().await {
+            Ok(r) => r,
+            Err(e) if is_non_public(&e) => return Err(private_address(what)),
+            Err(e) => return Err(transport(e, what, secrets)),
+        };
+        let status = resp.status();
+        if resp.content_length().is_some_and(|n| n > cap as u64) {
+            tracing::info!(what, cap, "the provider's answer is larger than the cap");
+            return Err(no_usable_answer(what));
+        }
+        let mut body = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() + chunk.len() > cap {
+                        tracing::info!(what, cap, "the provider's answer is larger than the cap");
+                        return Err(no_usable_answer(what));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(transport(e, what, secrets)),
+            }
+        }
+        Ok((status, body))
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; 2xx gives the status and
+    /// the JSON answer (`null` when empty), anything else a classified error.
+    pub(super) async fn send_json(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&SecretString>,
+        body: Option<&Map<String, Value>>,
+        what: &str,
+    ) -> Result<(StatusCode, Value), ProviderError> {
+        self.send_json_keyed(method, url, bearer, body, what, None)
+            .await
+    }
+
+    /// [`Self::send_json`] with an `Idempotency-Key` header (draft-ietf-httpapi-idempotency-key-header).
+    pub(super) async fn send_json_keyed(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&SecretString>,
+        body: Option<&Map<String, Value>>,
+        what: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(StatusCode, Value), ProviderError> {
+        let secrets: Vec<&str> = bearer.map(|b| b.expose_secret()).into_iter().collect();
+        let mut req = self
+            .http
+            .request(method, url.trim())
+            .header(header::ACCEPT, "application/json");
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        if let Some(b) = bearer {
+            req = req.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", b.expose_secret()),
+            );
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let (status, bytes) = self
+            .exchange(req, url, what, DOCUMENT_CAP, &secrets)
+            .await?;
+        if !status.is_success() {
+            tracing::debug!(
+                what,
+                status = status.as_u16(),
+                "the provider refused a request"
+            );
+            return Err(error::from_status(status.as_u16(), &bytes, what, &secrets));
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok((status, Value::Null));
+        }
+        let value = serde_json::from_slice(&bytes).map_err(|_| {
+            ProviderError::Invalid(format!("{what}: the answer (HTTP {status}) is not JSON"))
+        })?;
+        Ok((status, value))
+    }
+}
+
+/// A transport error: logged (without its URL, scrubbed), answered uniformly.
+fn transport(err: reqwest::Error, what: &str, secrets: &[&str]) -> ProviderError {
+    if err.is_builder() {
+        return ProviderError::Invalid(format!("{what}: the request cannot be built"));
+    }
+    let detail = error::describe_reqwest(err, secrets);
+    tracing::info!(what, error = %detail, "no usable answer from the provider");
+    no_usable_answer(what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_and_non_public_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "0.1.2.3",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "192.0.0.8",
+            "::",
+            "::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "::127.0.0.1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert!(!is_public(parsed), "{ip} is not public");
+        }
+        for ip in [
+            "8.8.8.8",
+            "1.1.1.1",
+            "100.63.255.255",
+            "100.128.0.1",
+            "172.32.0.1",
+            "193.0.0.1",
+            "2606:4700:4700::1111",
+            "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert!(is_public(parsed), "{ip} is public");
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let d = "https://idp.example/.well-known/openid-configuration";
+        assert!(check_origin(d, false, "token_endpoint", "https://idp.example/token").is_ok());
+        assert!(check_origin(d, false, "token_endpoint", "https://IDP.example:443/t").is_ok());
+        for other in [
+            "http://idp.example/token",
+            "https://idp.example:8443/token",
+            "https://evil.example/token",
+            "https://idp.example.evil.example/token",
+        ] {
+            let e = check_origin(d, false, "token_endpoint", other).unwrap_err();
+            assert!(matches!(e, ProviderError::CrossOrigin(_)), "{other}");
+            assert!(check_origin(d, true, "token_endpoint", other).is_ok());
+        }
+    }
+}
