@@ -16,6 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+mod ops;
+pub use ops::SagaCommand;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "appreg",
@@ -136,6 +139,11 @@ pub enum Command {
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+    /// Operators' tools for the DCR saga: its parked requests.
+    Saga {
+        #[command(subcommand)]
+        command: SagaCommand,
     },
     /// Operators' tools for NATS JetStream.
     Nats {
@@ -564,6 +572,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Saga {
+            command:
+                SagaCommand::Parked {
+                    database_url: url,
+                    data,
+                    limit,
+                },
+        } => {
+            let url = database_url(&config, url, Some(&data))?;
+            let db = open(&url, 2).await?;
+            let listed = ops::saga_parked(&db, limit).await;
+            db.close().await;
+            listed
+        }
+        Command::Saga {
+            command:
+                SagaCommand::Retry {
+                    database_url: url,
+                    data,
+                },
+        } => {
+            appreg_telemetry::init_tracing("text");
+            let url = database_url(&config, url, Some(&data))?;
+            // The embedded mode's key, when there is one (never a new one).
+            if config.secrets_master_key.is_none() && data.join("master.key").exists() {
+                config.secrets_master_key = Some(dev_master_key(&data)?);
+            }
+            let db = open(&url, 4).await?;
+            let retried = ops::saga_retry(&config, &db).await;
+            db.close().await;
+            retried
+        }
         Command::DcrSaga {
             database_url: url,
             metrics_listen,
@@ -656,17 +696,46 @@ async fn start_worker(
     Ok((db, shutdown))
 }
 
+/// The DCR saga on `db`, its keyring from the configuration, and its event store.
+async fn build_saga(
+    config: &Config,
+    db: &Database,
+) -> anyhow::Result<(
+    Arc<appreg_dcr_saga::Saga>,
+    Arc<dyn appreg_eventstore::EventStore>,
+)> {
+    let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
+    let client = appreg_dcr_client::provider::ProviderClient::new()
+        .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
+    let store = appreg_telemetry::count_appends(db.event_store().await?);
+    let saga_config = appreg_dcr_saga::SagaConfig {
+        commands: appreg_commands::CommandSettings {
+            group_commit_writers: 0,
+            ..config.command_settings()
+        },
+        concurrency: config.dcr.max_in_flight.max(1),
+        provider_concurrency: config.dcr.provider_concurrency.max(1),
+        park_after: config.dcr.park_after,
+        ..appreg_dcr_saga::SagaConfig::default()
+    };
+    let saga = Arc::new(appreg_dcr_saga::Saga::new(
+        db.clone(),
+        store.clone(),
+        vault,
+        client,
+        saga_config,
+    ));
+    Ok((saga, store))
+}
+
 /// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires.
 async fn spawn_saga(
     config: &Config,
     db: &Database,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
-    let client = appreg_dcr_client::provider::ProviderClient::new()
-        .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
-    let store = appreg_telemetry::count_appends(db.event_store().await?);
+    let (saga, store) = build_saga(config, db).await?;
     // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
     appreg_telemetry::lag::spawn_checkpoint_lag(
         db.clone(),
@@ -675,21 +744,7 @@ async fn spawn_saga(
         "appreg_saga",
         shutdown.clone(),
     );
-    let saga_config = appreg_dcr_saga::SagaConfig {
-        commands: appreg_commands::CommandSettings {
-            group_commit_writers: 0,
-            ..config.command_settings()
-        },
-        ..appreg_dcr_saga::SagaConfig::default()
-    };
-    let concurrency = saga_config.concurrency;
-    let saga = Arc::new(appreg_dcr_saga::Saga::new(
-        db.clone(),
-        store.clone(),
-        vault,
-        client,
-        saga_config,
-    ));
+    let concurrency = saga.config().concurrency;
     Ok(tokio::spawn(appreg_dcr_saga::run(
         saga,
         db.clone(),

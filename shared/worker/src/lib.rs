@@ -6,7 +6,8 @@
 //!   ([`Leadership`]), and [`lead`], which runs a process while it holds it; the relay, the DCR
 //!   saga and the lifecycle process manager use it.
 //! - [`follower`]: leader + checkpoint + tail of the log, handing events to a [`Handler`] (the
-//!   DCR saga and the lifecycle process manager).
+//!   DCR saga and the lifecycle process manager), and [`parked`]: the events it parked after
+//!   repeated failures, listed and retried by operators.
 //! - [`stream`]: the JetStream stream's definition and its creation or update ([`Ensured`]), and
 //!   the comparison of settings that consumers' set-up uses too.
 //! - [`subject`]: the subject of an event and the reversible escaping of its tokens.
@@ -19,10 +20,12 @@
 pub mod envelope;
 pub mod follower;
 pub mod lock;
+pub mod parked;
 pub mod stream;
 pub mod subject;
 
 pub use envelope::Envelope;
 pub use follower::{follow, Checkpoint, FollowerConfig, Handler, Outcome};
 pub use lock::{lead, Leadership};
+pub use parked::Parking;
 pub use stream::Ensured;
