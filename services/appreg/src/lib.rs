@@ -401,9 +401,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let saga = spawn_saga(&config, &db, shutdown.clone()).await?;
-            let lifecycle = spawn_lifecycle(&config, &db, shutdown.clone()).await?;
-            let served = serve(&config, &db, auth, Some(&data), shutdown.clone()).await;
+            // The saga and the process manager are supervised with the api's tasks: a dead one
+            // fails the api's /readyz.
+            let supervisor = appreg_worker::Supervisor::new(Default::default());
+            let saga = spawn_saga(&config, &db, &supervisor, shutdown.clone()).await?;
+            let lifecycle = spawn_lifecycle(&config, &db, &supervisor, shutdown.clone()).await?;
+            let served = serve(
+                &config,
+                &db,
+                auth,
+                Some(&data),
+                Some(supervisor),
+                shutdown.clone(),
+            )
+            .await;
             shutdown.cancel();
             saga.await.context("the saga task failed")?;
             lifecycle
@@ -435,7 +446,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 )
             };
             let db = open(&url, config.database_max_connections).await?;
-            let served = serve(&config, &db, auth, None, shutdown_signal()).await;
+            let served = serve(&config, &db, auth, None, None, shutdown_signal()).await;
             db.close().await;
             served
         }
@@ -608,7 +619,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            let (db, shutdown) = start_worker(
+            let (db, supervisor, shutdown) = start_worker(
                 &config,
                 url,
                 metrics_listen.as_deref(),
@@ -616,7 +627,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 8,
             )
             .await?;
-            spawn_saga(&config, &db, shutdown)
+            spawn_saga(&config, &db, &supervisor, shutdown)
                 .await?
                 .await
                 .context("the saga task failed")?;
@@ -627,7 +638,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            let (db, shutdown) = start_worker(
+            let (db, supervisor, shutdown) = start_worker(
                 &config,
                 url,
                 metrics_listen.as_deref(),
@@ -635,7 +646,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 4,
             )
             .await?;
-            spawn_lifecycle(&config, &db, shutdown)
+            spawn_lifecycle(&config, &db, &supervisor, shutdown)
                 .await?
                 .await
                 .context("the lifecycle process manager task failed")?;
@@ -674,26 +685,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// What `appreg dcr-saga` and `appreg lifecycle` start with: telemetry as `service`, the
 /// database (migrated, `pool` connections), the SIGTERM token, and `/metrics`, `/healthz`,
-/// `/readyz` on `metrics_listen` when given.
+/// `/readyz` on `metrics_listen` when given, both failing when a task of the returned
+/// supervisor is dead (`/healthz`: given up).
 async fn start_worker(
     config: &Config,
     url: Option<String>,
     metrics_listen: Option<&str>,
     service: &'static str,
     pool: u32,
-) -> anyhow::Result<(Database, CancellationToken)> {
+) -> anyhow::Result<(Database, appreg_worker::Supervisor, CancellationToken)> {
     let name = service.trim_start_matches("appreg-");
     init_telemetry(config, service)?;
     let metrics = appreg_telemetry::metrics_handle();
     let url = database_url(config, url, None)?;
     let shutdown = shutdown_signal();
     let db = open(&url, pool).await?;
+    let supervisor = appreg_worker::Supervisor::new(Default::default());
     if let Some(addr) = metrics_listen {
-        let ready = Readiness::new(&db, None);
+        let ready = Readiness::new(&db, None).supervised(&supervisor);
         serve_metrics(addr, metrics, shutdown.clone(), name, ready).await?;
     }
     tracing::info!(postgres = db.is_postgres(), "appreg {name} starting");
-    Ok((db, shutdown))
+    Ok((db, supervisor, shutdown))
 }
 
 /// The DCR saga on `db`, its keyring from the configuration, and its event store.
@@ -729,56 +742,109 @@ async fn build_saga(
     Ok((saga, store))
 }
 
-/// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires.
+/// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires,
+/// supervised (restarted from its checkpoint when it dies), with its lag gauges.
 async fn spawn_saga(
     config: &Config,
     db: &Database,
+    supervisor: &appreg_worker::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (saga, store) = build_saga(config, db).await?;
     // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
-    appreg_telemetry::lag::spawn_checkpoint_lag(
-        db.clone(),
+    supervise_checkpoint_lag(
+        supervisor,
+        "saga-lag",
+        db,
         "saga_checkpoints",
         "dcr-saga",
         "appreg_saga",
-        shutdown.clone(),
+        &shutdown,
     );
     let concurrency = saga.config().concurrency;
-    Ok(tokio::spawn(appreg_dcr_saga::run(
-        saga,
-        db.clone(),
-        store,
-        concurrency,
-        shutdown,
-    )))
+    let db = db.clone();
+    let stop = shutdown.clone();
+    Ok(supervisor.spawn("dcr-saga", shutdown, move || {
+        let run = appreg_dcr_saga::run(
+            saga.clone(),
+            db.clone(),
+            store.clone(),
+            concurrency,
+            stop.clone(),
+        );
+        async move {
+            run.await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }))
 }
 
-/// Starts the lifecycle process manager on `db` until `shutdown` fires.
+/// A reactor's lag gauges ([`appreg_telemetry::lag`]) as the supervised task `task`.
+fn supervise_checkpoint_lag(
+    supervisor: &appreg_worker::Supervisor,
+    task: &'static str,
+    db: &Database,
+    table: &'static str,
+    name: &'static str,
+    prefix: &'static str,
+    shutdown: &CancellationToken,
+) {
+    let (db, stop) = (db.clone(), shutdown.clone());
+    supervisor.spawn(task, shutdown.clone(), move || {
+        let probe = db.clone();
+        let run = appreg_telemetry::lag::keep_refreshed(
+            db.clone(),
+            appreg_telemetry::lag::LagGauges::named(prefix),
+            move || {
+                let probe = probe.clone();
+                async move { appreg_telemetry::lag::stored_checkpoint(&probe, table, name).await }
+            },
+            stop.clone(),
+        );
+        async move {
+            run.await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    });
+}
+
+/// Starts the lifecycle process manager on `db` until `shutdown` fires, supervised (restarted
+/// from its checkpoint when it dies), with its lag gauges.
 async fn spawn_lifecycle(
     config: &Config,
     db: &Database,
+    supervisor: &appreg_worker::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let store = appreg_telemetry::count_appends(db.event_store().await?);
     // appreg_lifecycle_lag_events / _seconds, from the process manager's checkpoint.
-    appreg_telemetry::lag::spawn_checkpoint_lag(
-        db.clone(),
+    supervise_checkpoint_lag(
+        supervisor,
+        "lifecycle-lag",
+        db,
         "lifecycle_checkpoints",
         appreg_lifecycle::CHECKPOINT,
         "appreg_lifecycle",
-        shutdown.clone(),
+        &shutdown,
     );
     let lifecycle_config = appreg_lifecycle::LifecycleConfig {
         step_pause: std::time::Duration::from_millis(config.lifecycle_step_pause_ms),
         commands: config.command_settings(),
     };
-    Ok(tokio::spawn(appreg_lifecycle::run(
-        lifecycle_config,
-        db.clone(),
-        store,
-        shutdown,
-    )))
+    let db = db.clone();
+    let stop = shutdown.clone();
+    Ok(supervisor.spawn("lifecycle", shutdown, move || {
+        let run = appreg_lifecycle::run(
+            lifecycle_config.clone(),
+            db.clone(),
+            store.clone(),
+            stop.clone(),
+        );
+        async move {
+            run.await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }))
 }
 
 /// The projector settings of the shared configuration.
@@ -907,6 +973,8 @@ fn init_telemetry(config: &Config, service: &'static str) -> anyhow::Result<()> 
 struct Readiness {
     db: Database,
     nats: Option<async_nats::Client>,
+    /// The process's supervised tasks: a dead one fails `/readyz`, a given-up one `/healthz`.
+    supervisor: appreg_worker::Supervisor,
 }
 
 impl Readiness {
@@ -914,13 +982,30 @@ impl Readiness {
         Readiness {
             db: db.clone(),
             nats: nats.cloned(),
+            supervisor: appreg_worker::Supervisor::default(),
         }
+    }
+
+    /// The same checks, and the tasks of `supervisor`.
+    fn supervised(mut self, supervisor: &appreg_worker::Supervisor) -> Self {
+        self.supervisor = supervisor.clone();
+        self
+    }
+
+    /// 200 `ok`, or 503 with a problem document naming the tasks given up.
+    fn alive(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let dead = self.supervisor.not_alive();
+        if dead.is_empty() {
+            return "ok".into_response();
+        }
+        unavailable(format!("not alive: {}", dead.join("; ")))
     }
 
     /// 200 `ready`, or 503 with a problem document saying why not.
     async fn check(&self) -> axum::response::Response {
         use axum::response::IntoResponse;
-        let mut reasons = Vec::new();
+        let mut reasons = self.supervisor.not_ready();
         if let Err(reason) =
             appreg_telemetry::database_ready(&self.db, std::time::Duration::from_secs(2)).await
         {
@@ -935,20 +1020,26 @@ impl Readiness {
         if reasons.is_empty() {
             return "ready".into_response();
         }
-        let problem = serde_json::json!({
-            "type": "urn:appreg:problem:service.unavailable",
-            "title": "Service unavailable",
-            "status": 503,
-            "detail": format!("not ready: {}", reasons.join("; ")),
-            "code": "service.unavailable",
-        });
-        (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
-            problem.to_string(),
-        )
-            .into_response()
+        unavailable(format!("not ready: {}", reasons.join("; ")))
     }
+}
+
+/// A 503 problem document (code `service.unavailable`) saying `detail`.
+fn unavailable(detail: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let problem = serde_json::json!({
+        "type": "urn:appreg:problem:service.unavailable",
+        "title": "Service unavailable",
+        "status": 503,
+        "detail": detail,
+        "code": "service.unavailable",
+    });
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        problem.to_string(),
+    )
+        .into_response()
 }
 
 /// Serves `/metrics`, `/healthz` (alive) and `/readyz` ([`Readiness`]) on `addr` until
@@ -972,7 +1063,16 @@ async fn serve_metrics(
                 async move { metrics.render() }
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            axum::routing::get({
+                let ready = ready.clone();
+                move || {
+                    let ready = ready.clone();
+                    async move { ready.alive() }
+                }
+            }),
+        )
         .route(
             "/readyz",
             axum::routing::get(move || {
@@ -1045,9 +1145,13 @@ async fn serve(
     db: &Database,
     auth: Arc<Authenticator>,
     dev_data: Option<&Path>,
+    supervisor: Option<appreg_worker::Supervisor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = appreg_api::AppState::new(config, db, auth).await?;
+    let mut state = appreg_api::AppState::new(config, db, auth).await?;
+    if let Some(supervisor) = supervisor {
+        state = state.with_supervisor(supervisor);
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -1234,6 +1338,35 @@ mod tests {
         let (status, body) = readiness(&Readiness::new(&db, None)).await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("the database is unreachable"), "{body}");
+    }
+
+    /// A worker's supervised task (the saga, the process manager, their lag gauges) dies:
+    /// `/readyz` of its metrics listener fails naming it; given up, `/healthz` fails too.
+    #[tokio::test]
+    async fn a_dead_task_fails_the_probes_of_a_worker() {
+        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        let db = Database::connect(&url, 2).await.unwrap();
+        let supervisor = appreg_worker::Supervisor::new(appreg_worker::RestartPolicy {
+            first_delay: std::time::Duration::from_millis(300),
+            max_delay: std::time::Duration::from_millis(300),
+            give_up_after: 2,
+            healthy_after: std::time::Duration::from_secs(60),
+        });
+        let ready = Readiness::new(&db, None).supervised(&supervisor);
+        let shutdown = CancellationToken::new();
+        supervisor.spawn("dcr-saga", shutdown.clone(), || async {
+            Err::<(), _>("the database is gone")
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (status, body) = readiness(&ready).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("the task dcr-saga failed"), "{body}");
+        assert!(!body.contains("the database is gone"), "{body}");
+        assert_eq!(ready.alive().status().as_u16(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let alive = ready.alive();
+        assert_eq!(alive.status().as_u16(), 503);
+        shutdown.cancel();
     }
 
     #[test]

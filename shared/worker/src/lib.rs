@@ -10,6 +10,8 @@
 //!   repeated failures, listed and retried by operators.
 //! - [`stream`]: the JetStream stream's definition and its creation or update ([`Ensured`]), and
 //!   the comparison of settings that consumers' set-up uses too.
+//! - [`supervise`]: background tasks restarted with back-off when they die, their state for
+//!   `/readyz` and `/healthz`.
 //! - [`subject`]: the subject of an event and the reversible escaping of its tokens.
 //! - [`envelope`]: the one body ([`Envelope`]) and the headers of an event message; the api's
 //!   Server-Sent Events carry the same body.
@@ -23,9 +25,11 @@ pub mod lock;
 pub mod parked;
 pub mod stream;
 pub mod subject;
+pub mod supervise;
 
 pub use envelope::Envelope;
 pub use follower::{follow, Checkpoint, FollowerConfig, Handler, Outcome};
 pub use lock::{lead, Leadership};
 pub use parked::Parking;
 pub use stream::Ensured;
+pub use supervise::{RestartPolicy, Supervisor};
