@@ -17,7 +17,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 mod ops;
-pub use ops::SagaCommand;
+pub use ops::{SagaCommand, VaultCommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -144,6 +144,11 @@ pub enum Command {
     Saga {
         #[command(subcommand)]
         command: SagaCommand,
+    },
+    /// Operators' tools for the secrets vault: re-seal after a master-key rotation.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
     },
     /// Operators' tools for NATS JetStream.
     Nats {
@@ -614,6 +619,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let retried = ops::saga_retry(&config, &db).await;
             db.close().await;
             retried
+        }
+        Command::Vault {
+            command:
+                VaultCommand::Reseal {
+                    database_url: url,
+                    data,
+                },
+        } => {
+            appreg_telemetry::init_tracing("text");
+            let url = database_url(&config, url, Some(&data))?;
+            // The embedded mode's key, when there is one (never a new one).
+            if config.secrets_master_key.is_none() && data.join("master.key").exists() {
+                config.secrets_master_key = Some(dev_master_key(&data)?);
+            }
+            let db = open(&url, 2).await?;
+            let resealed = ops::vault_reseal(&config, &db).await;
+            db.close().await;
+            resealed
         }
         Command::DcrSaga {
             database_url: url,

@@ -1,5 +1,6 @@
 //! Operators' tools beside the services: the DCR saga's parked requests (`appreg saga parked`,
-//! `appreg saga retry`).
+//! `appreg saga retry`) and the vault's re-seal after a master-key rotation (`appreg vault
+//! reseal`).
 
 use anyhow::bail;
 use appreg_config::Config;
@@ -28,6 +29,40 @@ pub enum SagaCommand {
         #[arg(long, default_value = "./data")]
         data: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// After a master-key rotation (the new key in secrets_master_key, the old ones in
+    /// secrets_previous_keys): seals every stored secret again under the current key, so that
+    /// the previous keys can be removed. Idempotent and resumable (run it again after a stop);
+    /// safe beside running services. Exit status 1 while a value still needs an old key.
+    Reseal {
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        #[arg(long, default_value = "./data")]
+        data: PathBuf,
+    },
+}
+
+/// `appreg vault reseal`.
+pub(crate) async fn vault_reseal(config: &Config, db: &Database) -> anyhow::Result<()> {
+    let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let current = keyring.current().id().to_string();
+    let vault = appreg_secrets::SecretStore::new(db.clone(), std::sync::Arc::new(keyring));
+    let summary = vault.reseal().await?;
+    println!(
+        "{} value(s) re-sealed under {current}, {} already under it, {} changed meanwhile, {} cannot be opened",
+        summary.resealed, summary.current, summary.raced, summary.failed
+    );
+    if !summary.complete() {
+        bail!(
+            "{} value(s) still need a previous key (see the log): keep secrets_previous_keys",
+            summary.failed
+        );
+    }
+    println!("every value is under {current}: the previous keys can be removed");
+    Ok(())
 }
 
 /// `appreg saga parked`.

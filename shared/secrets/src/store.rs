@@ -95,6 +95,14 @@ impl SecretStore {
         SecretStore { db, keyring }
     }
 
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// The statement that stores a sealed row (binds: owner, kind, sealed, fingerprint,
     /// updated_at), for callers that write it inside their own transaction.
     pub const UPSERT: &'static str = "INSERT INTO vault_secrets (owner, kind, sealed, fingerprint, updated_at) VALUES ($1, $2, $3, $4, $5) \

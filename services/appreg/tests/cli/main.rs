@@ -5,6 +5,7 @@
 mod lifecycle;
 mod projector;
 mod relay;
+mod vault;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
