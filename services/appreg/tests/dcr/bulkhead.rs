@@ -180,9 +180,12 @@ async fn a_hanging_provider_does_not_stall_the_others() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    // The hanging provider's requests are still waiting on it (on its own slots).
+    // The hanging provider's requests are still waiting on it (on its own slots), and the
+    // checkpoint (the low-water mark of the requests in flight) has not passed the first one,
+    // although later requests are done.
     let app = system.state_of(&alice, &stuck[0]).await;
     assert_eq!(app["registration"]["state"], "REGISTERING", "{app}");
+    assert!(saga_checkpoint(&system.db).await < request_position(&system.db, &stuck[0]).await);
     assert!(
         hits.load(std::sync::atomic::Ordering::SeqCst) <= 2,
         "at most the hanging provider's budget is in flight there"
