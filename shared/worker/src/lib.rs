@@ -21,6 +21,8 @@
 
 pub mod envelope;
 pub mod follower;
+#[cfg(test)]
+mod follower_tests;
 pub mod lock;
 pub mod parked;
 pub mod stream;
