@@ -252,21 +252,44 @@ pub async fn run(
     state: AppState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    // Supervised: a task that dies makes /readyz fail and is restarted (each resumes from the
+    // read model's position); one that keeps dying makes /healthz fail.
+    let supervisor = state.supervisor().clone();
     let projector = if state.read().is_external() {
-        tokio::spawn(
-            state
-                .read()
-                .clone()
-                .follow_checkpoint(CHECKPOINT_POLL, shutdown.child_token()),
-        )
+        let read = state.read().clone();
+        supervisor.spawn("read-model-follower", shutdown.child_token(), {
+            let stop = shutdown.child_token();
+            move || {
+                let (read, stop) = (read.clone(), stop.clone());
+                async move {
+                    read.follow_checkpoint(CHECKPOINT_POLL, stop).await;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            }
+        })
     } else {
-        tokio::spawn(readmodel::run_projector(
-            state.read().clone(),
-            state.store().clone(),
-            shutdown.child_token(),
-        ))
+        let (read, store) = (state.read().clone(), state.store().clone());
+        supervisor.spawn("inline-projector", shutdown.child_token(), {
+            let stop = shutdown.child_token();
+            move || {
+                let run = readmodel::run_projector(read.clone(), store.clone(), stop.clone());
+                async move {
+                    run.await;
+                    Ok::<_, std::convert::Infallible>(())
+                }
+            }
+        })
     };
-    let lag = tokio::spawn(state.clone().keep_lag_measured(shutdown.child_token()));
+    let lag = supervisor.spawn("lag-gauges", shutdown.child_token(), {
+        let (state, stop) = (state.clone(), shutdown.child_token());
+        move || {
+            let run = state.clone().keep_lag_measured(stop.clone());
+            async move {
+                run.await;
+                Ok::<_, std::convert::Infallible>(())
+            }
+        }
+    });
     // Event streams never end on their own: they end when the shutdown starts, so that the
     // graceful shutdown can drain them.
     let closing = state.closing().clone();
@@ -283,6 +306,9 @@ pub async fn run(
     let _ = lag.await;
     served
 }
+
+#[cfg(test)]
+mod supervision_tests;
 
 #[cfg(test)]
 mod tests {

@@ -628,16 +628,32 @@ pub async fn history(
     }))
 }
 
-/// Liveness.
-#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "alive")))]
-pub async fn healthz() -> &'static str {
-    "ok"
+/// Liveness: 503 once a background task kept dying and was given up (restart the process).
+#[utoipa::path(get, path = "/healthz", tag = "system", responses((status = 200, description = "alive"), (status = 503, body = Problem)))]
+pub async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    let dead = state.supervisor().not_alive();
+    if !dead.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "not alive: {}",
+            dead.join("; ")
+        )));
+    }
+    Ok("ok")
 }
 
-/// Readiness: the database answers and the read model is not far behind.
+/// Readiness: every background task runs, the database answers and the read model is not far
+/// behind.
 #[utoipa::path(get, path = "/readyz", tag = "system", responses((status = 200, description = "ready"), (status = 503, body = Problem)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+    // A background task (the projector, the lag gauges) is dead: not ready until restarted.
+    let dead = state.supervisor().not_ready();
+    if !dead.is_empty() {
+        return Err(ApiError::Unavailable(format!(
+            "not ready: {}",
+            dead.join("; ")
+        )));
+    }
     let lag = match tokio::time::timeout(TIMEOUT, state.projection_lag()).await {
         Ok(Ok(lag)) => lag,
         Ok(Err(error)) => {

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
+    /// The background tasks of the api (inline projector or checkpoint follower, lag gauges).
+    supervisor: appreg_worker::Supervisor,
 }
 
 struct Inner {
@@ -95,6 +97,7 @@ impl AppState {
             appreg_config::ReadModels::External => ReadModel::external(db.clone()).await?,
         });
         Ok(AppState {
+            supervisor: appreg_worker::Supervisor::new(appreg_worker::RestartPolicy::default()),
             inner: Arc::new(Inner {
                 commands: appreg_commands::Commands::new(store.clone(), config.command_settings()),
                 store,
@@ -134,6 +137,19 @@ impl AppState {
                 readyz_max_lag: Duration::from_millis(config.readyz_max_lag_ms),
             }),
         })
+    }
+
+    /// The supervisor of the api's background tasks: dead ones make `/readyz` fail, given-up
+    /// ones `/healthz`.
+    pub fn supervisor(&self) -> &appreg_worker::Supervisor {
+        &self.supervisor
+    }
+
+    /// The same state, its background tasks supervised by `supervisor` (another restart
+    /// policy).
+    pub fn with_supervisor(mut self, supervisor: appreg_worker::Supervisor) -> Self {
+        self.supervisor = supervisor;
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn EventStore> {

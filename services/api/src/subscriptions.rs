@@ -174,7 +174,7 @@ pub struct NotificationList {
 
 /// The vault owner of an application's API keys (one secret per key id).
 pub fn key_owner(id: ApplicationId) -> String {
-    format!("api-keys/{}", id.0)
+    appreg_secrets::store::api_key_owner(id.0)
 }
 
 /// A new key: its value (for the vault) and what the events record of it.

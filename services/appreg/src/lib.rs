@@ -16,6 +16,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+mod ops;
+pub use ops::{SagaCommand, VaultCommand};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "appreg",
@@ -136,6 +139,16 @@ pub enum Command {
     Projections {
         #[command(subcommand)]
         command: ProjectionsCommand,
+    },
+    /// Operators' tools for the DCR saga: its parked requests.
+    Saga {
+        #[command(subcommand)]
+        command: SagaCommand,
+    },
+    /// Operators' tools for the secrets vault: re-seal after a master-key rotation.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
     },
     /// Operators' tools for NATS JetStream.
     Nats {
@@ -405,9 +418,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            let saga = spawn_saga(&config, &db, shutdown.clone()).await?;
-            let lifecycle = spawn_lifecycle(&config, &db, shutdown.clone()).await?;
-            let served = serve(&config, &db, auth, Some(&data), shutdown.clone()).await;
+            // The saga and the process manager are supervised with the api's tasks: a dead one
+            // fails the api's /readyz.
+            let supervisor = appreg_worker::Supervisor::new(Default::default());
+            let saga = spawn_saga(&config, &db, &supervisor, shutdown.clone()).await?;
+            let lifecycle = spawn_lifecycle(&config, &db, &supervisor, shutdown.clone()).await?;
+            let served = serve(
+                &config,
+                &db,
+                auth,
+                Some(&data),
+                Some(supervisor),
+                shutdown.clone(),
+            )
+            .await;
             shutdown.cancel();
             saga.await.context("the saga task failed")?;
             lifecycle
@@ -441,7 +465,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 })?,
             };
             let db = open(&url, config.database_max_connections).await?;
-            let served = serve(&config, &db, auth, None, shutdown_signal()).await;
+            let served = serve(&config, &db, auth, None, None, shutdown_signal()).await;
             db.close().await;
             served
         }
@@ -578,11 +602,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Saga {
+            command:
+                SagaCommand::Parked {
+                    database_url: url,
+                    data,
+                    limit,
+                },
+        } => {
+            let url = database_url(&config, url, Some(&data))?;
+            let db = open(&url, 2).await?;
+            let listed = ops::saga_parked(&db, limit).await;
+            db.close().await;
+            listed
+        }
+        Command::Saga {
+            command:
+                SagaCommand::Retry {
+                    database_url: url,
+                    data,
+                },
+        } => {
+            appreg_telemetry::init_tracing("text");
+            let url = database_url(&config, url, Some(&data))?;
+            // The embedded mode's key, when there is one (never a new one).
+            if config.secrets_master_key.is_none() && data.join("master.key").exists() {
+                config.secrets_master_key = Some(dev_master_key(&data)?);
+            }
+            let db = open(&url, 4).await?;
+            let retried = ops::saga_retry(&config, &db).await;
+            db.close().await;
+            retried
+        }
+        Command::Vault {
+            command:
+                VaultCommand::Reseal {
+                    database_url: url,
+                    data,
+                },
+        } => {
+            appreg_telemetry::init_tracing("text");
+            let url = database_url(&config, url, Some(&data))?;
+            // The embedded mode's key, when there is one (never a new one).
+            if config.secrets_master_key.is_none() && data.join("master.key").exists() {
+                config.secrets_master_key = Some(dev_master_key(&data)?);
+            }
+            let db = open(&url, 2).await?;
+            let resealed = ops::vault_reseal(&config, &db).await;
+            db.close().await;
+            resealed
+        }
         Command::DcrSaga {
             database_url: url,
             metrics_listen,
         } => {
-            let (db, shutdown) = start_worker(
+            let (db, supervisor, shutdown) = start_worker(
                 &config,
                 url,
                 metrics_listen.as_deref(),
@@ -590,7 +664,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 8,
             )
             .await?;
-            spawn_saga(&config, &db, shutdown)
+            spawn_saga(&config, &db, &supervisor, shutdown)
                 .await?
                 .await
                 .context("the saga task failed")?;
@@ -601,7 +675,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             database_url: url,
             metrics_listen,
         } => {
-            let (db, shutdown) = start_worker(
+            let (db, supervisor, shutdown) = start_worker(
                 &config,
                 url,
                 metrics_listen.as_deref(),
@@ -609,7 +683,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 4,
             )
             .await?;
-            spawn_lifecycle(&config, &db, shutdown)
+            spawn_lifecycle(&config, &db, &supervisor, shutdown)
                 .await?
                 .await
                 .context("the lifecycle process manager task failed")?;
@@ -648,34 +722,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// What `appreg dcr-saga` and `appreg lifecycle` start with: telemetry as `service`, the
 /// database (migrated, `pool` connections), the SIGTERM token, and `/metrics`, `/healthz`,
-/// `/readyz` on `metrics_listen` when given.
+/// `/readyz` on `metrics_listen` when given, both failing when a task of the returned
+/// supervisor is dead (`/healthz`: given up).
 async fn start_worker(
     config: &Config,
     url: Option<String>,
     metrics_listen: Option<&str>,
     service: &'static str,
     pool: u32,
-) -> anyhow::Result<(Database, CancellationToken)> {
+) -> anyhow::Result<(Database, appreg_worker::Supervisor, CancellationToken)> {
     let name = service.trim_start_matches("appreg-");
     init_telemetry(config, service)?;
     let metrics = appreg_telemetry::metrics_handle();
     let url = database_url(config, url, None)?;
     let shutdown = shutdown_signal();
     let db = open(&url, pool).await?;
+    let supervisor = appreg_worker::Supervisor::new(Default::default());
     if let Some(addr) = metrics_listen {
-        let ready = Readiness::new(&db, None);
+        let ready = Readiness::new(&db, None).supervised(&supervisor);
         serve_metrics(addr, metrics, shutdown.clone(), name, ready).await?;
     }
     tracing::info!(postgres = db.is_postgres(), "appreg {name} starting");
-    Ok((db, shutdown))
+    Ok((db, supervisor, shutdown))
 }
 
-/// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires.
-async fn spawn_saga(
+/// The DCR saga on `db`, its keyring from the configuration, and its event store.
+async fn build_saga(
     config: &Config,
     db: &Database,
-    shutdown: CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<(
+    Arc<appreg_dcr_saga::Saga>,
+    Arc<dyn appreg_eventstore::EventStore>,
+)> {
     let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring));
     let client = appreg_dcr_client::provider::ProviderClient::with_options(
@@ -686,22 +764,16 @@ async fn spawn_saga(
     )
     .map_err(|e| anyhow::anyhow!("cannot build the provider client: {e}"))?;
     let store = appreg_telemetry::count_appends(db.event_store().await?);
-    // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
-    appreg_telemetry::lag::spawn_checkpoint_lag(
-        db.clone(),
-        "saga_checkpoints",
-        "dcr-saga",
-        "appreg_saga",
-        shutdown.clone(),
-    );
     let saga_config = appreg_dcr_saga::SagaConfig {
         commands: appreg_commands::CommandSettings {
             group_commit_writers: 0,
             ..config.command_settings()
         },
+        concurrency: config.dcr.max_in_flight.max(1),
+        provider_concurrency: config.dcr.provider_concurrency.max(1),
+        park_after: config.dcr.park_after,
         ..appreg_dcr_saga::SagaConfig::default()
     };
-    let concurrency = saga_config.concurrency;
     let saga = Arc::new(appreg_dcr_saga::Saga::new(
         db.clone(),
         store.clone(),
@@ -709,40 +781,112 @@ async fn spawn_saga(
         client,
         saga_config,
     ));
-    Ok(tokio::spawn(appreg_dcr_saga::run(
-        saga,
-        db.clone(),
-        store,
-        concurrency,
-        shutdown,
-    )))
+    Ok((saga, store))
 }
 
-/// Starts the lifecycle process manager on `db` until `shutdown` fires.
+/// Starts the DCR saga on `db` (its keyring from the configuration) until `shutdown` fires,
+/// supervised (restarted from its checkpoint when it dies), with its lag gauges.
+async fn spawn_saga(
+    config: &Config,
+    db: &Database,
+    supervisor: &appreg_worker::Supervisor,
+    shutdown: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (saga, store) = build_saga(config, db).await?;
+    // appreg_saga_lag_events / _seconds, from the saga's checkpoint (its row in saga_checkpoints).
+    supervise_checkpoint_lag(
+        supervisor,
+        "saga-lag",
+        db,
+        "saga_checkpoints",
+        "dcr-saga",
+        "appreg_saga",
+        &shutdown,
+    );
+    let concurrency = saga.config().concurrency;
+    let db = db.clone();
+    let stop = shutdown.clone();
+    Ok(supervisor.spawn("dcr-saga", shutdown, move || {
+        let run = appreg_dcr_saga::run(
+            saga.clone(),
+            db.clone(),
+            store.clone(),
+            concurrency,
+            stop.clone(),
+        );
+        async move {
+            run.await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }))
+}
+
+/// A reactor's lag gauges ([`appreg_telemetry::lag`]) as the supervised task `task`.
+fn supervise_checkpoint_lag(
+    supervisor: &appreg_worker::Supervisor,
+    task: &'static str,
+    db: &Database,
+    table: &'static str,
+    name: &'static str,
+    prefix: &'static str,
+    shutdown: &CancellationToken,
+) {
+    let (db, stop) = (db.clone(), shutdown.clone());
+    supervisor.spawn(task, shutdown.clone(), move || {
+        let probe = db.clone();
+        let run = appreg_telemetry::lag::keep_refreshed(
+            db.clone(),
+            appreg_telemetry::lag::LagGauges::named(prefix),
+            move || {
+                let probe = probe.clone();
+                async move { appreg_telemetry::lag::stored_checkpoint(&probe, table, name).await }
+            },
+            stop.clone(),
+        );
+        async move {
+            run.await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    });
+}
+
+/// Starts the lifecycle process manager on `db` until `shutdown` fires, supervised (restarted
+/// from its checkpoint when it dies), with its lag gauges.
 async fn spawn_lifecycle(
     config: &Config,
     db: &Database,
+    supervisor: &appreg_worker::Supervisor,
     shutdown: CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let store = appreg_telemetry::count_appends(db.event_store().await?);
     // appreg_lifecycle_lag_events / _seconds, from the process manager's checkpoint.
-    appreg_telemetry::lag::spawn_checkpoint_lag(
-        db.clone(),
+    supervise_checkpoint_lag(
+        supervisor,
+        "lifecycle-lag",
+        db,
         "lifecycle_checkpoints",
         appreg_lifecycle::CHECKPOINT,
         "appreg_lifecycle",
-        shutdown.clone(),
+        &shutdown,
     );
     let lifecycle_config = appreg_lifecycle::LifecycleConfig {
         step_pause: std::time::Duration::from_millis(config.lifecycle_step_pause_ms),
         commands: config.command_settings(),
     };
-    Ok(tokio::spawn(appreg_lifecycle::run(
-        lifecycle_config,
-        db.clone(),
-        store,
-        shutdown,
-    )))
+    let db = db.clone();
+    let stop = shutdown.clone();
+    Ok(supervisor.spawn("lifecycle", shutdown, move || {
+        let run = appreg_lifecycle::run(
+            lifecycle_config.clone(),
+            db.clone(),
+            store.clone(),
+            stop.clone(),
+        );
+        async move {
+            run.await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    }))
 }
 
 /// The projector settings of the shared configuration.
@@ -871,6 +1015,8 @@ fn init_telemetry(config: &Config, service: &'static str) -> anyhow::Result<()> 
 struct Readiness {
     db: Database,
     nats: Option<async_nats::Client>,
+    /// The process's supervised tasks: a dead one fails `/readyz`, a given-up one `/healthz`.
+    supervisor: appreg_worker::Supervisor,
 }
 
 impl Readiness {
@@ -878,13 +1024,30 @@ impl Readiness {
         Readiness {
             db: db.clone(),
             nats: nats.cloned(),
+            supervisor: appreg_worker::Supervisor::default(),
         }
+    }
+
+    /// The same checks, and the tasks of `supervisor`.
+    fn supervised(mut self, supervisor: &appreg_worker::Supervisor) -> Self {
+        self.supervisor = supervisor.clone();
+        self
+    }
+
+    /// 200 `ok`, or 503 with a problem document naming the tasks given up.
+    fn alive(&self) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let dead = self.supervisor.not_alive();
+        if dead.is_empty() {
+            return "ok".into_response();
+        }
+        unavailable(format!("not alive: {}", dead.join("; ")))
     }
 
     /// 200 `ready`, or 503 with a problem document saying why not.
     async fn check(&self) -> axum::response::Response {
         use axum::response::IntoResponse;
-        let mut reasons = Vec::new();
+        let mut reasons = self.supervisor.not_ready();
         if let Err(reason) =
             appreg_telemetry::database_ready(&self.db, std::time::Duration::from_secs(2)).await
         {
@@ -899,20 +1062,26 @@ impl Readiness {
         if reasons.is_empty() {
             return "ready".into_response();
         }
-        let problem = serde_json::json!({
-            "type": "urn:appreg:problem:service.unavailable",
-            "title": "Service unavailable",
-            "status": 503,
-            "detail": format!("not ready: {}", reasons.join("; ")),
-            "code": "service.unavailable",
-        });
-        (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
-            problem.to_string(),
-        )
-            .into_response()
+        unavailable(format!("not ready: {}", reasons.join("; ")))
     }
+}
+
+/// A 503 problem document (code `service.unavailable`) saying `detail`.
+fn unavailable(detail: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let problem = serde_json::json!({
+        "type": "urn:appreg:problem:service.unavailable",
+        "title": "Service unavailable",
+        "status": 503,
+        "detail": detail,
+        "code": "service.unavailable",
+    });
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        problem.to_string(),
+    )
+        .into_response()
 }
 
 /// Serves `/metrics`, `/healthz` (alive) and `/readyz` ([`Readiness`]) on `addr` until
@@ -936,7 +1105,16 @@ async fn serve_metrics(
                 async move { metrics.render() }
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            axum::routing::get({
+                let ready = ready.clone();
+                move || {
+                    let ready = ready.clone();
+                    async move { ready.alive() }
+                }
+            }),
+        )
         .route(
             "/readyz",
             axum::routing::get(move || {
@@ -1009,9 +1187,13 @@ async fn serve(
     db: &Database,
     auth: Arc<Authenticator>,
     dev_data: Option<&Path>,
+    supervisor: Option<appreg_worker::Supervisor>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let state = appreg_api::AppState::new(config, db, auth).await?;
+    let mut state = appreg_api::AppState::new(config, db, auth).await?;
+    if let Some(supervisor) = supervisor {
+        state = state.with_supervisor(supervisor);
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -1198,6 +1380,35 @@ mod tests {
         let (status, body) = readiness(&Readiness::new(&db, None)).await;
         assert_eq!(status, 503, "{body}");
         assert!(body.contains("the database is unreachable"), "{body}");
+    }
+
+    /// A worker's supervised task (the saga, the process manager, their lag gauges) dies:
+    /// `/readyz` of its metrics listener fails naming it; given up, `/healthz` fails too.
+    #[tokio::test]
+    async fn a_dead_task_fails_the_probes_of_a_worker() {
+        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        let db = Database::connect(&url, 2).await.unwrap();
+        let supervisor = appreg_worker::Supervisor::new(appreg_worker::RestartPolicy {
+            first_delay: std::time::Duration::from_millis(300),
+            max_delay: std::time::Duration::from_millis(300),
+            give_up_after: 2,
+            healthy_after: std::time::Duration::from_secs(60),
+        });
+        let ready = Readiness::new(&db, None).supervised(&supervisor);
+        let shutdown = CancellationToken::new();
+        supervisor.spawn("dcr-saga", shutdown.clone(), || async {
+            Err::<(), _>("the database is gone")
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let (status, body) = readiness(&ready).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("the task dcr-saga failed"), "{body}");
+        assert!(!body.contains("the database is gone"), "{body}");
+        assert_eq!(ready.alive().status().as_u16(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let alive = ready.alive();
+        assert_eq!(alive.status().as_u16(), 503);
+        shutdown.cancel();
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! the provider client of `appreg_dcr_client`.
 
 pub mod apps;
+mod bulkhead;
 mod loader;
 mod recorder;
 pub mod run;
 pub mod saga;
 
-pub use run::{migrate, run};
+pub use run::{migrate, parked, retry_parked, run};
 pub use saga::{Saga, SagaConfig, SagaError};

@@ -1,13 +1,18 @@
 //! The saga's loop: a follower of the event log ([`appreg_worker::follower`]) resumable from its
-//! checkpoint in `saga_checkpoints`, handing its requests to [`Saga::handle`], several at a time
-//! across batches; its checkpoint only moves past a request once it and every earlier one was
-//! handled. A request that cannot be handled now (the database or the vault is down) is retried,
-//! never skipped; a crash replays the batch, which the saga's idempotency makes harmless. One
-//! active saga per database (a PostgreSQL advisory lock); a standby takes over when it dies.
+//! checkpoint in `saga_checkpoints`, handing its requests to [`Saga::handle`], up to
+//! [`SagaConfig::concurrency`](crate::SagaConfig::concurrency) in flight, finishing in any order
+//! (each provider's calls are bounded by its own bulkhead); its checkpoint is their low-water
+//! mark: it only moves past a request once it and every earlier one was handled (or parked). A
+//! request that cannot be handled now (the database or the vault is down) is retried; after
+//! [`SagaConfig::park_after`](crate::SagaConfig::park_after) failed tries it is parked in
+//! `saga_parked` ([`parked`], [`retry_parked`]) and no longer holds the checkpoint. A crash
+//! replays from the checkpoint, which the saga's idempotency makes harmless. One active saga per
+//! database (a PostgreSQL advisory lock); a standby takes over when it dies.
 
 use crate::saga::{Saga, SagaError};
 use appreg_eventstore::{Database, EventStore, StoredEvent};
 use appreg_worker::follower::{self, Checkpoint, FollowerConfig, Handler, Outcome};
+use appreg_worker::parked::{self as parking, ParkedError, ParkedEvent, Parking, RetrySummary};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +23,8 @@ const CHECKPOINT: Checkpoint = Checkpoint {
 };
 /// The advisory lock that makes one saga active.
 const LOCK: &str = "saga:dcr";
+/// Where the saga parks the requests that keep failing.
+const PARKED: &str = "saga_parked";
 
 /// Applies the saga's migration.
 pub async fn migrate(db: &Database) -> Result<(), appreg_eventstore::StoreError> {
@@ -68,9 +75,32 @@ pub async fn run(
     concurrency: usize,
     shutdown: CancellationToken,
 ) {
+    let park_after = saga.config().park_after;
     let config = FollowerConfig {
         concurrency,
+        parking: (park_after > 0).then_some(Parking {
+            table: PARKED,
+            after: park_after,
+        }),
         ..FollowerConfig::new("dcr-saga", LOCK, CHECKPOINT)
     };
     follower::follow(Reactor(saga), config, db, store, shutdown).await;
+}
+
+/// The requests the saga parked, oldest first (at most `limit`), and how many there are.
+pub async fn parked(db: &Database, limit: i64) -> Result<(Vec<ParkedEvent>, i64), ParkedError> {
+    let list = parking::list(db, PARKED, CHECKPOINT.name, limit).await?;
+    let count = parking::count(db, PARKED, CHECKPOINT.name).await?;
+    Ok((list, count))
+}
+
+/// Hands every parked request to `saga` once more (after the cause was fixed): the handled ones
+/// leave `saga_parked`, the others stay with their new reason. Safe beside a running saga: the
+/// saga decides on the application's current state, idempotently.
+pub async fn retry_parked(
+    saga: Arc<Saga>,
+    db: &Database,
+    store: &dyn EventStore,
+) -> Result<RetrySummary, ParkedError> {
+    parking::retry(&Reactor(saga), db, store, PARKED, CHECKPOINT.name).await
 }

@@ -16,6 +16,7 @@
 //! - **Secrets** go to the vault only; events carry fingerprints.
 
 use crate::apps::{self, CommandError};
+use crate::bulkhead::Bulkheads;
 use crate::loader::{Loaded, Loader};
 use crate::recorder::{self, Obtained, Outcome, Recorder};
 use appreg_dcr_client::provider::{
@@ -45,8 +46,15 @@ pub struct SagaConfig {
     /// First pause between two calls; doubled each time, with ±25% jitter.
     pub first_delay: Duration,
     pub max_delay: Duration,
-    /// Requests handled at the same time.
+    /// Requests in flight at the same time (read from the log, not yet finished; they finish
+    /// in any order). Much larger than [`SagaConfig::provider_concurrency`], so that a hanging
+    /// provider's requests never fill it.
     pub concurrency: usize,
+    /// Calls in flight to one provider (its bulkhead, [`crate::bulkhead`]).
+    pub provider_concurrency: usize,
+    /// Failed tries of a request (a [`SagaError`] each time) before it is parked
+    /// (`appreg saga parked` lists it, `appreg saga retry` tries it again); 0: never parked.
+    pub park_after: u32,
     /// The command path (cache, snapshots, retries). Its group commit is off by default: the
     /// saga group-commits the clients it obtains itself ([`crate::recorder`]).
     pub commands: appreg_commands::CommandSettings,
@@ -58,7 +66,9 @@ impl Default for SagaConfig {
             attempts: 5,
             first_delay: Duration::from_secs(2),
             max_delay: Duration::from_secs(60),
-            concurrency: 16,
+            concurrency: 256,
+            provider_concurrency: 16,
+            park_after: 10,
             commands: appreg_commands::CommandSettings {
                 group_commit_writers: 0,
                 ..Default::default()
@@ -113,6 +123,7 @@ pub struct Saga {
     /// Bumped by every provider change observed: a registry read before it is not kept.
     registry_generation: AtomicU64,
     observing: AtomicBool,
+    bulkheads: Bulkheads,
 }
 
 impl Saga {
@@ -130,12 +141,18 @@ impl Saga {
             registries: Default::default(),
             registry_generation: AtomicU64::new(0),
             observing: AtomicBool::new(false),
+            bulkheads: Bulkheads::new(config.provider_concurrency),
             commands: appreg_commands::Commands::new(store.clone(), config.commands.clone()),
             db,
             vault,
             client,
             config,
         }
+    }
+
+    /// The configuration the saga runs with.
+    pub fn config(&self) -> &SagaConfig {
+        &self.config
     }
 
     /// Whether the saga acts on an event.
@@ -278,12 +295,19 @@ impl Saga {
         })
     }
 
-    /// Calls the provider, retrying what is retryable.
-    async fn with_retries<T, F, Fut>(&self, mut call: F) -> Result<T, ProviderError>
+    /// Calls the provider `provider` of `environment` in one of its slots ([`Bulkheads`]),
+    /// retrying what is retryable.
+    async fn with_retries<T, F, Fut>(
+        &self,
+        environment: &str,
+        provider: &Provider,
+        mut call: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
     {
+        let _slot = self.bulkheads.enter(environment, &provider.id).await;
         let mut delay = self.config.first_delay;
         let mut attempt = 0;
         loop {
@@ -320,7 +344,9 @@ impl Saga {
                 Ok(metadata) => {
                     let handle = self.handle_of(&app).await?;
                     match self
-                        .with_retries(|| self.client.update(&settings, &handle, &metadata))
+                        .with_retries(app.environment.as_str(), &provider, || {
+                            self.client.update(&settings, &handle, &metadata)
+                        })
                         .await
                     {
                         Ok(updated) => {
@@ -358,7 +384,7 @@ impl Saga {
         let meta = self.metadata(e);
         let outcome = match self.issuer_of(&app).await? {
             Err(failure) => Err(failure),
-            Ok((_, settings)) => {
+            Ok((provider, settings)) => {
                 let handle = self.handle_of(&app).await?;
                 match &handle.registration_access_token {
                     None => Err(ProviderFailure {
@@ -368,7 +394,9 @@ impl Saga {
                         ),
                     }),
                     Some(_) => match self
-                        .with_retries(|| self.client.renew_secret_at(&settings, &handle))
+                        .with_retries(app.environment.as_str(), &provider, || {
+                            self.client.renew_secret_at(&settings, &handle)
+                        })
                         .await
                     {
                         Ok(renewed) => {
@@ -427,7 +455,9 @@ impl Saga {
         }
         let handle = self.handle_of(&app).await?;
         match self
-            .with_retries(|| self.client.delete(&settings, &handle))
+            .with_retries(app.environment.as_str(), &provider, || {
+                self.client.delete(&settings, &handle)
+            })
             .await
         {
             // Gone already (a deletion whose answer was lost): its token is refused.
@@ -513,7 +543,7 @@ impl Saga {
                 // client an attempt whose answer was lost created.
                 let idempotency_key = e.event_id.to_string();
                 match self
-                    .with_retries(|| {
+                    .with_retries(app.environment.as_str(), &provider, || {
                         self.client.register_idempotent(
                             &settings,
                             &metadata,
@@ -711,7 +741,10 @@ impl Saga {
             .unwrap_or_default()
             .to_string();
         let deleted = match self.settings(&environment, provider).await {
-            Ok(settings) => self.client.delete(&settings, &handle).await,
+            Ok(settings) => {
+                let _slot = self.bulkheads.enter(&environment, &provider.id).await;
+                self.client.delete(&settings, &handle).await
+            }
             Err(e) => Err(ProviderError::Invalid(e.to_string())),
         };
         match deleted {

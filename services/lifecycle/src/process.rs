@@ -88,6 +88,9 @@ pub enum LifecycleError {
     Command(#[from] CommandError<NoApplication>),
     #[error("the domain asked for more than {MAX_STEPS} steps; it is not making progress")]
     Runaway,
+    /// A revoked key's value could not be deleted from the vault.
+    #[error("vault: {0}")]
+    Vault(String),
 }
 
 /// The metadata of the events of a step caused by `trigger`: its `event_id` as causation, its

@@ -5,6 +5,11 @@
 //! crash replays from the checkpoint, which deciding every step on the current state makes
 //! harmless. One active instance per database (a PostgreSQL advisory lock); a standby takes over
 //! when it dies.
+//!
+//! It also keeps the vault clean: every `ApiKeyRevoked` (a key revoked by a member, or with its
+//! subscription closed by a member or by an archive) deletes the key's sealed value from the
+//! vault; the key's prefix and hash stay in the events and read models for audit. Idempotent: a
+//! replay deletes nothing more.
 
 use crate::process::{handle, trigger, Handled, LifecycleError, TriggerKind};
 use crate::LifecycleConfig;
@@ -22,8 +27,10 @@ const CHECKPOINT_ROW: Checkpoint = Checkpoint {
 /// The advisory lock that makes one instance active.
 const LOCK: &str = "lifecycle";
 
-/// Applies the process manager's migration (its checkpoint table).
+/// Applies the process manager's migration (its checkpoint table), and the vault's (whose
+/// revoked keys it deletes).
 pub async fn migrate(db: &Database) -> Result<(), appreg_eventstore::StoreError> {
+    appreg_secrets::store::migrate(db).await?;
     // Other components keep their own migrations in the same database.
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
@@ -49,13 +56,27 @@ pub async fn set_checkpoint(db: &Database, at: LogPosition) -> Result<(), sqlx::
 struct ProcessManager {
     config: LifecycleConfig,
     store: Arc<dyn EventStore>,
+    db: Database,
+}
+
+/// The vault owner and kind of the key an `ApiKeyRevoked` revoked.
+fn revoked_key(e: &StoredEvent) -> Option<(String, String)> {
+    if e.event_type != "ApiKeyRevoked" {
+        return None;
+    }
+    let application = e.stream_id.strip_prefix("application-")?;
+    let key_id = e.data.get("key_id")?.as_str()?;
+    Some((
+        appreg_secrets::store::api_key_owner(application),
+        key_id.to_string(),
+    ))
 }
 
 impl Handler for ProcessManager {
     type Error = LifecycleError;
 
     fn wants(&self, e: &StoredEvent) -> bool {
-        trigger(e).is_some()
+        trigger(e).is_some() || revoked_key(e).is_some()
     }
 
     async fn handle(
@@ -63,6 +84,15 @@ impl Handler for ProcessManager {
         e: &StoredEvent,
         stop: &CancellationToken,
     ) -> Result<Outcome, LifecycleError> {
+        if let Some((owner, key_id)) = revoked_key(e) {
+            let purged = appreg_secrets::store::purge(&self.db, &owner, &key_id)
+                .await
+                .map_err(|e| LifecycleError::Vault(e.to_string()))?;
+            if purged > 0 {
+                metrics::counter!("appreg_vault_purged_keys_total").increment(purged);
+            }
+            return Ok(Outcome::Done);
+        }
         match handle(&self.config, &self.store, e, stop).await {
             Ok(Handled::Done { .. }) => Ok(Outcome::Done),
             Ok(Handled::Interrupted { .. }) => Ok(Outcome::Interrupted),
@@ -90,6 +120,7 @@ pub async fn run(
     let pm = ProcessManager {
         config,
         store: store.clone(),
+        db: db.clone(),
     };
     let follower = FollowerConfig::new("lifecycle", LOCK, CHECKPOINT_ROW);
     follower::follow(pm, follower, db, store, shutdown).await;

@@ -8,7 +8,9 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod dcr;
 pub mod nats;
+pub use dcr::DcrSettings;
 pub use nats::{NatsAuth, NatsServers, NatsUrlError};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +129,9 @@ pub struct Config {
     /// is refused (the addresses checked are the ones connected to).
     #[serde(default = "default_true")]
     pub outbound_allow_private: bool,
+    /// The DCR saga: requests in flight, per-provider bulkheads, parking of failing requests.
+    #[serde(default)]
+    pub dcr: DcrSettings,
 }
 
 fn default_readyz_max_lag_ms() -> u64 {
@@ -431,6 +436,7 @@ mod tests {
             jail.set_env("APPREG_DATABASE_URL", "postgres://u:pw@h/db");
             jail.set_env("APPREG_LIFECYCLE_STEP_PAUSE_MS", "250");
             jail.set_env("APPREG_OTLP_ENDPOINT", "http://collector:4318");
+            jail.set_env("APPREG_DCR__PROVIDER_CONCURRENCY", "4");
             let c = Config::load(Some(Path::new("appreg.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(c.listen, "0.0.0.0:9000");
             assert_eq!(c.auth.issuer.as_deref(), Some("https://idp"));
@@ -455,6 +461,9 @@ mod tests {
             assert_eq!(Config::defaults().otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
             assert!(Config::defaults().outbound_allow_private);
+            assert_eq!(c.dcr.provider_concurrency, 4);
+            assert_eq!(c.dcr.max_in_flight, 256);
+            assert_eq!(Config::defaults().dcr, DcrSettings::default());
             assert!(!format!("{:?}", Config::defaults()).contains("pw"));
             assert!(c.nats_credentials.is_none());
             Ok(())

@@ -20,11 +20,13 @@
 
 mod error;
 mod key;
+mod reseal;
 pub mod store;
 mod vault;
 
 pub use error::{KeyError, SealedParseError, VaultError};
 pub use key::{is_valid_key_id, Keyring, MasterKey, KEY_LEN};
+pub use reseal::ResealSummary;
 pub use store::{SecretStore, VaultStoreError};
 pub use vault::Sealed;
 

@@ -71,9 +71,36 @@ macro_rules! with_pool {
     };
 }
 
+/// The vault owner of an application's API keys (one secret per key id, the kind). A key of
+/// stored data: never change it.
+pub fn api_key_owner(application_id: impl std::fmt::Display) -> String {
+    format!("api-keys/{application_id}")
+}
+
+/// Deletes one stored secret without opening anything (no keyring needed): what a process that
+/// only purges (the lifecycle process manager, for revoked API keys) uses. Idempotent.
+pub async fn purge(db: &Database, owner: &str, kind: &str) -> Result<u64, VaultStoreError> {
+    Ok(with_pool!(db, pool => sqlx::query(
+        "DELETE FROM vault_secrets WHERE owner = $1 AND kind = $2",
+    )
+    .bind(owner)
+    .bind(kind)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?)
+}
+
 impl SecretStore {
     pub fn new(db: Database, keyring: Arc<Keyring>) -> Self {
         SecretStore { db, keyring }
+    }
+
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keyring
     }
 
     /// The statement that stores a sealed row (binds: owner, kind, sealed, fingerprint,

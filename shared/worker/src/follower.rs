@@ -4,18 +4,24 @@
 //! [`follow`] keeps one instance active per database ([`lead`](crate::lock::lead)), reads the
 //! follower's checkpoint, tails the log in its commit-safe order from there, and hands each
 //! event the [`Handler`] wants to [`Handler::handle`], up to [`FollowerConfig::concurrency`] at a
-//! time across batches; results are taken in log order, so the checkpoint only moves past an
-//! event once it and every earlier one was handled. An event that cannot be handled now (the
-//! database is down) is retried with exponential back-off, never skipped; a crash replays from the
-//! checkpoint, which the handler must make harmless (idempotency, or deciding on the current
-//! state with an expected version).
+//! time across batches. Events may finish in any order (a slow one never holds a window slot
+//! of the others): the checkpoint is a **low-water mark**, the position just before the oldest
+//! event still in flight (or the last position read when none is), so it never passes an
+//! unfinished event. An event that cannot be handled now (the database is down) is retried with
+//! exponential back-off, never skipped; with [`FollowerConfig::parking`], one that failed that
+//! many times in a row is parked ([`crate::parked`]) and the checkpoint moves on. A crash
+//! replays from the checkpoint, which the handler must make harmless (idempotency, or deciding
+//! on the current state with an expected version).
 //!
 //! This module never decides anything about an event and never writes the event store; the
-//! only row it writes is its checkpoint.
+//! only rows it writes are its checkpoint and its parked events.
 
 use crate::lock;
+use crate::parked::{self, Parking};
 use appreg_eventstore::{Database, EventStore, LogPosition, LogTailer, StoredEvent};
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,7 +130,8 @@ pub struct FollowerConfig {
     /// The leader lock's name ([`lock`]): one active instance per database.
     pub lock: &'static str,
     pub checkpoint: Checkpoint,
-    /// Events handled at the same time (results are still taken in log order).
+    /// Events in flight at the same time (read and not yet finished; they may finish in any
+    /// order, the checkpoint is their low-water mark).
     pub concurrency: usize,
     /// Events read from the log at a time.
     pub batch: i64,
@@ -136,6 +143,8 @@ pub struct FollowerConfig {
     /// The checkpoint is written at most this often (a replay after a crash redoes a little
     /// more).
     pub save_every: Duration,
+    /// Park an event after this many failed tries (None: retry it until it succeeds).
+    pub parking: Option<Parking>,
 }
 
 impl FollowerConfig {
@@ -151,6 +160,7 @@ impl FollowerConfig {
             first_retry: Duration::from_millis(200),
             last_retry: Duration::from_secs(10),
             save_every: Duration::from_millis(100),
+            parking: None,
         }
     }
 }
@@ -238,22 +248,15 @@ impl<H: Handler + 'static> Follower<H> {
             next_items(observer.clone(), tailer, label)
         })
         .flatten();
-        // Up to `concurrency` events in flight across batches; results come back in log order,
-        // so the position of each one is a safe checkpoint (everything before it is handled).
-        let this = self.clone();
-        let in_flight = stop.clone();
-        let handled = items
-            .map(move |item| {
-                let (this, stop) = (this.clone(), in_flight.clone());
-                async move {
-                    match item {
-                        Item::Mark(p) => Some(p),
-                        Item::Handle(e) => this.handled(&e, &stop).await.then_some(e.position),
-                    }
-                }
-            })
-            .buffered(self.config.concurrency.max(1));
-        let mut handled = Box::pin(handled);
+        // Up to `concurrency` events in flight across batches, finishing in any order.
+        let mut items = Box::pin(items);
+        let mut running = FuturesUnordered::new();
+        // The events in flight, by position, each with the position read just before it:
+        // everything up to that one is handled once the events in flight before it are.
+        let mut in_flight: BTreeMap<LogPosition, LogPosition> = BTreeMap::new();
+        // The last position read (an event handed out, or a batch's end).
+        let mut frontier = start;
+        let window = self.config.concurrency.max(1);
         // The checkpoint is written by its own task: awaiting a write here would stop polling
         // the events in flight, which hold pool connections (some inside a transaction), and the
         // write would wait for one of them — a deadlock until the pool's acquire timeout.
@@ -266,19 +269,42 @@ impl<H: Handler + 'static> Follower<H> {
         ));
         let mut done = start;
         loop {
-            let next = tokio::select! {
+            let room = running.len() < window;
+            tokio::select! {
                 _ = stop.cancelled() => break,
-                next = handled.next() => next.flatten(),
+                Some((position, handled)) = running.next(), if !running.is_empty() => {
+                    // Interrupted (the stop fired): it stays in flight, the checkpoint before it.
+                    if handled {
+                        in_flight.remove(&position);
+                    }
+                }
+                item = items.next(), if room => match item {
+                    None => break,
+                    Some(Item::Mark(p)) => frontier = frontier.max(p),
+                    Some(Item::Handle(e)) => {
+                        in_flight.insert(e.position, frontier);
+                        frontier = frontier.max(e.position);
+                        let (this, stop) = (self.clone(), stop.clone());
+                        running.push(async move {
+                            let handled = this.handled(&e, &stop).await;
+                            (e.position, handled)
+                        });
+                    }
+                },
+            }
+            let low = match in_flight.first_key_value() {
+                Some((_, before)) => *before,
+                None => frontier,
             };
-            let Some(position) = next else { break };
-            if position > done {
-                done = position;
+            if low > done {
+                done = low;
                 progress.send_replace(done);
             }
         }
         // Events still in flight are dropped (their transactions roll back; they are replayed at
         // the next start) before the last write, which may need one of their connections.
-        drop(handled);
+        drop(running);
+        drop(items);
         drop(progress);
         // The saver writes the last position it was given, then ends.
         if let Err(error) = saver.await {
@@ -286,15 +312,22 @@ impl<H: Handler + 'static> Follower<H> {
         }
     }
 
-    /// Handles `e` until it is done (true) or `stop` fires (false), retrying failures with
-    /// exponential back-off.
+    /// Handles `e` until it is done or parked (true) or `stop` fires (false), retrying failures
+    /// with exponential back-off.
     async fn handled(&self, e: &StoredEvent, stop: &CancellationToken) -> bool {
         let mut delay = self.config.first_retry;
+        let mut attempts: u32 = 0;
         loop {
             match self.handler.handle(e, stop).await {
                 Ok(Outcome::Done) => return true,
                 Ok(Outcome::Interrupted) => return false,
                 Err(error) => {
+                    attempts = attempts.saturating_add(1);
+                    if let Some(parking) = self.config.parking.filter(|p| attempts >= p.after) {
+                        if self.park(parking, e, &error.to_string(), attempts).await {
+                            return true;
+                        }
+                    }
                     tracing::warn!(%error, event_id = %e.event_id, ?delay, "{}: event not handled; retrying", self.config.label);
                     tokio::select! {
                         _ = stop.cancelled() => return false,
@@ -302,6 +335,33 @@ impl<H: Handler + 'static> Follower<H> {
                     }
                     delay = (delay * 2).min(self.config.last_retry);
                 }
+            }
+        }
+    }
+}
+
+impl<H: Handler + 'static> Follower<H> {
+    /// Parks `e` (true), or says why it could not (false: it is retried).
+    async fn park(&self, parking: Parking, e: &StoredEvent, reason: &str, attempts: u32) -> bool {
+        let label = self.config.label;
+        match parked::park(
+            &self.db,
+            parking.table,
+            self.config.checkpoint.name,
+            e,
+            reason,
+            attempts,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::error!(event_id = %e.event_id, stream_id = %e.stream_id, event_type = %e.event_type, attempts, reason, "{label}: event parked after repeated failures");
+                metrics::counter!("appreg_worker_parked_total", "process" => label).increment(1);
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, event_id = %e.event_id, "{label}: cannot park the event");
+                false
             }
         }
     }

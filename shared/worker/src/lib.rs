@@ -6,9 +6,12 @@
 //!   ([`Leadership`]), and [`lead`], which runs a process while it holds it; the relay, the DCR
 //!   saga and the lifecycle process manager use it.
 //! - [`follower`]: leader + checkpoint + tail of the log, handing events to a [`Handler`] (the
-//!   DCR saga and the lifecycle process manager).
+//!   DCR saga and the lifecycle process manager), and [`parked`]: the events it parked after
+//!   repeated failures, listed and retried by operators.
 //! - [`stream`]: the JetStream stream's definition and its creation or update ([`Ensured`]), and
 //!   the comparison of settings that consumers' set-up uses too.
+//! - [`supervise`]: background tasks restarted with back-off when they die, their state for
+//!   `/readyz` and `/healthz`.
 //! - [`subject`]: the subject of an event and the reversible escaping of its tokens.
 //! - [`envelope`]: the one body ([`Envelope`]) and the headers of an event message; the api's
 //!   Server-Sent Events carry the same body.
@@ -18,11 +21,17 @@
 
 pub mod envelope;
 pub mod follower;
+#[cfg(test)]
+mod follower_tests;
 pub mod lock;
+pub mod parked;
 pub mod stream;
 pub mod subject;
+pub mod supervise;
 
 pub use envelope::Envelope;
 pub use follower::{follow, Checkpoint, FollowerConfig, Handler, Outcome};
 pub use lock::{lead, Leadership};
+pub use parked::Parking;
 pub use stream::Ensured;
+pub use supervise::{RestartPolicy, Supervisor};

@@ -6,6 +6,7 @@ mod auth;
 mod lifecycle;
 mod projector;
 mod relay;
+mod vault;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+mod bulkhead;
+
 struct System {
     base: String,
     client: reqwest::Client,
@@ -107,6 +109,11 @@ impl System {
     }
 
     async fn start_saga(&mut self) {
+        self.start_saga_with(saga_config()).await;
+    }
+
+    async fn start_saga_with(&mut self, config: appreg_dcr_saga::SagaConfig) {
+        let window = config.concurrency;
         let keyring = appreg_api::state::keyring(&self.config).unwrap();
         let vault = appreg_secrets::SecretStore::new(self.db.clone(), Arc::new(keyring));
         let store = self.db.event_store().await.unwrap();
@@ -115,14 +122,14 @@ impl System {
             store.clone(),
             vault,
             ProviderClient::new().unwrap(),
-            saga_config(),
+            config,
         ));
         self.saga_stop = CancellationToken::new();
         self.saga = Some(tokio::spawn(appreg_dcr_saga::run(
             saga,
             self.db.clone(),
             store,
-            8,
+            window,
             self.saga_stop.clone(),
         )));
     }

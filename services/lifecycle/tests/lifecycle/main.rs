@@ -2,6 +2,7 @@
 //! reopens, exactly once, across stale triggers, crashes between two steps and replays.
 
 mod helpers;
+mod vault;
 
 use appreg_domain::application::ApplicationEvent;
 use appreg_domain::catalogue::{PlanSecurity, PlanValidation};
