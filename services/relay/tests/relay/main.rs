@@ -270,3 +270,66 @@ async fn subject_escaping_round_trips_through_nats() {
     }
     relay.stop().await;
 }
+
+/// Someone who may publish on the relay's subjects appends messages of their own to the stream:
+/// one with a huge `Appreg-Position`, one claiming a real event's position under another event
+/// id, one without a position. The next relay trusts none of them (the event store does not
+/// confirm them): it resumes after the last message a relay published, and the events appended
+/// since reach the stream, each once and in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_positions_in_the_stream_are_not_trusted() {
+    let env = Env::new().await;
+    let config = test_config("APPREG_EVENTS", "appreg");
+    let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
+    append_batch(env.store.clone(), 0, 10, 3, 2).await;
+    let js = env.js().await;
+    assert_eq!(
+        assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await,
+        30
+    );
+    relay.stop().await;
+
+    let real = all_events(env.store.as_ref()).await;
+    let forged = |position: String| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        headers.insert("Appreg-Position", position.as_str());
+        headers
+    };
+    let subject = "appreg.DEFAULT.application.forged.ApplicationCreated";
+    for headers in [
+        forged(format!("{}.1", i64::MAX)),
+        forged(real[5].position.to_string()),
+        async_nats::HeaderMap::new(),
+    ] {
+        js.publish_with_headers(subject, headers, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    append_batch(env.store.clone(), 10, 5, 2, 2).await;
+    let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
+
+    // Every event of the log, once each and in log order, among the stream's messages.
+    let events = all_events(env.store.as_ref()).await;
+    assert_eq!(events.len(), 40);
+    wait_for_messages(&js, &config.stream, 43, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stream = js.get_stream(&config.stream).await.unwrap();
+    let mut ids = Vec::new();
+    for seq in 1..=43 {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        if let Some(id) = message.headers.get("Nats-Msg-Id") {
+            ids.push(id.as_str().to_string());
+        }
+    }
+    let published: Vec<String> = ids
+        .into_iter()
+        .filter(|id| events.iter().any(|e| e.event_id.to_string() == *id))
+        .collect();
+    let expected: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(published, expected, "each event once, in log order");
+    assert_eq!(message_count(&js, &config.stream).await, 43);
+    relay.stop().await;
+}
