@@ -377,6 +377,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let projector = tokio::spawn(appreg_projector::run(
                         projector_config(&config),
                         read,
+                        store.clone(),
                         nats.clone(),
                         shutdown.clone(),
                     ));
@@ -835,7 +836,8 @@ async fn projector(
         nats = %nats_servers,
         "appreg projector starting"
     );
-    appreg_projector::run(projector_config, read, nats, shutdown).await;
+    let store = db.event_store().await?;
+    appreg_projector::run(projector_config, read, store, nats, shutdown).await;
     db.close().await;
     Ok(())
 }
