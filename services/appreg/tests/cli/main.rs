@@ -2,6 +2,7 @@
 //! `token`, `migrate`, `history`, a graceful stop on SIGTERM, and `relay` processes killed and
 //! taken over (`relay.rs`).
 
+mod forged;
 mod lifecycle;
 mod projector;
 mod relay;
