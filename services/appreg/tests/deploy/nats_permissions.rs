@@ -157,7 +157,7 @@ async fn nats_permissions_only_the_relay_publishes_events() {
         .await
         .expect("the relay's user publishes an event");
     assert_eq!(ack.sequence, 1);
-    let mut stream = relay_js.get_stream("APPREG_EVENTS").await.unwrap();
+    let stream = relay_js.get_stream("APPREG_EVENTS").await.unwrap();
     stream.get_raw_message(1).await.expect("and reads it back");
 
     // The others cannot: neither publish on an event subject nor change the stream otherwise.
