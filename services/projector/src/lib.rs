@@ -336,7 +336,7 @@ async fn consume(
             if sequence > next {
                 gap = true;
                 metrics.gaps.increment(1);
-                tracing::info!(from = next, to = sequence - 1, "projector: messages delivered to another instance; reading the checkpoint again");
+                tracing::debug!(from = next, to = sequence - 1, "projector: messages delivered to another instance; reading the checkpoint again");
             }
             match claim(m.headers.as_ref()) {
                 Ok(claim) => claims.push(Claimed {
