@@ -145,3 +145,90 @@ async fn forged_envelopes_are_not_projected() {
 
     db.close().await;
 }
+
+/// A forged message may even be an exact copy of what the relay would publish for an event it
+/// has not published yet (event ids and positions are visible to members, e.g. through SSE):
+/// with the relay down, alice creates and renames an application and someone publishes a copy
+/// of the rename alone. The projector folds the log up to that position, so the creation before
+/// it is not skipped; once the relay is back, the read model equals a fresh rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_an_unpublished_event_skips_nothing() {
+    let nats = NatsServer::start();
+    let mut side = ReadSide::start(&nats.url()).await;
+    let db = Database::connect(&side.db_url, 4).await.unwrap();
+    let client = reqwest::Client::new();
+    let alice = side.token("alice");
+    let apps = side.apps_url();
+    let create = |name: &'static str| {
+        let (client, apps, alice) = (client.clone(), apps.clone(), alice.clone());
+        async move {
+            let r = client
+                .post(&apps)
+                .bearer_auth(&alice)
+                .json(&serde_json::json!({"name": name, "type": "simple"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let first = create("published").await;
+    caught_up(&db, Duration::from_secs(30)).await;
+
+    side.relay = None; // killed: nothing more is published
+    let second = create("not yet published").await;
+    let r = client
+        .put(format!("{apps}/{second}"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({"name": "renamed, not yet published"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let store = db.event_store().await.unwrap();
+    let rename = loop {
+        let log = appreg_relay::testing::all_events(store.as_ref()).await;
+        let last = log.last().unwrap().clone();
+        if last.event_type == "ApplicationUpdated" {
+            break last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    js.publish_with_headers(
+        appreg_worker::envelope::subject(PREFIX, &rename),
+        appreg_worker::envelope::headers(&rename),
+        appreg_worker::envelope::body(&rename).unwrap(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    caught_up(&db, Duration::from_secs(30)).await;
+    let pool = match &db {
+        Database::Postgres(pool) => pool,
+        Database::Sqlite(_) => unreachable!(),
+    };
+    let doc: Option<String> = sqlx::query_scalar("SELECT doc FROM rm_applications WHERE id = $1")
+        .bind(&second)
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&doc.expect("the creation before the copied event is projected"))
+            .unwrap();
+    assert_eq!(
+        (doc["name"].as_str(), doc["version"].as_i64()),
+        (Some("renamed, not yet published"), Some(2))
+    );
+
+    side.relay = Some(side.spawn(&["relay"]));
+    let third = create("after the relay is back").await;
+    caught_up(&db, Duration::from_secs(30)).await;
+    assert_complete_and_equal_to_rebuild(&db, &[first, second, third]).await;
+    db.close().await;
+}

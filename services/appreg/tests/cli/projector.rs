@@ -28,7 +28,7 @@ pub(super) struct ReadSide {
     nats_url: String,
     data: PathBuf,
     api: Option<Running>,
-    relay: Option<Running>,
+    pub(super) relay: Option<Running>,
     pub(super) projector: Option<Running>,
     base: String,
 }
