@@ -6,17 +6,24 @@
 //! refilled from PostgreSQL.
 //!
 //! Anyone allowed to publish on the stream's subjects could append a message of their own, so a
-//! message's position is trusted only once the event store confirms it: the store holds an event
-//! at that position, below its visibility horizon (never beyond its head), with the message's
-//! `Nats-Msg-Id` as event id and the message's subject. Other messages are counted
-//! (`appreg_relay_untrusted_messages_total`), logged, and passed over: resuming looks further
-//! back. Candidates are checked in growing groups (1, 2, 4 … 64 messages) with one read of the
-//! store per group, so the usual case — the last message is the relay's — costs one read.
+//! message's position is trusted only once the event store confirms it:
+//!
+//! 1. the store holds an event at that position, below its visibility horizon (never beyond its
+//!    head), with the message's `Nats-Msg-Id` as event id and the message's subject;
+//! 2. and that event directly follows, in the log, the event of the next older message that
+//!    passes 1 (or is the log's first event when there is none): the relay publishes the log in
+//!    order, so its messages are consecutive log events. An exact copy of an event the relay has
+//!    not published yet fails this, and cannot make the relay skip the events before it.
+//!
+//! Other messages are counted (`appreg_relay_untrusted_messages_total`), logged, and passed
+//! over: resuming looks further back. Candidates are checked in growing groups (1, 2, 4 … 64
+//! messages) with one read of the store per group, so the usual case — the last two messages are
+//! the relay's — costs three reads (two groups and the check of 2).
 
 use appreg_eventstore::{EventStore, LogPosition, StoreError};
 use appreg_worker::envelope;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 /// How far back from the stream's end resuming looks for a message published by a relay (other
 /// messages have no business in the relay's subjects, but must not wedge it).
@@ -49,12 +56,111 @@ pub enum ResumeError {
     NoRelayMessage,
 }
 
-/// A message that claims to be the relay's.
+/// A message whose event the store holds (step 1 of the module doc).
 struct Candidate {
     sequence: u64,
     subject: String,
-    event_id: Option<String>,
     position: LogPosition,
+}
+
+/// Walks the stream from its end back to `lowest`, yielding the messages that pass step 1.
+struct Walker<'a> {
+    stream: &'a mut Stream,
+    store: &'a dyn EventStore,
+    subject_prefix: &'a str,
+    lowest: u64,
+    sequence: u64,
+    group_size: usize,
+    confirmed: VecDeque<Candidate>,
+    untrusted: u64,
+}
+
+impl Walker<'_> {
+    fn exhausted(&self) -> bool {
+        self.sequence < self.lowest || self.sequence == 0
+    }
+
+    /// The next older message that passes step 1, if any within the window.
+    async fn next(&mut self) -> Result<Option<Candidate>, ResumeError> {
+        loop {
+            if let Some(c) = self.confirmed.pop_front() {
+                return Ok(Some(c));
+            }
+            if self.exhausted() {
+                return Ok(None);
+            }
+            self.read_group().await?;
+        }
+    }
+
+    /// Reads the next group of messages (newest first) and keeps those the store confirms.
+    async fn read_group(&mut self) -> Result<(), ResumeError> {
+        // (sequence, subject, event id, position) of each message with a position.
+        let mut group = Vec::with_capacity(self.group_size);
+        while group.len() < self.group_size && !self.exhausted() {
+            let sequence = self.sequence;
+            self.sequence -= 1;
+            let message = match self.stream.get_raw_message(sequence).await {
+                Ok(message) => message,
+                // Deleted (or lost) in the middle of the stream.
+                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => continue,
+                Err(error) => return Err(ResumeError::Nats(error.into())),
+            };
+            match envelope::position(Some(&message.headers)) {
+                Some(position) => group.push((
+                    sequence,
+                    message.subject.to_string(),
+                    message
+                        .headers
+                        .get(envelope::MSG_ID_HEADER)
+                        .map(|v| v.as_str().to_string()),
+                    position,
+                )),
+                None => {
+                    self.untrusted += 1;
+                    tracing::warn!(
+                        sequence,
+                        subject = %message.subject,
+                        "relay: a message without Appreg-Position in the stream; looking further back"
+                    );
+                }
+            }
+        }
+        self.group_size = (self.group_size * 2).min(MAX_GROUP);
+        if group.is_empty() {
+            return Ok(());
+        }
+        let positions: Vec<LogPosition> = group.iter().map(|c| c.3).collect();
+        let stored: HashMap<LogPosition, _> = self
+            .store
+            .read_at(&positions)
+            .await?
+            .into_iter()
+            .map(|e| (e.position, e))
+            .collect();
+        for (sequence, subject, event_id, position) in group {
+            let confirmed = stored.get(&position).is_some_and(|event| {
+                event_id.as_deref() == Some(event.event_id.to_string().as_str())
+                    && subject == envelope::subject(self.subject_prefix, event)
+            });
+            if confirmed {
+                self.confirmed.push_back(Candidate {
+                    sequence,
+                    subject,
+                    position,
+                });
+            } else {
+                self.untrusted += 1;
+                tracing::error!(
+                    sequence,
+                    %subject,
+                    claimed_position = %position,
+                    "relay: a message in the stream that the event store does not confirm (not published by a relay); looking further back"
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Reads the stream from its end back to the last message published by a relay (as confirmed by
@@ -65,11 +171,10 @@ pub async fn resume(
     store: &dyn EventStore,
     subject_prefix: &str,
 ) -> Result<Resume, ResumeError> {
-    let nats = |e: async_nats::Error| ResumeError::Nats(e);
     let state = stream
         .info()
         .await
-        .map_err(|e| nats(e.into()))?
+        .map_err(|e| ResumeError::Nats(e.into()))?
         .state
         .clone();
     let mut resume = Resume {
@@ -83,68 +188,44 @@ pub async fn resume(
     let lowest = state
         .first_sequence
         .max(state.last_sequence.saturating_sub(MAX_FOREIGN_MESSAGES));
-    let mut sequence = state.last_sequence;
-    let mut group_size = 1;
-    while sequence >= lowest && sequence > 0 {
-        // The next group of candidates, newest first.
-        let mut group = Vec::with_capacity(group_size);
-        while group.len() < group_size && sequence >= lowest && sequence > 0 {
-            match stream.get_raw_message(sequence).await {
-                Ok(message) => match envelope::position(Some(&message.headers)) {
-                    Some(position) => group.push(Candidate {
-                        sequence,
-                        subject: message.subject.to_string(),
-                        event_id: message
-                            .headers
-                            .get(envelope::MSG_ID_HEADER)
-                            .map(|v| v.as_str().to_string()),
-                        position,
-                    }),
-                    None => {
-                        resume.untrusted += 1;
-                        tracing::warn!(
-                            sequence,
-                            subject = %message.subject,
-                            "relay: a message without Appreg-Position in the stream; looking further back"
-                        );
-                    }
-                },
-                // Deleted (or lost) in the middle of the stream.
-                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => {}
-                Err(error) => return Err(nats(error.into())),
-            }
-            sequence -= 1;
+    let whole_stream = lowest <= state.first_sequence;
+    let mut walker = Walker {
+        stream,
+        store,
+        subject_prefix,
+        lowest,
+        sequence: state.last_sequence,
+        group_size: 1,
+        confirmed: VecDeque::new(),
+        untrusted: 0,
+    };
+    let mut current = walker.next().await?;
+    while let Some(candidate) = current {
+        let older = walker.next().await?;
+        // The event that must come right before the candidate's in the log.
+        let after = match &older {
+            Some(older) => older.position,
+            None if whole_stream => LogPosition::START,
+            // Its predecessor is beyond the window: it cannot be checked.
+            None => break,
+        };
+        let follows = store.read_log(after, 1).await?.first().map(|e| e.position);
+        if follows == Some(candidate.position) {
+            resume.position = candidate.position;
+            resume.untrusted = walker.untrusted;
+            return Ok(resume);
         }
-        group_size = (group_size * 2).min(MAX_GROUP);
-        if group.is_empty() {
-            continue;
-        }
-        let positions: Vec<LogPosition> = group.iter().map(|c| c.position).collect();
-        let stored: HashMap<LogPosition, _> = store
-            .read_at(&positions)
-            .await?
-            .into_iter()
-            .map(|e| (e.position, e))
-            .collect();
-        for candidate in group {
-            let confirmed = stored.get(&candidate.position).is_some_and(|event| {
-                candidate.event_id.as_deref() == Some(event.event_id.to_string().as_str())
-                    && candidate.subject == envelope::subject(subject_prefix, event)
-            });
-            if confirmed {
-                resume.position = candidate.position;
-                return Ok(resume);
-            }
-            resume.untrusted += 1;
-            tracing::error!(
-                sequence = candidate.sequence,
-                subject = %candidate.subject,
-                claimed_position = %candidate.position,
-                "relay: a message in the stream that the event store does not confirm (not published by a relay); looking further back"
-            );
-        }
+        walker.untrusted += 1;
+        tracing::error!(
+            sequence = candidate.sequence,
+            subject = %candidate.subject,
+            claimed_position = %candidate.position,
+            "relay: a copy of a stored event that does not follow the stream's previous relay message in the log (not published by a relay); looking further back"
+        );
+        current = older;
     }
-    if lowest > state.first_sequence {
+    resume.untrusted = walker.untrusted;
+    if !whole_stream {
         return Err(ResumeError::NoRelayMessage);
     }
     Ok(resume)
