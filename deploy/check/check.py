@@ -15,6 +15,10 @@
 3. No secret value (the master key, a password, the Secret's values) is in a ConfigMap, in
    deploy/appreg.toml or in compose.yaml, and secret settings reach the containers only from the
    Secret (Kubernetes) or from ${...} interpolation of .env (Compose).
+4. NATS authenticates: the compose NATS servers load deploy/nats/accounts.conf; the services
+   that use NATS (relay, projector, nats-setup) each have their own credentials
+   (APPREG_NATS_CREDENTIALS, the user of accounts.conf named after the service), and the others
+   no NATS setting at all.
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -42,6 +46,8 @@ KUBERNETES_VERSION = "1.29.0"
 NAMESPACE = "appreg"
 SERVICES = {"api", "relay", "projector", "dcr-saga", "lifecycle", "migrate", "nats-setup"}
 ONE_SHOT = {"migrate", "nats-setup"}
+# The services that connect to NATS, and their users in deploy/nats/accounts.conf.
+NATS_USERS = {"relay": "appreg-relay", "projector": "appreg-projector", "nats-setup": "appreg-setup"}
 LONG_RUNNING = SERVICES - ONE_SHOT
 # Instances of each long-running service, in both deployments.
 REPLICAS = 2
@@ -456,6 +462,51 @@ def compose_services(compose, config_names):
     return services
 
 
+# ------------------------------------------------------------------------------------- nats
+
+
+def check_nats_authentication(deploy, compose, k8s, dc, secrets):
+    accounts = (deploy / "nats" / "accounts.conf").read_text(encoding="utf-8")
+    users = re.findall(r"(?m)^\s*user:\s*(\S+)", accounts)
+    if sorted(users) != sorted(NATS_USERS.values()):
+        problem("nats/accounts.conf", f"users {users}, expected {sorted(NATS_USERS.values())}")
+    for password in re.findall(r"(?m)^\s*password:\s*(\S+)", accounts):
+        if not password.startswith("$"):
+            problem("nats/accounts.conf", "a password written in the file: read it from the environment ($VAR)")
+    for name, found in (("Kubernetes", k8s), ("compose.yaml", dc)):
+        for service, info in sorted(found.items()):
+            nats_settings = {e for e in info["env"] if e.startswith("APPREG_NATS_")}
+            if service in NATS_USERS:
+                if "APPREG_NATS_CREDENTIALS" not in nats_settings:
+                    problem(f"{name} {service}", "connects to NATS without APPREG_NATS_CREDENTIALS (its own user)")
+            elif nats_settings:
+                problem(f"{name} {service}", f"does not use NATS, yet gets {sorted(nats_settings)}")
+    # Each service's credentials name its own user.
+    for service, user in NATS_USERS.items():
+        for name, doc in (compose.get("services") or {}).items():
+            if command_service((doc or {}).get("command") or []) != service:
+                continue
+            value = str(env_dict(doc.get("environment")).get("APPREG_NATS_CREDENTIALS", ""))
+            if not value.startswith(f"{user}:"):
+                problem(f"compose.yaml services.{name}", f"APPREG_NATS_CREDENTIALS is not {user}'s")
+    for values in secrets.values():
+        for key, value in values.items():
+            m = re.match(r"nats-(.+)-credentials$", key)
+            if m and not str(value).startswith(f"appreg-{m.group(1)}:"):
+                problem(f"Secret {key}", f"not the credentials of appreg-{m.group(1)}")
+    for name, doc in (compose.get("services") or {}).items():
+        if not str((doc or {}).get("image", "")).startswith("nats:"):
+            continue
+        command = [str(a) for a in doc.get("command") or []]
+        mounts = [str(v).split(":") for v in doc.get("volumes") or []]
+        if "--config" not in command:
+            problem(f"compose.yaml services.{name}", "runs NATS without --config (the accounts of nats/accounts.conf)")
+            continue
+        target = command[command.index("--config") + 1] if command.index("--config") + 1 < len(command) else ""
+        if not any(len(m) >= 2 and m[1] == target and m[0] == "./nats/accounts.conf" for m in mounts):
+            problem(f"compose.yaml services.{name}", f"--config {target} is not ./nats/accounts.conf mounted")
+
+
 # ------------------------------------------------------------------------------------ main
 
 
@@ -519,6 +570,8 @@ def main():
             expected_path = "/readyz"
             if k["probe"] and k["probe"][0] != expected_path:
                 problem(where, f"readiness path {k['probe'][0]}, expected {expected_path}")
+
+    check_nats_authentication(deploy, compose or {}, k8s, dc, secrets)
 
     # The image: one multi-stage build of the appreg binary, running as the user Kubernetes expects.
     dockerfile = (deploy / "Dockerfile").read_text(encoding="utf-8")

@@ -376,6 +376,7 @@ async fn lag(rates: &[u64], seconds: u64) {
     let projector = tokio::spawn(appreg_projector::run(
         appreg_projector::ProjectorConfig::default(),
         read,
+        store.clone(),
         client,
         shutdown.clone(),
     ));

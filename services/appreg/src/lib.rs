@@ -402,6 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     let projector = tokio::spawn(appreg_projector::run(
                         projector_config(&config),
                         read,
+                        store.clone(),
                         nats.clone(),
                         shutdown.clone(),
                     ));
@@ -998,7 +999,8 @@ async fn projector(
         nats = %nats_servers,
         "appreg projector starting"
     );
-    appreg_projector::run(projector_config, read, nats, shutdown).await;
+    let store = db.event_store().await?;
+    appreg_projector::run(projector_config, read, store, nats, shutdown).await;
     db.close().await;
     Ok(())
 }
@@ -1207,11 +1209,15 @@ async fn serve(
     Ok(())
 }
 
-/// The client options for `servers` (parsed by [`Config::nats_servers`]): the client's name
-/// and the credentials, which the client uses for every server of the list (it ignores
-/// credentials written in a URL, hence taken out by the parser).
+/// The client options for `servers` (parsed by [`Config::nats_servers`]): the client's name,
+/// its inbox prefix `_INBOX.<name>` (the replies to its requests come there; the deployment's
+/// NATS users may subscribe to their own prefix only, `deploy/nats/accounts.conf`), and the
+/// credentials, which the client uses for every server of the list (it ignores credentials
+/// written in a URL, hence taken out by the parser).
 fn nats_options(servers: &NatsServers, name: &str) -> async_nats::ConnectOptions {
-    let options = async_nats::ConnectOptions::new().name(name);
+    let options = async_nats::ConnectOptions::new()
+        .name(name)
+        .custom_inbox_prefix(format!("_INBOX.{name}"));
     match servers.auth() {
         None => options,
         Some(NatsAuth::UserPassword { user, password }) => {

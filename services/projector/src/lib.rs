@@ -1,31 +1,41 @@
 //! The projector: keeps the read models from the JetStream stream the relay fills.
 //!
-//! A durable pull consumer (`appreg-projector` by default) delivers the events in stream order;
-//! they are gathered into batches (what is ready, up to [`ProjectorConfig::batch`]) and each
-//! batch is folded into the read model in one PostgreSQL transaction together with the model's
-//! checkpoint (a log position) and the consumer's stream sequence ([`appreg_readmodel::Mark`]),
-//! then acknowledged (ack-all on the last message). So:
+//! A durable pull consumer (`appreg-projector` by default) delivers the relay's messages in
+//! stream order; they are gathered into batches (what is ready, up to
+//! [`ProjectorConfig::batch`]). A message is a signal, not a source: what the projector folds is
+//! always the event store's log. For each batch it reads the log after the model's checkpoint
+//! ([`EventStore::read_log`], one read for a batch of the relay's messages), confirms each
+//! message against it — the store holds an event at the message's `Appreg-Position` with its
+//! `Nats-Msg-Id` —, and folds the store's events up to the last confirmed position into the read
+//! model, in one PostgreSQL transaction together with the model's checkpoint and the consumer's
+//! stream sequence ([`appreg_readmodel::Mark`]), then acknowledges the batch (ack-all on the last
+//! message). So:
 //!
+//! - a message the store does not confirm (published by someone else than a relay: a forged
+//!   envelope, a position beyond the log's head, a real position under another id) is logged,
+//!   counted (`appreg_projector_forged_messages_total`) and skipped; it can neither add to the
+//!   read model nor move its checkpoint, and its body is never read;
 //! - a redelivered or duplicated message changes nothing: events at or below the checkpoint are
 //!   skipped inside that transaction;
-//! - nothing is skipped: a message whose stream sequence is past the next expected one means the
-//!   messages in between were delivered to an instance that died before applying them (JetStream
-//!   redelivers them only after the ack wait); they are fetched from the stream directly and
-//!   applied first. The batch is applied in log order (the relay publishes in log order);
+//! - nothing is skipped: the log is read contiguously from the checkpoint, in log order, and
+//!   only below its visibility horizon (where no earlier event can still commit). A message whose
+//!   stream sequence is past the next expected one means the messages in between went to another
+//!   instance (perhaps dead before applying them): the checkpoint is read again from the
+//!   database, and the log from there covers their events;
 //! - a poison event (one the model cannot fold) is retried with back-off a bounded number of
 //!   times and then parked, with the later events of its stream ([`appreg_readmodel`]);
 //!   database failures are retried without end and never skip anything.
 //!
 //! This crate only folds events; it never runs a side effect and never writes the event store.
 
-use appreg_eventstore::{LogPosition, StoredEvent};
+use appreg_eventstore::{EventStore, LogPosition, StoredEvent};
 use appreg_readmodel::{Mark, ReadModel, ReadModelError};
 use appreg_worker::envelope::{self, Envelope};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use futures::StreamExt;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -75,11 +85,32 @@ impl Default for ProjectorConfig {
 pub enum BadMessage {
     #[error("message without an Appreg-Position header")]
     NoPosition,
+    #[error("message without a Nats-Msg-Id header")]
+    NoEventId,
     #[error("message body is not an event envelope: {0}")]
     Body(serde_json::Error),
 }
 
-/// The stored event a relay message carries.
+/// What a message claims: the event id and log position of the event it carries. The projector
+/// trusts neither before the event store confirms them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub position: LogPosition,
+    pub event_id: String,
+}
+
+/// The claim of a relay message's headers.
+pub fn claim(headers: Option<&async_nats::HeaderMap>) -> Result<Claim, BadMessage> {
+    let position = envelope::position(headers).ok_or(BadMessage::NoPosition)?;
+    let event_id = headers
+        .and_then(|h| h.get(envelope::MSG_ID_HEADER))
+        .map(|v| v.as_str().to_string())
+        .ok_or(BadMessage::NoEventId)?;
+    Ok(Claim { position, event_id })
+}
+
+/// The event a relay message's body describes (for outside subscribers and tools; the projector
+/// itself folds the store's events, never a message body).
 pub fn decode(
     headers: Option<&async_nats::HeaderMap>,
     payload: &[u8],
@@ -108,6 +139,13 @@ enum Interrupted {
     ReadModel(#[from] ReadModelError),
 }
 
+/// A claim of the batch, with where it came from (for the log line of a forged one).
+struct Claimed {
+    sequence: u64,
+    subject: String,
+    claim: Claim,
+}
+
 fn nats_error(e: impl std::fmt::Display) -> Interrupted {
     Interrupted::Nats(e.to_string())
 }
@@ -118,6 +156,7 @@ struct Metrics {
     errors: metrics::Counter,
     gaps: metrics::Counter,
     foreign: metrics::Counter,
+    forged: metrics::Counter,
     parked: metrics::Gauge,
 }
 
@@ -130,16 +169,19 @@ impl Metrics {
             errors: metrics::counter!("appreg_projector_errors_total", "projection" => p),
             gaps: metrics::counter!("appreg_projector_gap_fills_total", "projection" => p),
             foreign: metrics::counter!("appreg_projector_foreign_messages_total", "projection" => p),
+            forged: metrics::counter!("appreg_projector_forged_messages_total", "projection" => p),
             parked: metrics::gauge!("appreg_projection_parked_events", "projection" => p),
         }
     }
 }
 
 /// Runs the projector until `shutdown` fires (a batch being applied is finished first).
-/// NATS and PostgreSQL failures are logged, counted and retried.
+/// NATS and PostgreSQL failures are logged, counted and retried. `store` is the event store the
+/// relay publishes from: every message is confirmed against it, and its events are what is folded.
 pub async fn run(
     config: ProjectorConfig,
     read: Arc<ReadModel>,
+    store: Arc<dyn EventStore>,
     nats: async_nats::Client,
     shutdown: CancellationToken,
 ) {
@@ -153,7 +195,7 @@ pub async fn run(
     loop {
         let result = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = consume(&config, &read, &js, &metrics, &shutdown) => r,
+            r = consume(&config, &read, store.as_ref(), &js, &metrics, &shutdown) => r,
         };
         match result {
             Ok(()) => return,
@@ -229,6 +271,7 @@ async fn consumer(config: &ProjectorConfig, stream: &Stream) -> Result<PullConsu
 async fn consume(
     config: &ProjectorConfig,
     read: &Arc<ReadModel>,
+    store: &dyn EventStore,
     js: &Context,
     metrics: &Metrics,
     shutdown: &CancellationToken,
@@ -257,6 +300,8 @@ async fn consume(
                 .max(1)
         }
     };
+    // Another instance may have moved the checkpoint since this one last looked.
+    read.refresh_position().await?;
     tracing::info!(consumer = %config.consumer, next, "projector consuming");
     let mut refresh = tokio::time::interval(PARKED_REFRESH);
     loop {
@@ -280,37 +325,41 @@ async fn consume(
                 Err(_) => break,
             }
         }
-        // Events by log position (the relay's order), without duplicates; gaps filled first.
-        let mut events: BTreeMap<LogPosition, StoredEvent> = BTreeMap::new();
+        // What the messages claim; a gap in stream sequences means another instance took the
+        // messages in between: its checkpoint tells what it applied.
+        let mut claims = Vec::with_capacity(batch.len());
         let mut last_sequence = 0u64;
+        let mut gap = false;
         for m in &batch {
             let info = m.info().map_err(nats_error)?;
             let sequence = info.stream_sequence;
             if sequence > next {
+                gap = true;
                 metrics.gaps.increment(1);
-                tracing::warn!(from = next, to = sequence - 1, "projector: messages delivered to another (dead?) instance; reading them from the stream");
-                fill(&mut stream, next, sequence, &mut events, metrics).await?;
+                tracing::debug!(from = next, to = sequence - 1, "projector: messages delivered to another instance; reading the checkpoint again");
             }
-            add(
-                m.headers.as_ref(),
-                &m.payload,
-                sequence,
-                &mut events,
-                metrics,
-            );
+            match claim(m.headers.as_ref()) {
+                Ok(claim) => claims.push(Claimed {
+                    sequence,
+                    subject: m.subject.to_string(),
+                    claim,
+                }),
+                Err(error) => {
+                    metrics.foreign.increment(1);
+                    tracing::error!(%error, sequence, subject = %m.subject, "projector: skipping a message that is not an appreg event");
+                }
+            }
             next = next.max(sequence + 1);
             last_sequence = last_sequence.max(sequence);
         }
-        let events: Vec<StoredEvent> = events.into_values().collect();
+        if gap {
+            retry_db(config, metrics, || read.refresh_position()).await;
+        }
         let mark = Mark {
             consumer: config.consumer.clone(),
             sequence: i64::try_from(last_sequence).unwrap_or(i64::MAX),
         };
-        let span = batch_span(&events, last_sequence);
-        apply(read, &events, &mark, config, metrics)
-            .instrument(span)
-            .await?;
-        metrics.events.increment(events.len() as u64);
+        fold_confirmed(read, store, claims, &mark, config, metrics).await;
         metrics.batches.increment(1);
         if let Some(last) = batch.last() {
             // Ack-all: acknowledges every message up to this one. A lost ack only means a
@@ -365,64 +414,133 @@ async fn keep_lag_measured(read: Arc<ReadModel>, shutdown: CancellationToken) {
     .await;
 }
 
-/// Adds a message's event, or counts and skips a message a relay did not publish.
-fn add(
-    headers: Option<&async_nats::HeaderMap>,
-    payload: &[u8],
-    sequence: u64,
-    events: &mut BTreeMap<LogPosition, StoredEvent>,
+/// Confirms the batch's claims against the event store and folds the store's log, from the
+/// model's checkpoint up to the batch's last claimed position, page by page: one read of the
+/// store for a batch of the relay's messages. A claim is confirmed when the log holds an event
+/// at its position with its event id; the others are counted and logged as forged. Claims at or
+/// below the checkpoint (redeliveries) are checked with one more read, [`EventStore::read_at`].
+async fn fold_confirmed(
+    read: &ReadModel,
+    store: &dyn EventStore,
+    claims: Vec<Claimed>,
+    mark: &Mark,
+    config: &ProjectorConfig,
     metrics: &Metrics,
 ) {
-    match decode(headers, payload) {
-        Ok(e) => {
-            events.insert(e.position, e);
+    let mut cursor = read.position();
+    let (mut applied_before, mut pending) = (Vec::new(), BTreeMap::new());
+    for c in claims {
+        if c.claim.position > cursor {
+            pending
+                .entry(c.claim.position)
+                .or_insert_with(Vec::new)
+                .push(c);
+        } else {
+            applied_before.push(c);
         }
-        Err(error) => {
-            metrics.foreign.increment(1);
-            tracing::error!(%error, sequence, "projector: skipping a message that is not an appreg event");
+    }
+    for chunk in applied_before.chunks(appreg_eventstore::MAX_POSITIONS_PER_READ) {
+        let positions: Vec<LogPosition> = chunk.iter().map(|c| c.claim.position).collect();
+        let stored = retry_db(config, metrics, || async {
+            store
+                .read_at(&positions)
+                .await
+                .map_err(ReadModelError::from)
+        })
+        .await;
+        let ids: HashMap<LogPosition, String> = stored
+            .iter()
+            .map(|e| (e.position, e.event_id.to_string()))
+            .collect();
+        for c in chunk {
+            if ids.get(&c.claim.position) != Some(&c.claim.event_id) {
+                forged(c, metrics);
+            }
+        }
+    }
+    let page_size = i64::try_from(config.batch).unwrap_or(500);
+    while let Some(&target) = pending.keys().next_back() {
+        let mut page = retry_db(config, metrics, || async {
+            store
+                .read_log(cursor, page_size)
+                .await
+                .map_err(ReadModelError::from)
+        })
+        .await;
+        let end_of_log = page.len() < config.batch;
+        // Up to the last claim: later events come with their own messages.
+        page.retain(|e| e.position <= target);
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        let ids: HashMap<LogPosition, String> = page
+            .iter()
+            .map(|e| (e.position, e.event_id.to_string()))
+            .collect();
+        let reached: Vec<LogPosition> = pending.range(..=last).map(|(p, _)| *p).collect();
+        for position in reached {
+            for c in pending.remove(&position).unwrap_or_default() {
+                if ids.get(&position) != Some(&c.claim.event_id) {
+                    forged(&c, metrics);
+                }
+            }
+        }
+        let span = batch_span(&page, u64::try_from(mark.sequence).unwrap_or(0));
+        apply(read, &page, mark, config, metrics)
+            .instrument(span)
+            .await;
+        metrics.events.increment(page.len() as u64);
+        cursor = last;
+        if end_of_log {
+            break;
+        }
+    }
+    // Not in the log (a position in between its events, or beyond its head): no relay
+    // published these.
+    for c in pending.into_values().flatten() {
+        forged(&c, metrics);
+    }
+}
+
+/// Counts and logs a message the event store does not confirm (its body is never read).
+fn forged(c: &Claimed, metrics: &Metrics) {
+    metrics.forged.increment(1);
+    tracing::error!(
+        sequence = c.sequence,
+        subject = %c.subject,
+        claimed_position = %c.claim.position,
+        claimed_event_id = %c.claim.event_id,
+        "projector: skipping a message the event store does not confirm (not published by a relay)"
+    );
+}
+
+/// Runs a database operation until it succeeds, with back-off (never skipping anything).
+async fn retry_db<T, F, Fut>(config: &ProjectorConfig, metrics: &Metrics, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ReadModelError>>,
+{
+    let mut delay = config.retry_min;
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(e) => {
+                metrics.errors.increment(1);
+                tracing::error!(error = %e, "projector: a database operation failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(config.retry_max);
+            }
         }
     }
 }
 
-/// Reads the stream's messages `from..to` directly (they were delivered to an instance that
-/// did not apply them).
-async fn fill(
-    stream: &mut Stream,
-    from: u64,
-    to: u64,
-    events: &mut BTreeMap<LogPosition, StoredEvent>,
-    metrics: &Metrics,
-) -> Result<(), Interrupted> {
-    use async_nats::jetstream::stream::RawMessageErrorKind;
-    for sequence in from..to {
-        match stream.get_raw_message(sequence).await {
-            Ok(m) => add(Some(&m.headers), &m.payload, sequence, events, metrics),
-            // Deleted or lost: the relay re-publishes lost events after the stream's end.
-            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
-            Err(e) => return Err(nats_error(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Applies a batch, retrying database failures until they pass (never skipping the batch).
+/// Applies a page of the log, retrying database failures until they pass (never skipping it).
 async fn apply(
     read: &ReadModel,
     events: &[StoredEvent],
     mark: &Mark,
     config: &ProjectorConfig,
     metrics: &Metrics,
-) -> Result<(), Interrupted> {
-    let mut delay = config.retry_min;
-    loop {
-        match read.apply_marked(events, Some(mark)).await {
-            Ok(()) => return Ok(()),
-            Err(e) => {
-                metrics.errors.increment(1);
-                tracing::error!(error = %e, "projector cannot apply a batch; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(config.retry_max);
-            }
-        }
-    }
+) {
+    retry_db(config, metrics, || read.apply_marked(events, Some(mark))).await;
 }

@@ -4,7 +4,8 @@
 //! [`EventStore::read_log`] and publishes each event on its subject (see
 //! [`appreg_worker::subject`]) with the envelope body and headers of [`appreg_worker::envelope`].
 //! It keeps no checkpoint of its own: the stream's last message says which log position was
-//! published last ([`resume`]), so after a crash, a
+//! published last ([`resume`], which trusts a message's position only once the event store
+//! confirms it), so after a crash, a
 //! NATS outage, or a NATS server that lost acknowledged messages, it re-publishes from PostgreSQL
 //! and consumers see neither a gap nor a duplicate.
 //!
@@ -163,6 +164,8 @@ enum Interrupted {
     },
     #[error("the NATS connection was re-established")]
     Reconnected,
+    #[error("cannot find where to resume: {0}")]
+    Resume(#[from] resume::ResumeError),
 }
 
 fn nats_error(error: impl std::fmt::Display) -> Interrupted {
@@ -222,6 +225,7 @@ struct Metrics {
     duplicates: metrics::Counter,
     errors: metrics::Counter,
     resumes: metrics::Counter,
+    untrusted: metrics::Counter,
     active: metrics::Gauge,
 }
 
@@ -233,6 +237,7 @@ impl Metrics {
             duplicates: metrics::counter!("appreg_relay_duplicates_total", "stream" => s.clone()),
             errors: metrics::counter!("appreg_relay_publish_errors_total", "stream" => s.clone()),
             resumes: metrics::counter!("appreg_relay_resumes_total", "stream" => s.clone()),
+            untrusted: metrics::counter!("appreg_relay_untrusted_messages_total", "stream" => s.clone()),
             active: metrics::gauge!("appreg_relay_active", "stream" => s),
         }
     }
@@ -311,8 +316,14 @@ impl Relay {
         // Connected now. A reconnect that slips in before this read goes unnoticed here, but
         // not by the stream: the next publish would fail on its expected last sequence.
         let connects = self.nats.statistics().connects.load(Ordering::Relaxed);
-        let resume = resume::resume(&mut stream).await.map_err(nats_error)?;
+        let resume = resume::resume(
+            &mut stream,
+            self.store.as_ref(),
+            &self.config.subject_prefix,
+        )
+        .await?;
         self.metrics.resumes.increment(1);
+        self.metrics.untrusted.increment(resume.untrusted);
         tracing::info!(
             position = %resume.position,
             last_sequence = resume.last_sequence,

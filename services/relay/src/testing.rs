@@ -35,7 +35,72 @@ pub struct NatsServer {
     binary: PathBuf,
     port: u16,
     store_dir: PathBuf,
+    /// A configuration file (`-c`), and the environment it refers to.
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
+}
+
+/// The deployment's NATS accounts and users (`deploy/nats/accounts.conf`).
+pub fn deploy_accounts_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nats/accounts.conf")
+}
+
+/// Fresh passwords for the users of `deploy/nats/accounts.conf`: the server's environment, and
+/// each service's `APPREG_NATS_CREDENTIALS`.
+#[derive(Debug, Clone)]
+pub struct NatsAccounts {
+    relay: String,
+    projector: String,
+    setup: String,
+}
+
+impl NatsAccounts {
+    pub fn generate() -> NatsAccounts {
+        let password = || {
+            format!(
+                "{}{}",
+                uuid::Uuid::now_v7().simple(),
+                uuid::Uuid::now_v7().simple()
+            )
+        };
+        NatsAccounts {
+            relay: password(),
+            projector: password(),
+            setup: password(),
+        }
+    }
+
+    /// The variables `accounts.conf` reads its passwords from.
+    pub fn server_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("APPREG_NATS_RELAY_PASSWORD".into(), self.relay.clone()),
+            (
+                "APPREG_NATS_PROJECTOR_PASSWORD".into(),
+                self.projector.clone(),
+            ),
+            ("APPREG_NATS_SETUP_PASSWORD".into(), self.setup.clone()),
+        ]
+    }
+
+    /// `APPREG_NATS_CREDENTIALS` of a service (`relay`, `projector` or `setup`).
+    ///
+    /// # Panics
+    /// For another service (none other has a NATS user).
+    pub fn credentials(&self, service: &str) -> String {
+        let password = match service {
+            "relay" => &self.relay,
+            "projector" => &self.projector,
+            "setup" => &self.setup,
+            other => panic!("no NATS user for {other}"),
+        };
+        format!("appreg-{service}:{password}")
+    }
+
+    /// Every password (to check that none shows up where it must not).
+    pub fn passwords(&self) -> [&str; 3] {
+        [&self.relay, &self.projector, &self.setup]
+    }
 }
 
 /// The `nats-server` binary: `$APPREG_TEST_NATS_SERVER`, `/usr/sbin/nats-server`, or on PATH.
@@ -76,6 +141,18 @@ impl NatsServer {
     /// # Panics
     /// If `nats-server` is missing or does not start.
     pub fn start() -> NatsServer {
+        NatsServer::start_with_config(None, Vec::new())
+    }
+
+    /// Starts a server with the deployment's accounts and users (`deploy/nats/accounts.conf`)
+    /// and `accounts`' passwords: a client needs a user's credentials and has its permissions.
+    pub fn start_with_accounts(accounts: &NatsAccounts) -> NatsServer {
+        NatsServer::start_with_config(Some(deploy_accounts_file()), accounts.server_env())
+    }
+
+    /// Starts a server with a configuration file (`-c`; the command line's port, address and
+    /// store directory win over it) and `env` in its environment.
+    pub fn start_with_config(config: Option<PathBuf>, env: Vec<(String, String)>) -> NatsServer {
         let store_dir =
             std::env::temp_dir().join(format!("appreg-nats-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&store_dir).expect("create the NATS store directory");
@@ -83,6 +160,8 @@ impl NatsServer {
             binary: nats_server_binary(),
             port: free_port(),
             store_dir,
+            config,
+            env,
             child: None,
         };
         server.spawn();
@@ -129,7 +208,12 @@ impl NatsServer {
         // The port may still be held for a moment by the previous process (or, rarely, taken
         // by someone else since free_port): retry the start.
         loop {
-            let mut child = Command::new(&self.binary)
+            let mut command = Command::new(&self.binary);
+            if let Some(config) = &self.config {
+                command.arg("-c").arg(config);
+            }
+            let mut child = command
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .args(["-js", "-a", "127.0.0.1", "-p"])
                 .arg(self.port.to_string())
                 .arg("-sd")

@@ -167,6 +167,8 @@ pub enum StoreError {
     DuplicateEventId,
     #[error("a read of more than {MAX_STREAMS_PER_READ} streams")]
     TooManyStreams,
+    #[error("a read of more than {MAX_POSITIONS_PER_READ} positions")]
+    TooManyPositions,
     #[error("unsupported database url (expected postgres:// or sqlite:)")]
     UnsupportedUrl,
 }
@@ -174,6 +176,10 @@ pub enum StoreError {
 /// Most streams one [`EventStore::read_streams`] reads; more is refused as
 /// [`StoreError::TooManyStreams`].
 pub const MAX_STREAMS_PER_READ: usize = 1000;
+
+/// Most positions one [`EventStore::read_at`] reads; more is refused as
+/// [`StoreError::TooManyPositions`].
+pub const MAX_POSITIONS_PER_READ: usize = 1000;
 
 /// The port every adapter implements. All methods are cancel-safe: dropping a future before it
 /// completes rolls its transaction back.
@@ -232,6 +238,12 @@ pub trait EventStore: Send + Sync + 'static {
         after: LogPosition,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The events at `positions` (at most [`MAX_POSITIONS_PER_READ`]) that `read_log` could
+    /// return now, in log order, each once: a position that holds no event, or one not yet below
+    /// the visibility horizon (beyond [`EventStore::head`]), is left out. For checking a position
+    /// that someone else claims (a NATS message's `Appreg-Position`) against the log, in one read.
+    async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// The position of the last event that `read_log` could return now (START if none).
     async fn head(&self) -> Result<LogPosition, StoreError>;

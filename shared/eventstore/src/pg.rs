@@ -828,6 +828,29 @@ impl EventStore for PgEventStore {
         .collect()
     }
 
+    async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
+        if positions.len() > crate::MAX_POSITIONS_PER_READ {
+            return Err(StoreError::TooManyPositions);
+        }
+        if positions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (txs, pos): (Vec<i64>, Vec<i64>) = positions.iter().map(|p| (p.tx, p.pos)).unzip();
+        sqlx::query(select_events!(
+            "WHERE (tx_id, position) IN ",
+            "(SELECT t, p FROM UNNEST($1::bigint[], $2::bigint[]) AS q(t, p)) AND tx_id < ",
+            horizon!(),
+            " ORDER BY tx_id, position"
+        ))
+        .bind(txs)
+        .bind(pos)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn head(&self) -> Result<LogPosition, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT tx_id, position FROM events WHERE tx_id < ",

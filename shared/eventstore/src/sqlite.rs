@@ -332,6 +332,32 @@ impl EventStore for SqliteEventStore {
         .collect()
     }
 
+    async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
+        if positions.len() > crate::MAX_POSITIONS_PER_READ {
+            return Err(StoreError::TooManyPositions);
+        }
+        // Every SQLite event is at tx 0; writers are serial, so every stored event is readable.
+        let wanted: Vec<i64> = positions
+            .iter()
+            .filter(|p| p.tx == 0 && p.pos > 0)
+            .map(|p| p.pos)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = serde_json::to_string(&wanted)
+            .map_err(|e| StoreError::Corrupt(format!("positions: {e}")))?;
+        sqlx::query(select_events!(
+            "WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position"
+        ))
+        .bind(wanted)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event_from_row)
+        .collect()
+    }
+
     async fn head(&self) -> Result<LogPosition, StoreError> {
         let last: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM events")
             .fetch_one(&self.pool)

@@ -84,6 +84,10 @@ impl EventStore for CountingStore {
         self.inner.read_log(after, limit).await
     }
 
+    async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_at(positions).await
+    }
+
     async fn head(&self) -> Result<LogPosition, StoreError> {
         self.inner.head().await
     }

@@ -3,6 +3,7 @@
 //! taken over (`relay.rs`).
 
 mod auth;
+mod forged;
 mod lifecycle;
 mod projector;
 mod relay;

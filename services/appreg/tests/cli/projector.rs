@@ -23,13 +23,13 @@ pub(super) const PREFIX: &str = "rs.appreg";
 
 /// The three services of the read side, sharing one database, one NATS and one data dir (the
 /// api's development signing key).
-struct ReadSide {
-    db_url: String,
+pub(super) struct ReadSide {
+    pub(super) db_url: String,
     nats_url: String,
     data: PathBuf,
     api: Option<Running>,
-    relay: Option<Running>,
-    projector: Option<Running>,
+    pub(super) relay: Option<Running>,
+    pub(super) projector: Option<Running>,
     base: String,
 }
 
@@ -56,7 +56,7 @@ pub(super) fn service(args: &[&str], db_url: &str, nats_url: &str, data: &Path) 
 }
 
 impl ReadSide {
-    async fn start(nats_url: &str) -> ReadSide {
+    pub(super) async fn start(nats_url: &str) -> ReadSide {
         let db_url = fresh_postgres_url().await;
         let data = temp_dir("readside");
         let mut side = ReadSide {
@@ -74,7 +74,7 @@ impl ReadSide {
         side
     }
 
-    fn spawn(&self, args: &[&str]) -> Running {
+    pub(super) fn spawn(&self, args: &[&str]) -> Running {
         let child = service(args, &self.db_url, &self.nats_url, &self.data)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -104,7 +104,7 @@ impl ReadSide {
         self.projector = Some(self.spawn(&["projector"]));
     }
 
-    fn kill_projector(&mut self) {
+    pub(super) fn kill_projector(&mut self) {
         let mut running = self.projector.take().expect("a projector");
         let mut child = running.0.take().unwrap();
         let status = Command::new("kill")
@@ -115,11 +115,11 @@ impl ReadSide {
         let _ = child.wait();
     }
 
-    fn token(&self, sub: &str) -> String {
+    pub(super) fn token(&self, sub: &str) -> String {
         token(&self.data, sub, false)
     }
 
-    fn apps_url(&self) -> String {
+    pub(super) fn apps_url(&self) -> String {
         format!("{}/v1/environments/DEFAULT/applications", self.base)
     }
 }
@@ -209,7 +209,7 @@ impl Load {
 }
 
 /// Waits until the read model's checkpoint covers every committed event.
-async fn caught_up(db: &Database, within: Duration) {
+pub(super) async fn caught_up(db: &Database, within: Duration) {
     let store = db.event_store().await.unwrap();
     let target = store.last_committed().await.unwrap();
     let started = Instant::now();
@@ -235,7 +235,7 @@ async fn caught_up(db: &Database, within: Duration) {
 }
 
 /// Every id is in the read model; the read model equals a fresh rebuild.
-async fn assert_complete_and_equal_to_rebuild(db: &Database, created: &[String]) {
+pub(super) async fn assert_complete_and_equal_to_rebuild(db: &Database, created: &[String]) {
     let pool = match db {
         Database::Postgres(pool) => pool,
         Database::Sqlite(_) => unreachable!(),

@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod nats_permissions;
+
 const EXE: &str = env!("CARGO_BIN_EXE_appreg");
 
 fn repo() -> PathBuf {

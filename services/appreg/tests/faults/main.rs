@@ -9,6 +9,11 @@
 //! archived application's subscriptions are ended and keys revoked, and no secret appears in the
 //! events, the NATS stream or the processes' logs. It prints what it did and what it found.
 //!
+//! NATS runs with the deployment's accounts and users (`deploy/nats/accounts.conf`, fresh
+//! passwords): each relay and projector connects with its own service's credentials
+//! (`APPREG_NATS_CREDENTIALS`), the other services have none, and the stream, subjects and
+//! consumer are the deployment's default names the accounts are written for.
+//!
 //! Profiles: `short_profile` (about a minute of load, in CI) and `long_profile` (about ten
 //! minutes; `cargo nextest run -p appreg --test faults --run-ignored only --no-capture`).
 //! `APPREG_FAULTS_SECONDS` overrides the load's duration.
@@ -17,7 +22,7 @@ mod pg;
 
 use appreg_domain::{Application, ApplicationEvent, DomainEvent, Role};
 use appreg_eventstore::{Database, EventStore, StoredEvent};
-use appreg_relay::testing::{all_events, assert_exactly_once, free_port, NatsServer};
+use appreg_relay::testing::{all_events, assert_exactly_once, free_port, NatsAccounts, NatsServer};
 use pg::PrivatePostgres;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -29,8 +34,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_appreg");
-const STREAM: &str = "FAULTS_EVENTS";
-const PREFIX: &str = "faults.appreg";
+/// The deployment's names, which `deploy/nats/accounts.conf` grants.
+const STREAM: &str = "APPREG_EVENTS";
+const PREFIX: &str = "appreg";
 const MASTER_KEY: &str = "faults:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 struct Profile {
@@ -54,6 +60,8 @@ struct System {
     data: PathBuf,
     db_url: String,
     nats_url: String,
+    /// Each NATS user's credentials.
+    nats_accounts: NatsAccounts,
     services: Vec<Service>,
     api_urls: Vec<String>,
 }
@@ -80,6 +88,13 @@ impl System {
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        // Only the services that use NATS have a NATS user, each its own.
+        if let Some(service @ ("relay" | "projector")) = args.first().map(String::as_str) {
+            cmd.env(
+                "APPREG_NATS_CREDENTIALS",
+                self.nats_accounts.credentials(service),
+            );
+        }
         cmd
     }
 
@@ -563,7 +578,8 @@ async fn run(profile: Profile) {
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim()
     );
     let postgres = PrivatePostgres::start();
-    let mut nats = NatsServer::start();
+    let nats_accounts = NatsAccounts::generate();
+    let mut nats = NatsServer::start_with_accounts(&nats_accounts);
     let oidc = appreg_dcr_client::testing::OidcProvider::start(
         appreg_dcr_client::testing::Mode::fixed_token(),
     );
@@ -613,6 +629,7 @@ async fn run(profile: Profile) {
         data: data.clone(),
         db_url: db_url.clone(),
         nats_url: nats.url(),
+        nats_accounts: nats_accounts.clone(),
         services,
         api_urls: api_urls.clone(),
     };
@@ -853,7 +870,17 @@ async fn run(profile: Profile) {
     config.nats_stream = STREAM.into();
     config.nats_subject_prefix = PREFIX.into();
     let relay_config = appreg_relay::RelayConfig::from_config(&config);
-    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // Read with the relay's user (the one that may read messages back).
+    let relay_credentials = nats_accounts.credentials("relay");
+    let (user, password) = relay_credentials.split_once(':').unwrap();
+    let js = async_nats::jetstream::new(
+        async_nats::ConnectOptions::new()
+            .user_and_password(user.into(), password.into())
+            .custom_inbox_prefix("_INBOX.appreg-relay")
+            .connect(nats.url())
+            .await
+            .unwrap(),
+    );
     let n = assert_exactly_once(&js, store.as_ref(), &relay_config, Duration::from_secs(120)).await;
     println!(
         "{} check: JetStream holds each of the {n} events exactly once, in log order",
@@ -938,6 +965,7 @@ async fn run(profile: Profile) {
     // 5. No secret in the events, the NATS stream or the logs.
     let mut secrets: HashSet<String> = record.secrets.lock().unwrap().clone();
     secrets.insert(MASTER_KEY.split_once(':').unwrap().1.to_string());
+    secrets.extend(nats_accounts.passwords().map(String::from));
     for (stream, app) in &states {
         if app.client_id.is_some() && app.app_type.is_oauth() {
             let id = stream.strip_prefix("application-").unwrap();
@@ -987,7 +1015,7 @@ async fn run(profile: Profile) {
         );
     }
     println!(
-        "{} check: none of {} secrets (API keys, client secrets, the provider's token, the master key) in {} events, {} NATS messages or {} logs", stamp(),
+        "{} check: none of {} secrets (API keys, client secrets, the provider's token, the master key, the NATS passwords) in {} events, {} NATS messages or {} logs", stamp(),
         secrets.len(),
         events.len(),
         last,

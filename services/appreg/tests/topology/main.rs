@@ -48,6 +48,11 @@ const EXE: &str = env!("CARGO_BIN_EXE_appreg");
 /// What `deploy/.env` holds for compose's `${…}` (see `deploy/.env.example`).
 const POSTGRES_PASSWORD: &str = "topology-pw";
 const MASTER_KEY: &str = "topology:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The NATS users' passwords (compose.yaml's `.env`): the servers load the accounts of
+/// `deploy/nats/accounts.conf` with them, each service connects as its own user.
+const NATS_RELAY_PASSWORD: &str = "topologyRelayPw";
+const NATS_PROJECTOR_PASSWORD: &str = "topologyProjectorPw";
+const NATS_SETUP_PASSWORD: &str = "topologySetupPw";
 /// The client port of a `nats-server` that names none (compose's nodes use the default).
 const NATS_CLIENT_PORT: u16 = 4222;
 /// The port of a PostgreSQL server that names none.
@@ -233,6 +238,8 @@ struct Topology {
     db_url: String,
     /// `APPREG_NATS_URL` as the services got it.
     nats_url: String,
+    /// `APPREG_NATS_CREDENTIALS` of the relay (the test reads the stream as the relay's user).
+    relay_nats_credentials: String,
     api_urls: Vec<String>,
 }
 
@@ -400,6 +407,18 @@ async fn start(http: &reqwest::Client, issuer: &str) -> Topology {
     let env = BTreeMap::from([
         ("POSTGRES_PASSWORD", POSTGRES_PASSWORD.to_string()),
         ("APPREG_SECRETS_MASTER_KEY", MASTER_KEY.to_string()),
+        (
+            "APPREG_NATS_RELAY_PASSWORD",
+            NATS_RELAY_PASSWORD.to_string(),
+        ),
+        (
+            "APPREG_NATS_PROJECTOR_PASSWORD",
+            NATS_PROJECTOR_PASSWORD.to_string(),
+        ),
+        (
+            "APPREG_NATS_SETUP_PASSWORD",
+            NATS_SETUP_PASSWORD.to_string(),
+        ),
     ]);
     // The variables the test gives are the ones deploy/.env.example names.
     let example = std::fs::read_to_string(deploy.join(".env.example")).unwrap();
@@ -466,6 +485,7 @@ async fn start(http: &reqwest::Client, issuer: &str) -> Topology {
         postgres: Some(postgres),
         db_url: format!("postgres://postgres@127.0.0.1:{pg_port}/{database}"),
         nats_url: String::new(),
+        relay_nats_credentials: String::new(),
         api_urls: Vec::new(),
     };
 
@@ -594,6 +614,11 @@ async fn start(http: &reqwest::Client, issuer: &str) -> Topology {
                 }
                 if let Some(url) = env.get("APPREG_NATS_URL") {
                     topology.nats_url = url.clone();
+                }
+                if service.command.first().map(String::as_str) == Some("relay") {
+                    if let Some(credentials) = env.get("APPREG_NATS_CREDENTIALS") {
+                        topology.relay_nats_credentials = credentials.clone();
+                    }
                 }
                 PathBuf::from(EXE)
             }
@@ -1018,9 +1043,14 @@ async fn read_model(http: &reqwest::Client, base: &str, admin: &str) -> BTreeMap
 }
 
 /// A client of the cluster, on the list the services were given, through the same parser.
-async fn nats_client(url: &str) -> async_nats::Client {
-    let servers = NatsServers::parse(url, None).expect("compose's NATS list parses");
-    let mut options = async_nats::ConnectOptions::new().name("appreg-topology-test");
+/// A client of the cluster as the relay's user (whose permissions allow reading the stream),
+/// with the relay's inbox prefix.
+async fn nats_client(url: &str, credentials: &str) -> async_nats::Client {
+    let credentials = secrecy::SecretString::from(credentials.to_string());
+    let servers = NatsServers::parse(url, Some(&credentials)).expect("compose's NATS list parses");
+    let mut options = async_nats::ConnectOptions::new()
+        .name("appreg-topology-test")
+        .custom_inbox_prefix("_INBOX.appreg-relay");
     match servers.auth() {
         None => {}
         Some(NatsAuth::UserPassword { user, password }) => {
@@ -1182,7 +1212,13 @@ async fn run(profile: Profile) {
         c
     };
     let relay_config = appreg_relay::RelayConfig::from_config(&config);
-    let js = async_nats::jetstream::new(nats_client(&topology.nats_url).await);
+    assert!(
+        topology.relay_nats_credentials.starts_with("appreg-relay:"),
+        "compose.yaml gives the relay its own NATS user"
+    );
+    let js = async_nats::jetstream::new(
+        nats_client(&topology.nats_url, &topology.relay_nats_credentials).await,
+    );
 
     // The load, and /readyz watched all along.
     let stop = Arc::new(AtomicBool::new(false));

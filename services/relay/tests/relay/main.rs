@@ -270,3 +270,118 @@ async fn subject_escaping_round_trips_through_nats() {
     }
     relay.stop().await;
 }
+
+/// Someone who may publish on the relay's subjects appends messages of their own to the stream:
+/// one with a huge `Appreg-Position`, one claiming a real event's position under another event
+/// id, one without a position. The next relay trusts none of them (the event store does not
+/// confirm them): it resumes after the last message a relay published, and the events appended
+/// since reach the stream, each once and in log order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_positions_in_the_stream_are_not_trusted() {
+    let env = Env::new().await;
+    let config = test_config("APPREG_EVENTS", "appreg");
+    let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
+    append_batch(env.store.clone(), 0, 10, 3, 2).await;
+    let js = env.js().await;
+    assert_eq!(
+        assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await,
+        30
+    );
+    relay.stop().await;
+
+    let real = all_events(env.store.as_ref()).await;
+    let forged = |position: String| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        headers.insert("Appreg-Position", position.as_str());
+        headers
+    };
+    let subject = "appreg.DEFAULT.application.forged.ApplicationCreated";
+    for headers in [
+        forged(format!("{}.1", i64::MAX)),
+        forged(real[5].position.to_string()),
+        async_nats::HeaderMap::new(),
+    ] {
+        js.publish_with_headers(subject, headers, "{}".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    append_batch(env.store.clone(), 10, 5, 2, 2).await;
+    let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
+
+    // Every event of the log, once each and in log order, among the stream's messages.
+    let events = all_events(env.store.as_ref()).await;
+    assert_eq!(events.len(), 40);
+    wait_for_messages(&js, &config.stream, 43, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stream = js.get_stream(&config.stream).await.unwrap();
+    let mut ids = Vec::new();
+    for seq in 1..=43 {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        if let Some(id) = message.headers.get("Nats-Msg-Id") {
+            ids.push(id.as_str().to_string());
+        }
+    }
+    let published: Vec<String> = ids
+        .into_iter()
+        .filter(|id| events.iter().any(|e| e.event_id.to_string() == *id))
+        .collect();
+    let expected: Vec<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    assert_eq!(published, expected, "each event once, in log order");
+    assert_eq!(message_count(&js, &config.stream).await, 43);
+    relay.stop().await;
+}
+
+/// An exact copy of what the relay would publish for an event it has not published yet (its
+/// subject, headers and envelope: event ids and positions are visible to members) is appended to
+/// the stream while the relay is down. The store confirms the copy's event, but not that it
+/// follows the stream's last relay message in the log: the next relay resumes after that
+/// message, so the events before the copied one are published, not skipped. (The copied event
+/// itself and those after it follow once JetStream's duplicate window has passed: until then a
+/// publish of its event id is a duplicate of the copy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_an_unpublished_event_does_not_make_the_relay_skip() {
+    let env = Env::new().await;
+    let config = test_config("APPREG_EVENTS", "appreg");
+    let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
+    append_batch(env.store.clone(), 0, 5, 2, 2).await;
+    let js = env.js().await;
+    assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await;
+    relay.stop().await;
+
+    append_batch(env.store.clone(), 5, 5, 2, 2).await;
+    let events = all_events(env.store.as_ref()).await;
+    assert_eq!(events.len(), 20);
+    let copied = &events[15];
+    js.publish_with_headers(
+        appreg_worker::envelope::subject(&config.subject_prefix, copied),
+        appreg_worker::envelope::headers(copied),
+        appreg_worker::envelope::body(copied).unwrap(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+
+    let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
+    // The 10 published, the copy, then the 5 events before the copied one.
+    wait_for_messages(&js, &config.stream, 16, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stream = js.get_stream(&config.stream).await.unwrap();
+    let mut ids = Vec::new();
+    for seq in 12..=16 {
+        let message = stream.get_raw_message(seq).await.unwrap();
+        ids.push(message.headers.get("Nats-Msg-Id").unwrap().to_string());
+    }
+    let expected: Vec<String> = events[10..15]
+        .iter()
+        .map(|e| e.event_id.to_string())
+        .collect();
+    assert_eq!(
+        ids, expected,
+        "the events before the copied one, in log order"
+    );
+    relay.stop().await;
+}

@@ -110,6 +110,7 @@ macro_rules! conformance {
 conformance!(
     scenarios::append_and_read_stream_round_trip,
     scenarios::read_streams_reads_several_streams_at_once,
+    scenarios::read_at_reads_the_events_at_positions,
     scenarios::stale_or_too_high_expected_version_appends_nothing,
     scenarios::concurrent_appenders_of_one_stream_conflict,
     scenarios::append_is_all_or_nothing,

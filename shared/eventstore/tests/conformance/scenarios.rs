@@ -52,6 +52,65 @@ pub async fn read_streams_reads_several_streams_at_once(h: Harness) {
     ));
 }
 
+/// `read_at`: the events at the positions asked for, in log order and once each, as stored;
+/// positions holding no event, or beyond the visibility horizon, give nothing; too many refused.
+pub async fn read_at_reads_the_events_at_positions(h: Harness) {
+    let store = h.store.as_ref();
+    let (a, b) = (unique("app"), unique("app"));
+    let ea = events(3);
+    store.append(request(&a, 0, ea.clone())).await.unwrap();
+    let last = store.append(request(&b, 0, events(2))).await.unwrap();
+    let log = settled_log(store, last.position).await;
+    let of_a: Vec<_> = log.iter().filter(|e| e.stream_id == a).collect();
+    let beyond = LogPosition {
+        tx: last.position.tx + 1_000_000,
+        pos: last.position.pos + 1_000_000,
+    };
+    let asked = [
+        of_a[2].position,
+        beyond,
+        of_a[0].position,
+        LogPosition::START,
+        of_a[2].position,
+        LogPosition {
+            tx: of_a[0].position.tx,
+            pos: of_a[0].position.pos - 1_000_000,
+        },
+    ];
+    let read = store.read_at(&asked).await.unwrap();
+    assert_eq!(
+        read.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [of_a[0].position, of_a[2].position],
+        "the positions that hold an event, in log order, once each"
+    );
+    assert_stored_as(&read[0], &ea[0], &a, 1);
+    assert_stored_as(&read[1], &ea[2], &a, 3);
+    assert!(store.read_at(&[]).await.unwrap().is_empty());
+    let many = vec![of_a[0].position; appreg_eventstore::MAX_POSITIONS_PER_READ + 1];
+    assert!(matches!(
+        store.read_at(&many).await,
+        Err(StoreError::TooManyPositions)
+    ));
+
+    // An event committed while an older transaction still runs is beyond the horizon (and
+    // head): `read_at` does not return it before `read_log` could.
+    if let Database::Postgres(pool) = &h.db {
+        let mut older = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *older)
+            .await
+            .unwrap();
+        let late = store.append(request(&a, 3, events(1))).await.unwrap();
+        assert!(store.head().await.unwrap() < late.position);
+        assert!(store.read_at(&[late.position]).await.unwrap().is_empty());
+        older.rollback().await.unwrap();
+        wait_for_head(store, late.position).await;
+        let read = store.read_at(&[late.position]).await.unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].version, 4);
+    }
+}
+
 /// a. Appended events come back as appended, versions 1..n, in version order, with paging.
 pub async fn append_and_read_stream_round_trip(h: Harness) {
     let store = h.store.as_ref();
