@@ -226,7 +226,11 @@ fn role_and_permission_names() {
 #[test]
 fn an_owner_or_the_primary_owner_transfers_ownership_a_user_cannot() {
     // MEMBER[U], as in Gravitee: the primary owner and an OWNER may; a USER and a stranger not.
-    for (by, to) in [("alice", "olivia"), ("olivia", "olivia"), ("olivia", "ursula")] {
+    for (by, to) in [
+        ("alice", "olivia"),
+        ("olivia", "olivia"),
+        ("olivia", "ursula"),
+    ] {
         let then = team_app()
             .when_app(|a| a.transfer_ownership(&member(by), user(to), Role::Owner))
             .then([ApplicationEvent::PrimaryOwnershipTransferred(
