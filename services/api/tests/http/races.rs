@@ -258,9 +258,9 @@ async fn concurrent_transfers_removals_and_role_changes(app: TestApp) {
 }
 
 async fn one_of_concurrent_transfers_wins(app: TestApp) {
-    // The primary owner gives the application to five people at once: the first transfer
-    // decided wins; every other one, decided again after the conflict, finds that she is no
-    // longer primary owner. Only the winner appends, so no command runs out of retries.
+    // The primary owner gives the application to five people at once, keeping USER: the first
+    // transfer decided wins; every other one, decided again after the conflict, finds that she
+    // no longer has MEMBER[U]. Only the winner appends, so no command runs out of retries.
     let paula = app.token("paula", false);
     let id = app.create_simple(&paula, "Wanted", None).await;
     let members = format!("applications/{id}/members");
@@ -272,7 +272,7 @@ async fn one_of_concurrent_transfers_wins(app: TestApp) {
             app.post(
                 &transfer,
                 &paula,
-                json!({"user": h, "former_owner_role": "OWNER"}),
+                json!({"user": h, "former_owner_role": "USER"}),
             )
         });
         let answers = join_all(transfers).await;
@@ -297,7 +297,7 @@ async fn one_of_concurrent_transfers_wins(app: TestApp) {
         let winner = heirs[winners[0]];
         let listed = roles(&app.get(&members, &paula).await);
         assert_eq!(listed.get(winner).map(String::as_str), Some(PO));
-        assert_eq!(listed.get("paula").map(String::as_str), Some("OWNER"));
+        assert_eq!(listed.get("paula").map(String::as_str), Some("USER"));
         assert_eq!(listed.values().filter(|r| *r == PO).count(), 1);
         // The winner hands it back, for the next round.
         app.post(

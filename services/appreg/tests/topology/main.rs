@@ -596,10 +596,14 @@ async fn start(http: &reqwest::Client, issuer: &str) -> Topology {
                 nats_server_binary()
             }
             _ => {
-                // Not from the file: the token issuer (its URLs, on loopback) and the logs'
-                // verbosity.
+                // Not from the file: the token issuer (its URLs, on loopback, and the audience
+                // its tokens carry) and the logs' verbosity.
                 env.insert("APPREG_AUTH__ISSUER".into(), issuer.to_string());
                 env.insert("APPREG_AUTH__JWKS_URL".into(), format!("{issuer}/jwks"));
+                env.insert(
+                    "APPREG_AUTH__AUDIENCE".into(),
+                    appreg_auth::DEV_AUDIENCE.to_string(),
+                );
                 // The test's OIDC provider is on loopback, which the file refuses.
                 env.insert("APPREG_OUTBOUND_ALLOW_PRIVATE".into(), "true".into());
                 env.insert("RUST_LOG".into(), "info".into());
