@@ -10,10 +10,14 @@
 //!
 //! 1. the store holds an event at that position, below its visibility horizon (never beyond its
 //!    head), with the message's `Nats-Msg-Id` as event id and the message's subject;
-//! 2. and that event directly follows, in the log, the event of the next older message that
-//!    passes 1 (or is the log's first event when there is none): the relay publishes the log in
-//!    order, so its messages are consecutive log events. An exact copy of an event the relay has
-//!    not published yet fails this, and cannot make the relay skip the events before it.
+//! 2. and the log right after the next older message that passes 1 (the anchor; the log's start
+//!    when there is none) is covered, without a gap, by the messages newer than the anchor that
+//!    pass 1: the relay publishes the log in order, so what it has published is a prefix of the
+//!    log. It resumes after the longest covered prefix. An exact copy of an event the relay has
+//!    not published yet is not part of that prefix, and cannot make the relay skip the events
+//!    before it; when the relay reaches the copied event, JetStream de-duplicates it (the ack
+//!    names the copy's earlier sequence), the relay resumes from the stream once more, and the
+//!    copy then counts as published (the stream holds it), so nothing is published twice.
 //!
 //! Other messages are counted (`appreg_relay_untrusted_messages_total`), logged, and passed
 //! over: resuming looks further back. Candidates are checked in growing groups (1, 2, 4 … 64
@@ -23,7 +27,7 @@
 use appreg_eventstore::{EventStore, LogPosition, StoreError};
 use appreg_worker::envelope;
 use async_nats::jetstream::stream::{LastRawMessageErrorKind, Stream};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// How far back from the stream's end resuming looks for a message published by a relay (other
 /// messages have no business in the relay's subjects, but must not wedge it).
@@ -199,19 +203,32 @@ pub async fn resume(
         confirmed: VecDeque::new(),
         untrusted: 0,
     };
+    // Positions of the confirmed messages newer than the anchor being tried.
+    let mut newer: HashSet<LogPosition> = HashSet::new();
     let mut current = walker.next().await?;
     while let Some(candidate) = current {
+        newer.insert(candidate.position);
         let older = walker.next().await?;
-        // The event that must come right before the candidate's in the log.
+        // The anchor: the next older confirmed message (or the log's start).
         let after = match &older {
             Some(older) => older.position,
             None if whole_stream => LogPosition::START,
             // Its predecessor is beyond the window: it cannot be checked.
             None => break,
         };
-        let follows = store.read_log(after, 1).await?.first().map(|e| e.position);
-        if follows == Some(candidate.position) {
-            resume.position = candidate.position;
+        // The log right after the anchor, as far as the newer messages cover it without a gap:
+        // the relay has published exactly that far (copies of later events, out of order, are
+        // in the stream already and are de-duplicated when the relay reaches them).
+        let limit = i64::try_from(newer.len()).unwrap_or(i64::MAX);
+        let covered = store
+            .read_log(after, limit)
+            .await?
+            .iter()
+            .take_while(|e| newer.contains(&e.position))
+            .map(|e| e.position)
+            .last();
+        if let Some(position) = covered {
+            resume.position = position;
             resume.untrusted = walker.untrusted;
             return Ok(resume);
         }
@@ -220,7 +237,7 @@ pub async fn resume(
             sequence = candidate.sequence,
             subject = %candidate.subject,
             claimed_position = %candidate.position,
-            "relay: a copy of a stored event that does not follow the stream's previous relay message in the log (not published by a relay); looking further back"
+            "relay: a copy of a stored event that the relay has not reached yet (the log after the stream's previous relay message is not covered); looking further back"
         );
         current = older;
     }
