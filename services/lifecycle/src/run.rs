@@ -49,7 +49,7 @@ pub async fn checkpoint(db: &Database) -> Result<LogPosition, sqlx::Error> {
 /// Sets the checkpoint (`LogPosition::START`: the next run replays the whole log, which
 /// appends nothing for the triggers already handled).
 pub async fn set_checkpoint(db: &Database, at: LogPosition) -> Result<(), sqlx::Error> {
-    CHECKPOINT_ROW.save(db, at).await
+    CHECKPOINT_ROW.reset(db, at).await
 }
 
 /// The process manager as a follower of the log.

@@ -61,12 +61,36 @@ impl Checkpoint {
             .unwrap_or(LogPosition::START))
     }
 
-    /// Sets the checkpoint to `at`.
+    /// Moves the checkpoint forward to `at`; never back. A former leader stepping down writes
+    /// its last position after the new leader may already have saved a later one (the old
+    /// leader's final write can wait on a connection for seconds after a database restart):
+    /// that write must not move the checkpoint back, or the new leader, caught up and with
+    /// nothing new to save, would leave it behind for good.
     pub async fn save(&self, db: &Database, at: LogPosition) -> Result<(), sqlx::Error> {
+        self.write(db, at, true).await
+    }
+
+    /// Sets the checkpoint to `at`, back as well (an operator replaying the log; never while a
+    /// follower runs).
+    pub async fn reset(&self, db: &Database, at: LogPosition) -> Result<(), sqlx::Error> {
+        self.write(db, at, false).await
+    }
+
+    async fn write(
+        &self,
+        db: &Database,
+        at: LogPosition,
+        forward_only: bool,
+    ) -> Result<(), sqlx::Error> {
+        let t = self.table;
+        let only_forward = if forward_only {
+            format!(" WHERE ({t}.tx, {t}.pos) < (excluded.tx, excluded.pos)")
+        } else {
+            String::new()
+        };
         let sql = format!(
-            "INSERT INTO {} (name, tx, pos) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos",
-            self.table
+            "INSERT INTO {t} (name, tx, pos) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET tx = excluded.tx, pos = excluded.pos{only_forward}"
         );
         match db {
             Database::Postgres(p) => {

@@ -144,3 +144,46 @@ async fn the_checkpoint_is_the_low_water_mark_and_poison_events_are_parked() {
     stop.cancel();
     task.await.unwrap();
 }
+
+/// A former leader's late write (an older position) never moves the checkpoint back; an
+/// operator's reset does.
+async fn checkpoint_moves_only_forward(db: Database) {
+    let create = "CREATE TABLE mono_checkpoints (name TEXT PRIMARY KEY, tx BIGINT NOT NULL, pos BIGINT NOT NULL)";
+    match &db {
+        Database::Postgres(p) => sqlx::query(create).execute(p).await.map(drop),
+        Database::Sqlite(p) => sqlx::query(create).execute(p).await.map(drop),
+    }
+    .unwrap();
+    let c = Checkpoint {
+        table: "mono_checkpoints",
+        name: "follower",
+    };
+    let (early, late) = (
+        LogPosition { tx: 7, pos: 40 },
+        LogPosition { tx: 9, pos: 52 },
+    );
+    assert_eq!(c.load(&db).await.unwrap(), LogPosition::START);
+    c.save(&db, late).await.unwrap();
+    c.save(&db, early).await.unwrap();
+    assert_eq!(
+        c.load(&db).await.unwrap(),
+        late,
+        "a late, older write is ignored"
+    );
+    c.save(&db, LogPosition { tx: 9, pos: 53 }).await.unwrap();
+    assert_eq!(c.load(&db).await.unwrap(), LogPosition { tx: 9, pos: 53 });
+    c.reset(&db, LogPosition::START).await.unwrap();
+    assert_eq!(c.load(&db).await.unwrap(), LogPosition::START);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_moves_only_forward_on_sqlite() {
+    let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+    checkpoint_moves_only_forward(Database::connect(&url, 2).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoint_moves_only_forward_on_postgres() {
+    let url = appreg_eventstore::testing::fresh_postgres_url().await;
+    checkpoint_moves_only_forward(Database::connect(&url, 2).await.unwrap()).await;
+}
