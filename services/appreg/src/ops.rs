@@ -1,7 +1,8 @@
 //! Operators' tools beside the services: the DCR saga's parked requests (`appreg saga parked`,
 //! `appreg saga retry`) and the vault's re-seal after a master-key rotation (`appreg vault
-//! reseal`).
+//! reseal`), and the read side's: `appreg projections rebuild` and `appreg history`.
 
+use super::*;
 use anyhow::bail;
 use appreg_config::Config;
 use appreg_eventstore::Database;
@@ -101,5 +102,121 @@ pub(crate) async fn saga_retry(config: &Config, db: &Database) -> anyhow::Result
     if summary.still_parked > 0 {
         bail!("{} requests are still parked", summary.still_parked);
     }
+    Ok(())
+}
+
+/// `appreg projections rebuild`: a progress line on stderr (rewritten with `\r` at most every
+/// 200 ms), then a summary on stdout.
+pub(crate) async fn rebuild(db: &Database, projection: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut last_print: Option<std::time::Instant> = None;
+    let summary = appreg_api::readmodel::rebuild(db, |p| {
+        let finished = p.done >= p.total;
+        if !finished && last_print.is_some_and(|t| t.elapsed().as_millis() < 200) {
+            return;
+        }
+        last_print = Some(std::time::Instant::now());
+        let percent = if p.total == 0 {
+            100.0
+        } else {
+            p.done as f64 * 100.0 / p.total as f64
+        };
+        let eta = match p.eta() {
+            Some(eta) => format!("{}s", eta.as_secs()),
+            None => "?".into(),
+        };
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rrebuilding {projection}: {}/{} events ({percent:.0}%), {:.0} events/s, ETA {eta}   ",
+            p.done,
+            p.total,
+            p.rate()
+        );
+        let _ = err.flush();
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("rebuild of {projection} failed: {e}"))?;
+    eprintln!();
+    let secs = summary.elapsed.as_secs_f64();
+    let events = summary.replayed + summary.caught_up;
+    println!(
+        "rebuilt {projection}: {events} events ({} replayed, {} caught up in the swap) in {secs:.2}s \
+         ({:.0} events/s), {} applications, checkpoint {}, swap held the tables {} ms",
+        summary.replayed,
+        summary.caught_up,
+        if secs > 0.0 { events as f64 / secs } else { 0.0 },
+        summary.applications,
+        summary.position,
+        summary.swap.as_millis()
+    );
+    Ok(())
+}
+
+/// `appreg history`: the audit trail as JSON lines, or the state at a point (`--as-of`,
+/// `--version`). Reads the stream `page_size` events at a time, never all at once, and stops at
+/// the point asked for.
+pub(crate) async fn history(
+    db: &Database,
+    id: ApplicationId,
+    as_of: Option<String>,
+    version: Option<i64>,
+    page_size: i64,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let store = db.event_store().await?;
+    let at = as_of
+        .map(|t| chrono::DateTime::parse_from_rfc3339(&t).context("--as-of is an RFC 3339 time"))
+        .transpose()?;
+    let point = at.is_some() || version.is_some();
+    let stream = id.stream_id();
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let mut app: Option<Application> = None;
+    let mut after = 0;
+    'pages: loop {
+        let events = store
+            .read_stream(&stream, after, page_size)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if after == 0 && events.is_empty() {
+            bail!("no application {}", id);
+        }
+        for e in &events {
+            if !point {
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string(&HistoryEntry::from_event(e))?
+                )?;
+                continue;
+            }
+            let keep = match at {
+                Some(at) => e.recorded_at <= at,
+                None => e.version <= version.unwrap_or_default(),
+            };
+            if !keep {
+                break 'pages;
+            }
+            let event = decode_app(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+            app = Application::evolve(app, &event, e.recorded_at, e.version);
+        }
+        match events.last() {
+            Some(last) if events.len() as i64 == page_size => after = last.version,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    if !point {
+        return Ok(());
+    }
+    let app = app.context("the application did not exist at that point")?;
+    let auditor = Actor {
+        user: UserId::parse("appreg-cli").expect("valid"),
+        admin: true,
+    };
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&ApplicationView::new(&app, &auditor))?
+    );
     Ok(())
 }

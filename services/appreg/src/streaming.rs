@@ -1,0 +1,161 @@
+//! The NATS side: `appreg relay`, `appreg projector` and `appreg nats setup`.
+
+use super::*;
+
+/// The projector settings of the shared configuration.
+pub(crate) fn projector_config(config: &Config) -> appreg_projector::ProjectorConfig {
+    appreg_projector::ProjectorConfig {
+        stream: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+        consumer: config.projector_consumer.clone(),
+        ..appreg_projector::ProjectorConfig::default()
+    }
+}
+
+/// `appreg nats setup`: the stream and the projector's consumer, created or updated, retried
+/// until `wait` has passed while NATS is unreachable or its JetStream not ready (a cluster
+/// electing its leader).
+pub(crate) async fn nats_setup(
+    config: &Config,
+    nats_servers: &NatsServers,
+    replicas: Option<usize>,
+    wait: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let definition = appreg_relay::RelayConfig::from_config(config).stream_definition()?;
+    let projector_config = projector_config(config);
+    let client = nats_options(nats_servers, "appreg-nats-setup")
+        .retry_on_initial_connect()
+        .connect(nats_servers.urls().to_vec());
+    let client = tokio::time::timeout_at(deadline, client)
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from NATS at {nats_servers} in {wait:?}"))?
+        .with_context(|| format!("cannot connect to NATS at {nats_servers}"))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let context = || format!("cannot set up JetStream at {nats_servers}");
+    let (stream, stream_done) = retry_until(deadline, || {
+        appreg_worker::stream::ensure_replicas(&js, &definition, replicas)
+    })
+    .await
+    .with_context(context)?;
+    let (_, consumer_done) = retry_until(deadline, || {
+        appreg_projector::ensure_consumer(&stream, &projector_config)
+    })
+    .await
+    .with_context(context)?;
+    let stream = stream.cached_info().config.clone();
+    println!(
+        "stream {} (subjects {}, {} storage, {} replica(s)): {stream_done}",
+        stream.name,
+        stream.subjects.join(" "),
+        format!("{:?}", stream.storage).to_lowercase(),
+        stream.num_replicas
+    );
+    let consumer = appreg_projector::consumer_config(&projector_config);
+    println!(
+        "consumer {} on {} (filter {}, ack {}, ack wait {:?}, max ack pending {}): {consumer_done}",
+        projector_config.consumer,
+        stream.name,
+        consumer.filter_subject,
+        format!("{:?}", consumer.ack_policy).to_lowercase(),
+        consumer.ack_wait,
+        consumer.max_ack_pending
+    );
+    client.flush().await.ok();
+    Ok(())
+}
+
+/// Runs `attempt` until it succeeds, retrying its errors (with back-off, each on stderr) until
+/// `deadline`.
+pub(crate) async fn retry_until<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, async_nats::Error>>,
+{
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        match tokio::time::timeout_at(deadline, attempt()).await {
+            Ok(Ok(done)) => return Ok(done),
+            Ok(Err(e)) if tokio::time::Instant::now() + delay < deadline => {
+                eprintln!("appreg nats setup: {e}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Ok(Err(e)) => bail!("{e}"),
+            Err(_) => bail!("no answer from JetStream in time"),
+        }
+    }
+}
+
+/// `appreg projector`: the read models' database (migrated), a NATS connection that keeps
+/// retrying, and the projector until SIGTERM.
+pub(crate) async fn projector(
+    config: &Config,
+    url: &str,
+    nats_servers: &NatsServers,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<()> {
+    let metrics = appreg_telemetry::metrics_handle();
+    let shutdown = shutdown_signal();
+    let db = open(url, 4).await?;
+    let nats = connect_nats(nats_servers, "appreg-projector").await?;
+    if let Some(addr) = metrics_listen {
+        let ready = Readiness::new(&db, Some(&nats));
+        serve_metrics(addr, metrics, shutdown.clone(), "projector", ready).await?;
+    }
+    let read = Arc::new(appreg_readmodel::ReadModel::new(db.clone()).await?);
+    let projector_config = projector_config(config);
+    tracing::info!(
+        stream = %projector_config.stream,
+        consumer = %projector_config.consumer,
+        nats = %nats_servers,
+        "appreg projector starting"
+    );
+    let store = db.event_store().await?;
+    appreg_projector::run(projector_config, read, store, nats, shutdown).await;
+    db.close().await;
+    Ok(())
+}
+
+/// `appreg relay`: the event store's pool, a NATS connection that keeps retrying, and the
+/// relay until SIGTERM.
+pub(crate) async fn relay(
+    config: &Config,
+    url: &str,
+    nats_servers: &NatsServers,
+    metrics_listen: Option<&str>,
+) -> anyhow::Result<()> {
+    // Install the recorder before the relay registers its metrics.
+    let metrics = appreg_telemetry::metrics_handle();
+    let shutdown = shutdown_signal();
+    let db = Database::connect(url, 4)
+        .await
+        .with_context(|| format!("cannot open the database {}", redact(url)))?;
+    db.migrate()
+        .await
+        .context("cannot migrate the event store")?;
+    let store = db.event_store().await?;
+    let pg_pool = match &db {
+        Database::Postgres(pool) => Some(pool.clone()),
+        Database::Sqlite(_) => None,
+    };
+    let nats = connect_nats(nats_servers, "appreg-relay").await?;
+    if let Some(addr) = metrics_listen {
+        let ready = Readiness::new(&db, Some(&nats));
+        serve_metrics(addr, metrics, shutdown.clone(), "relay", ready).await?;
+    }
+    let relay_config = appreg_relay::RelayConfig::from_config(config);
+    tracing::info!(
+        stream = %relay_config.stream,
+        subject_prefix = %relay_config.subject_prefix,
+        nats = %nats_servers,
+        postgres = db.is_postgres(),
+        "appreg relay starting"
+    );
+    appreg_relay::run(relay_config, store, pg_pool, nats, shutdown).await?;
+    db.close().await;
+    Ok(())
+}
