@@ -3,7 +3,7 @@
 //! events that encode and decode to themselves.
 #![no_main]
 
-use appreg_api::dto::{CreateApplicationRequest, UpdateApplicationRequest};
+use appreg_api::applications::{CreateApplicationRequest, UpdateApplicationRequest};
 use appreg_domain::{
     Actor, Application, ApplicationId, ClientRegistrationSettings, DomainEvent, EnvironmentId,
     Policy, UserId,

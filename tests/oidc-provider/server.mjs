@@ -2,6 +2,7 @@
 //
 //   PORT=0 INITIAL_ACCESS_TOKEN=s3cr3t node server.mjs                      # fixed-token mode
 //   PORT=0 ADMIN_CLIENT_ID=admin ADMIN_CLIENT_SECRET=pw node server.mjs      # client-credentials mode
+//   IDEMPOTENCY=off …                                   # Idempotency-Key ignored (random client ids)
 //
 // Prints exactly one line on stdout once listening: {"issuer":"http://127.0.0.1:PORT","port":PORT}
 // Everything else (the provider's notices included) goes to stderr. See README.md.
@@ -19,8 +20,29 @@ const env = process.env;
 const FIXED_TOKEN = env.INITIAL_ACCESS_TOKEN || undefined;
 const ADMIN_CLIENT_ID = env.ADMIN_CLIENT_ID || undefined;
 const ADMIN_CLIENT_SECRET = env.ADMIN_CLIENT_SECRET || undefined;
+// Sign-in for a browser portal (the developer portal's production sign-in test): access tokens
+// become JWTs for this audience (an absolute URI: a resource indicator, RFC 8707), and browser
+// clients may call the token endpoint from any origin (CORS).
+const PORTAL_AUDIENCE = env.PORTAL_AUDIENCE || undefined;
 const DCR_SCOPE = 'dcr';
 const REGISTRATION_PATH = '/reg';
+// IDEMPOTENCY=off: the Idempotency-Key header is ignored (random client ids, like most providers).
+const IDEMPOTENCY = (env.IDEMPOTENCY || 'on').toLowerCase();
+const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:~-]{8,200}$/;
+
+if (IDEMPOTENCY !== 'on' && IDEMPOTENCY !== 'off') {
+  console.error('server.mjs: IDEMPOTENCY must be on or off');
+  process.exit(2);
+}
+
+// The Idempotency-Key of a registration request, when the provider honours keys.
+function idempotencyKey(headers) {
+  const key = headers['idempotency-key'];
+  return IDEMPOTENCY === 'on' && key && IDEMPOTENCY_KEY.test(key) ? key : undefined;
+}
+
+// Idempotency-Key -> the first 201 answer given for it (while its client exists).
+const answered = new Map();
 
 if (!FIXED_TOKEN && (!ADMIN_CLIENT_ID || !ADMIN_CLIENT_SECRET)) {
   console.error('server.mjs: set INITIAL_ACCESS_TOKEN (fixed-token mode), or ADMIN_CLIENT_ID and ADMIN_CLIENT_SECRET (client-credentials mode)');
@@ -127,6 +149,19 @@ function signingKeys() {
   return { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: 'sig-rs256', use: 'sig', alg: 'RS256' }] };
 }
 
+function portalSignIn() {
+  if (!PORTAL_AUDIENCE) return {};
+  return {
+    clientBasedCORS: () => true,
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => PORTAL_AUDIENCE,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({ scope: 'openid', audience: PORTAL_AUDIENCE, accessTokenFormat: 'jwt', accessTokenTTL: 3600 }),
+    },
+  };
+}
+
 function configuration() {
   const clients = [];
   if (ADMIN_CLIENT_ID && ADMIN_CLIENT_SECRET) {
@@ -153,12 +188,13 @@ function configuration() {
         enabled: true,
         initialAccessToken: FIXED_TOKEN ?? true,
         // Idempotency-Key (draft-ietf-httpapi-idempotency-key-header): a repeated registration
-        // with the same key gets the same client_id, so the provider stores one client, not
-        // two, when an answer was lost after the client was created. Without the header: a
-        // random id, as by default.
+        // with the same key gets the first answer again (see the middleware below), or, when
+        // that client was deleted meanwhile, the same client_id again, so the provider stores
+        // one client, not two, when an answer was lost after the client was created. Without
+        // the header (or with IDEMPOTENCY=off): a random id, as by default.
         idFactory: (ctx) => {
-          const key = ctx.get('idempotency-key');
-          if (key && /^[A-Za-z0-9._:~-]{8,200}$/.test(key)) {
+          const key = idempotencyKey(ctx.req.headers);
+          if (key) {
             return `idem-${crypto.createHash('sha256').update(key).digest('base64url').slice(0, 32)}`;
           }
           return crypto.randomBytes(18).toString('base64url');
@@ -168,7 +204,9 @@ function configuration() {
         enabled: true,
         rotateRegistrationAccessToken: true,
       },
+      ...(PORTAL_AUDIENCE ? { resourceIndicators: portalSignIn().resourceIndicators } : {}),
     },
+    ...(PORTAL_AUDIENCE ? { clientBasedCORS: portalSignIn().clientBasedCORS } : {}),
     // Every OpenID Connect response type (the default set has no `id_token token`, which
     // implicit clients register with).
     responseTypes: ['code', 'id_token', 'id_token token', 'code id_token', 'code token', 'code id_token token', 'none'],
@@ -241,6 +279,15 @@ async function renewSecret(req, res, clientId) {
   await new MemoryAdapter('Client').upsert(clientId, updated);
   const client = await provider.Client.find(clientId);
   sendJson(res, 200, client.metadata());
+}
+
+// Whether the request carries a token that may register (what the provider itself checks).
+async function mayRegister(req) {
+  const token = bearer(req);
+  if (!token) return false;
+  if (FIXED_TOKEN) return token === FIXED_TOKEN;
+  const iat = await provider.InitialAccessToken.find(token);
+  return Boolean(iat && !iat.isExpired);
 }
 
 async function faultsRoute(req, res) {
@@ -329,9 +376,23 @@ server.listen(Number(env.PORT || 0), '127.0.0.1', () => {
   const issuer = `http://127.0.0.1:${port}`;
   provider = new Provider(issuer, configuration());
 
+  // Idempotency-Key replay, then the faults that act after the provider.
   // created_then_500: the provider creates (and stores) the client, then the answer is replaced.
   provider.use(async (ctx, next) => {
-    await next();
+    const key = ctx.method === 'POST' && ctx.path === REGISTRATION_PATH
+      ? idempotencyKey(ctx.req.headers) : undefined;
+    const first = key ? answered.get(key) : undefined;
+    if (first && readEntry('Client', first.client_id) && await mayRegister(ctx.req)) {
+      // The same key again: the first answer again (same client, secret, registration token).
+      ctx.status = 201;
+      ctx.body = structuredClone(first);
+      ctx.set('cache-control', 'no-store');
+    } else {
+      await next();
+      if (key && ctx.status === 201 && ctx.body && ctx.body.client_id) {
+        answered.set(key, structuredClone(ctx.body));
+      }
+    }
     if (ctx.req.appregCreatedThen500) {
       ctx.status = 500;
       ctx.body = { error: 'server_error', error_description: 'injected fault: created_then_500' };

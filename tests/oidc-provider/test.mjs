@@ -227,6 +227,17 @@ describe('client-credentials mode', () => {
     assert.equal((await get.json()).client_secret, body.client_secret);
   });
 
+  test('Idempotency-Key: the same key gets the first answer again, with a valid token only', async () => {
+    const key = 'cc-mode-key-0123456789';
+    const first = await registerKeyed(srv.issuer, iat, key, BACKEND);
+    assert.equal(first.status, 201);
+    const again = await registerKeyed(srv.issuer, iat, key, BACKEND);
+    assert.equal(again.status, 201);
+    assert.equal(again.body.client_id, first.body.client_id);
+    assert.equal(again.body.client_secret, first.body.client_secret);
+    assert.equal((await registerKeyed(srv.issuer, 'not-a-token', key, BACKEND)).status, 401);
+  });
+
   describe('fault injection on registration requests', () => {
     test('status answers that status without creating a client', async () => {
       const before_ = (await clients(srv.issuer)).count;
@@ -274,6 +285,54 @@ describe('client-credentials mode', () => {
       });
       assert.equal(bad.status, 400);
     });
+  });
+});
+
+async function registerKeyed(issuer, token, key, metadata) {
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'idempotency-key': key };
+  const res = await fetch(`${issuer}/reg`, { method: 'POST', headers, body: JSON.stringify(metadata) });
+  return { status: res.status, body: await json(res) };
+}
+
+describe('Idempotency-Key', () => {
+  for (const idempotency of ['on', 'off']) {
+    test(`IDEMPOTENCY=${idempotency}: an answer lost after creation, then the same key again`, async () => {
+      const srv = await startServer({ INITIAL_ACCESS_TOKEN: FIXED_TOKEN, IDEMPOTENCY: idempotency });
+      try {
+        const key = `key-${idempotency}-0123456789`;
+        await queueFaults(srv.issuer, [{ kind: 'created_then_500' }]);
+        assert.equal((await registerKeyed(srv.issuer, FIXED_TOKEN, key, BACKEND)).status, 500);
+        const second = await registerKeyed(srv.issuer, FIXED_TOKEN, key, BACKEND);
+        assert.equal(second.status, 201);
+        const third = await registerKeyed(srv.issuer, FIXED_TOKEN, key, BACKEND);
+        assert.equal(third.status, 201);
+        const { count } = await clients(srv.issuer);
+        if (idempotency === 'on') {
+          // One client; the repeated request gets the first answer again (same secret).
+          assert.equal(count, 1);
+          assert.equal(third.body.client_id, second.body.client_id);
+          assert.equal(third.body.client_secret, second.body.client_secret);
+          assert.equal(third.body.registration_access_token, second.body.registration_access_token);
+          // A bad token gets no replay.
+          assert.equal((await registerKeyed(srv.issuer, 'wrong-token', key, BACKEND)).status, 401);
+        } else {
+          // The key is ignored: a client per request, random ids.
+          assert.equal(count, 3);
+          assert.notEqual(third.body.client_id, second.body.client_id);
+        }
+      } finally {
+        await srv.stop();
+      }
+    });
+  }
+
+  test('IDEMPOTENCY other than on/off: exit 2', async () => {
+    const child = spawn(process.execPath, [SERVER], {
+      env: { ...process.env, PORT: '0', INITIAL_ACCESS_TOKEN: FIXED_TOKEN, IDEMPOTENCY: 'maybe' },
+      stdio: 'ignore',
+    });
+    const code = await new Promise((resolve) => { child.once('exit', resolve); });
+    assert.equal(code, 2);
   });
 });
 

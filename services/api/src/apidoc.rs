@@ -168,6 +168,18 @@ pub enum ApplicationStatus {
     Archived,
 }
 
+/// The order of a list of applications.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum ListSort {
+    #[schema(rename = "created_at")]
+    CreatedAt,
+    #[schema(rename = "-created_at")]
+    CreatedAtDesc,
+    #[schema(rename = "name")]
+    Name,
+}
+
 /// A subscription's status.
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -1,11 +1,13 @@
 //! `/apis` and `/apis/{api}/plans`: the environment's minimal catalogue (administrators write,
 //! everyone reads). One stream per environment; small enough to fold on every request.
 
-use crate::dto::too_long;
+use crate::commands::load_catalogue;
+use crate::consistency::with_token;
+use crate::dto::{paging, too_long, PageParams};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
-use crate::routes::with_token;
 use crate::state::AppState;
+use crate::users::FirstVisit;
 use appreg_commands::Start;
 use appreg_domain::catalogue::{
     Catalogue, CatalogueApi, CatalogueEvent, Plan, PlanDefinition, PlanSecurity, PlanValidation,
@@ -19,6 +21,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(first_visit.on(routes!(list_apis, create_api)))
+        .routes(first_visit.on(routes!(list_plans, create_plan)))
+        .routes(first_visit.on(routes!(close_plan)))
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -113,16 +124,6 @@ impl From<&CatalogueApi> for ApiView {
     }
 }
 
-/// The environment's catalogue and its stream version.
-pub async fn load_catalogue(state: &AppState, env: &str) -> Result<(Catalogue, i64), ApiError> {
-    let loaded = state
-        .commands()
-        .load::<Catalogue>(&Catalogue::stream_id(env))
-        .await
-        .map_err(|e| ApiError::from(e.widen()))?;
-    Ok((Catalogue::clone(&loaded.state), loaded.version))
-}
-
 fn admin_only(ctx: &Ctx) -> Result<(), ApiError> {
     if ctx.actor.admin {
         Ok(())
@@ -162,17 +163,14 @@ fn required(errors: &mut FieldErrors, field: &str, value: Option<&str>) -> Optio
 
 /// The environment's APIs and their plans (everyone).
 #[utoipa::path(get, path = "/v1/environments/{env}/apis", tag = "catalogue",
-    params(("env" = String, Path), crate::subscriptions::PageParams),
+    params(("env" = String, Path), PageParams),
     responses((status = 200, body = ApiList), (status = 422, body = Problem)))]
 pub async fn list_apis(
     State(state): State<AppState>,
     ctx: Ctx,
-    params: Result<
-        axum::extract::Query<crate::subscriptions::PageParams>,
-        axum::extract::rejection::QueryRejection,
-    >,
+    params: Result<axum::extract::Query<PageParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ApiList>, ApiError> {
-    let (page, size) = crate::subscriptions::paging(params)?;
+    let (page, size) = paging(params)?;
     let (catalogue, _) = load_catalogue(&state, ctx.environment.as_str()).await?;
     let items = catalogue
         .apis

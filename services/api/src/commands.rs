@@ -1,13 +1,17 @@
 //! The api's side of the command path ([`appreg_commands`]): the events' metadata from the
 //! request, the caller's environment as a filter on what a command may see, metrics by command,
-//! and the mapping of the path's errors to the api's.
+//! the mapping of the path's errors to the api's, and the loads of the aggregates several
+//! resources read (an application, the settings, the providers, the catalogue).
 
 use crate::error::ApiError;
 use crate::extract::Ctx;
 use crate::state::AppState;
 use appreg_commands::{ApplicationState, Start};
+use appreg_domain::catalogue::Catalogue;
+use appreg_domain::provider::ProviderRegistry;
 use appreg_domain::{
     Application, ApplicationEvent, ApplicationId, ClientRegistrationSettings, DomainEvent,
+    EnvironmentId,
 };
 use appreg_eventstore::{AppendError, AppendRequest, Appended, EventStore, NewEvent, StoredEvent};
 use chrono::{DateTime, Utc};
@@ -101,6 +105,55 @@ pub async fn load_settings(
         .await
         .map_err(|e| ApiError::from(e.widen()))?;
     Ok((*loaded.state, loaded.version))
+}
+
+/// An environment's providers and their stream version.
+pub async fn load_registry(
+    state: &AppState,
+    env: &EnvironmentId,
+) -> Result<(ProviderRegistry, i64), ApiError> {
+    let loaded = state
+        .commands()
+        .load::<ProviderRegistry>(&ProviderRegistry::stream_id(env.as_str()))
+        .await
+        .map_err(|e| ApiError::from(e.widen()))?;
+    Ok((ProviderRegistry::clone(&loaded.state), loaded.version))
+}
+
+/// How long a create trusts a provider it found in an earlier read of the environment's
+/// providers.
+const REGISTRY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a create may name this provider (`None`: the environment's default). A provider
+/// found in a read of the last [`REGISTRY_MAX_AGE`] is trusted without reading again; a miss
+/// always reads. This instance forgets the cache when it changes the providers; a provider
+/// deleted through another instance within that second still lets a create through, and the
+/// DCR saga (which resolves the provider from the event store) then fails the registration with
+/// `provider_not_found`, shown on the application and retryable.
+pub async fn provider_exists(
+    state: &AppState,
+    env: &EnvironmentId,
+    provider: Option<&str>,
+) -> Result<bool, ApiError> {
+    if let Some(registry) = state.recent_registry(env, REGISTRY_MAX_AGE) {
+        if registry.resolve(provider).is_some() {
+            return Ok(true);
+        }
+    }
+    let (registry, _) = load_registry(state, env).await?;
+    let exists = registry.resolve(provider).is_some();
+    state.remember_registry(env, Some(registry));
+    Ok(exists)
+}
+
+/// The environment's catalogue and its stream version.
+pub async fn load_catalogue(state: &AppState, env: &str) -> Result<(Catalogue, i64), ApiError> {
+    let loaded = state
+        .commands()
+        .load::<Catalogue>(&Catalogue::stream_id(env))
+        .await
+        .map_err(|e| ApiError::from(e.widen()))?;
+    Ok((Catalogue::clone(&loaded.state), loaded.version))
 }
 
 /// The time of a command, at the precision the event store keeps (microseconds).

@@ -2,9 +2,9 @@
 //! they may see (an administrator of one environment is nobody in another).
 
 use crate::commands::{append_events, ENVIRONMENT_STREAM};
+use crate::consistency::{fresh_read_model, with_token};
 use crate::error::{ApiError, Problem};
 use crate::extract::{authenticate, JsonBody, RequestId};
-use crate::routes::{fresh_read_model, with_token};
 use crate::state::AppState;
 use appreg_auth::Principal;
 use appreg_domain::environment::{create_environment, environment_stream};
@@ -16,6 +16,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Outside any environment: no first visit is recorded here (the caller is no user of one).
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list, create))
+}
 
 /// The longest environment name (the domain's rule, counted on the trimmed name).
 const MAX_NAME: usize = 100;

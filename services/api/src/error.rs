@@ -12,6 +12,10 @@ use utoipa::ToSchema;
 pub enum ApiError {
     #[error("{0}")]
     Unauthenticated(String),
+    /// An event-stream ticket that opens nothing: expired, used, unknown or another
+    /// environment's (the answer never says which).
+    #[error("the ticket is not valid")]
+    TicketInvalid,
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
@@ -43,8 +47,9 @@ pub enum ApiError {
     Invalid(FieldErrors),
     #[error("{0}")]
     Unavailable(String),
+    /// A failure that is not the caller's: logged with its cause, answered 500 without it.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// An RFC 9457 problem document.
@@ -86,14 +91,15 @@ impl ApiError {
         }
     }
 
-    pub fn internal(error: impl std::fmt::Display) -> Self {
-        ApiError::Internal(error.to_string())
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ApiError::Internal(error.into())
     }
 
     /// The stable code of the error.
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated(_) => "auth.unauthenticated",
+            ApiError::TicketInvalid => "auth.ticket_invalid",
             ApiError::Forbidden { code, .. }
             | ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
@@ -324,7 +330,7 @@ mod tests {
     /// The status an error's variant stands for.
     fn class(e: &ApiError) -> u16 {
         match e {
-            ApiError::Unauthenticated(_) => 401,
+            ApiError::Unauthenticated(_) | ApiError::TicketInvalid => 401,
             ApiError::Forbidden { .. } => 403,
             ApiError::NotFound { .. } => 404,
             ApiError::Conflict { .. } => 409,
@@ -393,6 +399,7 @@ mod tests {
     fn every_code_the_api_names_has_a_row_agreeing_with_its_variant() {
         let fixed = [
             ApiError::Unauthenticated("x".into()),
+            ApiError::TicketInvalid,
             ApiError::MalformedJson("x".into()),
             ApiError::MethodNotAllowed,
             ApiError::UnsupportedMediaType,

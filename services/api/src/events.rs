@@ -32,9 +32,11 @@ use crate::error::{ApiError, Problem};
 use crate::extract::Ctx;
 use crate::state::AppState;
 use crate::streams::{StreamPermit, StreamRefusal};
+use crate::users::FirstVisit;
+use crate::visibility::may_read_app_event;
 use appreg_commands::ApplicationState;
 use appreg_domain::environment::UserEvent;
-use appreg_domain::permissions::{self, Actor, Operation, Permission, Role};
+use appreg_domain::permissions::Role;
 use appreg_domain::DomainEvent;
 use appreg_eventstore::{LogPosition, LogTailer, StoredEvent};
 use appreg_worker::Envelope;
@@ -45,7 +47,16 @@ use futures::Stream;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
+
+pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(crate::tickets::accepted_on(
+        first_visit.state(),
+        first_visit.on(routes!(events)),
+    ))
+}
 
 /// Events read from the log per step of one connection.
 const BATCH: i64 = 500;
@@ -57,10 +68,11 @@ const RETRY_AFTER_SECONDS: u64 = 5;
 /// Subscribe to the lifecycle events the caller may see (Server-Sent Events).
 #[utoipa::path(get, path = "/v1/environments/{env}/events", tag = "events",
     params(("env" = String, Path, description = "environment id"),
+        ("ticket" = Option<String>, Query, nullable = false, description = "a ticket of `POST /events/_ticket` (single use), instead of the Authorization header (for `EventSource`)"),
         ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,18}\\.[0-9]{1,18}$", description = "resume after this event id (a log position `tx.pos`)")),
     responses((status = 200, content_type = "text/event-stream",
             description = "`id:` the log position, `event:` the event type, `data:` the envelope JSON; heartbeats are comments"),
-        (status = 401, body = Problem), (status = 404, body = Problem),
+        (status = 401, body = Problem, description = "no valid token, or a ticket that is expired, used, unknown or another environment's (`auth.ticket_invalid`)"), (status = 404, body = Problem),
         (status = 410, body = Problem, description = "`Last-Event-ID` is more than `sse_max_replay_events` events back: reload the state, then open a stream without it"),
         (status = 422, body = Problem),
         (status = 429, body = Problem, description = "too many open streams (per user or in all); `Retry-After` says when to try again")))]
@@ -276,29 +288,6 @@ impl Connection {
             .as_ref()
             .filter(|a| a.environment == self.ctx.environment)
             .and_then(|a| a.role_of(&self.ctx.actor.user)))
-    }
-}
-
-/// Whether `actor`, whose role in the application is `role` (None: not a member), may read an
-/// application event of type `event_type`: administrators of the environment read every one, a
-/// member what their role may read (a USER member no notification settings). The one rule of
-/// `GET /events` and of an application's history.
-pub(crate) fn may_read_app_event(actor: &Actor, role: Option<Role>, event_type: &str) -> bool {
-    actor.admin
-        || role.is_some_and(|role| {
-            permissions::allows(role, read_permission(event_type), Operation::Read)
-        })
-}
-
-/// The permission a member needs to read an application event (every role reads the
-/// definition, members and subscriptions; notification settings — e-mail addresses and hook
-/// URLs — only roles with NOTIFICATION[R]).
-fn read_permission(event_type: &str) -> Permission {
-    match event_type {
-        "NotificationSettingsUpdated" | "NotificationSettingsDeleted" => Permission::Notification,
-        t if t.starts_with("Subscription") || t.starts_with("ApiKey") => Permission::Subscription,
-        t if t.starts_with("Member") || t == "PrimaryOwnershipTransferred" => Permission::Member,
-        _ => Permission::Definition,
     }
 }
 

@@ -79,6 +79,7 @@ pub async fn trace_context(mut request: Request, next: Next) -> Response {
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
+    // The path only, never the query: `GET /events?ticket=…` carries a credential.
     let span = tracing::info_span!(
         "http",
         method = %request.method(),
@@ -103,7 +104,9 @@ pub fn request_traceparent(parts: &Parts) -> Option<String> {
         .map(|t| t.0.to_string())
 }
 
-/// The authenticated caller of a request under `/v1/environments/{env}`.
+/// The authenticated caller of a request under `/v1/environments/{env}`. Authenticating records
+/// nothing: the routes of an environment record the caller's first visit in a layer
+/// (`users::FirstVisit`), which hands its `Ctx` on in the request's extensions.
 #[derive(Debug, Clone)]
 pub struct Ctx {
     pub principal: Principal,
@@ -152,6 +155,10 @@ impl FromRequestParts<AppState> for Ctx {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Made already by the layer that recorded the caller's first visit (`users`).
+        if let Some(ctx) = parts.extensions.get::<Ctx>() {
+            return Ok(ctx.clone());
+        }
         let principal = authenticate(parts, state).await?;
         // A token whose subject is not usable is not a valid token: 401 before anything else.
         let user = UserId::parse(&principal.subject).map_err(|(_, m)| {
@@ -186,19 +193,13 @@ impl FromRequestParts<AppState> for Ctx {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let ctx = Ctx {
+        Ok(Ctx {
             actor: Actor { user, admin },
             principal,
             environment,
             correlation_id,
             traceparent: request_traceparent(parts),
-        };
-        // A gateway (checking API keys) is a machine, not a user: no first visit, no default
-        // application.
-        if !state.is_gateway(&ctx.principal) {
-            crate::users::ensure_user(state, &ctx).await?;
-        }
-        Ok(ctx)
+        })
     }
 }
 

@@ -1,25 +1,48 @@
 //! The appreg HTTP api: commands are validated at the edge, authorised, decided by the domain
 //! and appended through the command path (`appreg_commands`); lists read the read model, one
 //! application's current state comes from the command path's cache or snapshot plus the
-//! stream's tail, history is read a page at a time, and time travel folds the log to its point. Served with graceful shutdown; `run` is what `appreg api` and
-//! `appreg dev` call, and what tests call on a random port.
+//! stream's tail, history is read a page at a time, and time travel folds the log to its point.
+//! Served with graceful shutdown; `run` is what `appreg api` and `appreg dev` call, and what
+//! tests call on a random port.
+//!
+//! Layout: one module per resource (`applications`, `members`, `subscriptions`, `api_keys`,
+//! `notifications`, `providers`, `settings`, `catalogue`, `events` with `tickets` (opening a
+//! stream without a header), `audit`, `directory` (the users seen), `environments`, `health`),
+//! each with its handlers, its request and response bodies and its router, which both routes
+//! and describes them (utoipa-axum's `OpenApiRouter`): [`router`] and [`openapi`] assemble
+//! them, so the document cannot drift from the routes. Resources import shared modules only
+//! (`error`, `extract`, `state`, `commands`, `consistency`, `dto`, `users`, `visibility`,
+//! `apidoc`, `streams`, `cors`), never each other's handlers (`api_keys` uses the subscriptions' key
+//! issue, as a key lives in its subscription).
 
+mod api_keys;
 mod apidoc;
+pub mod applications;
+mod audit;
 mod catalogue;
 pub mod commands;
+mod consistency;
+mod cors;
+mod directory;
 pub mod dto;
 mod environments;
 pub mod error;
 mod events;
 mod extract;
+mod health;
 mod members;
+mod notifications;
+pub mod portal;
 mod providers;
 pub use appreg_readmodel as readmodel;
-mod routes;
+pub mod service;
+mod settings;
 pub mod state;
 mod streams;
-pub mod subscriptions;
+mod subscriptions;
+mod tickets;
 mod users;
+mod visibility;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -28,39 +51,54 @@ use apidoc::{BearerAuth, CommonResponses};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::Router;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::OpenApi;
+use users::FirstVisit;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
 
+/// The document's own parts; its paths and schemas come from the resources' routers.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "appreg", description = "Applications, OAuth clients and their lifecycle, for API-management portals."),
-    paths(
-        routes::get_settings, routes::put_settings, routes::application_types,
-        routes::create_application, routes::list_applications, routes::get_application,
-        routes::update_application, routes::archive_application, routes::restore_application,
-        routes::history, events::events,
-        members::list, members::add, members::change_role, members::remove, members::transfer,
-        environments::create, environments::list, routes::healthz, routes::readyz, routes::metrics,
-        providers::list, providers::get, providers::create, providers::update, providers::delete,
-        routes::retry_registration, routes::renew_secret, routes::credentials,
-        catalogue::list_apis, catalogue::create_api, catalogue::list_plans, catalogue::create_plan,
-        catalogue::close_plan,
-        subscriptions::list, subscriptions::subscribe, subscriptions::get, subscriptions::accept,
-        subscriptions::reject, subscriptions::pause, subscriptions::resume, subscriptions::close,
-        subscriptions::renew_key, subscriptions::revoke_key, subscriptions::verify,
-        subscriptions::get_notifications, subscriptions::put_notifications,
-    ),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth),
     security(("bearer" = [])),
 )]
-pub struct ApiDoc;
+struct ApiDoc;
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// Every resource's routes, each resource's router describing its own in the OpenAPI document.
+/// The routes of an environment record the caller's first visit ([`FirstVisit`]).
+fn resources(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(environments::router())
+        .merge(settings::router(first_visit))
+        .merge(applications::router(first_visit))
+        .merge(members::router(first_visit))
+        .merge(subscriptions::router(first_visit))
+        .merge(api_keys::router(first_visit))
+        .merge(notifications::router(first_visit))
+        .merge(providers::router(first_visit))
+        .merge(catalogue::router(first_visit))
+        .merge(events::router(first_visit))
+        .merge(tickets::router(first_visit))
+        .merge(audit::router(first_visit))
+        .merge(directory::router(first_visit))
+        .merge(health::router())
+}
+
+/// The OpenAPI document: what the resources' routers describe, with what every operation
+/// shares ([`CommonResponses`]).
+fn document(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    CommonResponses.modify(&mut openapi);
+    openapi
+}
+
+/// The OpenAPI document of the api (`GET /openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    document(resources(&FirstVisit::document_only()).into_openapi())
 }
 
 async fn not_found() -> ApiError {
@@ -114,7 +152,8 @@ async fn http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// Applies the migrations the api needs: the event store's, the read models' and the vault's.
+/// Applies the migrations the api needs: the event store's, the read models', the vault's and
+/// its own (`migrations/`: the event-stream tickets).
 /// (The background processes' own tables, the DCR saga's and the lifecycle process manager's,
 /// are theirs to migrate: `appreg` applies every migration when it opens the database.)
 pub async fn migrate(
@@ -122,110 +161,35 @@ pub async fn migrate(
 ) -> Result<(), appreg_eventstore::StoreError> {
     db.migrate().await?;
     appreg_readmodel::migrate(db).await?;
-    appreg_secrets::store::migrate(db).await
+    appreg_secrets::store::migrate(db).await?;
+    let mut own = sqlx::migrate!("./migrations");
+    // The other components' migrations share the table of applied migrations.
+    own.set_ignore_missing(true);
+    match db {
+        appreg_eventstore::Database::Postgres(pool) => own.run(pool).await?,
+        appreg_eventstore::Database::Sqlite(pool) => own.run(pool).await?,
+    }
+    Ok(())
 }
 
 /// The router, with every layer.
 pub fn router(state: AppState) -> Router {
-    let env = Router::new()
-        .route(
-            "/settings/client-registration",
-            get(routes::get_settings).put(routes::put_settings),
-        )
-        .route("/application-types", get(routes::application_types))
-        .route(
-            "/client-registration-providers",
-            get(providers::list).post(providers::create),
-        )
-        .route(
-            "/client-registration-providers/{id}",
-            get(providers::get)
-                .put(providers::update)
-                .delete(providers::delete),
-        )
-        .route(
-            "/applications/{id}/_retry_registration",
-            post(routes::retry_registration),
-        )
-        .route(
-            "/applications/{id}/_renew_secret",
-            post(routes::renew_secret),
-        )
-        .route("/applications/{id}/credentials", get(routes::credentials))
-        .route(
-            "/applications",
-            get(routes::list_applications).post(routes::create_application),
-        )
-        .route(
-            "/applications/{id}",
-            get(routes::get_application)
-                .put(routes::update_application)
-                .delete(routes::archive_application),
-        )
-        .route(
-            "/applications/{id}/_restore",
-            post(routes::restore_application),
-        )
-        .route("/applications/{id}/history", get(routes::history))
-        .route("/events", get(events::events))
-        .route(
-            "/applications/{id}/members",
-            get(members::list).post(members::add),
-        )
-        .route(
-            "/applications/{id}/members/_transfer_ownership",
-            post(members::transfer),
-        )
-        .route(
-            "/applications/{id}/members/{user}",
-            axum::routing::put(members::change_role).delete(members::remove),
-        )
-        .route(
-            "/apis",
-            get(catalogue::list_apis).post(catalogue::create_api),
-        )
-        .route(
-            "/apis/{api}/plans",
-            get(catalogue::list_plans).post(catalogue::create_plan),
-        )
-        .route(
-            "/apis/{api}/plans/{plan}/_close",
-            post(catalogue::close_plan),
-        )
-        .route(
-            "/applications/{id}/subscriptions",
-            get(subscriptions::list).post(subscriptions::subscribe),
-        )
-        .route("/subscriptions/{sid}", get(subscriptions::get))
-        .route("/subscriptions/{sid}/_accept", post(subscriptions::accept))
-        .route("/subscriptions/{sid}/_reject", post(subscriptions::reject))
-        .route("/subscriptions/{sid}/_pause", post(subscriptions::pause))
-        .route("/subscriptions/{sid}/_resume", post(subscriptions::resume))
-        .route("/subscriptions/{sid}/_close", post(subscriptions::close))
-        .route(
-            "/subscriptions/{sid}/api-keys/_renew",
-            post(subscriptions::renew_key),
-        )
-        .route(
-            "/subscriptions/{sid}/api-keys/{key}/_revoke",
-            post(subscriptions::revoke_key),
-        )
-        .route("/api-keys/_verify", post(subscriptions::verify))
-        .route(
-            "/applications/{id}/notifications",
-            get(subscriptions::get_notifications).put(subscriptions::put_notifications),
-        );
+    let (routes, openapi) = resources(&FirstVisit::recorded(&state)).split_for_parts();
+    let openapi = std::sync::Arc::new(document(openapi));
     let max_body = state.max_body_bytes();
-    Router::new()
+    let routes = match state.portal() {
+        Some(portal) => routes.merge(portal::router(portal)),
+        None => routes,
+    };
+    let cors_policy = state.cors().clone();
+    routes
         .route(
-            "/v1/environments",
-            get(environments::list).post(environments::create),
+            "/openapi.json",
+            get(move || {
+                let openapi = openapi.clone();
+                async move { axum::Json(openapi.as_ref()).into_response() }
+            }),
         )
-        .nest("/v1/environments/{env}", env)
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/metrics", get(routes::metrics))
-        .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .layer(middleware::from_fn(method_not_allowed))
         .route_layer(middleware::from_fn(http_metrics))
@@ -236,6 +200,8 @@ pub fn router(state: AppState) -> Router {
             tower_http::trace::TraceLayer::new_for_http()
                 .make_span_with(|_: &Request| tracing::Span::none()),
         )
+        // Outside the routes (a preflight needs none), inside the request's span.
+        .layer(middleware::from_fn_with_state(cors_policy, cors::cors))
         .layer(middleware::from_fn(extract::trace_context))
         .layer(middleware::from_fn(extract::request_id))
         .with_state(state)
@@ -327,12 +293,11 @@ mod tests {
     /// Regenerate the snapshot with `UPDATE_SNAPSHOTS=1 cargo test -p appreg-api openapi`.
     #[test]
     fn openapi_snapshot_is_current() {
-        use utoipa::OpenApi;
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../../proto-schemas/openapi.json"
         );
-        let current = serde_json::to_string_pretty(&super::ApiDoc::openapi()).unwrap() + "\n";
+        let current = serde_json::to_string_pretty(&super::openapi()).unwrap() + "\n";
         if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
             std::fs::write(path, &current).unwrap();
         }

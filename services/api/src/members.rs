@@ -3,11 +3,13 @@
 //! aggregate, so concurrent changes are settled by optimistic concurrency.
 
 use crate::commands::{execute_app, load_app};
+use crate::consistency::with_token;
 use crate::dto::ApplicationView;
+use crate::dto::{app_not_found as not_found, parse_app_id, view};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
-use crate::routes::{not_found, parse_app_id, with_token};
 use crate::state::AppState;
+use crate::users::FirstVisit;
 use appreg_domain::{Application, Operation, Permission, Role, UserId};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,6 +17,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(first_visit.on(routes!(list, add)))
+        .routes(first_visit.on(routes!(change_role, remove)))
+        .routes(first_visit.on(routes!(transfer)))
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -237,7 +248,7 @@ pub async fn transfer(
         Ok(app.transfer_ownership(&ctx.actor, user.clone(), former)?)
     })
     .await?;
-    let view = crate::routes::view(&state, &ctx, &executed.app).await?;
+    let view = view(&state, &ctx, &executed.app).await?;
     Ok(with_token(
         Json(view).into_response(),
         executed.appended.as_ref(),

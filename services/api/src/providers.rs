@@ -13,12 +13,15 @@
 //! allows other origins (`allow_cross_origin_endpoints`), which only an organisation
 //! administrator may give, for one discovery and one renewal endpoint (403 otherwise).
 
+mod orphans;
 mod parse;
 
+use crate::commands::{load_registry, metadata, now};
+use crate::consistency::{fresh_read_model, with_token};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
-use crate::routes::with_token;
 use crate::state::AppState;
+use crate::users::FirstVisit;
 use appreg_commands::{Loaded, Start};
 use appreg_dcr_client::provider::{check_renewal_origin, ProviderError, ProviderSettings};
 use appreg_dcr_client::settings::settings_from;
@@ -37,6 +40,15 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(first_visit.on(routes!(list, create)))
+        .routes(first_visit.on(routes!(get, update, delete)))
+        .routes(first_visit.on(routes!(orphans::list)))
+}
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -193,45 +205,6 @@ fn not_found() -> ApiError {
     ApiError::not_found("provider.not_found", "no such client registration provider")
 }
 
-/// An environment's providers and their stream version.
-pub async fn load_registry(
-    state: &AppState,
-    env: &EnvironmentId,
-) -> Result<(ProviderRegistry, i64), ApiError> {
-    let loaded = state
-        .commands()
-        .load::<ProviderRegistry>(&ProviderRegistry::stream_id(env.as_str()))
-        .await
-        .map_err(|e| ApiError::from(e.widen()))?;
-    Ok((ProviderRegistry::clone(&loaded.state), loaded.version))
-}
-
-/// How long a create trusts a provider it found in an earlier read of the environment's
-/// providers.
-const REGISTRY_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Whether a create may name this provider (`None`: the environment's default). A provider
-/// found in a read of the last [`REGISTRY_MAX_AGE`] is trusted without reading again; a miss
-/// always reads. This instance forgets the cache when it changes the providers; a provider
-/// deleted through another instance within that second still lets a create through, and the
-/// DCR saga (which resolves the provider from the event store) then fails the registration with
-/// `provider_not_found`, shown on the application and retryable.
-pub async fn provider_exists(
-    state: &AppState,
-    env: &EnvironmentId,
-    provider: Option<&str>,
-) -> Result<bool, ApiError> {
-    if let Some(registry) = state.recent_registry(env, REGISTRY_MAX_AGE) {
-        if registry.resolve(provider).is_some() {
-            return Ok(true);
-        }
-    }
-    let (registry, _) = load_registry(state, env).await?;
-    let exists = registry.resolve(provider).is_some();
-    state.remember_registry(env, Some(registry));
-    Ok(exists)
-}
-
 /// The settings the provider client needs, with the secret given now or kept in the vault.
 async fn settings(
     state: &AppState,
@@ -262,6 +235,21 @@ async fn settings(
 }
 
 /// Seals a secret given with a definition into the vault (write-only).
+/// Validates the provider (environment, id, definition) live with its secret (the one given, else
+/// the vault's) when `live`, then keeps a given secret in the vault.
+async fn validate_and_keep(
+    state: &AppState,
+    (env, id, def): (&EnvironmentId, &str, &ProviderDefinition),
+    secret: Option<&SecretString>,
+    live: bool,
+) -> Result<(), ApiError> {
+    if live {
+        let settings = settings(state, env, id, def, secret).await?;
+        validate(state, &settings).await?;
+    }
+    keep_secret(state, env, id, def, secret).await
+}
+
 async fn keep_secret(
     state: &AppState,
     env: &EnvironmentId,
@@ -340,7 +328,7 @@ async fn append(
                 state: Arc::new(registry.clone()),
                 version,
             }),
-            &crate::commands::metadata(ctx, crate::commands::now()),
+            &metadata(ctx, now()),
             |_| {
                 decided.take().ok_or_else(|| ApiError::Conflict {
                     code: "provider.concurrent_change",
@@ -403,23 +391,8 @@ pub async fn create(
     let (registry, version) = load_registry(&state, &ctx.environment).await?;
     // The rules first (cheap), then the provider itself.
     let events = registry.create(id.clone(), parsed.definition.clone())?;
-    let settings = settings(
-        &state,
-        &ctx.environment,
-        &id,
-        &parsed.definition,
-        parsed.secret.as_ref(),
-    )
-    .await?;
-    validate(&state, &settings).await?;
-    keep_secret(
-        &state,
-        &ctx.environment,
-        &id,
-        &parsed.definition,
-        parsed.secret.as_ref(),
-    )
-    .await?;
+    let provider = (&ctx.environment, id.as_str(), &parsed.definition);
+    validate_and_keep(&state, provider, parsed.secret.as_ref(), true).await?;
     let appended = append(&state, &ctx, &registry, version, &events).await?;
     let mut after = registry;
     for e in &events {
@@ -449,25 +422,10 @@ pub async fn update(
     let parsed = parse::parse(&state, body, Some(current))?;
     may_allow_cross_origin(&state, &ctx, &parsed.definition, Some(current))?;
     let events = registry.update(&id, parsed.definition.clone())?;
-    if !events.is_empty() || parsed.secret.is_some() {
-        let settings = settings(
-            &state,
-            &ctx.environment,
-            &id,
-            &parsed.definition,
-            parsed.secret.as_ref(),
-        )
-        .await?;
-        validate(&state, &settings).await?;
-    }
-    keep_secret(
-        &state,
-        &ctx.environment,
-        &id,
-        &parsed.definition,
-        parsed.secret.as_ref(),
-    )
-    .await?;
+    // Validated live when the definition or the secret changes.
+    let live = !events.is_empty() || parsed.secret.is_some();
+    let provider = (&ctx.environment, id.as_str(), &parsed.definition);
+    validate_and_keep(&state, provider, parsed.secret.as_ref(), live).await?;
     let appended = if events.is_empty() {
         None
     } else {
@@ -493,7 +451,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     admin_only(&ctx)?;
     // The read model must include every application committed before this request.
-    crate::routes::fresh_read_model(&state, &headers).await?;
+    fresh_read_model(&state, &headers).await?;
     let (registry, version) = load_registry(&state, &ctx.environment).await?;
     if !registry.providers.contains_key(&id) {
         return Err(not_found());

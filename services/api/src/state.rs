@@ -20,6 +20,8 @@ pub struct AppState {
     inner: Arc<Inner>,
     /// The background tasks of the api (inline projector or checkpoint follower, lag gauges).
     supervisor: appreg_worker::Supervisor,
+    /// The developer portal, when `portal_enabled` is on.
+    portal: Option<Arc<crate::portal::Portal>>,
 }
 
 struct Inner {
@@ -39,7 +41,7 @@ struct Inner {
     /// (environment, user) pairs known to have been seen (bounded; emptied when full).
     seen_users: std::sync::Mutex<HashSet<(String, String)>>,
     /// Each environment's providers as last read, and when: what a create checks its provider
-    /// against (see [`crate::providers::provider_exists`]).
+    /// against (see [`crate::commands::provider_exists`]).
     provider_registries: std::sync::Mutex<
         std::collections::HashMap<
             String,
@@ -64,6 +66,10 @@ struct Inner {
     closing: CancellationToken,
     /// `/readyz` fails when the read model is further behind the log than this.
     readyz_max_lag: Duration,
+    /// The origins whose pages may call the api (`cors_allowed_origins`).
+    cors: Arc<crate::cors::CorsPolicy>,
+    /// Lifetime of an event-stream ticket (`sse_ticket_ttl_ms`).
+    sse_ticket_ttl: Duration,
 }
 
 /// The vault's keyring from the configuration (`secrets_master_key`, `secrets_previous_keys`).
@@ -92,12 +98,15 @@ impl AppState {
     ) -> Result<AppState, ApiError> {
         let store = appreg_telemetry::count_appends(db.event_store().await?);
         let vault = appreg_secrets::SecretStore::new(db.clone(), Arc::new(keyring(config)?));
-        let read = Arc::new(match config.read_models {
+        let cors = crate::cors::CorsPolicy::new(config.cors_origins().map_err(ApiError::internal)?);
+        let sse_ticket_ttl = config.sse_ticket_ttl().map_err(ApiError::internal)?;
+        let read = Arc::new(match config.api.read_models {
             appreg_config::ReadModels::Inline => ReadModel::new(db.clone()).await?,
             appreg_config::ReadModels::External => ReadModel::external(db.clone()).await?,
         });
         Ok(AppState {
             supervisor: appreg_worker::Supervisor::new(appreg_worker::RestartPolicy::default()),
+            portal: crate::portal::Portal::from_config(config)?.map(Arc::new),
             inner: Arc::new(Inner {
                 commands: appreg_commands::Commands::new(store.clone(), config.command_settings()),
                 store,
@@ -117,24 +126,26 @@ impl AppState {
                 api_key_grace: chrono::Duration::seconds(
                     i64::try_from(config.api_key_grace_seconds).unwrap_or(i64::MAX / 1000),
                 ),
-                default_application: config.default_application,
+                default_application: config.api.default_application,
                 seen_users: Default::default(),
                 provider_registries: Default::default(),
-                allow_http_redirect_uris: config.allow_http_redirect_uris,
-                max_body_bytes: config.max_body_bytes,
-                consistency_wait: Duration::from_millis(config.consistency_wait_ms),
+                allow_http_redirect_uris: config.api.allow_http_redirect_uris,
+                max_body_bytes: config.api.max_body_bytes,
+                consistency_wait: Duration::from_millis(config.api.consistency_wait_ms),
                 metrics: appreg_telemetry::metrics_handle(),
                 known_environments: RwLock::new(HashSet::from(
                     [EnvironmentId::DEFAULT.to_string()],
                 )),
-                sse_heartbeat: Duration::from_millis(config.sse_heartbeat_ms.max(1)),
+                sse_heartbeat: Duration::from_millis(config.api.sse_heartbeat_ms.max(1)),
                 streams: Arc::new(crate::streams::StreamLimits::new(
-                    config.sse_max_streams_per_user,
-                    config.sse_max_streams,
+                    config.api.sse_max_streams_per_user,
+                    config.api.sse_max_streams,
                 )),
-                sse_max_replay_events: config.sse_max_replay_events.max(0),
+                sse_max_replay_events: config.api.sse_max_replay_events.max(0),
                 closing: CancellationToken::new(),
                 readyz_max_lag: Duration::from_millis(config.readyz_max_lag_ms),
+                cors: Arc::new(cors),
+                sse_ticket_ttl,
             }),
         })
     }
@@ -149,6 +160,21 @@ impl AppState {
     /// policy).
     pub fn with_supervisor(mut self, supervisor: appreg_worker::Supervisor) -> Self {
         self.supervisor = supervisor;
+        self
+    }
+
+    /// The developer portal, when it is served.
+    pub fn portal(&self) -> Option<&crate::portal::Portal> {
+        self.portal.as_deref()
+    }
+
+    /// The same state, its portal (if served) signing users in with the development key
+    /// (`appreg dev`).
+    pub fn with_dev_sign_in(mut self, key: Arc<appreg_auth::DevKey>) -> Self {
+        self.portal = self
+            .portal
+            .take()
+            .map(|p| Arc::new(p.as_ref().clone().with_dev_sign_in(key)));
         self
     }
 
@@ -316,6 +342,16 @@ impl AppState {
 
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.inner.metrics
+    }
+
+    /// The origins whose pages may call the api.
+    pub fn cors(&self) -> &Arc<crate::cors::CorsPolicy> {
+        &self.inner.cors
+    }
+
+    /// Lifetime of an event-stream ticket.
+    pub fn sse_ticket_ttl(&self) -> Duration {
+        self.inner.sse_ticket_ttl
     }
 
     /// The bound of `/readyz` on the read model's lag (`readyz_max_lag_ms`).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 async fn serve(policy: RestartPolicy) -> (AppState, String, CancellationToken, Database) {
-    let url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let url = appreg_test_support::postgres::fresh_postgres_url().await;
     let mut config = appreg_config::Config::defaults();
     config.secrets_master_key = Some(
         appreg_secrets::MasterKey::generate("test", &mut rand::rngs::OsRng)

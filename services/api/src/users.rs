@@ -2,6 +2,13 @@
 //! the token's profile), and given a default application — exactly once, also under concurrent
 //! first requests, because the user stream's first version can be appended only once and the
 //! default application's id is decided in that event.
+//!
+//! The first visit is recorded by a route layer ([`FirstVisit`]) on the routes of an
+//! environment, before their handlers run, not by the authentication extractor: the layer
+//! authenticates the caller (the handler's [`Ctx`] is the one it made) and records the visit of
+//! every caller but a gateway. It is on the methods of a route only, so a request answered 405
+//! records nothing. Reads record it too, as the extractor did: a new user's first list already
+//! shows their default application, and member lists show their profile from then on.
 
 use crate::commands::{append_events, current_settings, execute_app, USER_STREAM};
 use crate::error::ApiError;
@@ -12,10 +19,71 @@ use appreg_domain::{
     Application, ApplicationId, ApplicationName, ApplicationType, CreateApplication, DomainEvent,
 };
 use appreg_eventstore::AppendError;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use utoipa_axum::router::UtoipaMethodRouter;
+
+/// Where a user's first visit is recorded: the routes a resource hands to [`FirstVisit::on`].
+#[derive(Clone)]
+pub struct FirstVisit(Option<AppState>);
+
+impl FirstVisit {
+    /// Records first visits in `state`'s event store.
+    pub fn recorded(state: &AppState) -> Self {
+        FirstVisit(Some(state.clone()))
+    }
+
+    /// For the OpenAPI document alone, which no layer changes: records nothing.
+    pub fn document_only() -> Self {
+        FirstVisit(None)
+    }
+
+    /// The state visits are recorded in (None: the document alone).
+    pub fn state(&self) -> Option<&AppState> {
+        self.0.as_ref()
+    }
+
+    /// `routes` with the caller's first visit recorded before their handlers run.
+    pub fn on(&self, routes: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
+        let (schemas, paths, methods) = routes;
+        match &self.0 {
+            // `MethodRouter::route_layer`: the methods' handlers only, not the 405 fallback.
+            Some(state) => (
+                schemas,
+                paths,
+                methods.route_layer(middleware::from_fn_with_state(state.clone(), record)),
+            ),
+            None => (schemas, paths, methods),
+        }
+    }
+}
+
+/// The layer: authenticates the caller (their [`Ctx`], or its rejection), records their first
+/// visit unless they are a gateway (a machine checking API keys: no first visit, no default
+/// application), and hands the [`Ctx`] to the handler.
+async fn record(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let (mut parts, body) = request.into_parts();
+    // Opened with an event-stream ticket (`tickets`): its caller's visit was recorded when the
+    // ticket was issued.
+    if parts.extensions.get::<Ctx>().is_some() {
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    }
+    let ctx = Ctx::from_request_parts(&mut parts, &state).await?;
+    if !state.is_gateway(&ctx.principal) {
+        ensure_user(&state, &ctx).await?;
+    }
+    parts.extensions.insert(ctx);
+    Ok(next.run(Request::from_parts(parts, body)).await)
+}
 
 /// Records the caller's first request in the environment, if this is it, and creates their
 /// default application when that event asks for one.
-pub async fn ensure_user(state: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
+async fn ensure_user(state: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
     if state.user_seen(&ctx.environment, &ctx.actor.user) {
         return Ok(());
     }

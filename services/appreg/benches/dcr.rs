@@ -9,21 +9,26 @@
 //!       create to the last REGISTERED, and the create → REGISTERED latency (p50/p99), from the
 //!       events' own timestamps (`ApplicationCreated` → `DcrClientRegistered`);
 //! and prints (b) as a ratio of (a), with the CPU time per registration of PostgreSQL, the
-//! provider and this process (load generator, api, saga) during (b), and the provider's during
-//! (a), read from /proc. (a) is measured after a warm-up of 500 registrations. Needs PostgreSQL
-//! (`APPREG_BENCH_DATABASE_URL`, default postgres://postgres@127.0.0.1:5432/postgres), Node.js
-//! and npm. `APPREG_BENCH_REGISTRATIONS` (default 2000) per step;
+//! provider, appreg (api + saga, this process less its load generator) and the load generator
+//! during (b), and the provider's during (a), read from /proc. (a) is measured after a warm-up of
+//! 500 registrations.
+//!
+//! On a machine with at least two cores the provider is pinned to the last core and this
+//! process (load generator, api, saga) and PostgreSQL's server processes to the others
+//! (`taskset`, restored to every core at the end), so that the provider and appreg do not share
+//! a core and the ratio says something about appreg rather than the machine;
+//! `APPREG_BENCH_PIN=0` turns that off. Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
+//! postgres://postgres@127.0.0.1:5432/postgres) on this machine (to pin its processes), Node.js
+//! and npm, and `taskset` (util-linux). `APPREG_BENCH_REGISTRATIONS` (default 2000) per step;
 //! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 16) requests the saga handles at a time.
 
-use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
 use appreg_dcr_client::provider::{ClientMetadata, ProviderClient};
-use appreg_dcr_client::testing::{Mode, OidcProvider};
 use appreg_domain::{ApplicationType, GrantType};
 use appreg_eventstore::Database;
+use appreg_test_support::oidc::{Mode, OidcProvider};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -64,6 +69,160 @@ async fn drop_database(name: &str) {
             .await;
         admin.close().await;
     }
+}
+
+/// The name of the load generator's threads (their CPU is told apart from appreg's).
+const LOAD_THREAD: &str = "bench-load";
+
+/// utime + stime in seconds from a /proc `stat` line, and the command name in it.
+fn stat_cpu(stat: &str) -> Option<(String, f64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let comm = stat[open + 1..close].to_string();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let used = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields of the whole line; USER_HZ is 100 on Linux.
+    Some((comm, (used(11) + used(12)) / 100.0))
+}
+
+/// CPU seconds used so far by this process's load generator threads.
+fn load_thread_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("stat")).ok())
+        .filter_map(|s| stat_cpu(&s))
+        .filter(|(comm, _)| comm == LOAD_THREAD)
+        .map(|(_, cpu)| cpu)
+        .sum()
+}
+
+/// The pids of the processes named `comm` (only this process's children with `children`).
+fn pids_named(comm: &str, children: bool) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let me = std::process::id().to_string();
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            // The parent's pid is the 4th field, the first after the command name.
+            let parent = stat
+                .rfind(')')
+                .and_then(|c| stat.get(c + 2..))
+                .and_then(|rest| rest.split_whitespace().nth(1));
+            stat_cpu(&stat).is_some_and(|(c, _)| c == comm)
+                && (!children || parent == Some(me.as_str()))
+        })
+        .collect()
+}
+
+/// Pins every thread of `pid` to `cpus` (a taskset list); false when taskset refused.
+fn pin(pid: u32, cpus: &str) -> bool {
+    std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Where the provider and appreg run: the provider on the last core, the rest on the others.
+struct Pinning {
+    all: String,
+    appreg: String,
+    provider: String,
+}
+
+impl Pinning {
+    /// None with fewer than two cores or `APPREG_BENCH_PIN=0`.
+    fn plan() -> Option<Pinning> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cores < 2 || std::env::var("APPREG_BENCH_PIN").is_ok_and(|v| v == "0") {
+            return None;
+        }
+        let last = cores - 1;
+        Some(Pinning {
+            all: format!("0-{last}"),
+            appreg: if last == 1 {
+                "0".into()
+            } else {
+                format!("0-{}", last - 1)
+            },
+            provider: last.to_string(),
+        })
+    }
+
+    /// Pins the provider, this process and PostgreSQL; says what it did.
+    fn apply(&self) {
+        let me = pin(std::process::id(), &self.appreg);
+        let node: Vec<bool> = pids_named("node", true)
+            .into_iter()
+            .map(|p| pin(p, &self.provider))
+            .collect();
+        let pg: Vec<bool> = pids_named("postgres", false)
+            .into_iter()
+            .map(|p| pin(p, &self.appreg))
+            .collect();
+        let ok = |v: &[bool]| v.iter().filter(|b| **b).count();
+        println!(
+            "pinned: provider (node: {}/{} processes) on CPU {}; this process ({}) and PostgreSQL \
+             ({}/{} processes) on CPU {}",
+            ok(&node),
+            node.len(),
+            self.provider,
+            if me { "yes" } else { "no" },
+            ok(&pg),
+            pg.len(),
+            self.appreg
+        );
+        assert!(
+            me && ok(&node) > 0 && ok(&pg) > 0,
+            "taskset could not pin the processes (APPREG_BENCH_PIN=0 runs unpinned)"
+        );
+    }
+}
+
+impl Drop for Pinning {
+    /// Every process back on every core (PostgreSQL serves others), a failed run included.
+    fn drop(&mut self) {
+        for pid in pids_named("postgres", false)
+            .into_iter()
+            .chain(pids_named("node", true))
+            .chain([std::process::id()])
+        {
+            pin(pid, &self.all);
+        }
+    }
+}
+
+/// Runs `work` on a runtime of its own, on a thread named [`LOAD_THREAD`] (the load generator);
+/// returns its output and the CPU seconds that thread used.
+fn on_load_thread<F, T>(work: F) -> (T, f64)
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let thread = std::thread::Builder::new()
+        .name(LOAD_THREAD.into())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(work);
+            (out, load_thread_seconds())
+        })
+        .unwrap();
+    tokio::task::block_in_place(|| thread.join().unwrap())
 }
 
 /// CPU seconds used so far by the processes named `postgres`, `node`, and this one.
@@ -156,6 +315,11 @@ async fn main() {
         load_average()
     );
     let oidc = OidcProvider::start(Mode::fixed_token());
+    let pinning = Pinning::plan();
+    match &pinning {
+        Some(p) => p.apply(),
+        None => println!("not pinned: the provider and appreg share the machine's cores"),
+    }
     let direct_cpu = cpu_seconds();
     let direct = provider_rate(&oidc, n, concurrency).await;
     let direct_cpu = (cpu_seconds()[1] - direct_cpu[1]) * 1000.0 / (n + n.min(500)) as f64;
@@ -163,28 +327,13 @@ async fn main() {
 
     // (b) through appreg: api + saga in this process, on a fresh database.
     let (name, url) = fresh_database().await;
-    let mut config = appreg_config::Config::defaults();
-    config.default_application = false;
-    config.secrets_master_key = Some(
-        appreg_secrets::MasterKey::generate("bench", &mut rand::rngs::OsRng)
-            .unwrap()
-            .to_config_string(),
-    );
+    let config = appreg_test_support::app::config("bench");
     let db = Database::connect(&url, 32).await.unwrap();
-    appreg_api::migrate(&db).await.unwrap();
+    let (key, _) = appreg_test_support::tokens::fresh_key();
+    let api = appreg_test_support::app::TestApi::start(&db, &config, &key).await;
     appreg_dcr_saga::migrate(&db).await.unwrap();
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();
-    let auth = Authenticator::dev(&key, &config.auth.role_claim);
-    let state = appreg_api::AppState::new(&config, &db, auth).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!(
-        "http://{}/v1/environments/DEFAULT",
-        listener.local_addr().unwrap()
-    );
-    let shutdown = CancellationToken::new();
-    tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
+    let base = format!("{}/v1/environments/DEFAULT", api.base);
+    let shutdown = api.shutdown;
     let store = db.event_store().await.unwrap();
     let vault = appreg_secrets::SecretStore::new(
         db.clone(),
@@ -213,20 +362,7 @@ async fn main() {
         shutdown.clone(),
     ));
 
-    let sign = |sub: &str, admin: bool| {
-        let now = chrono::Utc::now().timestamp();
-        key.sign(&DevClaims {
-            iss: DEV_ISSUER.into(),
-            sub: sub.into(),
-            iat: now,
-            exp: now + 3600,
-            name: None,
-            email: None,
-            roles: if admin { vec!["ADMIN".into()] } else { vec![] },
-            admin_environments: vec![],
-        })
-        .unwrap()
-    };
+    let sign = |sub: &str, admin: bool| appreg_test_support::tokens::token(&key, sub, admin, 3600);
     let admin = sign("root", true);
     let http = reqwest::Client::new();
     let r = http
@@ -252,21 +388,26 @@ async fn main() {
     let user = sign("bench", false);
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    futures::stream::iter(0..n)
-        .for_each_concurrent(concurrency, |i| {
-            let (http, base, user) = (http.clone(), base.clone(), user.clone());
-            async move {
-                let r = http
-                    .post(format!("{base}/applications"))
-                    .bearer_auth(&user)
-                    .json(&serde_json::json!({"name": format!("bench {i}"), "type": "backend_to_backend"}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-            }
-        })
-        .await;
+    // The load generator on a thread of its own, so that its CPU is told apart from appreg's.
+    let load = async move {
+        let http = reqwest::Client::new();
+        futures::stream::iter(0..n)
+            .for_each_concurrent(concurrency, |i| {
+                let (http, base, user) = (http.clone(), base.clone(), user.clone());
+                async move {
+                    let r = http
+                        .post(format!("{base}/applications"))
+                        .bearer_auth(&user)
+                        .json(&serde_json::json!({"name": format!("bench {i}"), "type": "backend_to_backend"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                }
+            })
+            .await;
+    };
+    let ((), load_cpu) = on_load_thread(load);
     let created = started.elapsed();
     let pool = match &db {
         Database::Postgres(p) => p.clone(),
@@ -318,19 +459,31 @@ async fn main() {
         q(0.99)
     );
     let per = |i: usize| (cpu_after[i] - cpu_before[i]) * 1000.0 / rows.len() as f64;
+    let load_per = load_cpu * 1000.0 / rows.len() as f64;
+    let appreg_per = per(2) - load_per;
     println!(
-        "CPU per registration during (b): PostgreSQL {:.2} ms, provider (node) {:.2} ms, this \
-         process (load generator, api, saga) {:.2} ms; the provider's in (a): {:.2} ms",
+        "CPU per registration during (b): PostgreSQL {:.2} ms, provider (node) {:.2} ms, appreg \
+         (api + saga) {:.2} ms, load generator {:.2} ms; the provider's in (a): {:.2} ms",
         per(0),
         per(1),
-        per(2),
+        appreg_per,
+        load_per,
         direct_cpu
     );
     println!(
-        "ratio: appreg = {:.0}% of the provider's own rate (target ≥ 80%); load average {}",
+        "appreg's own CPU per registration (api + saga + PostgreSQL) {:.2} ms = {:.0}% of the \
+         provider's {:.2} ms during (b) (target ≤ 100%)",
+        appreg_per + per(0),
+        (appreg_per + per(0)) / per(1) * 100.0,
+        per(1)
+    );
+    println!(
+        "ratio: appreg = {:.0}% of the provider's own{} rate (target ≥ 80%); load average {}",
         rate / direct * 100.0,
+        if pinning.is_some() { " pinned" } else { "" },
         load_average()
     );
+    drop(pinning);
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.close().await;

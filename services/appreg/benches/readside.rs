@@ -354,7 +354,7 @@ async fn main() {
 async fn lag(rates: &[u64], seconds: u64) {
     use appreg_eventstore::LogPosition;
     use std::collections::BTreeMap;
-    let nats = appreg_relay::testing::NatsServer::start();
+    let nats = appreg_test_support::nats::NatsServer::start();
     let (name, url) = fresh_database("appreg_bench_lag").await;
     let db = Database::connect(&url, 16).await.unwrap();
     appreg_api::migrate(&db).await.unwrap();
@@ -364,22 +364,18 @@ async fn lag(rates: &[u64], seconds: u64) {
         Database::Sqlite(_) => unreachable!(),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let relay = tokio::spawn(appreg_relay::run(
-        appreg_relay::RelayConfig::default(),
-        store.clone(),
-        Some(pool.clone()),
-        client.clone(),
-        shutdown.clone(),
-    ));
-    let read = Arc::new(readmodel::ReadModel::new(db.clone()).await.unwrap());
-    let projector = tokio::spawn(appreg_projector::run(
-        appreg_projector::ProjectorConfig::default(),
-        read,
-        store.clone(),
-        client,
-        shutdown.clone(),
-    ));
+    // The production read side, each service built by its own crate on this database.
+    let config = appreg_config::Config::defaults();
+    let servers = appreg_config::NatsServers::parse(&nats.url(), None).unwrap();
+    let shared = appreg_worker::service::Start::shared(&db);
+    let relay = appreg_relay::service::build(&config, &shared, &servers)
+        .await
+        .unwrap();
+    let projector = appreg_projector::service::build(&config, &shared, &servers)
+        .await
+        .unwrap();
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let projector = tokio::spawn(projector.run(shutdown.clone()));
 
     // Appended events not yet seen, by position, with their commit time; lags in µs.
     let pending: Arc<std::sync::Mutex<BTreeMap<LogPosition, Instant>>> = Default::default();

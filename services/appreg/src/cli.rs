@@ -48,7 +48,7 @@ pub enum Command {
         metrics_listen: Option<String>,
     },
     /// The projector, for production: keeps the read models from the JetStream stream (durable
-    /// consumer `projector_consumer`). Run the api with `read_models = "external"`.
+    /// consumer `projector.consumer`). Run the api with `read_models = "external"`.
     Projector {
         #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
@@ -145,7 +145,7 @@ pub enum Command {
 pub enum NatsCommand {
     /// Creates the JetStream stream (deploy/nats/APPREG_EVENTS.json, named `nats_stream`,
     /// subjects `<nats_subject_prefix>.>`) and the projector's durable consumer
-    /// (deploy/nats/consumers/appreg-projector.json, named `projector_consumer`), or updates
+    /// (deploy/nats/consumers/appreg-projector.json, named `projector.consumer`), or updates
     /// them where their settings differ; prints what it did. Running it again changes nothing.
     Setup {
         /// NATS server(s), comma-separated (default: nats_url of the configuration).
@@ -168,19 +168,14 @@ pub enum ProjectionsCommand {
     Rebuild {
         /// The projection (`applications`, the only one); default: all.
         name: Option<String>,
-        /// The database (default: the configured one, or the embedded database of --data).
-        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Lists the events the projection parked (poison events, and the later events of their
     /// streams that wait behind them), oldest first.
     Parked {
-        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -188,9 +183,24 @@ pub enum ProjectionsCommand {
     /// Replays the parked events from the event store (after a fix); what fails again stays
     /// parked.
     Retry {
-        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Where the database is: `--database-url` (default: the configured one), else the embedded
+/// database under `--data`.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[arg(long, default_value = "./data")]
+    pub data: PathBuf,
+}
+
+impl StoreArgs {
+    /// The database URL these arguments name, with the configuration's default.
+    pub(crate) fn url(&self, config: &Config) -> anyhow::Result<String> {
+        database_url(config, self.database_url.clone(), Some(&self.data))
+    }
 }

@@ -3,21 +3,19 @@
 //! reseal`), and the read side's: `appreg projections rebuild` and `appreg history`.
 
 use super::*;
+use crate::cli::StoreArgs;
 use anyhow::bail;
 use appreg_config::Config;
 use appreg_eventstore::Database;
 use clap::Subcommand;
-use std::path::PathBuf;
 
 #[derive(Debug, Subcommand)]
 pub enum SagaCommand {
     /// Lists the requests the DCR saga parked (they failed `dcr.park_after` times in a row),
     /// oldest first, with the reason of their last failure.
     Parked {
-        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -25,10 +23,8 @@ pub enum SagaCommand {
     /// Hands the parked requests to the saga once more (after the cause was fixed): the handled
     /// ones leave the list, the others stay with their new reason (exit status 1).
     Retry {
-        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -39,10 +35,8 @@ pub enum VaultCommand {
     /// the previous keys can be removed. Idempotent and resumable (run it again after a stop);
     /// safe beside running services. Exit status 1 while a value still needs an old key.
     Reseal {
-        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -69,10 +63,16 @@ pub(crate) async fn vault_reseal(config: &Config, db: &Database) -> anyhow::Resu
 /// `appreg saga parked`.
 pub(crate) async fn saga_parked(db: &Database, limit: i64) -> anyhow::Result<()> {
     let (parked, total) = appreg_dcr_saga::parked(db, limit.clamp(1, 10_000)).await?;
+    print_parked(&parked, total, "requests");
+    Ok(())
+}
+
+/// Prints parked events (or requests), oldest first, and how many more there are.
+pub(crate) fn print_parked(parked: &[appreg_worker::parked::ParkedEvent], total: i64, what: &str) {
     if parked.is_empty() {
-        println!("no parked requests");
+        println!("no parked {what}");
     }
-    for p in &parked {
+    for p in parked {
         println!(
             "{}  {}  {} v{}  {}  attempts={}  parked_at={}  reason: {}",
             p.position,
@@ -88,13 +88,13 @@ pub(crate) async fn saga_parked(db: &Database, limit: i64) -> anyhow::Result<()>
     if total > parked.len() as i64 {
         println!("… {} more", total - parked.len() as i64);
     }
-    Ok(())
 }
 
 /// `appreg saga retry`.
 pub(crate) async fn saga_retry(config: &Config, db: &Database) -> anyhow::Result<()> {
-    let (saga, store) = crate::build_saga(config, db).await?;
-    let summary = appreg_dcr_saga::retry_parked(saga, db, store.as_ref()).await?;
+    let service = appreg_dcr_saga::service::build(config, &Start::shared(db)).await?;
+    let summary =
+        appreg_dcr_saga::retry_parked(service.saga().clone(), db, service.store().as_ref()).await?;
     println!(
         "{} parked requests handled, {} still parked",
         summary.handled, summary.still_parked
@@ -211,7 +211,7 @@ pub(crate) async fn history(
     }
     let app = app.context("the application did not exist at that point")?;
     let auditor = Actor {
-        user: UserId::parse("appreg-cli").expect("valid"),
+        user: UserId::parse("appreg-cli").map_err(|(_, m)| anyhow::anyhow!("{m}"))?,
         admin: true,
     };
     println!(

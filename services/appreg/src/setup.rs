@@ -1,5 +1,6 @@
-//! What the subcommands start from: the database URL and pool, the development master key,
-//! telemetry, the SIGTERM token, the NATS connection, and serving the api.
+//! What the subcommands start from: the database URL and pool (every component's migrations:
+//! the operators' tools and `appreg dev`), the development master key, telemetry, the SIGTERM
+//! token.
 
 use super::*;
 
@@ -56,9 +57,12 @@ pub(crate) fn database_url(
 }
 
 pub(crate) async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
-    let db = Database::connect(url, max)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact(url)))?;
+    let db = Database::connect(url, max).await.with_context(|| {
+        format!(
+            "cannot open the database {}",
+            appreg_worker::connect::redact(url)
+        )
+    })?;
     appreg_api::migrate(&db)
         .await
         .context("cannot migrate the database")?;
@@ -71,30 +75,18 @@ pub(crate) async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
     Ok(db)
 }
 
-/// Hides the password of a database URL in messages.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+/// Opens the database `store` names for a command that needs the vault: the embedded mode's
+/// master key is used when none is configured and `--data` holds one (never a new one).
+pub(crate) async fn open_with_vault(
+    config: &mut Config,
+    store: &crate::cli::StoreArgs,
+    max: u32,
+) -> anyhow::Result<Database> {
+    let url = store.url(config)?;
+    if config.secrets_master_key.is_none() && store.data.join("master.key").exists() {
+        config.secrets_master_key = Some(dev_master_key(&store.data)?);
     }
-}
-
-/// How the api keeps an external issuer's keys (`auth.jwks_*`).
-pub(crate) fn jwks_settings(auth: &appreg_config::AuthConfig) -> JwksSettings {
-    use std::time::Duration;
-    JwksSettings {
-        max_age: Duration::from_secs(auth.jwks_max_age_seconds),
-        unknown_kid_interval: Duration::from_secs(auth.jwks_unknown_kid_interval_seconds),
-        stale_if_error: Duration::from_secs(auth.jwks_stale_if_error_seconds),
-        timeout: Duration::from_millis(auth.jwks_timeout_ms.max(1)),
-        ..JwksSettings::default()
-    }
+    open(&url, max).await
 }
 
 /// A token cancelled by SIGTERM or Ctrl-C.
@@ -104,13 +96,16 @@ pub(crate) fn shutdown_signal() -> CancellationToken {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM; only Ctrl-C shuts down");
+                let _ = ctrl_c.await;
             }
         }
         #[cfg(not(unix))]
@@ -124,66 +119,5 @@ pub(crate) fn shutdown_signal() -> CancellationToken {
 /// Logs, and OTLP export of spans when `otlp_endpoint` is set, as `service`.
 pub(crate) fn init_telemetry(config: &Config, service: &'static str) -> anyhow::Result<()> {
     appreg_telemetry::init(service, &config.log_format, config.otlp_endpoint.as_deref())?;
-    Ok(())
-}
-
-/// The client options for `servers` (parsed by [`Config::nats_servers`]): the client's name,
-/// its inbox prefix `_INBOX.<name>` (the replies to its requests come there; the deployment's
-/// NATS users may subscribe to their own prefix only, `deploy/nats/accounts.conf`), and the
-/// credentials, which the client uses for every server of the list (it ignores credentials
-/// written in a URL, hence taken out by the parser).
-pub(crate) fn nats_options(servers: &NatsServers, name: &str) -> async_nats::ConnectOptions {
-    let options = async_nats::ConnectOptions::new()
-        .name(name)
-        .custom_inbox_prefix(format!("_INBOX.{name}"));
-    match servers.auth() {
-        None => options,
-        Some(NatsAuth::UserPassword { user, password }) => {
-            options.user_and_password(user.clone(), password.expose_secret().to_string())
-        }
-        Some(NatsAuth::Token(token)) => options.token(token.expose_secret().to_string()),
-    }
-}
-
-/// A NATS client on every server of the list. Connecting never fails here: the client keeps
-/// retrying in the background (moving to another server of the list when one is gone), and
-/// the relay publishes once NATS answers.
-pub(crate) async fn connect_nats(
-    servers: &NatsServers,
-    name: &str,
-) -> anyhow::Result<async_nats::Client> {
-    nats_options(servers, name)
-        .retry_on_initial_connect()
-        .reconnect_delay_callback(|attempts| {
-            std::time::Duration::from_millis(100 * attempts.min(10) as u64)
-        })
-        .connect(servers.urls().to_vec())
-        .await
-        .with_context(|| format!("cannot connect to NATS at {servers}"))
-}
-
-/// Serves the api until `shutdown` fires (the caller closes the database afterwards).
-pub(crate) async fn serve(
-    config: &Config,
-    db: &Database,
-    auth: Arc<Authenticator>,
-    dev_data: Option<&Path>,
-    supervisor: Option<appreg_worker::Supervisor>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut state = appreg_api::AppState::new(config, db, auth).await?;
-    if let Some(supervisor) = supervisor {
-        state = state.with_supervisor(supervisor);
-    }
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, postgres = db.is_postgres(), "appreg listening");
-    println!("appreg listening on http://{addr}");
-    if let Some(dir) = dev_data {
-        println!("get a token with: appreg token --sub alice --data {}   (add --admin for an administrator)", dir.display());
-    }
-    appreg_api::run(listener, state, shutdown).await?;
     Ok(())
 }

@@ -1,16 +1,6 @@
-//! The NATS side: `appreg relay`, `appreg projector` and `appreg nats setup`.
+//! `appreg nats setup`: the JetStream stream and the projector's consumer.
 
 use super::*;
-
-/// The projector settings of the shared configuration.
-pub(crate) fn projector_config(config: &Config) -> appreg_projector::ProjectorConfig {
-    appreg_projector::ProjectorConfig {
-        stream: config.nats_stream.clone(),
-        subject_prefix: config.nats_subject_prefix.clone(),
-        consumer: config.projector_consumer.clone(),
-        ..appreg_projector::ProjectorConfig::default()
-    }
-}
 
 /// `appreg nats setup`: the stream and the projector's consumer, created or updated, retried
 /// until `wait` has passed while NATS is unreachable or its JetStream not ready (a cluster
@@ -23,8 +13,8 @@ pub(crate) async fn nats_setup(
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + wait;
     let definition = appreg_relay::RelayConfig::from_config(config).stream_definition()?;
-    let projector_config = projector_config(config);
-    let client = nats_options(nats_servers, "appreg-nats-setup")
+    let projector_config = appreg_projector::ProjectorConfig::from_config(config);
+    let client = appreg_worker::connect::nats_options(nats_servers, "appreg-nats-setup")
         .retry_on_initial_connect()
         .connect(nats_servers.urls().to_vec());
     let client = tokio::time::timeout_at(deadline, client)
@@ -88,74 +78,4 @@ where
             Err(_) => bail!("no answer from JetStream in time"),
         }
     }
-}
-
-/// `appreg projector`: the read models' database (migrated), a NATS connection that keeps
-/// retrying, and the projector until SIGTERM.
-pub(crate) async fn projector(
-    config: &Config,
-    url: &str,
-    nats_servers: &NatsServers,
-    metrics_listen: Option<&str>,
-) -> anyhow::Result<()> {
-    let metrics = appreg_telemetry::metrics_handle();
-    let shutdown = shutdown_signal();
-    let db = open(url, 4).await?;
-    let nats = connect_nats(nats_servers, "appreg-projector").await?;
-    if let Some(addr) = metrics_listen {
-        let ready = Readiness::new(&db, Some(&nats));
-        serve_metrics(addr, metrics, shutdown.clone(), "projector", ready).await?;
-    }
-    let read = Arc::new(appreg_readmodel::ReadModel::new(db.clone()).await?);
-    let projector_config = projector_config(config);
-    tracing::info!(
-        stream = %projector_config.stream,
-        consumer = %projector_config.consumer,
-        nats = %nats_servers,
-        "appreg projector starting"
-    );
-    let store = db.event_store().await?;
-    appreg_projector::run(projector_config, read, store, nats, shutdown).await;
-    db.close().await;
-    Ok(())
-}
-
-/// `appreg relay`: the event store's pool, a NATS connection that keeps retrying, and the
-/// relay until SIGTERM.
-pub(crate) async fn relay(
-    config: &Config,
-    url: &str,
-    nats_servers: &NatsServers,
-    metrics_listen: Option<&str>,
-) -> anyhow::Result<()> {
-    // Install the recorder before the relay registers its metrics.
-    let metrics = appreg_telemetry::metrics_handle();
-    let shutdown = shutdown_signal();
-    let db = Database::connect(url, 4)
-        .await
-        .with_context(|| format!("cannot open the database {}", redact(url)))?;
-    db.migrate()
-        .await
-        .context("cannot migrate the event store")?;
-    let store = db.event_store().await?;
-    let pg_pool = match &db {
-        Database::Postgres(pool) => Some(pool.clone()),
-        Database::Sqlite(_) => None,
-    };
-    let nats = connect_nats(nats_servers, "appreg-relay").await?;
-    if let Some(addr) = metrics_listen {
-        let ready = Readiness::new(&db, Some(&nats));
-        serve_metrics(addr, metrics, shutdown.clone(), "relay", ready).await?;
-    }
-    let relay_config = appreg_relay::RelayConfig::from_config(config);
-    tracing::info!(
-        stream = %relay_config.stream,
-        subject_prefix = %relay_config.subject_prefix,
-        nats = %nats_servers,
-        postgres = db.is_postgres(),
-        "appreg relay starting"
-    );
-    appreg_relay::run(relay_config, store, pg_pool, nats, shutdown).await?;
-    db.close().await;
-    Ok(())
 }

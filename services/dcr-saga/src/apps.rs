@@ -25,13 +25,14 @@ pub enum CommandError {
     ClientIdTaken(String),
     #[error("the application does not exist")]
     NoApplication,
+    /// The event store or the command path failed (its cause kept).
     #[error("event store: {0}")]
-    Store(String),
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
-        CommandError::Store(e.to_string())
+        CommandError::Store(Box::new(e))
     }
 }
 
@@ -40,7 +41,7 @@ impl From<PathError<CommandError>> for CommandError {
         match e {
             PathError::Rejected(e) => e,
             PathError::ClaimTaken { value, .. } => CommandError::ClientIdTaken(value),
-            other => CommandError::Store(other.to_string()),
+            other => CommandError::Store(Box::new(other)),
         }
     }
 }
@@ -53,14 +54,14 @@ pub async fn load(
     let loaded = commands
         .load::<ApplicationState>(&id.stream_id())
         .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+        .map_err(|e| CommandError::Store(Box::new(e)))?;
     Ok((loaded.state.0.clone(), loaded.version))
 }
 
 /// An application's state and stream version from its events (oldest first).
 pub fn fold(events: &[StoredEvent]) -> Result<(Option<Application>, i64), CommandError> {
     let mut state = ApplicationState::default();
-    appreg_commands::fold(&mut state, events).map_err(|e| CommandError::Store(e.to_string()))?;
+    appreg_commands::fold(&mut state, events).map_err(|e| CommandError::Store(Box::new(e)))?;
     Ok((state.0, events.last().map(|e| e.version).unwrap_or(0)))
 }
 
@@ -72,7 +73,7 @@ pub async fn providers(
     let loaded = commands
         .load::<ProviderRegistry>(&ProviderRegistry::stream_id(environment))
         .await
-        .map_err(|e| CommandError::Store(e.to_string()))?;
+        .map_err(|e| CommandError::Store(Box::new(e)))?;
     Ok(ProviderRegistry::clone(&loaded.state))
 }
 

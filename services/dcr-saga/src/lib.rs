@@ -5,9 +5,11 @@
 pub mod apps;
 mod bulkhead;
 mod loader;
+pub mod public_clients;
 mod recorder;
 pub mod run;
 pub mod saga;
+pub mod service;
 
 pub use run::{migrate, parked, retry_parked, run};
 pub use saga::{Saga, SagaConfig, SagaError};

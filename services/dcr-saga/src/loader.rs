@@ -22,6 +22,8 @@ pub(crate) struct Loaded {
     pub version: i64,
     /// A client obtained earlier for the request and recorded in `dcr_requests`.
     pub obtained: Option<Stored>,
+    /// An attempt of the request left in flight (`dcr_attempts`): its number and start.
+    pub in_flight: Option<(u32, chrono::DateTime<chrono::Utc>)>,
 }
 
 struct Job {
@@ -58,7 +60,7 @@ impl Loader {
             key: key.to_string(),
             reply,
         };
-        let stopped = || SagaError::Database("the loader stopped".into());
+        let stopped = || SagaError::Stopped("loader");
         jobs.send(job).map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
@@ -92,17 +94,16 @@ async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
             .read_streams(&streams)
             .await
             .map_err(|e| SagaError::Command(e.into()))?;
-        let obtained = obtained(db, &keys)
-            .await
-            .map_err(|e| SagaError::Database(e.to_string()))?;
-        Ok::<_, SagaError>((events, obtained))
+        let obtained = obtained(db, &keys).await?;
+        let in_flight = in_flight(db, &keys).await?;
+        Ok::<_, SagaError>((events, obtained, in_flight))
     };
-    let (events, obtained) = match read.await {
+    let (events, obtained, in_flight) = match read.await {
         Ok(read) => read,
         Err(error) => {
-            let error = error.to_string();
+            let error = Arc::new(error);
             for job in jobs {
-                let _ = job.reply.send(Err(SagaError::Database(error.clone())));
+                let _ = job.reply.send(Err(SagaError::Batch(error.clone())));
             }
             return;
         }
@@ -121,6 +122,7 @@ async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
                 app,
                 version,
                 obtained: obtained.get(&job.key).cloned(),
+                in_flight: in_flight.get(&job.key).copied(),
             })
             .map_err(SagaError::from);
         let _ = job.reply.send(loaded);
@@ -171,6 +173,42 @@ async fn obtained(db: &Database, keys: &[String]) -> Result<HashMap<String, Stor
                     .map(|d| d.with_timezone(&chrono::Utc)),
             };
             (key, stored)
+        })
+        .collect())
+}
+
+/// The in-flight marks (`dcr_attempts`) of these requests, by request key.
+async fn in_flight(
+    db: &Database,
+    keys: &[String],
+) -> Result<HashMap<String, (u32, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
+    const COLUMNS: &str = "SELECT request_key, attempt, started_at FROM dcr_attempts";
+    let rows: Vec<(String, i64, String)> = match db {
+        Database::Postgres(pool) => {
+            sqlx::query_as(&format!("{COLUMNS} WHERE request_key = ANY($1)"))
+                .bind(keys)
+                .fetch_all(pool)
+                .await?
+        }
+        Database::Sqlite(pool) => {
+            let mut rows = Vec::new();
+            for key in keys {
+                let row: Option<(String, i64, String)> =
+                    sqlx::query_as(&format!("{COLUMNS} WHERE request_key = $1"))
+                        .bind(key)
+                        .fetch_optional(pool)
+                        .await?;
+                rows.extend(row);
+            }
+            rows
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, attempt, started_at)| {
+            let attempt = u32::try_from(attempt).ok()?;
+            let started_at = chrono::DateTime::parse_from_rfc3339(&started_at).ok()?;
+            Some((key, (attempt, started_at.with_timezone(&chrono::Utc))))
         })
         .collect())
 }

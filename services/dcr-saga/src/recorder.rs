@@ -132,7 +132,7 @@ INSERT INTO dcr_requests (request_key, application_id, provider_id, client_id, \
 VALUES ($1, $2, $3, $4, $5, $6, $7, 'OBTAINED', $8) ON CONFLICT (request_key) DO NOTHING";
 
 /// Writes the rows of obtained clients in one transaction (one statement per table on
-/// PostgreSQL). No (owner, kind) twice: one row per application and request.
+/// PostgreSQL), and drops their requests' in-flight marks (`dcr_attempts`). No (owner, kind) twice: one row per application and request.
 pub(crate) async fn write_obtained(db: &Database, rows: &[Rows]) -> Result<(), sqlx::Error> {
     let now = chrono::Utc::now().to_rfc3339();
     match db {
@@ -161,6 +161,10 @@ pub(crate) async fn write_obtained(db: &Database, rows: &[Rows]) -> Result<(), s
                 .bind(&now)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM dcr_attempts WHERE request_key = ANY($1)")
+                .bind(column(|r| Some(r.key.clone())))
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await
         }
         Database::Sqlite(pool) => {
@@ -186,6 +190,10 @@ pub(crate) async fn write_obtained(db: &Database, rows: &[Rows]) -> Result<(), s
                     .bind(q.secret_fingerprint.as_deref())
                     .bind(q.secret_expires_at.as_deref())
                     .bind(&now)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM dcr_attempts WHERE request_key = $1")
+                    .bind(&q.key)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -227,10 +235,8 @@ impl Recorder {
         });
         let (reply, answer) = oneshot::channel();
         jobs.send(Job { obtained, reply })
-            .map_err(|_| SagaError::Database("the recorder stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| SagaError::Database("the recorder stopped".into()))?
+            .map_err(|_| SagaError::Stopped("recorder"))?;
+        answer.await.map_err(|_| SagaError::Stopped("recorder"))?
     }
 }
 
@@ -279,9 +285,9 @@ async fn record_batch(db: &Database, store: &dyn EventStore, vault: &SecretStore
         })
         .collect();
     if let Err(e) = write_obtained(db, &rows).await {
-        let error = e.to_string();
+        let error = Arc::new(SagaError::from(e));
         for job in jobs {
-            let _ = job.reply.send(Err(SagaError::Database(error.clone())));
+            let _ = job.reply.send(Err(SagaError::Batch(error.clone())));
         }
         return;
     }

@@ -84,7 +84,16 @@ pub async fn run(
         }),
         ..FollowerConfig::new("dcr-saga", LOCK, CHECKPOINT)
     };
+    // Once per database: native applications registered as confidential clients become
+    // public ones (their requests are handled by the loop below).
+    let moving = tokio::spawn(crate::public_clients::run(
+        saga.clone(),
+        db.clone(),
+        store.clone(),
+        shutdown.clone(),
+    ));
     follower::follow(Reactor(saga), config, db, store, shutdown).await;
+    moving.abort();
 }
 
 /// The requests the saga parked, oldest first (at most `limit`), and how many there are.

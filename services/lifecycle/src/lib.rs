@@ -30,6 +30,7 @@
 
 mod process;
 mod run;
+pub mod service;
 
 pub use process::{handle, metadata, trigger, Handled, LifecycleError, Trigger, TriggerKind};
 pub use run::{checkpoint, migrate, run, set_checkpoint, CHECKPOINT};

@@ -90,7 +90,7 @@ pub enum LifecycleError {
     Runaway,
     /// A revoked key's value could not be deleted from the vault.
     #[error("vault: {0}")]
-    Vault(String),
+    Vault(#[from] appreg_secrets::VaultStoreError),
 }
 
 /// The metadata of the events of a step caused by `trigger`: its `event_id` as causation, its

@@ -85,9 +85,7 @@ impl Handler for ProcessManager {
         stop: &CancellationToken,
     ) -> Result<Outcome, LifecycleError> {
         if let Some((owner, key_id)) = revoked_key(e) {
-            let purged = appreg_secrets::store::purge(&self.db, &owner, &key_id)
-                .await
-                .map_err(|e| LifecycleError::Vault(e.to_string()))?;
+            let purged = appreg_secrets::store::purge(&self.db, &owner, &key_id).await?;
             if purged > 0 {
                 metrics::counter!("appreg_vault_purged_keys_total").increment(purged);
             }

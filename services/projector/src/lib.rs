@@ -28,6 +28,8 @@
 //!
 //! This crate only folds events; it never runs a side effect and never writes the event store.
 
+pub mod service;
+
 use appreg_eventstore::{EventStore, LogPosition, StoredEvent};
 use appreg_readmodel::{Mark, ReadModel, ReadModelError};
 use appreg_worker::envelope::{self, Envelope};
@@ -134,7 +136,7 @@ pub fn decode(
 #[derive(Debug, thiserror::Error)]
 enum Interrupted {
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error(transparent)]
     ReadModel(#[from] ReadModelError),
 }
@@ -146,8 +148,8 @@ struct Claimed {
     claim: Claim,
 }
 
-fn nats_error(e: impl std::fmt::Display) -> Interrupted {
-    Interrupted::Nats(e.to_string())
+fn nats_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Interrupted {
+    Interrupted::Nats(e.into())
 }
 
 struct Metrics {

@@ -31,7 +31,7 @@
 
 mod lag;
 pub mod resume;
-pub mod testing;
+pub mod service;
 
 pub use lag::{measure as measure_lag, Lag};
 
@@ -90,11 +90,14 @@ impl Default for RelayConfig {
 }
 
 impl RelayConfig {
-    /// The relay settings of the shared configuration (`nats_stream`, `nats_subject_prefix`).
+    /// The relay settings of the shared configuration (`nats_stream`, `nats_subject_prefix`,
+    /// `[relay]`).
     pub fn from_config(config: &appreg_config::Config) -> Self {
         RelayConfig {
             stream: config.nats_stream.clone(),
             subject_prefix: config.nats_subject_prefix.clone(),
+            max_in_flight: config.relay.max_in_flight.max(1),
+            ack_timeout: Duration::from_millis(config.relay.ack_timeout_ms.max(1)),
             ..RelayConfig::default()
         }
     }
@@ -143,7 +146,7 @@ pub enum RelayError {
 #[derive(Debug, thiserror::Error)]
 enum Interrupted {
     #[error("NATS: {0}")]
-    Nats(String),
+    Nats(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("event store: {0}")]
     Store(#[from] StoreError),
     #[error("cannot encode event {0}: {1}")]
@@ -168,8 +171,8 @@ enum Interrupted {
     Resume(#[from] resume::ResumeError),
 }
 
-fn nats_error(error: impl std::fmt::Display) -> Interrupted {
-    Interrupted::Nats(error.to_string())
+fn nats_error(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Interrupted {
+    Interrupted::Nats(error.into())
 }
 
 /// Runs the relay until `shutdown` fires: waits for the lock (when `pg_pool` is given), then

@@ -36,6 +36,24 @@ pub struct DevClaims {
     pub admin_environments: Vec<String>,
 }
 
+impl DevClaims {
+    /// The claims of a development token for `sub` holding `roles`, issued now by
+    /// [`DEV_ISSUER`] and valid for `ttl_seconds`; no name, e-mail or administered environment.
+    pub fn issue(sub: impl Into<String>, roles: Vec<String>, ttl_seconds: i64) -> DevClaims {
+        let now = chrono::Utc::now().timestamp();
+        DevClaims {
+            iss: DEV_ISSUER.into(),
+            sub: sub.into(),
+            iat: now,
+            exp: now + ttl_seconds,
+            name: None,
+            email: None,
+            roles,
+            admin_environments: Vec::new(),
+        }
+    }
+}
+
 /// The development signing key (Ed25519, PKCS#8 in `DIR/dev-signing-key.pk8`).
 pub struct DevKey {
     pub(crate) pkcs8: Vec<u8>,
@@ -103,6 +121,7 @@ impl DevKey {
     }
 
     /// The public key as a JWK (`OKP`, `Ed25519`).
+    #[allow(clippy::expect_used)] // invariant: a constant JWK shape with a base64url key
     pub fn jwk(&self) -> Jwk {
         let json = serde_json::json!({
             "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig", "kid": DEV_KID,

@@ -51,7 +51,8 @@ pub struct ApplicationState(pub Option<Application>);
 impl Aggregate for ApplicationState {
     type Event = ApplicationEvent;
     const STREAM_TYPE: &'static str = "application";
-    const SNAPSHOT_SCHEMA: i32 = 1;
+    /// 2: the state gained `suspected_orphans`.
+    const SNAPSHOT_SCHEMA: i32 = 2;
 
     fn apply(&mut self, event: &ApplicationEvent, at: DateTime<Utc>, version: i64) {
         self.0 = Application::evolve(self.0.take(), event, at, version);

@@ -8,10 +8,17 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+pub mod api;
+pub mod browser;
 pub mod dcr;
 pub mod nats;
+mod portal;
+pub mod services;
+pub use api::ApiSettings;
+use api::FormerApiKeys;
 pub use dcr::DcrSettings;
 pub use nats::{NatsAuth, NatsServers, NatsUrlError};
+pub use services::{LifecycleSettings, ProjectorSettings, RelaySettings};
 
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -20,9 +27,6 @@ pub struct ConfigError(String);
 /// Settings of the api and the all-in-one `appreg dev`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Config {
-    /// Address the HTTP server listens on.
-    #[serde(default = "default_listen")]
-    pub listen: String,
     /// PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). Empty: the embedded
     /// SQLite database under `data_dir`.
     #[serde(default)]
@@ -34,15 +38,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     #[serde(default)]
     pub auth: AuthConfig,
-    /// Accept `http` redirect URIs for non-loopback hosts (never in production).
-    #[serde(default)]
-    pub allow_http_redirect_uris: bool,
     /// `json` (default) or `text`.
     #[serde(default = "default_log_format")]
     pub log_format: String,
-    /// Upper bound of a request body, in bytes.
-    #[serde(default = "default_max_body")]
-    pub max_body_bytes: usize,
     /// Tries of a command after optimistic-concurrency conflicts (former name of
     /// `commands.retries`, which it overrides when set).
     #[serde(default)]
@@ -50,28 +48,6 @@ pub struct Config {
     /// The command path: aggregate cache, snapshots, group commit, retries.
     #[serde(default)]
     pub commands: CommandSettings,
-    /// Give each new non-administrator user a simple "Default application" on their first
-    /// request in an environment (Gravitee's `user.login.default_application`).
-    #[serde(default = "default_true")]
-    pub default_application: bool,
-    /// Longest wait of a read for the read models to include a write, in milliseconds.
-    #[serde(default = "default_consistency_wait")]
-    pub consistency_wait_ms: u64,
-    /// Interval of the heartbeats (SSE comments) of an idle `GET /events` stream, in
-    /// milliseconds: keeps proxies from closing the connection and lets clients notice a dead one.
-    #[serde(default = "default_sse_heartbeat")]
-    pub sse_heartbeat_ms: u64,
-    /// Most `GET /events` streams one user (token subject) may have open on one api at once;
-    /// more are answered 429.
-    #[serde(default = "default_sse_max_streams_per_user")]
-    pub sse_max_streams_per_user: usize,
-    /// Most `GET /events` streams open on one api at once; more are answered 429.
-    #[serde(default = "default_sse_max_streams")]
-    pub sse_max_streams: usize,
-    /// Farthest a stream resumes (`Last-Event-ID`): at most this many events back; an older
-    /// resume point is answered 410 (`events.replay_too_old`).
-    #[serde(default = "default_sse_max_replay_events")]
-    pub sse_max_replay_events: i64,
     /// NATS server(s) of the relay, the projector and `appreg nats setup`
     /// (`nats://host:4222`, comma-separated for a cluster, spaces allowed). May carry
     /// credentials (`nats://user:password@host`, `nats://token@host`), hence a secret. Parsed
@@ -88,19 +64,27 @@ pub struct Config {
     /// First token(s) of every event subject: `<prefix>.<env>.<stream_type>.<stream_id>.<Type>`.
     #[serde(default = "default_nats_subject_prefix")]
     pub nats_subject_prefix: String,
-    /// Who keeps the read models the api serves: `inline` (the api itself, tailing the event
-    /// store: one process, the embedded mode) or `external` (`appreg projector` from JetStream;
-    /// the api only follows the projection's checkpoint).
-    #[serde(default = "default_read_models")]
-    pub read_models: ReadModels,
-    /// The projector's durable JetStream consumer (instances sharing it share the work).
-    #[serde(default = "default_projector_consumer")]
-    pub projector_consumer: String,
-    /// Pause of the lifecycle process manager after each step of an archive or a restore (one
-    /// subscription ended or reopened), in milliseconds. 0 (default): none. Spreads the appends
-    /// of a large archive; tests use it to stop the process between two steps.
+    /// Former name of `projector.consumer`, which it overrides when set.
     #[serde(default)]
-    pub lifecycle_step_pause_ms: u64,
+    pub projector_consumer: Option<String>,
+    /// Former name of `lifecycle.step_pause_ms`, which it overrides when set.
+    #[serde(default)]
+    pub lifecycle_step_pause_ms: Option<u64>,
+    /// The api (`[api]`).
+    #[serde(default)]
+    pub api: ApiSettings,
+    /// The api's settings under their former top-level names, moved into `api` on load.
+    #[serde(flatten)]
+    former_api: FormerApiKeys,
+    /// `appreg relay` (`[relay]`).
+    #[serde(default)]
+    pub relay: RelaySettings,
+    /// `appreg projector` (`[projector]`; read with [`Config::projector_settings`]).
+    #[serde(default)]
+    pub projector: ProjectorSettings,
+    /// `appreg lifecycle` (`[lifecycle]`; read with [`Config::lifecycle_settings`]).
+    #[serde(default)]
+    pub lifecycle: LifecycleSettings,
     /// The secrets vault's master key, `<key-id>:<base64 of 32 bytes>` (client secrets,
     /// registration access tokens and provider secrets are sealed with it). Required by the
     /// api and the DCR saga; `appreg dev` generates one in its data directory. Give it through
@@ -129,7 +113,8 @@ pub struct Config {
     /// is refused (the addresses checked are the ones connected to).
     #[serde(default = "default_true")]
     pub outbound_allow_private: bool,
-    /// The DCR saga: requests in flight, per-provider bulkheads, parking of failing requests.
+    /// The DCR saga (`[dcr]`): requests in flight, per-provider bulkheads, the provider calls'
+    /// retries, parking of failing requests.
     #[serde(default)]
     pub dcr: DcrSettings,
 }
@@ -181,19 +166,12 @@ impl Config {
     }
 }
 
-/// Who keeps the read models (see [`Config::read_models`]).
+/// Who keeps the read models (see [`ApiSettings::read_models`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadModels {
     Inline,
     External,
-}
-
-fn default_read_models() -> ReadModels {
-    ReadModels::Inline
-}
-fn default_projector_consumer() -> String {
-    "appreg-projector".into()
 }
 
 /// How bearer tokens are checked.
@@ -321,9 +299,6 @@ fn default_jwks_stale_if_error() -> u64 {
 fn default_jwks_timeout() -> u64 {
     5000
 }
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
-}
 fn default_max_connections() -> u32 {
     32
 }
@@ -332,24 +307,6 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_log_format() -> String {
     "json".into()
-}
-fn default_max_body() -> usize {
-    64 * 1024
-}
-fn default_consistency_wait() -> u64 {
-    5000
-}
-fn default_sse_heartbeat() -> u64 {
-    15_000
-}
-fn default_sse_max_streams_per_user() -> usize {
-    16
-}
-fn default_sse_max_streams() -> usize {
-    512
-}
-fn default_sse_max_replay_events() -> i64 {
-    10_000
 }
 fn default_nats_url() -> SecretString {
     SecretString::from("nats://127.0.0.1:4222")
@@ -391,7 +348,9 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("APPREG_").ignore(&["CONFIG"]).split("__"));
-        figment.extract().map_err(|e| ConfigError(e.to_string()))
+        let mut config: Config = figment.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.former_api.apply_to(&mut config.api);
+        Ok(config)
     }
 
     /// The NATS servers of `nats_url`, or of `flag` (a `--nats-url` given on the command line)
@@ -407,6 +366,7 @@ impl Config {
     }
 
     /// The defaults alone (tests, embedded mode).
+    #[allow(clippy::expect_used)] // invariant: the defaults are valid (tested: `defaults_and_environment_overrides`)
     pub fn defaults() -> Config {
         Figment::new()
             .merge(Serialized::defaults(serde_json_empty()))
@@ -438,25 +398,25 @@ mod tests {
             jail.set_env("APPREG_OTLP_ENDPOINT", "http://collector:4318");
             jail.set_env("APPREG_DCR__PROVIDER_CONCURRENCY", "4");
             let c = Config::load(Some(Path::new("appreg.toml"))).map_err(|e| e.to_string())?;
-            assert_eq!(c.listen, "0.0.0.0:9000");
+            assert_eq!(c.api.listen, "0.0.0.0:9000");
             assert_eq!(c.auth.issuer.as_deref(), Some("https://idp"));
             assert_eq!(c.auth.admin_role, "root");
             assert_eq!(c.auth.role_claim, "roles");
             assert_eq!(
-                c.database_url.unwrap().expose_secret(),
+                c.database_url.as_ref().unwrap().expose_secret(),
                 "postgres://u:pw@h/db"
             );
-            assert_eq!(c.max_body_bytes, 65536);
-            assert_eq!(c.sse_heartbeat_ms, 15_000);
-            assert_eq!(c.sse_max_streams_per_user, 16);
-            assert_eq!(c.sse_max_streams, 512);
-            assert_eq!(c.sse_max_replay_events, 10_000);
+            assert_eq!(c.api.max_body_bytes, 65536);
+            assert_eq!(c.api.sse_heartbeat_ms, 15_000);
+            assert_eq!(c.api.sse_max_streams_per_user, 16);
+            assert_eq!(c.api.sse_max_streams, 512);
+            assert_eq!(c.api.sse_max_replay_events, 10_000);
             assert_eq!(c.nats_url.expose_secret(), "nats://127.0.0.1:4222");
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
-            assert_eq!(c.read_models, ReadModels::Inline);
-            assert_eq!(c.lifecycle_step_pause_ms, 250);
-            assert_eq!(Config::defaults().lifecycle_step_pause_ms, 0);
+            assert_eq!(c.api.read_models, ReadModels::Inline);
+            assert_eq!(c.lifecycle_settings().step_pause_ms, 250);
+            assert_eq!(Config::defaults().lifecycle_settings().step_pause_ms, 0);
             assert_eq!(c.otlp_endpoint.as_deref(), Some("http://collector:4318"));
             assert_eq!(Config::defaults().otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
@@ -504,8 +464,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/appreg.toml");
         figment::Jail::expect_with(|_| {
             let c = Config::load(Some(&path)).map_err(|e| e.to_string())?;
-            assert_eq!(c.listen, "0.0.0.0:8080");
-            assert!(!c.auth.dev && !c.allow_http_redirect_uris);
+            assert_eq!(c.api.listen, "0.0.0.0:8080");
+            assert!(!c.auth.dev && !c.api.allow_http_redirect_uris);
             assert!(c.auth.jwks_url.is_some());
             assert!(
                 matches!(c.auth.trust(), Ok(TokenTrust::Issuer { .. })),
@@ -513,8 +473,8 @@ mod tests {
             );
             assert_eq!(c.nats_stream, "APPREG_EVENTS");
             assert_eq!(c.nats_subject_prefix, "appreg");
-            assert_eq!(c.read_models, ReadModels::External);
-            assert_eq!(c.projector_consumer, "appreg-projector");
+            assert_eq!(c.api.read_models, ReadModels::External);
+            assert_eq!(c.projector_settings().consumer, "appreg-projector");
             assert_eq!(
                 c.nats_servers(None)
                     .map_err(|e| e.to_string())?
@@ -522,7 +482,7 @@ mod tests {
                     .len(),
                 1
             );
-            assert_eq!(c.lifecycle_step_pause_ms, 0);
+            assert_eq!(c.lifecycle_settings().step_pause_ms, 0);
             assert_eq!(c.otlp_endpoint, None);
             assert_eq!(c.readyz_max_lag_ms, 5000);
             assert!(!c.outbound_allow_private);

@@ -7,14 +7,13 @@
 //!   renew) and the OpenID Connect metadata mapping.
 //! - [`settings`]: a recorded provider and its secret → the client's [`provider::ProviderSettings`].
 //! - [`vault`]: the vault owners and kinds of providers' and applications' secrets.
-//! - [`testing`]: a real `oidc-provider` (npm) started on a free loopback port, for tests.
-//! - [`recorder`]: a loopback HTTP server that records what it receives, for tests.
+//!
+//! Its test harnesses (the real `oidc-provider`, a recording HTTP server) are in
+//! `appreg-test-support`.
 //!
 //! This crate never reads or writes the event store or the vault itself: callers pass the
 //! secrets in and store what comes back.
 
 pub mod provider;
-pub mod recorder;
 pub mod settings;
-pub mod testing;
 pub mod vault;

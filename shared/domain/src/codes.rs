@@ -22,6 +22,8 @@ const fn row(code: &'static str, status: u16, title: &'static str) -> ErrorCode 
 pub const ERROR_CODES: &[ErrorCode] = &[
     row("request.malformed_json", 400, "Malformed JSON"),
     row("auth.unauthenticated", 401, "Unauthenticated"),
+    row("auth.ticket_invalid", 401, "Unauthenticated"),
+    row("cors.origin_denied", 403, "Forbidden"),
     row("permission.denied", 403, "Forbidden"),
     row("permission.admin_only", 403, "Forbidden"),
     row("permission.organisation_admin_only", 403, "Forbidden"),

@@ -6,11 +6,13 @@
 use crate::application::{
     Application, ApplicationEvent, ApplicationStatus, ClientOperationFailed, ClientOperationKind,
     ClientSecretRenewalRequested, ClientSecretRenewed, DcrClientDeleted, DcrClientRegistered,
-    DcrClientUpdated, DcrRegistrationFailed, DcrRegistrationRequested, OperationState,
-    OrphanClientDetected, RegistrationReason, RegistrationState,
+    DcrClientUpdateRequested, DcrClientUpdated, DcrRegistrationFailed, DcrRegistrationRequested,
+    OperationState, OrphanClientDetected, RegistrationReason, RegistrationState,
+    CHANGED_AUTH_METHOD,
 };
 use crate::error::DomainError;
 use crate::values::ClientId;
+use crate::ApplicationType;
 use chrono::{DateTime, Utc};
 
 /// What the provider issued for a registration request.
@@ -251,7 +253,60 @@ impl Application {
         }
         Ok(vec![ApplicationEvent::DcrClientUpdated(DcrClientUpdated {
             request_version,
+            client_secret_removed: false,
         })])
+    }
+
+    /// The saga's answer to a client update after which the provider holds the client as a
+    /// public one (`token_endpoint_auth_method: none`) and the secret is gone from the vault:
+    /// the application has no client secret any more.
+    pub fn complete_client_update_as_public(
+        &self,
+        request_version: i64,
+    ) -> Result<Vec<ApplicationEvent>, DomainError> {
+        if !self.pending(ClientOperationKind::Update, request_version)? {
+            return Ok(vec![]);
+        }
+        let had_secret = self
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.client_secret_fingerprint.is_some());
+        Ok(vec![ApplicationEvent::DcrClientUpdated(DcrClientUpdated {
+            request_version,
+            client_secret_removed: had_secret,
+        })])
+    }
+
+    /// A native application registered as a confidential client (before appreg registered
+    /// native apps as public clients, RFC 8252 §8.4) is to become a public one: an RFC 7592
+    /// update with `token_endpoint_auth_method: none`. Nothing to do for another type, an
+    /// archived or unregistered application, or a client that holds no secret;
+    /// [`DomainError::OperationPending`] while another operation on the client is in progress
+    /// (asked again later).
+    pub fn request_public_client(&self) -> Result<Vec<ApplicationEvent>, DomainError> {
+        if self.app_type != ApplicationType::Native || self.status == ApplicationStatus::Archived {
+            return Ok(vec![]);
+        }
+        let Some(r) = self.registration.as_ref() else {
+            return Ok(vec![]);
+        };
+        if r.state != RegistrationState::Registered
+            || r.client_deleted
+            || r.client_secret_fingerprint.is_none()
+        {
+            return Ok(vec![]);
+        }
+        if r.operation
+            .as_ref()
+            .is_some_and(|o| o.state == OperationState::Pending)
+        {
+            return Err(DomainError::OperationPending);
+        }
+        Ok(vec![ApplicationEvent::DcrClientUpdateRequested(
+            DcrClientUpdateRequested {
+                changed: vec![CHANGED_AUTH_METHOD.to_string()],
+            },
+        )])
     }
 
     /// The saga's answer to a client update the provider refused (shown on the application;

@@ -12,6 +12,7 @@ pub mod codes;
 pub mod dcr;
 pub mod environment;
 pub mod error;
+pub mod orphans;
 pub mod permissions;
 pub mod provider;
 pub mod settings;

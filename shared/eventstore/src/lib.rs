@@ -13,12 +13,25 @@
 //! Two adapters implement [`EventStore`]: PostgreSQL (production) and SQLite (embedded mode).
 //! This crate must never know about the domain: events are opaque JSON here.
 
+/// Runs a query of events on `pool` with its bind values and reads the rows with the calling
+/// backend's `event_from_row` (both backends read events this way).
+macro_rules! fetch_events {
+    ($pool:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
+        sqlx::query($sql)
+            $(.bind($bind))*
+            .fetch_all($pool)
+            .await?
+            .iter()
+            .map(event_from_row)
+            .collect()
+    };
+}
+
 mod database;
 mod pg;
 mod pg_copy;
 mod sqlite;
 mod tailer;
-pub mod testing;
 
 pub use database::Database;
 pub use pg::PgEventStore;
@@ -134,6 +147,20 @@ pub struct Snapshot {
     pub data: Vec<u8>,
 }
 
+/// A `snapshots` row as both backends read it: stream id, schema version, version, data.
+pub(crate) type SnapshotRow = (String, i32, i64, Vec<u8>);
+
+impl From<SnapshotRow> for Snapshot {
+    fn from((stream_id, schema_version, version, data): SnapshotRow) -> Self {
+        Snapshot {
+            stream_id,
+            schema_version,
+            version,
+            data,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream {stream_id} is at version {actual}, not {expected}")]
@@ -150,6 +177,22 @@ pub enum AppendError {
     DuplicateStream { stream_id: String },
     #[error(transparent)]
     Backend(#[from] StoreError),
+}
+
+/// Which events of one environment [`EventStore::read_environment_log`] returns: every
+/// condition given must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// `metadata.environment`.
+    pub environment: String,
+    /// `metadata.actor` (the user who caused the event).
+    pub actor: Option<String>,
+    pub event_type: Option<String>,
+    pub stream_type: Option<String>,
+    /// Recorded at or after this time.
+    pub from: Option<DateTime<Utc>>,
+    /// Recorded before this time.
+    pub to: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +279,16 @@ pub trait EventStore: Send + Sync + 'static {
     async fn read_log(
         &self,
         after: LogPosition,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Events of one environment (`metadata.environment`) strictly after `after`, in the same
+    /// order and under the same visibility rule as `read_log`, narrowed by `filter`, at most
+    /// `limit`. Read through the index on (environment, log order).
+    async fn read_environment_log(
+        &self,
+        after: LogPosition,
+        filter: &LogFilter,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 

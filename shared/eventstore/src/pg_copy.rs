@@ -204,7 +204,9 @@ impl Cursor<'_> {
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], Short> {
-        Ok(self.take(N)?.try_into().expect("N bytes"))
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
     }
 
     fn i16(&mut self) -> Result<i16, Short> {
@@ -413,7 +415,7 @@ mod tests {
     /// same limit and start.
     #[tokio::test]
     async fn copy_pages_are_read_log_pages() {
-        let url = crate::testing::fresh_postgres_url().await;
+        let url = appreg_test_support::postgres::fresh_postgres_url().await;
         let db = Database::connect(&url, 4).await.unwrap();
         db.migrate().await.unwrap();
         let store = db.event_store().await.unwrap();

@@ -24,8 +24,8 @@
 
 use crate::pg::{batch_claims, batch_releases, bump, check_batch};
 use crate::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, Snapshot, StoreError,
-    StoredEvent,
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogFilter, LogPosition, Snapshot,
+    StoreError, StoredEvent,
 };
 use chrono::{DateTime, Utc};
 use sqlx::error::ErrorKind;
@@ -298,17 +298,13 @@ impl EventStore for SqliteEventStore {
         after_version: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        sqlx::query(select_events!(
-            "WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"
-        ))
-        .bind(stream_id)
-        .bind(after_version)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!("WHERE stream_id = ? AND version > ? ORDER BY version LIMIT ?"),
+            stream_id,
+            after_version,
+            limit.max(0)
+        )
     }
 
     async fn read_log(
@@ -320,16 +316,45 @@ impl EventStore for SqliteEventStore {
         if after.tx > 0 {
             return Ok(Vec::new());
         }
-        sqlx::query(select_events!(
-            "WHERE position > ? ORDER BY position LIMIT ?"
-        ))
-        .bind(after.pos)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!("WHERE position > ? ORDER BY position LIMIT ?"),
+            after.pos,
+            limit.max(0)
+        )
+    }
+
+    async fn read_environment_log(
+        &self,
+        after: LogPosition,
+        filter: &LogFilter,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if after.tx > 0 {
+            return Ok(Vec::new());
+        }
+        // The leading equality and the position are the index's
+        // (events_environment_log_idx); the other conditions only drop rows.
+        fetch_events!(
+            &self.pool,
+            select_events!(
+                "WHERE json_extract(metadata, '$.environment') = $1 AND position > $2 \
+                 AND ($3 IS NULL OR json_extract(metadata, '$.actor') = $3) \
+                 AND ($4 IS NULL OR event_type = $4) \
+                 AND ($5 IS NULL OR stream_type = $5) \
+                 AND ($6 IS NULL OR recorded_at >= $6) \
+                 AND ($7 IS NULL OR recorded_at < $7) \
+                 ORDER BY position LIMIT $8"
+            ),
+            &filter.environment,
+            after.pos,
+            filter.actor.as_deref(),
+            filter.event_type.as_deref(),
+            filter.stream_type.as_deref(),
+            filter.from.as_ref().map(format_time),
+            filter.to.as_ref().map(format_time),
+            limit.max(0)
+        )
     }
 
     async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
@@ -347,15 +372,11 @@ impl EventStore for SqliteEventStore {
         }
         let wanted = serde_json::to_string(&wanted)
             .map_err(|e| StoreError::Corrupt(format!("positions: {e}")))?;
-        sqlx::query(select_events!(
-            "WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position"
-        ))
-        .bind(wanted)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!("WHERE position IN (SELECT value FROM json_each(?)) ORDER BY position"),
+            wanted
+        )
     }
 
     async fn head(&self) -> Result<LogPosition, StoreError> {
@@ -381,18 +402,11 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn read_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(String, i32, i64, Vec<u8>)> = sqlx::query_as(READ_SNAPSHOT)
+        let row: Option<crate::SnapshotRow> = sqlx::query_as(READ_SNAPSHOT)
             .bind(stream_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(
-            row.map(|(stream_id, schema_version, version, data)| Snapshot {
-                stream_id,
-                schema_version,
-                version,
-                data,
-            }),
-        )
+        Ok(row.map(Snapshot::from))
     }
 
     /// In a write transaction of its own, queued behind this process's appenders like one of

@@ -11,7 +11,7 @@ pub struct Checksum {
     pub members: i64,
     pub users: i64,
     pub environments: i64,
-    /// SHA-256 over every row of the four tables, in key order.
+    /// SHA-256 over every row of the four tables and of the suspected orphans, in key order.
     pub digest: String,
 }
 
@@ -23,9 +23,13 @@ pub async fn checksum(db: &Database) -> Result<Checksum, ReadModelError> {
         "SELECT application_id || '|' || user_id || '|' || environment || '|' || role FROM rm_application_members ORDER BY application_id, user_id",
         "SELECT environment || '|' || user_id || '|' || COALESCE(name, '') || '|' || COALESCE(email, '') || '|' || first_seen FROM rm_users ORDER BY environment, user_id",
         "SELECT id || '|' || name || '|' || created_at FROM rm_environments ORDER BY id",
+        "SELECT environment || '|' || provider_id || '|' || application_id || '|' || request_version || '|' || attempt \
+         || '|' || idempotency_key || '|' || client_name || '|' || started_at || '|' || ended_at || '|' || error \
+         || '|' || status || '|' || COALESCE(cleared_client_id, '') FROM rm_suspected_orphans \
+         ORDER BY environment, provider_id, application_id, request_version, attempt",
     ];
     let mut hasher = Sha256::new();
-    let mut counts = [0i64; 4];
+    let mut counts = [0i64; 5];
     for (i, sql) in queries.iter().enumerate() {
         let rows: Vec<String> =
             with_pool!(db, pool => sqlx::query_scalar(sql).fetch_all(pool).await)

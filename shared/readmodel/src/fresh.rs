@@ -87,6 +87,25 @@ macro_rules! write_fresh {
                 });
                 q.build().execute(&mut *$tx).await.map_err(db_err)?;
             }
+            // Suspected orphans: few events, one statement each.
+            for (e, id) in &app_events {
+                if !$crate::orphans::concerns(&e.event_type) {
+                    continue;
+                }
+                let Some(app) = states.get(id).and_then(Option::as_ref) else { continue };
+                let Some(change) = $crate::orphans::change(id, app.environment.as_str(), &decode_app(e)?) else { continue };
+                for (sql, binds) in $crate::orphans::statements($t.orphans, &change) {
+                    let mut q = sqlx::query(&sql);
+                    for b in binds {
+                        q = match b {
+                            $crate::orphans::Bind::Text(v) => q.bind(v),
+                            $crate::orphans::Bind::Int(v) => q.bind(v),
+                            $crate::orphans::Bind::Null => q.bind(None::<String>),
+                        };
+                    }
+                    q.execute(&mut *$tx).await.map_err(db_err)?;
+                }
+            }
             for e in $fresh.iter() {
                 let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
                 if e.stream_type == USER_STREAM {

@@ -49,13 +49,15 @@ pub enum ReadModelError {
         event_type: String,
         reason: String,
     },
+    /// A failure of the read model's own machinery (a task that died, a document that does not
+    /// serialise), with its cause.
     #[error("read model: {0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ReadModelError {
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        ReadModelError::Internal(e.to_string())
+    pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        ReadModelError::Internal(e.into())
     }
 
     fn event(e: &StoredEvent, reason: impl std::fmt::Display) -> Self {
@@ -115,6 +117,7 @@ mod fresh;
 mod apply;
 mod checksum;
 mod model;
+pub mod orphans;
 mod parking;
 mod projector;
 mod rebuild;
@@ -124,8 +127,8 @@ mod tables;
 use apply::{apply_batch, write_begin, UPSERT_CHECKPOINT};
 pub use apply::{consumer_mark, Mark, NOTIFY_CHANNEL};
 pub use checksum::{checksum, Checksum};
-pub use model::ReadModel;
 use model::{db_err, parse_doc};
+pub use model::{AppFilter, AppSort, ReadModel};
 use parking::apply_parking;
 pub use parking::{parked, parked_count, retry_parked, ParkedEvent, RetryPolicy, RetrySummary};
 pub use projector::run_projector;
@@ -188,13 +191,13 @@ mod tests {
 
     #[tokio::test]
     async fn large_batch_sqlite() {
-        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        let (_file, url) = appreg_test_support::postgres::fresh_sqlite_url();
         large_batch(Database::connect(&url, 2).await.unwrap()).await;
     }
 
     #[tokio::test]
     async fn large_batch_postgres() {
-        let url = appreg_eventstore::testing::fresh_postgres_url().await;
+        let url = appreg_test_support::postgres::fresh_postgres_url().await;
         large_batch(Database::connect(&url, 2).await.unwrap()).await;
     }
 }

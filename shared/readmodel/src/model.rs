@@ -5,6 +5,7 @@
 use super::*;
 
 mod queries;
+pub use queries::{AppFilter, AppSort};
 
 pub struct ReadModel {
     db: Database,

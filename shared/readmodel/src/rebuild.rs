@@ -129,12 +129,13 @@ pub async fn rebuild(
             &mut with_count,
         )
         .await?;
-        total = counting
-            .expect("counted beside the replay")
-            .await
-            .map_err(ReadModelError::internal)?
-            .map_err(db_err)?
-            .max(done);
+        if let Some(counting) = counting {
+            total = counting
+                .await
+                .map_err(ReadModelError::internal)?
+                .map_err(db_err)?
+                .max(done);
+        }
     } else {
         loop {
             let batch = store

@@ -12,6 +12,8 @@ pub struct Tables {
     pub members: &'static str,
     pub users: &'static str,
     pub environments: &'static str,
+    /// Suspected orphans of DCR registrations (`DcrAttemptOutcomeUnknown`).
+    pub orphans: &'static str,
     /// The set's row in `rm_checkpoints`.
     pub checkpoint: &'static str,
     /// Index names (PostgreSQL keeps an index's name when its table is renamed, so the shadow
@@ -26,6 +28,7 @@ pub const LIVE: Tables = Tables {
     members: "rm_application_members",
     users: "rm_users",
     environments: "rm_environments",
+    orphans: "rm_suspected_orphans",
     checkpoint: CHECKPOINT,
     applications_index: "rm_applications_env_status",
     members_index: "rm_application_members_user",
@@ -37,18 +40,20 @@ pub const SHADOW: Tables = Tables {
     members: "rm_application_members_rebuild",
     users: "rm_users_rebuild",
     environments: "rm_environments_rebuild",
+    orphans: "rm_suspected_orphans_rebuild",
     checkpoint: "applications_rebuild",
     applications_index: "rm_applications_rebuild_env_status",
     members_index: "rm_application_members_rebuild_user",
 };
 
 impl Tables {
-    pub(crate) fn all(&self) -> [&'static str; 4] {
+    pub(crate) fn all(&self) -> [&'static str; 5] {
         [
             self.applications,
             self.members,
             self.users,
             self.environments,
+            self.orphans,
         ]
     }
 
@@ -104,6 +109,15 @@ impl Tables {
             format!(
                 "CREATE TABLE {} (id TEXT PRIMARY KEY, name TEXT NOT NULL, created_at TEXT NOT NULL)",
                 self.environments
+            ),
+            // Always with its key (few rows; the list reads a prefix of it).
+            format!(
+                "CREATE TABLE {} (environment TEXT NOT NULL, provider_id TEXT NOT NULL, \
+                 application_id TEXT NOT NULL, request_version BIGINT NOT NULL, attempt BIGINT NOT NULL, \
+                 idempotency_key TEXT NOT NULL, client_name TEXT NOT NULL, started_at TEXT NOT NULL, \
+                 ended_at TEXT NOT NULL, error TEXT NOT NULL, status TEXT NOT NULL, cleared_client_id TEXT, \
+                 PRIMARY KEY (environment, provider_id, application_id, request_version, attempt))",
+                self.orphans
             ),
         ]
     }

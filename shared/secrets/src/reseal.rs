@@ -215,13 +215,13 @@ mod tests {
 
     #[tokio::test]
     async fn rotation_postgres() {
-        let url = appreg_eventstore::testing::fresh_postgres_url().await;
+        let url = appreg_test_support::postgres::fresh_postgres_url().await;
         rotation(Database::connect(&url, 2).await.unwrap()).await;
     }
 
     #[tokio::test]
     async fn rotation_sqlite() {
-        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        let (_file, url) = appreg_test_support::postgres::fresh_sqlite_url();
         rotation(Database::connect(&url, 2).await.unwrap()).await;
     }
 }

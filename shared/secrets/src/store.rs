@@ -303,13 +303,13 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip_postgres() {
-        let url = appreg_eventstore::testing::fresh_postgres_url().await;
+        let url = appreg_test_support::postgres::fresh_postgres_url().await;
         round_trip(Database::connect(&url, 2).await.unwrap()).await;
     }
 
     #[tokio::test]
     async fn round_trip_sqlite() {
-        let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+        let (_file, url) = appreg_test_support::postgres::fresh_sqlite_url();
         round_trip(Database::connect(&url, 2).await.unwrap()).await;
     }
 }

@@ -159,6 +159,7 @@ fn gcm_aad(key_id: &str) -> Vec<u8> {
     [GCM_AAD_PREFIX, key_id.as_bytes()].concat()
 }
 
+#[allow(clippy::expect_used)] // invariant: a MasterKey holds exactly 32 bytes
 fn aead_key(key: &MasterKey) -> LessSafeKey {
     // A 32-byte key is always a valid AES-256 key.
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.bytes()).expect("32-byte AES-256 key"))
@@ -171,6 +172,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 impl Keyring {
     /// Seals `plaintext` with the current key and a fresh random nonce, bound to `aad` (the
     /// owner, e.g. `b"application/<id>/client_secret"`): it opens only with the same `aad`.
+    #[allow(clippy::expect_used)] // invariant: sealing fails only for plaintexts over ~64 GiB
     pub fn seal(&self, plaintext: &SecretString, aad: &[u8]) -> Sealed {
         let key = self.current();
         let mut nonce = [0u8; NONCE_LEN];

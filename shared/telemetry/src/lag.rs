@@ -184,8 +184,8 @@ pub fn spawn_checkpoint_lag(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url};
     use appreg_eventstore::{AppendRequest, NewEvent};
+    use appreg_test_support::postgres::{fresh_postgres_url, fresh_sqlite_url};
 
     async fn append(db: &Database, stream: &str, age: chrono::Duration) -> LogPosition {
         let at =

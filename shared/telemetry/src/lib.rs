@@ -91,6 +91,7 @@ pub fn flush() {
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus handle; installs the recorder on first use.
+#[allow(clippy::expect_used)] // invariant: the bucket list is constant and not empty
 pub fn metrics_handle() -> PrometheusHandle {
     PROMETHEUS
         .get_or_init(|| {

@@ -1,8 +1,8 @@
 //! `appreg_events_appended_total{stream_type}`: an [`EventStore`] that counts what it appends.
 
 use appreg_eventstore::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, Snapshot, StoreError,
-    StoredEvent,
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogFilter, LogPosition, Snapshot,
+    StoreError, StoredEvent,
 };
 use std::sync::Arc;
 
@@ -74,6 +74,15 @@ impl EventStore for CountingStore {
         self.inner
             .read_stream(stream_id, after_version, limit)
             .await
+    }
+
+    async fn read_environment_log(
+        &self,
+        after: LogPosition,
+        filter: &LogFilter,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_environment_log(after, filter, limit).await
     }
 
     async fn read_log(

@@ -72,7 +72,7 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checkpoint_is_the_low_water_mark_and_poison_events_are_parked() {
-    let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+    let (_file, url) = appreg_test_support::postgres::fresh_sqlite_url();
     let db = Database::connect(&url, 4).await.unwrap();
     db.migrate().await.unwrap();
     let Database::Sqlite(pool) = &db else {
@@ -178,12 +178,12 @@ async fn checkpoint_moves_only_forward(db: Database) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_moves_only_forward_on_sqlite() {
-    let (_file, url) = appreg_eventstore::testing::fresh_sqlite_url();
+    let (_file, url) = appreg_test_support::postgres::fresh_sqlite_url();
     checkpoint_moves_only_forward(Database::connect(&url, 2).await.unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoint_moves_only_forward_on_postgres() {
-    let url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let url = appreg_test_support::postgres::fresh_postgres_url().await;
     checkpoint_moves_only_forward(Database::connect(&url, 2).await.unwrap()).await;
 }

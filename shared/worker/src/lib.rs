@@ -16,15 +16,21 @@
 //! - [`envelope`]: the one body ([`Envelope`]) and the headers of an event message; the api's
 //!   Server-Sent Events carry the same body.
 //!
+//! - [`connect`]: a service's database pool and NATS client; [`probes`]: its metrics listener
+//!   (`/metrics`, `/healthz`, `/readyz`) and checkpoint-lag gauges.
+//!
 //! This crate never writes to the event store (only a follower's checkpoint row) and never
 //! decides anything about an event: it is plumbing that the processes compose.
 
+pub mod connect;
 pub mod envelope;
 pub mod follower;
 #[cfg(test)]
 mod follower_tests;
 pub mod lock;
 pub mod parked;
+pub mod probes;
+pub mod service;
 pub mod stream;
 pub mod subject;
 pub mod supervise;

@@ -65,26 +65,23 @@ impl Leadership {
                     }
                 }
             }
-            if let Some(c) = conn.as_mut() {
+            if let Some(mut c) = conn.take() {
                 match sqlx::query_scalar::<_, bool>(TRY_LOCK)
                     .bind(name)
-                    .fetch_one(&mut *c)
+                    .fetch_one(&mut c)
                     .await
                 {
-                    Ok(true) => {
-                        return Some(Leadership {
-                            conn: conn.take().expect("connected"),
-                        })
-                    }
+                    Ok(true) => return Some(Leadership { conn: c }),
                     Ok(false) => {
                         if !announced {
                             tracing::info!(lock = name, "standby; another instance holds the lock");
                             announced = true;
                         }
+                        conn = Some(c);
                     }
                     Err(error) => {
+                        // The connection is dropped; the next try connects again.
                         tracing::warn!(%error, lock = name, "advisory lock attempt failed");
-                        conn = None;
                     }
                 }
             }

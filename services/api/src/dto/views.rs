@@ -1,5 +1,5 @@
-//! The response bodies: applications, their registration and operations, history entries,
-//! credentials, the settings and the application types.
+//! The response bodies several resources share: an application as a caller sees it (with its
+//! registration, its operations and its owner) and one event of its history.
 
 use super::*;
 
@@ -167,15 +167,6 @@ impl ApplicationView {
     }
 }
 
-/// A page of a list.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApplicationPage {
-    pub items: Vec<ApplicationView>,
-    pub page: i64,
-    pub size: i64,
-    pub total: i64,
-}
-
 /// One event of an application's history.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HistoryEntry {
@@ -221,104 +212,4 @@ fn current_data(e: &appreg_eventstore::StoredEvent) -> serde_json::Value {
         Ok(event) => event.data(),
         Err(_) => e.data.clone(),
     }
-}
-
-/// `GET /applications/{id}/credentials`.
-#[derive(Serialize, ToSchema)]
-pub struct CredentialsView {
-    pub client_id: Option<String>,
-    /// Absent for public clients (browser applications).
-    pub client_secret: Option<String>,
-    pub client_secret_expires_at: Option<DateTime<Utc>>,
-}
-
-/// A page of an application's history, oldest first: the events after `after_version` the
-/// caller may read.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct HistoryPage {
-    /// The page's events the caller's role may read (fewer than `limit` when some were not).
-    pub items: Vec<HistoryEntry>,
-    /// The last version this page examined: pass it as `after_version` for the next page. Null
-    /// when nothing follows. Always present.
-    #[schema(required = true)]
-    pub next_after_version: Option<i64>,
-}
-
-/// `GET/PUT /settings/client-registration`
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AllowedTypesDoc {
-    pub simple: bool,
-    pub browser: bool,
-    pub web: bool,
-    pub native: bool,
-    pub backend_to_backend: bool,
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientRegistrationSettingsDoc {
-    pub allowed_types: AllowedTypesDoc,
-    pub dcr_enabled: bool,
-}
-
-impl From<appreg_domain::ClientRegistrationSettings> for ClientRegistrationSettingsDoc {
-    fn from(s: appreg_domain::ClientRegistrationSettings) -> Self {
-        let a = s.allowed_types;
-        ClientRegistrationSettingsDoc {
-            allowed_types: AllowedTypesDoc {
-                simple: a.simple,
-                browser: a.browser,
-                web: a.web,
-                native: a.native,
-                backend_to_backend: a.backend_to_backend,
-            },
-            dcr_enabled: s.dcr_enabled,
-        }
-    }
-}
-
-impl From<ClientRegistrationSettingsDoc> for appreg_domain::ClientRegistrationSettings {
-    fn from(d: ClientRegistrationSettingsDoc) -> Self {
-        let a = d.allowed_types;
-        appreg_domain::ClientRegistrationSettings {
-            allowed_types: appreg_domain::AllowedTypes {
-                simple: a.simple,
-                browser: a.browser,
-                web: a.web,
-                native: a.native,
-                backend_to_backend: a.backend_to_backend,
-            },
-            dcr_enabled: d.dcr_enabled,
-        }
-    }
-}
-
-/// `GET /application-types`: one enabled type.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApplicationTypeView {
-    #[serde(rename = "type")]
-    pub app_type: String,
-    pub allowed_grant_types: Vec<String>,
-    pub default_grant_types: Vec<String>,
-    pub mandatory_grant_types: Vec<String>,
-    pub requires_redirect_uris: bool,
-}
-
-impl ApplicationTypeView {
-    pub fn new(t: ApplicationType) -> Self {
-        let names = |g: &[GrantType]| g.iter().map(|g| g.as_str().to_string()).collect();
-        ApplicationTypeView {
-            app_type: t.as_str().to_string(),
-            allowed_grant_types: names(t.allowed_grant_types()),
-            default_grant_types: names(t.default_grant_types()),
-            mandatory_grant_types: names(t.mandatory_grant_types()),
-            requires_redirect_uris: t.requires_redirect_uris(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ApplicationTypeList {
-    pub items: Vec<ApplicationTypeView>,
 }

@@ -98,7 +98,7 @@ pub async fn subscribe(
     let plan_id = body
         .plan_id
         .ok_or_else(|| ApiError::invalid("plan_id", "field.required", "plan_id is required"))?;
-    let (catalogue, _) = crate::catalogue::load_catalogue(&state, ctx.environment.as_str()).await?;
+    let (catalogue, _) = load_catalogue(&state, ctx.environment.as_str()).await?;
     let plan = catalogue
         .plan(&plan_id)
         .cloned()
@@ -174,7 +174,7 @@ pub async fn reject(
     };
     let mut errors = FieldErrors::new();
     if let Some(reason) = &reason {
-        crate::dto::too_long(
+        too_long(
             &mut errors,
             "reason",
             "subscription.reason.invalid",

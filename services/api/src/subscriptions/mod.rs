@@ -1,6 +1,6 @@
-//! Subscriptions of an application to API plans, their API keys, the gateway's key check and
-//! the members' notification settings. Subscriptions live in the application's stream, so every
-//! command here is an application command (optimistic concurrency on the application).
+//! Subscriptions of an application to API plans, and the issue of their API keys. Subscriptions
+//! live in the application's stream, so every command here is an application command
+//! (optimistic concurrency on the application).
 //!
 //! `/subscriptions/{sid}` and `POST /api-keys/_verify` find the application through the event
 //! store's claims (a subscription id, a key's SHA-256), which are written in the same
@@ -9,18 +9,19 @@
 //! them are appended, and never logged.
 //!
 //! Layout: this file holds the key generation and the helpers the endpoints share (among
-//! them `transition`, the status changes and key renewal); `bodies` the request and response
-//! bodies, `handlers` the subscription endpoints, `keys` the API key endpoints,
-//! `notifications` the notification settings.
+//! them `transition`, the status changes and key renewal, which `crate::api_keys` uses too);
+//! `bodies` the request and response bodies, `handlers` the subscription endpoints.
 
+use crate::commands::load_catalogue;
 use crate::commands::{execute_app, load_app, Executed};
+use crate::consistency::with_token;
+use crate::dto::{app_not_found as not_found, paging, parse_app_id, too_long, PageParams};
 use crate::error::{ApiError, Problem};
 use crate::extract::{Ctx, JsonBody};
-use crate::routes::{not_found, parse_app_id, with_token};
 use crate::state::AppState;
+use crate::users::FirstVisit;
 use appreg_domain::subscription::{
-    parse_email, Hook, NewApiKey, Subscription, SubscriptionStatus, API_KEY_SCOPE, MAX_EMAIL,
-    MAX_REASON, SUBSCRIPTION_SCOPE,
+    NewApiKey, Subscription, SubscriptionStatus, MAX_REASON, SUBSCRIPTION_SCOPE,
 };
 use appreg_domain::{
     Application, ApplicationId, ApplicationStatus, DomainError, FieldErrors, Operation, Permission,
@@ -35,24 +36,31 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Keys are `apk_` and 43 characters of base64url (32 random bytes); the prefix shown to those
 /// who may not see a key is its first 12 characters.
 const KEY_PREFIX: &str = "apk_";
 const SHOWN_PREFIX: usize = 12;
-const MAX_KEY_INPUT: usize = 256;
 
 mod bodies;
 mod handlers;
-mod keys;
-mod notifications;
 
 pub use bodies::*;
-pub use handlers::*;
-pub use keys::*;
-pub use notifications::*;
+use handlers::*;
+
+pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(first_visit.on(routes!(list, subscribe)))
+        .routes(first_visit.on(routes!(get)))
+        .routes(first_visit.on(routes!(accept)))
+        .routes(first_visit.on(routes!(reject)))
+        .routes(first_visit.on(routes!(pause)))
+        .routes(first_visit.on(routes!(resume)))
+        .routes(first_visit.on(routes!(close)))
+}
 
 /// The vault owner of an application's API keys (one secret per key id).
 pub fn key_owner(id: ApplicationId) -> String {
@@ -112,7 +120,10 @@ where
 }
 
 /// The application holding a subscription (by its claim), if it is in the caller's environment.
-async fn subscription_app(state: &AppState, sid: &str) -> Result<ApplicationId, ApiError> {
+pub(crate) async fn subscription_app(
+    state: &AppState,
+    sid: &str,
+) -> Result<ApplicationId, ApiError> {
     let missing = || ApiError::from(DomainError::SubscriptionNotFound);
     if sid.is_empty() || sid.len() > 100 {
         return Err(missing());
@@ -133,7 +144,7 @@ async fn subscription_app(state: &AppState, sid: &str) -> Result<ApplicationId, 
 }
 
 /// An application-not-found from a subscription route is a subscription-not-found.
-fn as_subscription_error(e: ApiError) -> ApiError {
+pub(crate) fn as_subscription_error(e: ApiError) -> ApiError {
     match e {
         ApiError::NotFound {
             code: "application.not_found",
@@ -191,14 +202,14 @@ async fn subscription_view(
 }
 
 /// A response carrying key values is never cached.
-fn no_store(mut response: Response) -> Response {
+pub(crate) fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-async fn respond(
+pub(crate) async fn respond(
     state: &AppState,
     ctx: &Ctx,
     executed: &Executed,
@@ -218,7 +229,7 @@ async fn respond(
 
 /// What a subscription command may do, and who may.
 #[derive(Clone, Copy)]
-enum Transition {
+pub(crate) enum Transition {
     Accept,
     Reject,
     Pause,
@@ -227,7 +238,7 @@ enum Transition {
     RenewKey,
 }
 
-async fn transition(
+pub(crate) async fn transition(
     state: &AppState,
     ctx: &Ctx,
     sid: &str,

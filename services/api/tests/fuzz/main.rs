@@ -16,10 +16,9 @@
 //! `APPREG_FUZZ_SEED` (default [`DEFAULT_SEED`]) and `APPREG_FUZZ_ARGS` (more `st run`
 //! arguments, split on whitespace, e.g. `--max-time 600`) make a longer campaign.
 
-use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
-use appreg_config::Config;
-use appreg_eventstore::testing::fresh_postgres_url;
+use appreg_auth::{DevClaims, DevKey};
 use appreg_eventstore::Database;
+use appreg_test_support::postgres::fresh_postgres_url;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -225,50 +224,26 @@ impl Drop for Api {
 
 async fn spawn_api() -> Api {
     let url = fresh_postgres_url().await;
-    let mut config = Config::defaults();
-    config.default_application = false;
-    config.secrets_master_key = Some(
-        appreg_secrets::MasterKey::generate("fuzz", &mut rand::rngs::OsRng)
-            .unwrap()
-            .to_config_string(),
-    );
+    let config = appreg_test_support::app::config("fuzz");
     let db = Database::connect(&url, 16).await.expect("database");
-    appreg_api::migrate(&db).await.expect("migrations");
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();
-    let auth = Authenticator::dev(&key, &config.auth.role_claim);
-    let state = appreg_api::AppState::new(&config, &db, auth)
-        .await
-        .expect("state");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
+    let (key, _) = appreg_test_support::tokens::fresh_key();
+    let api = appreg_test_support::app::TestApi::start(&db, &config, &key).await;
     Api {
-        base,
+        base: api.base,
         key,
         client: reqwest::Client::builder().no_proxy().build().unwrap(),
-        shutdown,
+        shutdown: api.shutdown,
     }
 }
 
 impl Api {
     /// A token for `sub`, valid for a day (long campaigns).
     fn token(&self, sub: &str, admin: bool) -> String {
-        let now = chrono::Utc::now().timestamp();
-        self.key
-            .sign(&DevClaims {
-                iss: DEV_ISSUER.into(),
-                sub: sub.into(),
-                iat: now,
-                exp: now + 86_400,
-                name: Some(format!("{sub} name")),
-                email: Some(format!("{sub}@example.com")),
-                roles: if admin { vec!["ADMIN".into()] } else { vec![] },
-                admin_environments: vec![],
-            })
-            .unwrap()
+        let claims = DevClaims {
+            email: Some(format!("{sub}@example.com")),
+            ..appreg_test_support::tokens::claims(sub, admin, 86_400)
+        };
+        appreg_test_support::tokens::sign(&self.key, &claims)
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Value) -> Value {

@@ -7,7 +7,10 @@ use serde_json::json;
 #[tokio::test]
 async fn read_your_writes_across_two_api_instances() {
     let a = spawn(Backend::Postgres).await;
-    let b = spawn_peer(&a, |c| c.read_models = appreg_config::ReadModels::External).await;
+    let b = spawn_peer(&a, |c| {
+        c.api.read_models = appreg_config::ReadModels::External
+    })
+    .await;
     let alice = a.token("alice", false);
     let bob = a.token("bob", false);
     let id = a.create_simple_in("DEFAULT", &alice, "Shared").await;

@@ -9,11 +9,11 @@ use crate::on_both_with;
 use std::time::Duration;
 
 fn small_limits(config: &mut appreg_config::Config) {
-    config.sse_max_streams_per_user = 3;
-    config.sse_max_streams = 5;
-    config.sse_max_replay_events = 5;
+    config.api.sse_max_streams_per_user = 3;
+    config.api.sse_max_streams = 5;
+    config.api.sse_max_replay_events = 5;
     // A closed stream is noticed at its next heartbeat.
-    config.sse_heartbeat_ms = 100;
+    config.api.sse_heartbeat_ms = 100;
 }
 
 /// `GET /events` as `token`, resuming after `last_id`, when a refusal is expected.

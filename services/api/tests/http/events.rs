@@ -19,7 +19,7 @@ pub(crate) struct Frame {
 }
 
 impl Frame {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.data).unwrap_or_else(|e| panic!("data is JSON: {e}: {self:?}"))
     }
     pub(crate) fn kind(&self) -> &str {
@@ -46,6 +46,11 @@ pub(crate) async fn open(app: &TestApp, env: &str, token: &str, last_id: Option<
     if let Some(id) = last_id {
         request = request.header("Last-Event-ID", id);
     }
+    open_with(request).await
+}
+
+/// Opens an event stream with `request` (which must open one).
+pub(crate) async fn open_with(request: reqwest::RequestBuilder) -> Stream {
     let response = tokio::time::timeout(WAIT, request.send())
         .await
         .expect("the stream opens in time")
@@ -462,7 +467,7 @@ on_both!(
 );
 
 fn fast_heartbeats(config: &mut appreg_config::Config) {
-    config.sse_heartbeat_ms = 100;
+    config.api.sse_heartbeat_ms = 100;
 }
 
 async fn idle_streams_get_heartbeats(app: TestApp) {

@@ -2,10 +2,10 @@
 //! (a new PostgreSQL database per test, or a new SQLite file), with tokens signed by a key
 //! generated for the test.
 
-use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
+use appreg_auth::{DevClaims, DevKey};
 use appreg_config::Config;
-use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use appreg_eventstore::{Database, EventStore};
+use appreg_test_support::postgres::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ pub struct TestApp {
     key: DevKey,
     pkcs8: Vec<u8>,
     shutdown: CancellationToken,
-    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), appreg_api::service::ServiceError>>>,
     _sqlite: Option<SqliteFile>,
 }
 
@@ -153,18 +153,10 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             (url, Some(file))
         }
     };
-    let mut config = Config::defaults();
-    // Default applications have their own tests; elsewhere they would only add noise.
-    config.default_application = false;
-    config.secrets_master_key = Some(
-        appreg_secrets::MasterKey::generate("test", &mut rand::rngs::OsRng)
-            .unwrap()
-            .to_config_string(),
-    );
+    let mut config = appreg_test_support::app::config("test");
     configure(&mut config);
-    let rng = ring::rand::SystemRandom::new();
-    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-    start(url, config, pkcs8.as_ref().to_vec(), sqlite).await
+    let (_, pkcs8) = appreg_test_support::tokens::fresh_key();
+    start(url, config, pkcs8, sqlite).await
 }
 
 /// Another api instance on the same database and signing key (as a second replica behind a
@@ -178,27 +170,18 @@ pub async fn spawn_peer(of: &TestApp, configure: impl FnOnce(&mut Config)) -> Te
 async fn start(url: String, config: Config, pkcs8: Vec<u8>, sqlite: Option<SqliteFile>) -> TestApp {
     let key = DevKey::from_pkcs8(pkcs8.clone()).unwrap();
     let db = Database::connect(&url, 16).await.expect("database");
-    appreg_api::migrate(&db).await.expect("migrations");
-    let auth = Authenticator::dev(&key, &config.auth.role_claim);
-    let state = appreg_api::AppState::new(&config, &db, auth)
-        .await
-        .expect("state");
-    let store = state.store().clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
+    let api = appreg_test_support::app::TestApi::start(&db, &config, &key).await;
     TestApp {
-        base,
+        base: api.base,
         client: reqwest::Client::new(),
-        store,
+        store: api.state.store().clone(),
         db,
         url,
         config,
         key,
         pkcs8,
-        shutdown,
-        handle: Some(handle),
+        shutdown: api.shutdown,
+        handle: Some(api.handle),
         _sqlite: sqlite,
     }
 }
@@ -211,17 +194,7 @@ impl TestApp {
 
     /// The claims `token` signs, for tests that alter them.
     pub fn claims(&self, sub: &str, admin: bool) -> DevClaims {
-        let now = chrono::Utc::now().timestamp();
-        DevClaims {
-            iss: DEV_ISSUER.into(),
-            sub: sub.into(),
-            iat: now,
-            exp: now + 600,
-            name: Some(format!("{sub} name")),
-            email: None,
-            roles: if admin { vec!["ADMIN".into()] } else { vec![] },
-            admin_environments: vec![],
-        }
+        appreg_test_support::tokens::claims(sub, admin, 600)
     }
 
     /// A token for `sub` that administers exactly `envs` (the `admin_environments` claim;
@@ -264,7 +237,7 @@ impl TestApp {
     }
 
     pub fn sign(&self, claims: DevClaims) -> String {
-        self.key.sign(&claims).unwrap()
+        appreg_test_support::tokens::sign(&self.key, &claims)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -585,54 +558,8 @@ pub async fn checked<Fut: std::future::Future<Output = ()>>(
     drop(file);
 }
 
-fn validator(relative: &str) -> jsonschema::Validator {
-    let path = format!(
-        "{}/../../proto-schemas/{relative}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no schema {path}: {e}"));
-    let schema: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
 pub async fn assert_events_match_schemas(db: &Database) {
-    let rows: Vec<(String, i32, String, String)> = match db {
-        Database::Postgres(pool) => sqlx::query_as(
-            "SELECT event_type, schema_version, data::text, metadata::text FROM events ORDER BY position",
-        )
-        .fetch_all(pool)
-        .await
-        .unwrap(),
-        Database::Sqlite(pool) => {
-            sqlx::query_as("SELECT event_type, schema_version, data, metadata FROM events ORDER BY position")
-                .fetch_all(pool)
-                .await
-                .unwrap()
-        }
-    };
-    let metadata = validator("metadata/v1.json");
-    let mut validators: std::collections::HashMap<(String, i32), jsonschema::Validator> =
-        Default::default();
-    for (event_type, version, data, meta) in rows {
-        let data: Value = serde_json::from_str(&data).unwrap();
-        let meta: Value = serde_json::from_str(&meta).unwrap();
-        let v = validators
-            .entry((event_type.clone(), version))
-            .or_insert_with(|| validator(&format!("events/{event_type}/v{version}.json")));
-        let errors: Vec<String> = v.iter_errors(&data).map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "{event_type} v{version} does not match its schema: {errors:?}\n{data}"
-        );
-        let errors: Vec<String> = metadata.iter_errors(&meta).map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "metadata of {event_type} does not match its schema: {errors:?}\n{meta}"
-        );
-    }
+    appreg_test_support::schemas::assert_events_match_schemas(db).await;
 }
 
 /// Runs an async scenario `fn(TestApp)` against both backends, as two tests; afterwards every

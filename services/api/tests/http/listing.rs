@@ -79,7 +79,8 @@ async fn paging_and_visibility(app: TestApp) {
         )
         .await;
     r.assert_invalid_fields(&["status", "page", "size"]);
-    for (k, v) in [("size", "ten"), ("page", "1.5"), ("sort", "name")] {
+    // (`sort` is a parameter now — see list_filters — so an unknown one is `order`.)
+    for (k, v) in [("size", "ten"), ("page", "1.5"), ("order", "name")] {
         let r = app.get_query("applications", &alice, &[(k, v)]).await;
         assert_eq!(r.status, 422, "{k}={v}: {}", r.body);
         r.assert_problem(422, "validation.failed");
@@ -232,7 +233,7 @@ mod unreachable_consistency_token {
     use crate::helpers::{spawn_with, Backend};
 
     async fn spawn(backend: Backend) -> crate::helpers::TestApp {
-        spawn_with(backend, |c| c.consistency_wait_ms = 300).await
+        spawn_with(backend, |c| c.api.consistency_wait_ms = 300).await
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres() {

@@ -1,10 +1,10 @@
 //! `/client-registration-providers` against providers the test controls: loopback servers that
-//! record every request (`appreg_dcr_client::recorder`). What an environment administrator may
+//! record every request (`appreg_test_support::recorder`). What an environment administrator may
 //! point a provider at, and where its stored secrets may go (issue #20, items 1 and 5).
 
 use crate::helpers::TestApp;
 use crate::{on_both, on_both_with};
-use appreg_dcr_client::recorder::{Recorder, Reply};
+use appreg_test_support::recorder::{Recorder, Reply};
 use serde_json::{json, Value};
 
 const PATH: &str = "client-registration-providers";

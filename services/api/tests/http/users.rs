@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 const DEFAULT_APPLICATION: &str = "Default application";
 
 fn with_default_application(config: &mut appreg_config::Config) {
-    config.default_application = true;
+    config.api.default_application = true;
 }
 
 /// The events of a user's stream in an environment.
@@ -252,6 +252,123 @@ async fn a_gateway_is_not_a_user(app: TestApp) {
     app.stop().await;
 }
 
+/// A user's first visit is recorded by a layer on the routes of an environment, before their
+/// handler runs: the first request to any of them records it, whatever the handler then answers
+/// (here mostly 403, 404 or 422), on every method of every resource. Routes outside an
+/// environment record nobody.
+async fn every_route_of_an_environment_records_the_first_visit(app: TestApp) {
+    let missing = uuid::Uuid::now_v7();
+    let app_path = format!("applications/{missing}");
+    let routes: Vec<(Method, String)> = vec![
+        (Method::GET, "settings/client-registration".into()),
+        (Method::PUT, "settings/client-registration".into()),
+        (Method::GET, "application-types".into()),
+        (Method::GET, "applications".into()),
+        (Method::POST, "applications".into()),
+        (Method::GET, app_path.clone()),
+        (Method::PUT, app_path.clone()),
+        (Method::DELETE, app_path.clone()),
+        (Method::POST, format!("{app_path}/_restore")),
+        (Method::GET, format!("{app_path}/history")),
+        (Method::POST, format!("{app_path}/_retry_registration")),
+        (Method::POST, format!("{app_path}/_renew_secret")),
+        (Method::GET, format!("{app_path}/credentials")),
+        (Method::GET, format!("{app_path}/members")),
+        (Method::POST, format!("{app_path}/members")),
+        (Method::PUT, format!("{app_path}/members/bob")),
+        (Method::DELETE, format!("{app_path}/members/bob")),
+        (
+            Method::POST,
+            format!("{app_path}/members/_transfer_ownership"),
+        ),
+        (Method::GET, format!("{app_path}/subscriptions")),
+        (Method::POST, format!("{app_path}/subscriptions")),
+        (Method::GET, "subscriptions/s".into()),
+        (Method::POST, "subscriptions/s/_accept".into()),
+        (Method::POST, "subscriptions/s/_reject".into()),
+        (Method::POST, "subscriptions/s/_pause".into()),
+        (Method::POST, "subscriptions/s/_resume".into()),
+        (Method::POST, "subscriptions/s/_close".into()),
+        (Method::POST, "subscriptions/s/api-keys/_renew".into()),
+        (Method::POST, "subscriptions/s/api-keys/k/_revoke".into()),
+        (Method::POST, "api-keys/_verify".into()),
+        (Method::GET, format!("{app_path}/notifications")),
+        (Method::PUT, format!("{app_path}/notifications")),
+        (Method::GET, "client-registration-providers".into()),
+        (Method::POST, "client-registration-providers".into()),
+        (Method::GET, "client-registration-providers/p".into()),
+        (Method::PUT, "client-registration-providers/p".into()),
+        (Method::DELETE, "client-registration-providers/p".into()),
+        (
+            Method::GET,
+            "client-registration-providers/p/suspected-orphans".into(),
+        ),
+        (Method::GET, "apis".into()),
+        (Method::POST, "apis".into()),
+        (Method::GET, "apis/a/plans".into()),
+        (Method::POST, "apis/a/plans".into()),
+        (Method::POST, "apis/a/plans/p/_close".into()),
+        // A stream never ends: an invalid resume point is answered 422 by the handler.
+        (Method::GET, "events".into()),
+    ];
+    for (i, (method, path)) in routes.iter().enumerate() {
+        let user = format!("visitor-{i}");
+        let token = app.token(&user, false);
+        let mut request = app.request(method.clone(), path, Some(&token));
+        if *method != Method::GET && *method != Method::DELETE {
+            request = request.json(&json!({}));
+        }
+        let r = app.send(request.header("last-event-id", "not-an-id")).await;
+        assert!(
+            r.status != 401 && r.status != 405 && r.status < 500,
+            "{method} {path}: {} {}",
+            r.status,
+            r.body
+        );
+        let seen = user_events(&app, "DEFAULT", &user).await;
+        assert_eq!(
+            seen.len(),
+            1,
+            "{method} {path} ({}) records the first visit",
+            r.status
+        );
+        assert_eq!(seen[0].event_type, "UserFirstSeen");
+    }
+    // Outside an environment nobody is a user of one.
+    let outsider = app.token("outsider", false);
+    app.get("/v1/environments", &outsider)
+        .await
+        .assert_status(200);
+    app.get("/healthz", &outsider).await.assert_status(200);
+    assert!(user_events(&app, "DEFAULT", "outsider").await.is_empty());
+    assert_eq!(
+        app.count_events_of_type("UserFirstSeen").await,
+        routes.len()
+    );
+    app.stop().await;
+}
+
+/// The layer is on the methods a route has: a request answered 405 (a method the route does not
+/// have) records nobody, and is 405 with or without a token, as it always was.
+async fn a_request_answered_405_records_nobody(app: TestApp) {
+    let newbie = app.token("newbie", false);
+    for token in [None, Some(newbie.as_str())] {
+        for (method, path) in [
+            (Method::PATCH, "applications"),
+            (Method::DELETE, "application-types"),
+            (Method::PUT, "events"),
+        ] {
+            let r = app.send(app.request(method.clone(), path, token)).await;
+            r.assert_problem(405, "request.method_not_allowed");
+        }
+    }
+    assert_eq!(app.count_events_of_type("UserFirstSeen").await, 0);
+    // The same user's first request to a route's method records them.
+    app.get("applications", &newbie).await.assert_status(200);
+    assert_eq!(user_events(&app, "DEFAULT", "newbie").await.len(), 1);
+    app.stop().await;
+}
+
 on_both_with!(
     with_default_application;
     a_gateway_is_not_a_user,
@@ -260,4 +377,8 @@ on_both_with!(
     no_default_application_when_simple_applications_are_disabled,
     unauthenticated_and_unknown_environment_record_nobody,
 );
-on_both!(flag_off_creates_none);
+on_both!(
+    flag_off_creates_none,
+    every_route_of_an_environment_records_the_first_visit,
+    a_request_answered_405_records_nobody,
+);

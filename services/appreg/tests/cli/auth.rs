@@ -2,7 +2,7 @@
 //! configuration names what is missing), and starts with one.
 
 use super::{temp_dir, Running, EXE};
-use appreg_eventstore::testing::fresh_postgres_url;
+use appreg_test_support::postgres::fresh_postgres_url;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ fn api(db_url: &str, audience: Option<&str>) -> Command {
         )
         .env("APPREG_AUTH__JWKS_URL", "http://127.0.0.1:9/certs")
         .env("APPREG_DATA_DIR", temp_dir("api-auth"))
-        .env("APPREG_LISTEN", "127.0.0.1:0")
+        .env("APPREG_API__LISTEN", "127.0.0.1:0")
         .env("APPREG_LOG_FORMAT", "text")
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1")

@@ -4,7 +4,7 @@
 
 use super::projector::{assert_complete_and_equal_to_rebuild, caught_up, ReadSide, PREFIX, STREAM};
 use appreg_eventstore::Database;
-use appreg_relay::testing::NatsServer;
+use appreg_test_support::nats::NatsServer;
 use std::time::{Duration, Instant};
 
 /// Someone who may publish on the event subjects sends a copy of a real `MemberAdded` envelope
@@ -17,7 +17,7 @@ async fn forged_envelopes_are_not_projected() {
     let nats = NatsServer::start();
     let mut side = ReadSide::start(&nats.url()).await;
     let db = Database::connect(&side.db_url, 4).await.unwrap();
-    let metrics_port = appreg_relay::testing::free_port();
+    let metrics_port = appreg_test_support::nats::free_port();
     side.kill_projector();
     let metrics_listen = format!("127.0.0.1:{metrics_port}");
     side.projector = Some(side.spawn(&["projector", "--metrics-listen", &metrics_listen]));
@@ -191,7 +191,7 @@ async fn a_copy_of_an_unpublished_event_skips_nothing() {
     assert_eq!(r.status(), 200);
     let store = db.event_store().await.unwrap();
     let rename = loop {
-        let log = appreg_relay::testing::all_events(store.as_ref()).await;
+        let log = appreg_test_support::nats::all_events(store.as_ref()).await;
         let last = log.last().unwrap().clone();
         if last.event_type == "ApplicationUpdated" {
             break last;

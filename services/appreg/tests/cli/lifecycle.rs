@@ -5,9 +5,9 @@
 
 use super::projector::{service, PREFIX, STREAM};
 use super::{temp_dir, token, Running};
-use appreg_eventstore::testing::fresh_postgres_url;
 use appreg_eventstore::{Database, EventStore, StoredEvent};
-use appreg_relay::testing::{all_events, assert_exactly_once, NatsServer};
+use appreg_test_support::nats::{all_events, assert_exactly_once, NatsServer, Published};
+use appreg_test_support::postgres::fresh_postgres_url;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -76,7 +76,7 @@ impl System {
 
     fn start_lifecycle(&mut self, step_pause_ms: u64) {
         let child = service(&["lifecycle"], &self.db_url, &self.nats_url, &self.data)
-            .env("APPREG_LIFECYCLE_STEP_PAUSE_MS", step_pause_ms.to_string())
+            .env("APPREG_LIFECYCLE__STEP_PAUSE_MS", step_pause_ms.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -440,7 +440,16 @@ async fn seed_story(kill_between_steps: bool) {
     let relay_config = appreg_relay::RelayConfig::from_config(&config);
     let nats_client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(nats_client);
-    assert_exactly_once(&js, store.as_ref(), &relay_config, Duration::from_secs(30)).await;
+    assert_exactly_once(
+        &js,
+        store.as_ref(),
+        Published {
+            stream: &relay_config.stream,
+            subject_prefix: &relay_config.subject_prefix,
+        },
+        Duration::from_secs(30),
+    )
+    .await;
     for e in all_events(store.as_ref()).await {
         let text = format!("{} {}", e.data, e.metadata);
         assert!(!text.contains(&first_key) && !text.contains(&new_key));

@@ -219,7 +219,7 @@ async fn dev_mode_on_embedded_sqlite() {
 
 #[tokio::test]
 async fn dev_mode_on_postgres_and_migrate() {
-    let db_url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let db_url = appreg_test_support::postgres::fresh_postgres_url().await;
     for _ in 0..2 {
         let out = Command::new(EXE)
             .args(["migrate", "--database-url", &db_url])
@@ -233,7 +233,7 @@ async fn dev_mode_on_postgres_and_migrate() {
     }
     let data = temp_dir("pg");
     // With --nats-url, appreg dev also runs the relay (a private nats-server).
-    let nats = appreg_relay::testing::NatsServer::start();
+    let nats = appreg_test_support::nats::NatsServer::start();
     let (child, url) = start_dev(
         &data,
         &["--database-url", &db_url, "--nats-url", &nats.url()],
@@ -250,10 +250,13 @@ async fn dev_mode_on_postgres_and_migrate() {
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let config = appreg_relay::RelayConfig::from_config(&appreg_config::Config::defaults());
-    let n = appreg_relay::testing::assert_exactly_once(
+    let n = appreg_test_support::nats::assert_exactly_once(
         &js,
         store.as_ref(),
-        &config,
+        appreg_test_support::nats::Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
         std::time::Duration::from_secs(20),
     )
     .await;
@@ -295,7 +298,7 @@ fn bad_arguments_fail_clearly() {
 /// projected.
 #[tokio::test]
 async fn projections_rebuild_on_postgres() {
-    let db_url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let db_url = appreg_test_support::postgres::fresh_postgres_url().await;
     let data = temp_dir("rebuild");
     let (child, url) = start_dev(&data, &["--database-url", &db_url]);
     let client = reqwest::Client::new();

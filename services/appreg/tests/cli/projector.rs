@@ -7,9 +7,9 @@
 //! `appreg projections parked` / `retry` list and replay it.
 
 use super::{temp_dir, token, Running, EXE};
-use appreg_eventstore::testing::fresh_postgres_url;
 use appreg_eventstore::Database;
-use appreg_relay::testing::NatsServer;
+use appreg_test_support::nats::NatsServer;
+use appreg_test_support::postgres::fresh_postgres_url;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -40,7 +40,7 @@ pub(super) fn service(args: &[&str], db_url: &str, nats_url: &str, data: &Path) 
         .env("APPREG_NATS_URL", nats_url)
         .env("APPREG_NATS_STREAM", STREAM)
         .env("APPREG_NATS_SUBJECT_PREFIX", PREFIX)
-        .env("APPREG_READ_MODELS", "external")
+        .env("APPREG_API__READ_MODELS", "external")
         .env(
             "APPREG_SECRETS_MASTER_KEY",
             "test:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
@@ -48,7 +48,7 @@ pub(super) fn service(args: &[&str], db_url: &str, nats_url: &str, data: &Path) 
         .env("APPREG_AUTH__DEV", "true")
         .env("APPREG_DATA_DIR", data)
         .env("APPREG_DEFAULT_APPLICATION", "false")
-        .env("APPREG_LISTEN", "127.0.0.1:0")
+        .env("APPREG_API__LISTEN", "127.0.0.1:0")
         .env("APPREG_LOG_FORMAT", "text")
         .env("RUST_LOG", "warn")
         .env("NO_COLOR", "1");

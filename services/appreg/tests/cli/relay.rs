@@ -3,12 +3,13 @@
 //! JetStream holds every event exactly once, in order.
 
 use super::EXE;
-use appreg_eventstore::testing::fresh_postgres_url;
 use appreg_eventstore::Database;
-use appreg_relay::testing::{
-    append_batch, assert_exactly_once, message_count, wait_for_messages, NatsServer, Writers,
-};
 use appreg_relay::RelayConfig;
+use appreg_test_support::nats::{
+    append_batch, assert_exactly_once, message_count, wait_for_messages, NatsServer, Published,
+    Writers,
+};
+use appreg_test_support::postgres::fresh_postgres_url;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -134,7 +135,16 @@ async fn relay_processes_sigkill_standby_takeover_and_restart() {
     wait_for_messages(&js, STREAM, at_kill + 100, Duration::from_secs(10)).await;
 
     let appended = writers.stop().await;
-    let n = assert_exactly_once(&js, store.as_ref(), &config, Duration::from_secs(30)).await;
+    let n = assert_exactly_once(
+        &js,
+        store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(n as u64, 3000 + appended);
     third.sigterm();
     db.close().await;

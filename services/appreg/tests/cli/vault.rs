@@ -32,7 +32,7 @@ fn reseal(url: &str, current: &SecretString, previous: &[&SecretString]) -> (boo
 
 #[tokio::test]
 async fn vault_reseal_moves_every_value_to_the_current_key() {
-    let url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let url = appreg_test_support::postgres::fresh_postgres_url().await;
     let db = Database::connect(&url, 2).await.unwrap();
     db.migrate().await.unwrap();
     appreg_secrets::store::migrate(&db).await.unwrap();

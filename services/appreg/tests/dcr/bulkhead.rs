@@ -18,13 +18,11 @@ async fn hanging_provider() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let discovery = json!({
-        "issuer": base,
-        "registration_endpoint": format!("{base}/reg"),
-        "token_endpoint": format!("{base}/token"),
-        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token", "implicit", "password"],
-        "response_types_supported": ["code", "id_token", "id_token token"],
-    });
+    let discovery = appreg_test_support::recorder::discovery_document(
+        &base,
+        &format!("{base}/token"),
+        &format!("{base}/reg"),
+    );
     let counted = hits.clone();
     let app = axum::Router::new()
         .route(

@@ -5,11 +5,11 @@
 //! credentials work there; provider faults are retried, refusals shown, lost answers leave no
 //! second client; and no secret leaks into events or responses other than `/credentials`.
 
-use appreg_auth::{Authenticator, DevClaims, DevKey, DEV_ISSUER};
+use appreg_auth::DevKey;
 use appreg_config::Config;
 use appreg_dcr_client::provider::{ProviderClient, RegistrationHandle};
-use appreg_dcr_client::testing::{Fault, Mode, OidcProvider};
 use appreg_eventstore::Database;
+use appreg_test_support::oidc::{Fault, Mode, OidcProvider};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 mod bulkhead;
+mod consumers;
+mod native;
+mod orphans;
 
 struct System {
     base: String,
@@ -50,27 +53,14 @@ impl System {
 
     /// The api alone (the saga is started by the test, in process or as `appreg dcr-saga`).
     async fn start_without_saga() -> System {
-        let url = appreg_eventstore::testing::fresh_postgres_url().await;
-        let mut config = Config::defaults();
-        config.default_application = false;
-        config.secrets_master_key = Some(
-            appreg_secrets::MasterKey::generate("e2e", &mut rand::rngs::OsRng)
-                .unwrap()
-                .to_config_string(),
-        );
+        let url = appreg_test_support::postgres::fresh_postgres_url().await;
+        let config = appreg_test_support::app::config("e2e");
         let db = Database::connect(&url, 16).await.unwrap();
-        appreg_api::migrate(&db).await.unwrap();
+        let (key, _) = appreg_test_support::tokens::fresh_key();
+        let api = appreg_test_support::app::TestApi::start(&db, &config, &key).await;
         appreg_dcr_saga::migrate(&db).await.unwrap();
-        let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
-        let key = DevKey::from_pkcs8(pkcs8.as_ref().to_vec()).unwrap();
-        let auth = Authenticator::dev(&key, &config.auth.role_claim);
-        let state = appreg_api::AppState::new(&config, &db, auth).await.unwrap();
-        let vault = state.vault().clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let shutdown = CancellationToken::new();
-        tokio::spawn(appreg_api::run(listener, state, shutdown.clone()));
+        let vault = api.state.vault().clone();
+        let (base, shutdown) = (api.base, api.shutdown);
         System {
             base,
             client: reqwest::Client::new(),
@@ -143,19 +133,7 @@ impl System {
     }
 
     fn token(&self, sub: &str, admin: bool) -> String {
-        let now = chrono::Utc::now().timestamp();
-        self.key
-            .sign(&DevClaims {
-                iss: DEV_ISSUER.into(),
-                sub: sub.into(),
-                iat: now,
-                exp: now + 3600,
-                name: None,
-                email: None,
-                roles: if admin { vec!["ADMIN".into()] } else { vec![] },
-                admin_environments: vec![],
-            })
-            .unwrap()
+        appreg_test_support::tokens::token(&self.key, sub, admin, 3600)
     }
 
     fn url(&self, path: &str) -> String {
@@ -278,52 +256,10 @@ impl System {
     }
 }
 
-fn validator(relative: &str) -> jsonschema::Validator {
-    let path = format!(
-        "{}/../../proto-schemas/{relative}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no schema {path}: {e}"));
-    let schema: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap_or_else(|e| panic!("{relative}: {e}"))
-}
-
 /// Every event the scenario stored (the api's, the saga's, the providers') matches its
 /// published JSON Schema, data and metadata.
 async fn assert_events_match_schemas(db: &Database) {
-    let Database::Postgres(pool) = db else {
-        unreachable!()
-    };
-    let rows: Vec<(String, i32, String, String)> = sqlx::query_as(
-        "SELECT event_type, schema_version, data::text, metadata::text FROM events ORDER BY position",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
-    assert!(!rows.is_empty());
-    let metadata = validator("metadata/v1.json");
-    let mut validators: std::collections::HashMap<(String, i32), jsonschema::Validator> =
-        Default::default();
-    for (event_type, version, data, meta) in rows {
-        let data: Value = serde_json::from_str(&data).unwrap();
-        let meta: Value = serde_json::from_str(&meta).unwrap();
-        let v = validators
-            .entry((event_type.clone(), version))
-            .or_insert_with(|| validator(&format!("events/{event_type}/v{version}.json")));
-        let errors: Vec<String> = v.iter_errors(&data).map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "{event_type} v{version} does not match its schema: {errors:?}\n{data}"
-        );
-        let errors: Vec<String> = metadata.iter_errors(&meta).map(|e| e.to_string()).collect();
-        assert!(
-            errors.is_empty(),
-            "metadata of {event_type} does not match its schema: {errors:?}\n{meta}"
-        );
-    }
+    assert!(appreg_test_support::schemas::assert_events_match_schemas(db).await > 0);
 }
 
 fn types() -> Vec<(&'static str, Value, Vec<&'static str>)> {
@@ -389,7 +325,7 @@ async fn every_type_registers(mode: Mode) {
     let logs = capture_logs();
     let oidc = OidcProvider::start(mode);
     let system = System::start().await;
-    let nats = appreg_relay::testing::NatsServer::start();
+    let nats = appreg_test_support::nats::NatsServer::start();
     let relay_config = appreg_relay::RelayConfig {
         stream: "DCR_EVENTS".into(),
         subject_prefix: "dcr.appreg".into(),
@@ -464,7 +400,15 @@ async fn every_type_registers(mode: Mode) {
         assert_eq!(credentials["client_id"], client_id.as_str());
         let secret = credentials["client_secret"].as_str().map(str::to_string);
         match kind {
-            "browser" => assert!(secret.is_none(), "a browser app is a public client (PKCE)"),
+            "browser" | "native" => {
+                // Public clients (a SPA; a native app, RFC 8252 §8.4): no secret, and the
+                // provider holds them so (it then requires PKCE of them).
+                assert!(secret.is_none(), "{kind}: a public client (PKCE)");
+                assert_eq!(
+                    there.metadata["token_endpoint_auth_method"], "none",
+                    "{kind}: auth method at the provider"
+                );
+            }
             "backend_to_backend" => {
                 let token = oidc
                     .token(&client_id, secret.as_deref().unwrap(), None)
@@ -532,8 +476,8 @@ async fn every_type_registers(mode: Mode) {
     // The NATS stream holds every event, and no secret.
     let js = async_nats::jetstream::new(nats_client);
     let store = system.db.event_store().await.unwrap();
-    let events = appreg_relay::testing::all_events(store.as_ref()).await;
-    appreg_relay::testing::wait_for_messages(
+    let events = appreg_test_support::nats::all_events(store.as_ref()).await;
+    appreg_test_support::nats::wait_for_messages(
         &js,
         "DCR_EVENTS",
         events.len() as u64,

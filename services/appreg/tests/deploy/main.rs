@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+mod architecture;
 mod nats_permissions;
 
 const EXE: &str = env!("CARGO_BIN_EXE_appreg");
@@ -172,7 +173,7 @@ fn setup(url: &str, extra: &[&str]) -> String {
             .args(extra)
             .env("APPREG_NATS_STREAM", "T_DEPLOY")
             .env("APPREG_NATS_SUBJECT_PREFIX", "t.deploy")
-            .env("APPREG_PROJECTOR_CONSUMER", "t-deploy-projector"),
+            .env("APPREG_PROJECTOR__CONSUMER", "t-deploy-projector"),
         "appreg nats setup",
         "",
     );
@@ -206,7 +207,7 @@ fn assert_server_has(definition: &serde_json::Value, server: &serde_json::Value,
 
 #[tokio::test]
 async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_nothing() {
-    let nats = appreg_relay::testing::NatsServer::start();
+    let nats = appreg_test_support::nats::NatsServer::start();
     let url = nats.url();
 
     let first = setup(&url, &[]);
@@ -314,13 +315,13 @@ fn the_shipped_nats_server_lists_parse() {
 /// parser hands them to it) or given in `APPREG_NATS_CREDENTIALS`, and is refused without.
 #[test]
 fn nats_setup_authenticates_with_the_credentials_of_the_list() {
-    let port = appreg_relay::testing::free_port();
+    let port = appreg_test_support::nats::free_port();
     let dir = std::env::temp_dir().join(format!(
         "appreg-deploy-auth-{}",
         uuid::Uuid::now_v7().simple()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut server = Command::new(appreg_relay::testing::nats_server_binary())
+    let mut server = Command::new(appreg_test_support::nats::nats_server_binary())
         .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
         .args(["--user", "appreg", "--pass", "s3cr@t", "-sd"])
         .arg(&dir)

@@ -5,7 +5,7 @@
 //! `appreg relay` and `appreg projector` work end to end with their own credentials.
 
 use appreg_eventstore::{AppendRequest, Database, NewEvent};
-use appreg_relay::testing::{NatsAccounts, NatsServer};
+use appreg_test_support::nats::{NatsAccounts, NatsServer};
 use async_nats::jetstream::{self, stream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -196,7 +196,7 @@ async fn nats_permissions_only_the_relay_publishes_events() {
     assert_eq!(messages(&relay_js).await, 1, "only the relay's message");
 
     // No NATS user for the services that do not use NATS.
-    let conf = std::fs::read_to_string(appreg_relay::testing::deploy_accounts_file()).unwrap();
+    let conf = std::fs::read_to_string(appreg_test_support::nats::deploy_accounts_file()).unwrap();
     let users: Vec<&str> = conf
         .lines()
         .filter_map(|l| l.trim().strip_prefix("user: "))
@@ -204,7 +204,7 @@ async fn nats_permissions_only_the_relay_publishes_events() {
     assert_eq!(users, ["appreg-relay", "appreg-projector", "appreg-setup"]);
 
     // End to end: the real relay and projector, each with its own user, on a fresh database.
-    let db_url = appreg_eventstore::testing::fresh_postgres_url().await;
+    let db_url = appreg_test_support::postgres::fresh_postgres_url().await;
     let db = Database::connect(&db_url, 4).await.unwrap();
     db.migrate().await.unwrap();
     let spawn = |service: &str, credentials: &str| {

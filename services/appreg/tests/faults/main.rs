@@ -22,7 +22,9 @@ mod pg;
 
 use appreg_domain::{Application, ApplicationEvent, DomainEvent, Role};
 use appreg_eventstore::{Database, EventStore, StoredEvent};
-use appreg_relay::testing::{all_events, assert_exactly_once, free_port, NatsAccounts, NatsServer};
+use appreg_test_support::nats::{
+    all_events, assert_exactly_once, free_port, NatsAccounts, NatsServer, Published,
+};
 use pg::PrivatePostgres;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -580,8 +582,8 @@ async fn run(profile: Profile) {
     let postgres = PrivatePostgres::start();
     let nats_accounts = NatsAccounts::generate();
     let mut nats = NatsServer::start_with_accounts(&nats_accounts);
-    let oidc = appreg_dcr_client::testing::OidcProvider::start(
-        appreg_dcr_client::testing::Mode::fixed_token(),
+    let oidc = appreg_test_support::oidc::OidcProvider::start(
+        appreg_test_support::oidc::Mode::fixed_token(),
     );
     let data = postgres.dir().join("appreg");
     std::fs::create_dir_all(&data).unwrap();
@@ -666,7 +668,7 @@ async fn run(profile: Profile) {
         )
         .await
         .expect("settings");
-    let appreg_dcr_client::testing::Mode::InitialAccessToken(iat) = oidc.mode().clone() else {
+    let appreg_test_support::oidc::Mode::InitialAccessToken(iat) = oidc.mode().clone() else {
         unreachable!()
     };
     record.secrets.lock().unwrap().insert(iat.clone());
@@ -881,7 +883,16 @@ async fn run(profile: Profile) {
             .await
             .unwrap(),
     );
-    let n = assert_exactly_once(&js, store.as_ref(), &relay_config, Duration::from_secs(120)).await;
+    let n = assert_exactly_once(
+        &js,
+        store.as_ref(),
+        Published {
+            stream: &relay_config.stream,
+            subject_prefix: &relay_config.subject_prefix,
+        },
+        Duration::from_secs(120),
+    )
+    .await;
     println!(
         "{} check: JetStream holds each of the {n} events exactly once, in log order",
         stamp()

@@ -63,7 +63,7 @@ impl PrivatePostgres {
             assert!(ok, "chown of the private PostgreSQL directory");
         }
         let pg = PrivatePostgres {
-            port: appreg_relay::testing::free_port(),
+            port: appreg_test_support::nats::free_port(),
             dir,
             bin: bin_dir(),
             as_postgres,

@@ -32,7 +32,9 @@ mod pg;
 use appreg_auth::{DevClaims, DevKey};
 use appreg_config::{NatsAuth, NatsServers};
 use appreg_eventstore::{Database, EventStore};
-use appreg_relay::testing::{all_events, assert_exactly_once, free_port, nats_server_binary};
+use appreg_test_support::nats::{
+    all_events, assert_exactly_once, free_port, nats_server_binary, Published,
+};
 use compose::{Compose, Kind, Volume};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -385,18 +387,12 @@ async fn serve_jwks(key: &DevKey) -> String {
 }
 
 fn sign(key: &DevKey, issuer: &str, sub: &str, admin: bool) -> String {
-    let now = chrono::Utc::now().timestamp();
-    key.sign(&DevClaims {
+    let claims = DevClaims {
         iss: issuer.into(),
-        sub: sub.into(),
-        iat: now,
-        exp: now + 4 * 3600,
         name: None,
-        email: None,
-        roles: if admin { vec!["ADMIN".into()] } else { vec![] },
-        admin_environments: vec![],
-    })
-    .unwrap()
+        ..appreg_test_support::tokens::claims(sub, admin, 4 * 3600)
+    };
+    appreg_test_support::tokens::sign(key, &claims)
 }
 
 /// Starts what compose.yaml describes, in its `depends_on` order, each service once its
@@ -1118,8 +1114,8 @@ async fn run(profile: Profile) {
     let key = DevKey::load_or_create(&key_dir).unwrap();
     let _ = std::fs::remove_dir_all(&key_dir);
     let issuer = serve_jwks(&key).await;
-    let oidc = appreg_dcr_client::testing::OidcProvider::start(
-        appreg_dcr_client::testing::Mode::fixed_token(),
+    let oidc = appreg_test_support::oidc::OidcProvider::start(
+        appreg_test_support::oidc::Mode::fixed_token(),
     );
     let mut topology = start(&http, &issuer).await;
     let startup = run_started.elapsed();
@@ -1168,7 +1164,7 @@ async fn run(profile: Profile) {
         )
         .await
         .expect("settings");
-    let appreg_dcr_client::testing::Mode::InitialAccessToken(iat) = oidc.mode().clone() else {
+    let appreg_test_support::oidc::Mode::InitialAccessToken(iat) = oidc.mode().clone() else {
         unreachable!()
     };
     client
@@ -1529,7 +1525,16 @@ async fn run(profile: Profile) {
 
     // 2. JetStream holds every stored event exactly once, in log order, on a stream of 3
     //    replicas, all current.
-    let n = assert_exactly_once(&js, store.as_ref(), &relay_config, Duration::from_secs(120)).await;
+    let n = assert_exactly_once(
+        &js,
+        store.as_ref(),
+        Published {
+            stream: &relay_config.stream,
+            subject_prefix: &relay_config.subject_prefix,
+        },
+        Duration::from_secs(120),
+    )
+    .await;
     let started = Instant::now();
     let (replicas, leader, peers) = loop {
         let r = replication(&js, &relay_config.stream).await;

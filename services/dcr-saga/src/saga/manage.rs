@@ -5,7 +5,10 @@ use super::*;
 
 impl Saga {
     /// RFC 7592 PUT of the full metadata after an OAuth settings change; the rotated
-    /// registration access token replaces the old one; a failure is recorded and shown.
+    /// registration access token replaces the old one; a failure is recorded and shown. A
+    /// client registered with a secret that is now public (a native application moved to
+    /// `token_endpoint_auth_method: none`) loses its secret: deleted from the vault before
+    /// `DcrClientUpdated` says so.
     #[tracing::instrument(skip_all, fields(application_id = %id.0, request_version = e.version, trace_id = %trace_id(e)), err(Display))]
     pub(super) async fn update(&self, e: &StoredEvent, id: ApplicationId) -> Result<(), SagaError> {
         let (app, _) = apps::load(&self.commands, id).await?;
@@ -30,10 +33,24 @@ impl Saga {
                             if let Some(token) = &updated.registration_access_token {
                                 self.vault
                                     .put(&secret_owner(id), "registration_access_token", token)
-                                    .await
-                                    .map_err(|e| SagaError::Vault(e.to_string()))?;
+                                    .await?;
                             }
-                            Ok(())
+                            // Public at the provider: it holds the client with the auth
+                            // method `none` (a secret it may still echo is of no use to a
+                            // public client, and is not kept).
+                            let public = metadata.token_endpoint_auth_method
+                                == TokenEndpointAuthMethod::None
+                                && updated
+                                    .metadata
+                                    .get("token_endpoint_auth_method")
+                                    .and_then(|m| m.as_str())
+                                    == Some("none");
+                            if public {
+                                self.vault
+                                    .delete(&secret_owner(id), "client_secret")
+                                    .await?;
+                            }
+                            Ok(public)
                         }
                         Err(error) => Err(failure_of(&error)),
                     }
@@ -42,7 +59,8 @@ impl Saga {
         };
         let version = e.version;
         let result = apps::execute(&self.commands, id, &meta, |app| match &outcome {
-            Ok(()) => app.complete_client_update(version),
+            Ok(true) => app.complete_client_update_as_public(version),
+            Ok(false) => app.complete_client_update(version),
             Err(failure) => app.fail_client_update(version, failure.clone()),
         })
         .await;
@@ -81,13 +99,11 @@ impl Saga {
                             let fingerprint = self
                                 .vault
                                 .put(&owner, "client_secret", &renewed.client_secret)
-                                .await
-                                .map_err(|e| SagaError::Vault(e.to_string()))?;
+                                .await?;
                             if let Some(token) = &renewed.registration_access_token {
                                 self.vault
                                     .put(&owner, "registration_access_token", token)
-                                    .await
-                                    .map_err(|e| SagaError::Vault(e.to_string()))?;
+                                    .await?;
                             }
                             let expires = renewed
                                 .client_secret_expires_at
@@ -156,10 +172,7 @@ impl Saga {
         let result =
             apps::execute(&self.commands, id, &meta, |app| app.record_client_deleted()).await;
         ignore_refusals(result)?;
-        self.vault
-            .delete_owner(&secret_owner(id))
-            .await
-            .map_err(|e| SagaError::Vault(e.to_string()))?;
+        self.vault.delete_owner(&secret_owner(id)).await?;
         Ok(())
     }
 

@@ -13,11 +13,16 @@
 //! - **No orphans.** A client that cannot be recorded (the application was archived meanwhile,
 //!   its request superseded, or its client_id taken) is deleted at the provider (RFC 7592); where
 //!   the provider offers no deletion, an `OrphanClientDetected` event tells operators.
+//! - **Suspected orphans.** An attempt whose answer was lost (5xx, a timeout or a reset after
+//!   sending) is recorded (`DcrAttemptOutcomeUnknown`) before the next one; after success a
+//!   replay probe proves the provider honours `Idempotency-Key` (suspicions cleared) or not
+//!   (they stay open): see `orphans`.
 //! - **Secrets** go to the vault only; events carry fingerprints.
 //!
 //! Layout: this file holds the configuration, [`Saga`], its dispatch and retries, and the
-//! helpers; `register` the registration and the recording of its outcome, `manage` the
-//! update, renewal and deletion of a registered client.
+//! helpers; `register` the registration and the recording of its outcome, `orphans` the
+//! suspected orphans and the replay probe, `manage` the update, renewal and deletion of a
+//! registered client.
 
 use crate::apps::{self, CommandError};
 use crate::bulkhead::Bulkheads;
@@ -25,7 +30,7 @@ use crate::loader::{Loaded, Loader};
 use crate::recorder::{self, Obtained, Outcome, Recorder};
 use appreg_dcr_client::provider::{
     ClientMetadata, ProviderClient, ProviderError, ProviderSettings, RegisteredClient,
-    RegistrationHandle,
+    RegistrationHandle, TokenEndpointAuthMethod,
 };
 use appreg_dcr_client::settings::settings_of;
 use appreg_dcr_client::vault::{provider_owner, secret_kind, secret_owner};
@@ -81,21 +86,25 @@ impl Default for SagaConfig {
     }
 }
 
-/// Why a request could not be handled now (it is retried; nothing is skipped).
+/// Why a request could not be handled now (it is retried; nothing is skipped). Each variant
+/// keeps its cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
     #[error(transparent)]
     Command(#[from] CommandError),
     #[error("vault: {0}")]
-    Vault(String),
+    Vault(#[from] appreg_secrets::VaultStoreError),
+    /// A provider's secret is not in the vault.
+    #[error("vault: provider {provider}: its {kind} is not in the vault")]
+    SecretMissing { provider: String, kind: String },
     #[error("database: {0}")]
-    Database(String),
-}
-
-impl From<sqlx::Error> for SagaError {
-    fn from(e: sqlx::Error) -> Self {
-        SagaError::Database(e.to_string())
-    }
+    Database(#[from] sqlx::Error),
+    /// A batched read or write of several requests failed: each of them gets the one cause.
+    #[error("{0}")]
+    Batch(#[source] Arc<SagaError>),
+    /// The loader or the recorder task is gone (the saga is stopping).
+    #[error("the {0} stopped")]
+    Stopped(&'static str),
 }
 
 macro_rules! with_pool {
@@ -108,6 +117,7 @@ macro_rules! with_pool {
 }
 
 mod manage;
+mod orphans;
 mod register;
 
 pub struct Saga {
@@ -155,6 +165,11 @@ impl Saga {
             client,
             config,
         }
+    }
+
+    /// The command path the saga's commands go through.
+    pub(crate) fn command_path(&self) -> &appreg_commands::Commands {
+        &self.commands
     }
 
     /// The configuration the saga runs with.
@@ -289,8 +304,7 @@ impl Saga {
         let token = self
             .vault
             .get(&secret_owner(app.id), "registration_access_token")
-            .await
-            .map_err(|e| SagaError::Vault(e.to_string()))?;
+            .await?;
         Ok(RegistrationHandle {
             client_id: app
                 .client_id
@@ -308,11 +322,50 @@ impl Saga {
         &self,
         environment: &str,
         provider: &Provider,
-        mut call: F,
+        call: F,
     ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let noted = self
+            .with_retries_noting(
+                environment,
+                provider,
+                0,
+                |_, _| std::future::ready(Ok(())),
+                call,
+                |_| std::future::ready(Ok(())),
+            )
+            .await;
+        match noted {
+            Ok(answer) => answer,
+            // The hook above never fails.
+            Err(e) => Err(ProviderError::Invalid(e.to_string())),
+        }
+    }
+
+    /// [`Saga::with_retries`], telling `start` of every attempt before it is sent (its number
+    /// and time) and `note` of every attempt whose outcome is unknown
+    /// ([`ProviderError::outcome_unknown`]) before anything else happens — the next attempt, or
+    /// the answer. Attempts are numbered from `first_attempt + 1`. A failing hook stops the
+    /// calls (`Err`): no attempt goes unnoted.
+    async fn with_retries_noting<T, S, SFut, F, Fut, N, NFut>(
+        &self,
+        environment: &str,
+        provider: &Provider,
+        first_attempt: u32,
+        mut start: S,
+        mut call: F,
+        mut note: N,
+    ) -> Result<Result<T, ProviderError>, SagaError>
+    where
+        S: FnMut(u32, chrono::DateTime<chrono::Utc>) -> SFut,
+        SFut: std::future::Future<Output = Result<(), SagaError>>,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+        N: FnMut(LostAttempt) -> NFut,
+        NFut: std::future::Future<Output = Result<(), SagaError>>,
     {
         let _slot = self.bulkheads.enter(environment, &provider.id).await;
         let mut delay = self.config.first_delay;
@@ -320,8 +373,23 @@ impl Saga {
         loop {
             attempt += 1;
             metrics::counter!("appreg_dcr_attempts_total").increment(1);
-            match call().await {
-                Ok(v) => return Ok(v),
+            let started_at = chrono::Utc::now();
+            start(first_attempt.saturating_add(attempt), started_at).await?;
+            let result = call().await;
+            if let Err(e) = &result {
+                if e.outcome_unknown() {
+                    metrics::counter!("appreg_dcr_unknown_outcomes_total").increment(1);
+                    note(LostAttempt {
+                        attempt: first_attempt.saturating_add(attempt),
+                        started_at,
+                        ended_at: chrono::Utc::now(),
+                        error: e.to_string(),
+                    })
+                    .await?;
+                }
+            }
+            match result {
+                Ok(v) => return Ok(Ok(v)),
                 Err(e) if e.is_retryable() && attempt < self.config.attempts => {
                     metrics::counter!("appreg_dcr_retries_total").increment(1);
                     let jitter = 0.75 + rand::random::<f64>() * 0.5;
@@ -329,10 +397,20 @@ impl Saga {
                     tokio::time::sleep(delay.mul_f64(jitter)).await;
                     delay = (delay * 2).min(self.config.max_delay);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Ok(Err(e)),
             }
         }
     }
+}
+
+/// A call of the provider whose outcome is unknown (its answer was lost).
+#[derive(Debug, Clone)]
+pub(crate) struct LostAttempt {
+    pub attempt: u32,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub ended_at: chrono::DateTime<chrono::Utc>,
+    /// The error's text (secrets are never in it: [`ProviderError`]).
+    pub error: String,
 }
 
 /// What the saga keeps of an obtained client (secrets are in the vault).

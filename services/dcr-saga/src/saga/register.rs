@@ -16,9 +16,13 @@ impl Saga {
             app,
             version,
             obtained,
+            in_flight,
         } = self.loader.load(id, &key).await?;
-        let loaded = (app.clone(), version);
+        let mut loaded = (app.clone(), version);
         let Some(app) = app else { return Ok(()) };
+        // Attempts of this request whose outcome is unknown (recorded earlier or now): proven
+        // or not once it succeeds.
+        let mut suspect = app.open_suspicions(e.version).is_some();
         let current = app.registration.as_ref().is_some_and(|r| {
             r.request_version == e.version && r.state == RegistrationState::Registering
         });
@@ -55,16 +59,53 @@ impl Saga {
                 // The same key on every attempt: a provider that honours it gives back the
                 // client an attempt whose answer was lost created.
                 let idempotency_key = e.event_id.to_string();
-                match self
-                    .with_retries(app.environment.as_str(), &provider, || {
-                        self.client.register_idempotent(
-                            &settings,
-                            &metadata,
-                            Some(&idempotency_key),
-                        )
-                    })
-                    .await
-                {
+                // Each attempt whose answer was lost is recorded before the next one.
+                let mut first_attempt = app
+                    .suspected_orphans
+                    .iter()
+                    .filter(|s| s.request_version == e.version)
+                    .map(|s| s.attempt)
+                    .max()
+                    .unwrap_or(0);
+                let noted = AtomicBool::new(false);
+                // An attempt a saga that died left in flight: its answer, if any, was lost.
+                if let Some((attempt, started_at)) = in_flight {
+                    let lost = LostAttempt {
+                        attempt,
+                        started_at,
+                        ended_at: chrono::Utc::now(),
+                        error: "the saga stopped while the attempt was in flight".into(),
+                    };
+                    self.note_unknown(id, e, &app, &provider, lost, &meta)
+                        .await?;
+                    noted.store(true, Ordering::Relaxed);
+                    first_attempt = first_attempt.max(attempt);
+                }
+                let answer = self
+                    .with_retries_noting(
+                        app.environment.as_str(),
+                        &provider,
+                        first_attempt,
+                        |attempt, started_at| self.mark_attempt(&key, attempt, started_at),
+                        || {
+                            self.client.register_idempotent(
+                                &settings,
+                                &metadata,
+                                Some(&idempotency_key),
+                            )
+                        },
+                        |lost| {
+                            noted.store(true, Ordering::Relaxed);
+                            self.note_unknown(id, e, &app, &provider, lost, &meta)
+                        },
+                    )
+                    .await?;
+                if noted.load(Ordering::Relaxed) {
+                    // The stream moved on: what is recorded next is decided on its new state.
+                    loaded = apps::load(&self.commands, id).await?;
+                    suspect = true;
+                }
+                match answer {
                     Ok(client) => (Stored::from(&client), Some(client)),
                     Err(error) => {
                         let failure = failure_of(&error);
@@ -94,6 +135,9 @@ impl Saga {
                 if self.recorder.record(obtained).await? == Outcome::Registered {
                     metrics::counter!("appreg_dcr_registrations_total", "outcome" => "registered")
                         .increment(1);
+                    if suspect {
+                        self.prove(id, e, app, &provider, &client, &meta).await?;
+                    }
                     return Ok(());
                 }
                 // Recorded but not appended: decided again alone, on a fresh load.
@@ -128,6 +172,9 @@ impl Saga {
             Ok(_) => {
                 metrics::counter!("appreg_dcr_registrations_total", "outcome" => "registered")
                     .increment(1);
+                if suspect {
+                    self.prove(id, e, &app, &provider, &client, &meta).await?;
+                }
                 Ok(())
             }
             Err(
@@ -155,6 +202,8 @@ impl Saga {
     ) -> Result<(), SagaError> {
         tracing::warn!(error = %failure.error, "registration failed");
         metrics::counter!("appreg_dcr_registrations_total", "outcome" => "failed").increment(1);
+        self.unmark_attempt(&format!("{}:{}", id.0, request_version))
+            .await?;
         let provider_id = provider.map(|p| p.id.clone());
         match apps::execute(&self.commands, id, meta, |app| {
             app.fail_dcr_registration(request_version, provider_id.clone(), failure.clone())
@@ -188,10 +237,10 @@ impl Saga {
         let secret = self
             .vault
             .get(&provider_owner(environment, &p.id), kind)
-            .await
-            .map_err(|e| SagaError::Vault(e.to_string()))?
-            .ok_or_else(|| {
-                SagaError::Vault(format!("provider {}: its {kind} is not in the vault", p.id))
+            .await?
+            .ok_or_else(|| SagaError::SecretMissing {
+                provider: p.id.clone(),
+                kind: kind.to_string(),
             })?;
         let settings = settings_of(p, secret);
         self.settings_cache
@@ -238,16 +287,25 @@ impl Saga {
         meta: &serde_json::Value,
     ) -> Result<(), SagaError> {
         let owner = secret_owner(id);
-        let token = self
-            .vault
-            .get(&owner, "registration_access_token")
-            .await
-            .map_err(|e| SagaError::Vault(e.to_string()))?;
+        let token = self.vault.get(&owner, "registration_access_token").await?;
         let handle = RegistrationHandle {
             client_id: client.client_id.as_str().to_string(),
             registration_client_uri: client.registration_client_uri.clone(),
             registration_access_token: token,
         };
+        self.discard_handle(id, provider, &handle, reason, meta)
+            .await
+    }
+
+    /// [`Saga::discard`] of the client `handle` names (with its own registration access token).
+    pub(super) async fn discard_handle(
+        &self,
+        id: ApplicationId,
+        provider: &Provider,
+        handle: &RegistrationHandle,
+        reason: &str,
+        meta: &serde_json::Value,
+    ) -> Result<(), SagaError> {
         let environment = meta
             .get("environment")
             .and_then(|v| v.as_str())
@@ -256,7 +314,7 @@ impl Saga {
         let deleted = match self.settings(&environment, provider).await {
             Ok(settings) => {
                 let _slot = self.bulkheads.enter(&environment, &provider.id).await;
-                self.client.delete(&settings, &handle).await
+                self.client.delete(&settings, handle).await
             }
             Err(e) => Err(ProviderError::Invalid(e.to_string())),
         };
@@ -266,10 +324,9 @@ impl Saga {
                 Ok(())
             }
             Err(error) => {
-                tracing::error!(%error, client_id = client.client_id.as_str(), "cannot delete the client at the provider: recording an orphan");
+                tracing::error!(%error, client_id = handle.client_id.as_str(), "cannot delete the client at the provider: recording an orphan");
                 metrics::counter!("appreg_dcr_orphans_total").increment(1);
-                let (provider_id, client_id) =
-                    (provider.id.clone(), client.client_id.as_str().to_string());
+                let (provider_id, client_id) = (provider.id.clone(), handle.client_id.clone());
                 let why = format!("{reason}; deletion failed: {error}");
                 apps::execute(&self.commands, id, meta, |app| {
                     Ok(app.record_orphan(provider_id.clone(), client_id.clone(), why.clone()))

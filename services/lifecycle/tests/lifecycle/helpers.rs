@@ -10,11 +10,11 @@ use appreg_domain::{
     Actor, ApplicationId, ApplicationName, ApplicationType, ClientId, CreateApplication,
     DomainEvent, EnvironmentId, Policy, UserId,
 };
-use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use appreg_eventstore::{
     AppendRequest, Claim, Database, EventStore, LogPosition, NewEvent, StoredEvent,
 };
 use appreg_lifecycle::LifecycleConfig;
+use appreg_test_support::postgres::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use chrono::{SubsecRound, Utc};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -477,16 +477,7 @@ pub fn by_manager(events: &[StoredEvent]) -> Vec<&StoredEvent> {
 
 /// The published metadata schema.
 pub fn metadata_validator() -> jsonschema::Validator {
-    let path = format!(
-        "{}/../../proto-schemas/metadata/v1.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no schema {path}: {e}"));
-    let schema: Value = serde_json::from_str(&text).unwrap();
-    jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap()
+    appreg_test_support::schemas::validator("metadata/v1.json")
 }
 
 /// A step's metadata: caused by `trigger`, its correlation, environment and trace context

@@ -1,12 +1,12 @@
 //! Test harness: a fresh PostgreSQL database, a private nats-server, and relays that can be
 //! killed like a crashed process. The workload and the exactly-once check are in
-//! `appreg_relay::testing` (shared with the CLI's tests).
+//! `appreg_test_support::nats` (shared with the CLI's tests).
 
-pub use appreg_relay::testing::*;
+pub use appreg_test_support::nats::*;
 
-use appreg_eventstore::testing::fresh_postgres_url;
 use appreg_eventstore::{Database, EventStore, PgEventStore};
 use appreg_relay::RelayConfig;
+use appreg_test_support::postgres::fresh_postgres_url;
 use async_nats::jetstream;
 use sqlx::postgres::PgPool;
 use std::sync::atomic::Ordering;

@@ -22,7 +22,16 @@ async fn every_event_is_published_once_in_log_order() {
     let appended = append_batch(env.writer_store().await, 0, 200, 10, 16).await;
     assert_eq!(appended, 2000);
     let js = env.js().await;
-    let n = assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(30)).await;
+    let n = assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(n, 2000);
     eprintln!(
         "2,000 events appended and published in {:?}",
@@ -72,7 +81,16 @@ async fn a_killed_relay_is_resumed_without_duplicate_or_gap() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let appended = writers.stop().await;
     assert!(appended > 0);
-    let n = assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(30)).await;
+    let n = assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(30),
+    )
+    .await;
     eprintln!("{n} events exactly once after 3 kills");
     relay.stop().await;
 }
@@ -101,7 +119,16 @@ async fn nats_down_for_ten_seconds_then_every_event_exactly_once() {
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let appended = writers.stop().await;
-    let n = assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await;
+    let n = assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
     eprintln!(
         "{appended} events appended, {during} while NATS was down; all {n} exactly once, {:?} after NATS came back",
         back.elapsed()
@@ -118,7 +145,16 @@ async fn nats_losing_acknowledged_messages_is_refilled_from_the_log() {
     let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
     let js = env.js().await;
     append_batch(env.store.clone(), 0, 50, 10, 4).await;
-    assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await;
+    assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
 
     // Snapshot the server's store with 500 messages.
     env.nats.kill();
@@ -128,7 +164,16 @@ async fn nats_losing_acknowledged_messages_is_refilled_from_the_log() {
 
     append_batch(env.store.clone(), 50, 50, 10, 4).await;
     assert_eq!(
-        assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await,
+        assert_exactly_once(
+            &js,
+            env.store.as_ref(),
+            Published {
+                stream: &config.stream,
+                subject_prefix: &config.subject_prefix
+            },
+            Duration::from_secs(20)
+        )
+        .await,
         1000
     );
 
@@ -140,7 +185,16 @@ async fn nats_losing_acknowledged_messages_is_refilled_from_the_log() {
     assert_eq!(message_count(&js, &config.stream).await, 500);
     append_batch(env.store.clone(), 100, 20, 10, 4).await;
     assert_eq!(
-        assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await,
+        assert_exactly_once(
+            &js,
+            env.store.as_ref(),
+            Published {
+                stream: &config.stream,
+                subject_prefix: &config.subject_prefix
+            },
+            Duration::from_secs(20)
+        )
+        .await,
         1200
     );
 
@@ -150,7 +204,16 @@ async fn nats_losing_acknowledged_messages_is_refilled_from_the_log() {
     std::fs::create_dir_all(env.nats.store_dir()).unwrap();
     env.nats.restart();
     assert_eq!(
-        assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await,
+        assert_exactly_once(
+            &js,
+            env.store.as_ref(),
+            Published {
+                stream: &config.stream,
+                subject_prefix: &config.subject_prefix
+            },
+            Duration::from_secs(20)
+        )
+        .await,
         1200
     );
     relay.stop().await;
@@ -217,7 +280,16 @@ async fn a_standby_takes_over_within_five_seconds() {
     eprintln!("the standby published again {takeover:?} after the active relay died");
 
     let appended = writers.stop().await;
-    let n = assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await;
+    let n = assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(n as u64, appended);
     standby.stop().await;
 }
@@ -231,7 +303,16 @@ async fn subject_escaping_round_trips_through_nats() {
     let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
     append_batch(env.store.clone(), 0, 25, 2, 5).await;
     let js = env.js().await;
-    let n = assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await;
+    let n = assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(n, 50);
 
     let stream = js.get_stream(&config.stream).await.unwrap();
@@ -284,7 +365,16 @@ async fn forged_positions_in_the_stream_are_not_trusted() {
     append_batch(env.store.clone(), 0, 10, 3, 2).await;
     let js = env.js().await;
     assert_eq!(
-        assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await,
+        assert_exactly_once(
+            &js,
+            env.store.as_ref(),
+            Published {
+                stream: &config.stream,
+                subject_prefix: &config.subject_prefix
+            },
+            Duration::from_secs(20)
+        )
+        .await,
         30
     );
     relay.stop().await;
@@ -348,7 +438,16 @@ async fn a_copy_of_an_unpublished_event_does_not_make_the_relay_skip() {
     let relay = RelayHandle::start(&env.db_url, &env.nats.url(), config.clone()).await;
     append_batch(env.store.clone(), 0, 5, 2, 2).await;
     let js = env.js().await;
-    assert_exactly_once(&js, env.store.as_ref(), &config, Duration::from_secs(20)).await;
+    assert_exactly_once(
+        &js,
+        env.store.as_ref(),
+        Published {
+            stream: &config.stream,
+            subject_prefix: &config.subject_prefix,
+        },
+        Duration::from_secs(20),
+    )
+    .await;
     relay.stop().await;
 
     append_batch(env.store.clone(), 5, 5, 2, 2).await;

@@ -11,8 +11,8 @@ use appreg_domain::{
     Actor, ApplicationId, ApplicationName, ApplicationType, BoundedText, ClientId, DomainError,
     EnvironmentId, Operation, Permission, Role, UserId,
 };
-use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use appreg_eventstore::{Database, EventStore, Snapshot};
+use appreg_test_support::postgres::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -331,6 +331,17 @@ async fn group_commit_with_conflicting_claims_loses_and_doubles_nothing(b: Backe
     );
     assert_eq!(taken, 180);
     // The log holds exactly the winners' creates and the updates: nothing lost, nothing twice.
+    // (The log is read below PostgreSQL's cluster-wide visibility horizon: wait until every
+    // committed append is under it, whatever other tests hold open on the server.)
+    let committed = b.store.last_committed().await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while b.store.head().await.unwrap() < committed {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log's head never reached {committed}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let mut log = Vec::new();
     loop {
         let after = log

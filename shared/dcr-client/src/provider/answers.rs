@@ -11,15 +11,9 @@ pub struct Discovery {
     pub token_endpoint: Option<String>,
     pub grant_types_supported: Option<Vec<String>>,
     pub response_types_supported: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct DiscoveryDoc {
-    pub(super) issuer: Option<String>,
-    pub(super) registration_endpoint: Option<String>,
-    pub(super) token_endpoint: Option<String>,
-    pub(super) grant_types_supported: Option<Vec<String>>,
-    pub(super) response_types_supported: Option<Vec<String>>,
+    /// The PKCE methods the provider lists (`code_challenge_methods_supported`, RFC 8414), if it
+    /// lists them.
+    pub code_challenge_methods_supported: Option<Vec<String>>,
 }
 
 /// A client as the provider describes it after registration, update or read.
@@ -107,10 +101,4 @@ pub struct RenewedSecret {
     pub client_secret_expires_at: Option<i64>,
     /// Set when the provider rotated the registration access token too.
     pub registration_access_token: Option<SecretString>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct TokenAnswer {
-    pub(super) access_token: String,
-    pub(super) expires_in: Option<Value>,
 }

@@ -17,11 +17,15 @@ pub enum ProviderError {
         error: String,
         error_description: Option<String>,
     },
-    /// 5xx, 408, 429, timeouts, refused or reset connections: try again later. For a
-    /// registration the client may nevertheless exist at the provider (e.g. created, then the
-    /// answer was lost).
+    /// 408, 429, a refused connection, a name that does not resolve: try again later. The
+    /// request was not acted on (it was not sent, or the provider said it did not take it).
     #[error("the provider is unavailable: {0}")]
     Transient(String),
+    /// 5xx, a timeout or a reset after the request was sent, an answer cut short or too large:
+    /// try again later, but the provider may have acted on the request (for a registration,
+    /// created the client) and the answer was lost. See [`ProviderError::outcome_unknown`].
+    #[error("the provider is unavailable: {0}")]
+    OutcomeUnknown(String),
     /// The provider (or its configuration in appreg) does not offer what was asked: no
     /// registration endpoint, no `registration_client_uri`, secret renewal disabled, …
     #[error("not supported by the provider: {0}")]
@@ -51,9 +55,21 @@ fn describe(d: &Option<String>) -> String {
 }
 
 impl ProviderError {
-    /// Whether the same request may succeed later (only [`ProviderError::Transient`]).
+    /// Whether the same request may succeed later ([`ProviderError::Transient`] and
+    /// [`ProviderError::OutcomeUnknown`]).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProviderError::Transient(_))
+        matches!(
+            self,
+            ProviderError::Transient(_) | ProviderError::OutcomeUnknown(_)
+        )
+    }
+
+    /// Whether the request was (or may have been) sent and acted on while its answer was lost:
+    /// any 5xx, a timeout or a reset after sending, an answer cut short. Not: a refused
+    /// connection, an unresolvable name, a 4xx (429 and 408 included), a cross-origin or
+    /// private-address refusal (nothing was sent, or the provider said it took nothing).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, ProviderError::OutcomeUnknown(_))
     }
 
     /// The provider's OAuth `error` code, for a rejection.
@@ -105,7 +121,11 @@ pub(crate) fn from_status(status: u16, body: &[u8], what: &str, secrets: &[&str]
         _ => ("http_error".to_string(), None),
     };
     match status {
-        408 | 429 | 500..=599 => ProviderError::Transient(format!(
+        408 | 429 => ProviderError::Transient(format!(
+            "{what}: HTTP {status} {error}{}",
+            describe(&description)
+        )),
+        500..=599 => ProviderError::OutcomeUnknown(format!(
             "{what}: HTTP {status} {error}{}",
             describe(&description)
         )),
@@ -138,4 +158,31 @@ pub(crate) fn describe_reqwest(err: reqwest::Error, secrets: &[&str]) -> String 
         text = format!("timed out ({text})");
     }
     scrub(text, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn which_answers_leave_the_outcome_unknown() {
+        for status in [500, 502, 503, 504] {
+            let e = from_status(status, b"", "registration", &[]);
+            assert!(e.outcome_unknown() && e.is_retryable(), "{status}: {e:?}");
+        }
+        for status in [400, 401, 403, 404, 408, 409, 429] {
+            let e = from_status(status, b"", "registration", &[]);
+            assert!(!e.outcome_unknown(), "{status}: {e:?}");
+        }
+        assert!(from_status(429, b"", "x", &[]).is_retryable());
+        for e in [
+            ProviderError::CrossOrigin("x".into()),
+            ProviderError::PrivateAddress("x".into()),
+            ProviderError::Transient("x".into()),
+            ProviderError::Invalid("x".into()),
+            ProviderError::Unsupported("x".into()),
+        ] {
+            assert!(!e.outcome_unknown(), "{e:?}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ pub enum OidcApplicationType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenEndpointAuthMethod {
-    /// Public client (browser SPA, PKCE).
+    /// Public client (browser SPA, native app; PKCE).
     None,
     ClientSecretBasic,
 }
@@ -86,10 +86,9 @@ impl ClientMetadata {
                 OidcApplicationType::Web,
                 TokenEndpointAuthMethod::ClientSecretBasic,
             ),
-            ApplicationType::Native => (
-                OidcApplicationType::Native,
-                TokenEndpointAuthMethod::ClientSecretBasic,
-            ),
+            // RFC 8252 §8.4: a native app cannot keep a secret; it is a public client and uses
+            // PKCE (§8.1).
+            ApplicationType::Native => (OidcApplicationType::Native, TokenEndpointAuthMethod::None),
         };
         let requested = if grant_types.is_empty() {
             app_type.default_grant_types()
@@ -229,14 +228,14 @@ mod tests {
     }
 
     #[test]
-    fn native_is_a_confidential_native_client() {
+    fn native_is_a_public_native_client() {
         let m = meta(
             ApplicationType::Native,
             &[AuthorizationCode, Password, RefreshToken],
             &["com.example.app:/cb"],
         );
         assert_eq!(m["application_type"], "native");
-        assert_eq!(m["token_endpoint_auth_method"], "client_secret_basic");
+        assert_eq!(m["token_endpoint_auth_method"], "none");
         assert_eq!(
             m["grant_types"],
             json!(["authorization_code", "refresh_token", "password"])

@@ -4,13 +4,18 @@
 //!
 //! Secrets are [`SecretString`]s end to end; no `Debug`/`Display` here prints one.
 //!
+//! The OpenID Connect and OAuth messages (provider metadata, the client-credentials token, the
+//! RFC 7591 registration request and answer) are the `openidconnect` crate's, sent through our
+//! own outbound client (`oidc`); RFC 7592 management and secret renewal are our own code.
+//!
 //! Layout: this file holds [`ProviderClient`], its caches and discovery; `settings` what a
 //! provider record holds, `answers` what a provider answers, `token` the initial access token,
-//! `registration` registration, management and secret renewal; `error`, `metadata`, `outbound`
-//! and `validate` as before.
+//! `registration` registration, management and secret renewal; `oidc` the crate's types and
+//! its HTTP client over `outbound`; `error`, `metadata`, `outbound` and `validate` as before.
 
 mod error;
 mod metadata;
+mod oidc;
 mod outbound;
 mod validate;
 
@@ -27,10 +32,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use reqwest::{header, Method, StatusCode};
+use reqwest::{header, Method};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 mod answers;
@@ -39,8 +42,6 @@ mod settings;
 mod token;
 
 pub use answers::{Discovery, RegisteredClient, RegistrationHandle, RenewedSecret};
-use answers::{DiscoveryDoc, TokenAnswer};
-use settings::basic_auth;
 pub use settings::{InitialAccessTokenMode, ProviderSettings, RenewMethod, RenewSettings};
 
 /// How long a discovery document is trusted before it is fetched again (it is also dropped
@@ -153,30 +154,7 @@ impl ProviderClient {
         if !status.is_success() {
             return Err(error::from_status(status.as_u16(), &body, WHAT, &[]));
         }
-        let doc: DiscoveryDoc = serde_json::from_slice(&body).map_err(|e| {
-            ProviderError::Invalid(format!(
-                "{WHAT}: the answer is not an OpenID Connect discovery document ({e})"
-            ))
-        })?;
-        let issuer = doc
-            .issuer
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ProviderError::Invalid(format!("{WHAT}: the document has no issuer")))?;
-        let registration_endpoint = doc
-            .registration_endpoint
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                ProviderError::Unsupported(format!(
-                    "the provider {issuer} advertises no registration_endpoint"
-                ))
-            })?;
-        let discovery = Discovery {
-            issuer,
-            registration_endpoint,
-            token_endpoint: doc.token_endpoint.filter(|s| !s.is_empty()),
-            grant_types_supported: doc.grant_types_supported,
-            response_types_supported: doc.response_types_supported,
-        };
+        let discovery = oidc::discovery_document(url, &body)?;
         self.discoveries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -306,14 +284,5 @@ mod tests {
             method: RenewMethod::Put,
         };
         assert!(matches!(r.expand("", "c1"), Err(ProviderError::Invalid(_))));
-    }
-
-    #[test]
-    fn basic_auth_form_encodes_both_parts() {
-        let h = basic_auth("id:1", "p w&");
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(h.strip_prefix("Basic ").unwrap())
-            .unwrap();
-        assert_eq!(String::from_utf8(raw).unwrap(), "id%3A1:p%20w%26");
     }
 }

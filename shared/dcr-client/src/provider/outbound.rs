@@ -175,9 +175,16 @@ pub(super) fn check_origin(
     )))
 }
 
-/// What a transport failure (or an answer too large) reports: the same for every cause.
-pub(super) fn no_usable_answer(what: &str) -> ProviderError {
-    ProviderError::Transient(format!("{what}: no usable answer from the provider"))
+/// What a transport failure (or an answer too large) reports: the same text for every cause;
+/// [`ProviderError::OutcomeUnknown`] unless the request was surely not sent (`sent = false`: the
+/// connection was refused, the name did not resolve).
+pub(super) fn no_usable_answer(what: &str, sent: bool) -> ProviderError {
+    let text = format!("{what}: no usable answer from the provider");
+    if sent {
+        ProviderError::OutcomeUnknown(text)
+    } else {
+        ProviderError::Transient(text)
+    }
 }
 
 /// Whether a reqwest error comes from the resolver refusing a non-public address.
@@ -210,6 +217,20 @@ impl ProviderClient {
         cap: usize,
         secrets: &[&str],
     ) -> Result<(StatusCode, Vec<u8>), ProviderError> {
+        self.exchange_with_headers(request, url, what, cap, secrets)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// [`Self::exchange`], with the answer's headers.
+    pub(super) async fn exchange_with_headers(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &str,
+        what: &str,
+        cap: usize,
+        secrets: &[&str],
+    ) -> Result<(StatusCode, header::HeaderMap, Vec<u8>), ProviderError> {
         let parsed = http_url(url, what)?;
         if !self.options.allow_private {
             let literal = match parsed.host() {
@@ -228,9 +249,10 @@ impl ProviderClient {
             Err(e) => return Err(transport(e, what, secrets)),
         };
         let status = resp.status();
+        let headers = resp.headers().clone();
         if resp.content_length().is_some_and(|n| n > cap as u64) {
             tracing::info!(what, cap, "the provider's answer is larger than the cap");
-            return Err(no_usable_answer(what));
+            return Err(no_usable_answer(what, true));
         }
         let mut body = Vec::new();
         loop {
@@ -238,7 +260,7 @@ impl ProviderClient {
                 Ok(Some(chunk)) => {
                     if body.len() + chunk.len() > cap {
                         tracing::info!(what, cap, "the provider's answer is larger than the cap");
-                        return Err(no_usable_answer(what));
+                        return Err(no_usable_answer(what, true));
                     }
                     body.extend_from_slice(&chunk);
                 }
@@ -246,7 +268,7 @@ impl ProviderClient {
                 Err(e) => return Err(transport(e, what, secrets)),
             }
         }
-        Ok((status, body))
+        Ok((status, headers, body))
     }
 
     /// Sends a request with an optional bearer token and JSON body; 2xx gives the status and
@@ -316,9 +338,12 @@ fn transport(err: reqwest::Error, what: &str, secrets: &[&str]) -> ProviderError
     if err.is_builder() {
         return ProviderError::Invalid(format!("{what}: the request cannot be built"));
     }
+    // A connect error (refused, unresolvable, a connect timeout) sent nothing; anything later
+    // (a timeout or a reset while waiting for the answer, a body cut short) may have been acted on.
+    let sent = !err.is_connect();
     let detail = error::describe_reqwest(err, secrets);
-    tracing::info!(what, error = %detail, "no usable answer from the provider");
-    no_usable_answer(what)
+    tracing::info!(what, error = %detail, sent, "no usable answer from the provider");
+    no_usable_answer(what, sent)
 }
 
 #[cfg(test)]

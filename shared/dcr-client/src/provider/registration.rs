@@ -1,6 +1,9 @@
 //! Registration (RFC 7591), its management (RFC 7592 read / update / delete) and client secret
 //! renewal.
 
+use openidconnect::registration::ClientRegistrationError;
+use openidconnect::{AccessToken, RegistrationUrl};
+
 use super::*;
 
 impl ProviderClient {
@@ -25,13 +28,14 @@ impl ProviderClient {
         metadata: &ClientMetadata,
         idempotency_key: Option<&str>,
     ) -> Result<RegisteredClient, ProviderError> {
-        let mut body = metadata.to_json();
-        if metadata.software_id.is_none() {
-            if let Some(s) = settings.software_id.as_deref().filter(|s| !s.is_empty()) {
-                body.insert("software_id".into(), Value::String(s.to_string()));
-            }
+        let request = oidc::registration_request(metadata, settings.software_id.as_deref())?;
+        if let Err(refused) = self.pkce_available(settings, metadata).await {
+            self.forget_discovery(settings);
+            return Err(refused);
         }
-        let result = self.register_once(settings, &body, idempotency_key).await;
+        let result = self
+            .register_once(settings, &request, idempotency_key)
+            .await;
         let result = match result {
             Err(ProviderError::Rejected { status: 401, .. })
                 if matches!(
@@ -40,7 +44,8 @@ impl ProviderClient {
                 ) =>
             {
                 self.forget_token(settings);
-                self.register_once(settings, &body, idempotency_key).await
+                self.register_once(settings, &request, idempotency_key)
+                    .await
             }
             other => other,
         };
@@ -50,31 +55,83 @@ impl ProviderClient {
         result
     }
 
+    /// A public client that uses the authorization code (a browser or native app) must use PKCE
+    /// with S256 (RFC 8252 §8.1, RFC 9700 §2.1.1): a provider whose discovery document lists
+    /// its `code_challenge_methods_supported` without `S256` is refused before anything is sent
+    /// ([`ProviderError::Unsupported`]). A provider that lists none cannot be checked and is
+    /// used (whether it enforces PKCE is its own setting; oidc-provider does by default).
+    async fn pkce_available(
+        &self,
+        settings: &ProviderSettings,
+        metadata: &ClientMetadata,
+    ) -> Result<(), ProviderError> {
+        let public_code = metadata.token_endpoint_auth_method == TokenEndpointAuthMethod::None
+            && metadata
+                .grant_types
+                .iter()
+                .any(|g| g == "authorization_code");
+        if !public_code {
+            return Ok(());
+        }
+        let discovery = self.discover(settings).await?;
+        match &discovery.code_challenge_methods_supported {
+            Some(methods) if !methods.iter().any(|m| m == "S256") => {
+                Err(ProviderError::Unsupported(format!(
+                    "the provider offers no PKCE with S256 (code_challenge_methods_supported: {}), which a public client needs (RFC 8252 §8.1)",
+                    if methods.is_empty() { "none".to_string() } else { methods.join(", ") }
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One registration: the crate's request, with the initial access token, sent through
+    /// [`oidc::Outbound`] (with the `Idempotency-Key`); the answer read with the crate's types, or
+    /// by our own parser where they refuse it (see `oidc`).
     pub(super) async fn register_once(
         &self,
         settings: &ProviderSettings,
-        body: &Map<String, Value>,
+        request: &oidc::RegistrationRequest,
         idempotency_key: Option<&str>,
     ) -> Result<RegisteredClient, ProviderError> {
         const WHAT: &str = "registration";
         let discovery = self.discover(settings).await?;
         let token = self.initial_access_token(settings).await?;
-        let (status, answer) = self
-            .send_json_keyed(
-                Method::POST,
-                &discovery.registration_endpoint,
-                Some(&token),
-                Some(body),
-                WHAT,
-                idempotency_key,
-            )
-            .await?;
-        if status != StatusCode::CREATED && status != StatusCode::OK {
-            return Err(ProviderError::Invalid(format!(
-                "{WHAT}: unexpected HTTP status {status}"
-            )));
+        let endpoint = RegistrationUrl::new(discovery.registration_endpoint.trim().to_string())
+            .map_err(|_| {
+                ProviderError::Invalid(format!(
+                    "{WHAT}: the registration_endpoint is not an absolute http(s) URL"
+                ))
+            })?;
+        let request = request
+            .clone()
+            .set_initial_access_token(Some(AccessToken::new(token.expose_secret().to_string())));
+        let secrets = exposed(&[&token]);
+        let http = oidc::Outbound::new(self, WHAT, DOCUMENT_CAP, secrets.clone(), idempotency_key);
+        let result = request.register_async(&endpoint, &http).await;
+        let answer = http.last_answer();
+        match (result, answer) {
+            (Ok(typed), Some((_, body))) => oidc::registered(typed, &body, WHAT),
+            (Err(ClientRegistrationError::Request(e)), _) => Err(e),
+            (Err(e), Some((status, body))) => {
+                if status.is_success() {
+                    // Not a secret: the crate's reading error names a field path only.
+                    let path = match &e {
+                        ClientRegistrationError::Parse(p) => p.path().to_string(),
+                        _ => String::new(),
+                    };
+                    tracing::info!(
+                        status = status.as_u16(),
+                        path,
+                        "the registration answer is read by appreg's own parser"
+                    );
+                }
+                oidc::unread_answer(status, &body, WHAT, &secrets)
+            }
+            (_, None) => Err(ProviderError::Invalid(format!(
+                "{WHAT}: the request cannot be built"
+            ))),
         }
-        RegisteredClient::from_json(answer, WHAT)
     }
 
     // ----- RFC 7592 management -------------------------------------------------------------
@@ -131,12 +188,10 @@ impl ProviderClient {
     ) -> Result<RegisteredClient, ProviderError> {
         const WHAT: &str = "client update";
         let (uri, token) = Self::management(handle, WHAT)?;
-        let mut body = metadata.to_json();
-        if metadata.software_id.is_none() {
-            if let Some(s) = settings.software_id.as_deref().filter(|s| !s.is_empty()) {
-                body.insert("software_id".into(), Value::String(s.to_string()));
-            }
-        }
+        let mut body = oidc::request_body(&oidc::registration_request(
+            metadata,
+            settings.software_id.as_deref(),
+        )?);
         body.insert("client_id".into(), Value::String(handle.client_id.clone()));
         let (_, answer) = self
             .send_json(Method::PUT, uri, Some(token), Some(&body), WHAT)

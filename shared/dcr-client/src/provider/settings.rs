@@ -1,5 +1,5 @@
 //! What a DCR provider record holds: [`ProviderSettings`], the initial access token mode and
-//! the secret renewal settings, and the encoding helpers of the renewal request.
+//! the secret renewal settings, and the encoding of the renewal URL.
 
 use super::*;
 
@@ -105,19 +105,4 @@ fn encode_path_segment(s: &str) -> String {
         }
     }
     out
-}
-
-/// `Authorization: Basic` for `client_secret_basic` (RFC 6749 §2.3.1: both parts
-/// form-urlencoded first; everything but unreserved characters is `%XX`-encoded, which every
-/// decoder reads alike, `+` for a space would not be).
-pub(super) fn basic_auth(client_id: &str, secret: &str) -> String {
-    let raw = format!(
-        "{}:{}",
-        encode_path_segment(client_id),
-        encode_path_segment(secret)
-    );
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(raw)
-    )
 }

@@ -1,6 +1,9 @@
 //! The initial access token of a registration: the fixed token, or a cached
 //! `client_credentials` token of an admin client.
 
+use oauth2::basic::BasicClient;
+use oauth2::{AuthType, ClientId, ClientSecret, RequestTokenError, Scope, TokenResponse, TokenUrl};
+
 use super::*;
 
 impl ProviderClient {
@@ -101,7 +104,9 @@ impl ProviderClient {
         }
     }
 
-    /// A `client_credentials` grant with `client_secret_basic`.
+    /// A `client_credentials` grant with `client_secret_basic`: the request and its answer are
+    /// `oauth2`'s, sent through [`oidc::Outbound`]. An error answer is classified from its
+    /// status and body, whatever the crate made of it.
     pub(super) async fn client_credentials(
         &self,
         token_endpoint: &str,
@@ -110,38 +115,37 @@ impl ProviderClient {
         scopes: &[String],
     ) -> Result<(SecretString, Option<Duration>), ProviderError> {
         const WHAT: &str = "token request";
-        let secrets = exposed(&[client_secret]);
-        let mut form = vec![("grant_type", "client_credentials".to_string())];
-        if !scopes.is_empty() {
-            form.push(("scope", scopes.join(" ")));
-        }
-        let request = self
-            .http
-            .post(token_endpoint)
-            .header(
-                header::AUTHORIZATION,
-                basic_auth(client_id, client_secret.expose_secret()),
-            )
-            .header(header::ACCEPT, "application/json")
-            .form(&form);
-        let (status, body) = self
-            .exchange(request, token_endpoint, WHAT, TOKEN_CAP, &secrets)
-            .await?;
-        if !status.is_success() {
-            return Err(error::from_status(status.as_u16(), &body, WHAT, &secrets));
-        }
-        let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|_| {
-            ProviderError::Invalid(format!("{WHAT}: the answer has no access_token"))
+        let token_url = TokenUrl::new(token_endpoint.trim().to_string()).map_err(|_| {
+            ProviderError::Invalid(format!(
+                "{WHAT}: {token_endpoint:?} is not an absolute http(s) URL"
+            ))
         })?;
-        let expires_in = answer.expires_in.and_then(|v| match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        });
-        Ok((
-            SecretString::from(answer.access_token),
-            expires_in.map(Duration::from_secs),
-        ))
+        let oauth = BasicClient::new(ClientId::new(client_id.to_string()))
+            .set_client_secret(ClientSecret::new(client_secret.expose_secret().to_string()))
+            .set_auth_type(AuthType::BasicAuth)
+            .set_token_uri(token_url);
+        let request = oauth
+            .exchange_client_credentials()
+            .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())));
+        let http = oidc::Outbound::new(self, WHAT, TOKEN_CAP, exposed(&[client_secret]), None);
+        match request.request_async(&http).await {
+            Ok(answer) => Ok((
+                SecretString::from(answer.access_token().secret().to_string()),
+                answer.expires_in(),
+            )),
+            Err(RequestTokenError::Request(e)) => Err(e),
+            Err(_) => match http.last_answer() {
+                Some((status, body)) if !status.is_success() => Err(error::from_status(
+                    status.as_u16(),
+                    &body,
+                    WHAT,
+                    &exposed(&[client_secret]),
+                )),
+                _ => Err(ProviderError::Invalid(format!(
+                    "{WHAT}: the answer is no token (access_token, token_type)"
+                ))),
+            },
+        }
     }
 
     // ----- RFC 7591 registration -----------------------------------------------------------

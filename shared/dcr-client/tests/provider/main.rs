@@ -1,14 +1,16 @@
 //! The provider client against a real OpenID Connect provider (npm `oidc-provider`, started
-//! per test by `appreg_dcr_client::testing`), in both initial-access-token modes.
+//! per test by `appreg_test_support::oidc`), in both initial-access-token modes.
 
+mod crate_gaps;
 mod outbound;
+mod pkce;
 
 use appreg_dcr_client::provider::{
     ClientMetadata, InitialAccessTokenMode, ProviderClient, ProviderError, ProviderSettings,
     RegisteredClient, RegistrationHandle,
 };
-use appreg_dcr_client::testing::{Fault, Mode, OidcProvider};
 use appreg_domain::{ApplicationType, GrantType, RedirectUri};
+use appreg_test_support::oidc::{Fault, Mode, OidcProvider};
 use secrecy::{ExposeSecret, SecretString};
 
 fn client() -> ProviderClient {
@@ -109,9 +111,15 @@ async fn every_type_registers(mode: Mode) {
         }
 
         match case.app_type {
-            ApplicationType::Browser => {
-                assert!(reg.client_secret.is_none(), "a SPA is a public client");
-                assert_eq!(read.metadata["token_endpoint_auth_method"], "none");
+            ApplicationType::Browser | ApplicationType::Native => {
+                // A SPA and a native app (RFC 8252 §8.4) are public clients: no secret, and
+                // the provider requires PKCE of them (oidc-provider: S256, required for public
+                // clients).
+                assert!(reg.client_secret.is_none(), "{what} is a public client");
+                assert_eq!(
+                    read.metadata["token_endpoint_auth_method"], "none",
+                    "{what}"
+                );
                 assert_eq!(read.strings("response_types"), ["code"]);
             }
             ApplicationType::BackendToBackend => {
@@ -426,8 +434,9 @@ async fn a_503_is_transient_and_creates_nothing() {
     let meta = metadata(ApplicationType::BackendToBackend, &[], &[]);
     idp.faults(&[Fault::Status(503)]).await;
     let e = pc.register(&settings, &meta).await.unwrap_err();
-    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
-    assert!(e.is_retryable());
+    // A 5xx: the provider may have acted on it (here it did not), so the outcome is unknown.
+    assert!(matches!(e, ProviderError::OutcomeUnknown(_)), "{e:?}");
+    assert!(e.is_retryable() && e.outcome_unknown());
     assert!(e.to_string().contains("503"), "{e}");
     assert!(idp.clients().await.is_empty());
     // The retry succeeds.
@@ -443,7 +452,9 @@ async fn a_reset_connection_is_transient() {
     let meta = metadata(ApplicationType::BackendToBackend, &[], &[]);
     idp.faults(&[Fault::Reset]).await;
     let e = pc.register(&settings, &meta).await.unwrap_err();
-    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+    // Reset after the request was sent: its outcome is unknown.
+    assert!(matches!(e, ProviderError::OutcomeUnknown(_)), "{e:?}");
+    assert!(e.is_retryable());
     assert!(idp.clients().await.is_empty());
     pc.register(&settings, &meta).await.unwrap();
 }
@@ -461,7 +472,8 @@ async fn a_slow_provider_times_out_as_transient() {
     idp.faults(&[Fault::Delay(std::time::Duration::from_millis(2000))])
         .await;
     let e = pc.register(&settings, &meta).await.unwrap_err();
-    assert!(matches!(e, ProviderError::Transient(_)), "{e:?}");
+    // Timed out after sending: the outcome is unknown.
+    assert!(matches!(e, ProviderError::OutcomeUnknown(_)), "{e:?}");
     // What happened (a timeout) is in tracing; the error says the same as for any other cause.
     assert!(e.to_string().contains("no usable answer"), "{e}");
 }

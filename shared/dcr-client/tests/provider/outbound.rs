@@ -1,14 +1,14 @@
 //! Where the client sends credentials, and how it reads what comes back (issue #20, items 1
 //! and 5), against loopback servers that record every request
-//! (`appreg_dcr_client::recorder`): what the DCR saga does with a provider whose discovery
+//! (`appreg_test_support::recorder`): what the DCR saga does with a provider whose discovery
 //! document points elsewhere, answers without end, or is not HTTP at all.
 
 use appreg_dcr_client::provider::{
     ClientMetadata, ClientOptions, InitialAccessTokenMode, ProviderClient, ProviderError,
     ProviderSettings, RenewMethod, RenewSettings,
 };
-use appreg_dcr_client::recorder::{Recorder, Reply};
 use appreg_domain::ApplicationType;
+use appreg_test_support::recorder::{discovery_document, Recorder, Reply};
 use secrecy::SecretString;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -134,9 +134,12 @@ async fn endless_answers_are_cut_at_the_cap() {
             match req.path.as_str() {
                 "/.well-known/openid-configuration" => Reply::Json(
                     200,
-                    json!({"issuer": base, "token_endpoint": format!("{base}/token"), "registration_endpoint": format!("{base}/reg")}),
+                    discovery_document(base, &format!("{base}/token"), &format!("{base}/reg")),
                 ),
-                "/token" => Reply::Json(200, json!({"access_token": "t", "expires_in": 300})),
+                "/token" => Reply::Json(
+                    200,
+                    json!({"access_token": "t", "token_type": "Bearer", "expires_in": 300}),
+                ),
                 _ => Reply::Json(404, json!({})),
             }
         })

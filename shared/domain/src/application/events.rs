@@ -83,16 +83,88 @@ pub struct OrphanClientDetected {
     pub reason: String,
 }
 
+/// A registration attempt of the request at `request_version` whose outcome is unknown: it was
+/// (or may have been) sent and its answer was lost (a 5xx, a timeout or a reset after sending).
+/// The provider may have created a client nobody knows of: a suspected orphan, open until a
+/// [`DcrAttemptSuspicionsCleared`] proves otherwise. No secret: the key is the request event's id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrAttemptOutcomeUnknown {
+    pub request_version: i64,
+    pub provider_id: String,
+    /// The `Idempotency-Key` the attempt sent (the same for every attempt of a request).
+    pub idempotency_key: String,
+    /// 1 for the request's first call of the provider, one more per retry.
+    pub attempt: u32,
+    /// The `client_name` the attempt sent: what to look for at the provider.
+    pub client_name: ApplicationName,
+    /// When the attempt was sent and when it ended without an answer: a client the provider
+    /// created for it was created in this window.
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// What went wrong, short (no secret).
+    pub error: String,
+}
+
+/// The open suspicions of the request at `request_version` are cleared: the provider was proven
+/// to have created no client for them but `client_id`, the one the application holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DcrAttemptSuspicionsCleared {
+    pub request_version: i64,
+    pub provider_id: String,
+    /// The attempts whose suspicion is cleared.
+    pub attempts: Vec<u32>,
+    /// The one client they created.
+    pub client_id: ClientId,
+    pub proof: SuspicionProof,
+}
+
+/// How suspected orphans were cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SuspicionProof {
+    /// The registration sent once more with the same `Idempotency-Key` was answered with the
+    /// client_id obtained: the provider honours the key, so every attempt of the request created
+    /// that very client.
+    IdempotentReplay,
+}
+
 /// OAuth settings changed: the registered client is to be updated at the provider (RFC 7592).
+///
+/// Schema version 2 adds `token_endpoint_auth_method` to what `changed` may name: a native
+/// application registered before appreg made native apps public clients (RFC 8252) is moved to
+/// `token_endpoint_auth_method: none` by an update. The shape is v1's; v1 payloads decode as is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DcrClientUpdateRequested {
     pub changed: Vec<String>,
 }
 
+/// What `changed` names when a confidential client becomes a public one.
+pub const CHANGED_AUTH_METHOD: &str = "token_endpoint_auth_method";
+
+/// The current schema version of `DcrClientUpdateRequested` payloads.
+pub const DCR_CLIENT_UPDATE_REQUESTED_VERSION: i32 = 2;
+
 /// The provider accepted the update requested at `request_version`.
+///
+/// Schema version 2 adds `client_secret_removed`: the provider now holds the client as a public
+/// one, and its secret was deleted from the vault (the application has no client secret any
+/// more). Stored v1 payloads are upcast on read to `client_secret_removed: false`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DcrClientUpdated {
     pub request_version: i64,
+    pub client_secret_removed: bool,
+}
+
+/// The current schema version of `DcrClientUpdated` payloads.
+pub const DCR_CLIENT_UPDATED_VERSION: i32 = 2;
+
+/// Upcasts a `DcrClientUpdated` v1 payload to v2 (pure; never rewrites the store).
+fn upcast_dcr_client_updated_v1(mut data: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(map) = &mut data {
+        map.entry("client_secret_removed")
+            .or_insert(serde_json::json!(false));
+    }
+    data
 }
 
 /// A requested operation on the client failed at the provider.
@@ -188,6 +260,8 @@ pub enum ApplicationEvent {
     DcrClientRegistered(DcrClientRegistered),
     DcrRegistrationFailed(DcrRegistrationFailed),
     OrphanClientDetected(OrphanClientDetected),
+    DcrAttemptOutcomeUnknown(DcrAttemptOutcomeUnknown),
+    DcrAttemptSuspicionsCleared(DcrAttemptSuspicionsCleared),
     DcrClientUpdateRequested(DcrClientUpdateRequested),
     DcrClientUpdated(DcrClientUpdated),
     DcrClientUpdateFailed(ClientOperationFailed),
@@ -222,6 +296,8 @@ const EVENT_TYPES: &[&str] = &[
     "DcrClientRegistered",
     "DcrRegistrationFailed",
     "OrphanClientDetected",
+    "DcrAttemptOutcomeUnknown",
+    "DcrAttemptSuspicionsCleared",
     "DcrClientUpdateRequested",
     "DcrClientUpdated",
     "DcrClientUpdateFailed",
@@ -258,6 +334,8 @@ impl DomainEvent for ApplicationEvent {
             ApplicationEvent::DcrClientRegistered(_) => "DcrClientRegistered",
             ApplicationEvent::DcrRegistrationFailed(_) => "DcrRegistrationFailed",
             ApplicationEvent::OrphanClientDetected(_) => "OrphanClientDetected",
+            ApplicationEvent::DcrAttemptOutcomeUnknown(_) => "DcrAttemptOutcomeUnknown",
+            ApplicationEvent::DcrAttemptSuspicionsCleared(_) => "DcrAttemptSuspicionsCleared",
             ApplicationEvent::DcrClientUpdateRequested(_) => "DcrClientUpdateRequested",
             ApplicationEvent::DcrClientUpdated(_) => "DcrClientUpdated",
             ApplicationEvent::DcrClientUpdateFailed(_) => "DcrClientUpdateFailed",
@@ -282,6 +360,8 @@ impl DomainEvent for ApplicationEvent {
     fn schema_version(&self) -> i32 {
         match self {
             ApplicationEvent::DcrRegistrationRequested(_) => DCR_REGISTRATION_REQUESTED_VERSION,
+            ApplicationEvent::DcrClientUpdateRequested(_) => DCR_CLIENT_UPDATE_REQUESTED_VERSION,
+            ApplicationEvent::DcrClientUpdated(_) => DCR_CLIENT_UPDATED_VERSION,
             _ => 1,
         }
     }
@@ -305,6 +385,19 @@ impl DomainEvent for ApplicationEvent {
                 event_type.to_string(),
                 other,
             )),
+            ("DcrClientUpdateRequested", 1 | DCR_CLIENT_UPDATE_REQUESTED_VERSION) => {
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("DcrClientUpdated", 1) => {
+                let data = upcast_dcr_client_updated_v1(data);
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("DcrClientUpdated", DCR_CLIENT_UPDATED_VERSION) => {
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("DcrClientUpdateRequested" | "DcrClientUpdated", other) => Err(
+                DecodeError::UnsupportedVersion(event_type.to_string(), other),
+            ),
             _ => decode_tagged(event_type, schema_version, EVENT_TYPES, data),
         }
     }
@@ -323,6 +416,9 @@ impl ApplicationEvent {
         let current = match (event_type, schema_version) {
             ("DcrRegistrationRequested", DCR_REGISTRATION_REQUESTED_VERSION) => true,
             ("DcrRegistrationRequested", _) => false,
+            ("DcrClientUpdateRequested", DCR_CLIENT_UPDATE_REQUESTED_VERSION) => true,
+            ("DcrClientUpdated", DCR_CLIENT_UPDATED_VERSION) => true,
+            ("DcrClientUpdateRequested" | "DcrClientUpdated", _) => false,
             (_, version) => version == 1,
         };
         if current {

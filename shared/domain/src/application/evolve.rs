@@ -30,6 +30,7 @@ impl Application {
                     members,
                     subscriptions: vec![],
                     notifications: BTreeMap::new(),
+                    suspected_orphans: vec![],
                     archived_version: None,
                     restored_version: None,
                     created_at: at,
@@ -76,6 +77,24 @@ impl Application {
                 }
             }
             ApplicationEvent::OrphanClientDetected(_) => {}
+            ApplicationEvent::DcrAttemptOutcomeUnknown(e) => {
+                let known = app
+                    .suspected_orphans
+                    .iter()
+                    .any(|s| s.request_version == e.request_version && s.attempt == e.attempt);
+                if !known {
+                    app.suspected_orphans.push(SuspectedOrphan {
+                        request_version: e.request_version,
+                        attempt: e.attempt,
+                        provider_id: e.provider_id.clone(),
+                    });
+                }
+            }
+            ApplicationEvent::DcrAttemptSuspicionsCleared(e) => {
+                app.suspected_orphans.retain(|s| {
+                    s.request_version != e.request_version || !e.attempts.contains(&s.attempt)
+                });
+            }
             ApplicationEvent::DcrClientUpdateRequested(_) => {
                 set_operation(
                     &mut app,
@@ -93,6 +112,12 @@ impl Application {
                     e.request_version,
                     None,
                 );
+                if e.client_secret_removed {
+                    if let Some(r) = app.registration.as_mut() {
+                        r.client_secret_fingerprint = None;
+                        r.client_secret_expires_at = None;
+                    }
+                }
             }
             ApplicationEvent::DcrClientUpdateFailed(e) => {
                 set_operation(

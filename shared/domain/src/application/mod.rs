@@ -111,6 +111,14 @@ pub enum OperationState {
     Failed,
 }
 
+/// A registration attempt whose outcome is unknown, not yet cleared (`DcrAttemptOutcomeUnknown`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuspectedOrphan {
+    pub request_version: i64,
+    pub attempt: u32,
+    pub provider_id: String,
+}
+
 /// OAuth settings of an OAuth application; `response_types` are computed from `grant_types`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthSettings {
@@ -206,6 +214,9 @@ pub struct Application {
     /// Each member's notification settings (deleted by an archive).
     #[serde(default)]
     pub notifications: BTreeMap<UserId, sub::NotificationSetting>,
+    /// Registration attempts whose outcome is unknown and not yet cleared: suspected orphans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspected_orphans: Vec<SuspectedOrphan>,
     /// The stream version of the last archive (what a restore undoes) and of the last restore.
     #[serde(default)]
     pub archived_version: Option<i64>,

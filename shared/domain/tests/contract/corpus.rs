@@ -2,7 +2,8 @@
 //! the Rust types allow but no decision emits today), with the stream it belongs to.
 
 use appreg_domain::application::{
-    ApplicationArchived, ApplicationEvent, PrimaryOwnershipTransferred,
+    ApplicationArchived, ApplicationEvent, DcrAttemptOutcomeUnknown, PrimaryOwnershipTransferred,
+    SuspicionProof,
 };
 use appreg_domain::catalogue::{
     Catalogue, CatalogueEvent, PlanDefinition, PlanSecurity, PlanValidation, CATALOGUE_STREAM,
@@ -383,6 +384,20 @@ fn failure(error: &str, description: Option<&str>) -> ProviderFailure {
     }
 }
 
+/// An attempt of the request at `v` (provider "p") whose answer was lost.
+fn unknown(v: i64, attempt: u32, error: &str) -> DcrAttemptOutcomeUnknown {
+    DcrAttemptOutcomeUnknown {
+        request_version: v,
+        provider_id: "p".into(),
+        idempotency_key: "0190f0c8-6d1a-7c7e-8a51-0a2c7e6b1d2f".into(),
+        attempt,
+        client_name: ApplicationName::parse("heidi's app").unwrap(),
+        started_at: at(100 + i64::from(attempt)),
+        ended_at: at(130 + i64::from(attempt)),
+        error: error.into(),
+    }
+}
+
 /// The client's life at its provider, every answer decided as the DCR saga would get it decided.
 fn dcr_samples() -> Vec<Sample> {
     let mut out = Vec::new();
@@ -523,6 +538,23 @@ fn dcr_samples() -> Vec<Sample> {
     });
     b2b.decide("dcr: second retry", |a| a.retry_registration());
     let v = b2b.request();
+    b2b.decide("dcr: attempt outcome unknown", |a| {
+        a.record_unknown_attempt(unknown(v, 1, "registration: HTTP 500 server_error"))
+    });
+    b2b.decide(
+        "dcr: attempt outcome unknown, no error text, long key, multi-byte name",
+        |a| {
+            a.record_unknown_attempt(DcrAttemptOutcomeUnknown {
+                idempotency_key: "k".repeat(200),
+                client_name: ApplicationName::parse("Nœud « b2b »").unwrap(),
+                error: String::new(),
+                ..unknown(v, 2, "")
+            })
+        },
+    );
+    b2b.decide("dcr: attempt outcome unknown, over-long error", |a| {
+        a.record_unknown_attempt(unknown(v, 3, &"é".repeat(900)))
+    });
     b2b.decide("dcr: registered after retries, long client_id", |a| {
         a.register_dcr_client(
             v,
@@ -534,7 +566,33 @@ fn dcr_samples() -> Vec<Sample> {
             ),
         )
     });
+    b2b.decide("dcr: suspicions cleared by an idempotent replay", |a| {
+        a.clear_suspicions(
+            v,
+            ClientId::parse(&"k".repeat(255)).unwrap(),
+            SuspicionProof::IdempotentReplay,
+        )
+    });
     out.extend(b2b.out);
+
+    // A native application registered as a confidential client (before native applications
+    // were public clients) is moved to a public one: the update and its answer.
+    let mut native = Stream::new(create(42, ApplicationType::Native, "ivan"), "dcr native");
+    let v = native.request();
+    native.decide("dcr: native registered with a secret", |a| {
+        a.register_dcr_client(
+            v,
+            issued("p", "native-client", Some("sha256:0123456789abcdef"), None),
+        )
+    });
+    native.decide("dcr: native client to become public", |a| {
+        a.request_public_client()
+    });
+    let v = native.operation();
+    native.decide("dcr: native client now public, secret removed", |a| {
+        a.complete_client_update_as_public(v)
+    });
+    out.extend(native.out);
     out
 }
 
@@ -1103,6 +1161,8 @@ pub fn all_event_types() -> Vec<&'static str> {
             | ApplicationEvent::DcrClientRegistered(_)
             | ApplicationEvent::DcrRegistrationFailed(_)
             | ApplicationEvent::OrphanClientDetected(_)
+            | ApplicationEvent::DcrAttemptOutcomeUnknown(_)
+            | ApplicationEvent::DcrAttemptSuspicionsCleared(_)
             | ApplicationEvent::DcrClientUpdateRequested(_)
             | ApplicationEvent::DcrClientUpdated(_)
             | ApplicationEvent::DcrClientUpdateFailed(_)
@@ -1174,6 +1234,8 @@ pub fn all_event_types() -> Vec<&'static str> {
         "DcrClientRegistered",
         "DcrRegistrationFailed",
         "OrphanClientDetected",
+        "DcrAttemptOutcomeUnknown",
+        "DcrAttemptSuspicionsCleared",
         "DcrClientUpdateRequested",
         "DcrClientUpdated",
         "DcrClientUpdateFailed",

@@ -191,6 +191,8 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
     let registered = first("DcrClientRegistered", "secret that expires");
     let reg_failed = first("DcrRegistrationFailed", "no provider");
     let orphan = first("OrphanClientDetected", "orphan");
+    let unknown = first("DcrAttemptOutcomeUnknown", "outcome unknown");
+    let cleared = first("DcrAttemptSuspicionsCleared", "idempotent replay");
     let update_requested = first("DcrClientUpdateRequested", "redirect URIs");
     let update_failed = first("DcrClientUpdateFailed", "multi-byte");
     let renewed = first("ClientSecretRenewed", "with an expiry");
@@ -548,6 +550,56 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
             "DcrRegistrationFailed",
             "empty provider id",
             with(reg_failed.clone(), "/provider_id", json!("")),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "attempt 0",
+            with(unknown.clone(), "/attempt", json!(0)),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "empty idempotency key",
+            with(unknown.clone(), "/idempotency_key", json!("")),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "error of 501 characters",
+            with(unknown.clone(), "/error", json!("e".repeat(501))),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "a time that is no date-time",
+            with(unknown.clone(), "/started_at", json!("yesterday")),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "a name with a newline",
+            with(unknown.clone(), "/client_name", json!("a\nb")),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "a secret-looking extra field",
+            insert(unknown.clone(), "client_secret", json!("s")),
+        ),
+        (
+            "DcrAttemptOutcomeUnknown",
+            "no ended_at",
+            without(unknown.clone(), "ended_at"),
+        ),
+        (
+            "DcrAttemptSuspicionsCleared",
+            "no attempt",
+            with(cleared.clone(), "/attempts", json!([])),
+        ),
+        (
+            "DcrAttemptSuspicionsCleared",
+            "an unknown proof",
+            with(cleared.clone(), "/proof", json!("GUESSED")),
+        ),
+        (
+            "DcrAttemptSuspicionsCleared",
+            "empty client_id",
+            with(cleared.clone(), "/client_id", json!("")),
         ),
         (
             "OrphanClientDetected",

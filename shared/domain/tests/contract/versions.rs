@@ -1,7 +1,8 @@
 //! Schema versions on read: what `DomainEvent::decode` accepts and the schema files must agree.
 //!
-//! Every event type is at schema version 1 but `DcrRegistrationRequested`, at version 2: its
-//! stored v1 payloads are upcast on read. These tests pin what the decoder does (the current
+//! Every event type is at schema version 1 but `DcrRegistrationRequested`, `DcrClientUpdateRequested`,
+//! `DcrClientUpdated`, `ProviderCreated` and `ProviderUpdated`, at version 2: their stored v1
+//! payloads are upcast on read. These tests pin what the decoder does (the current
 //! version decodes as is, v1 of a v2 type is upcast, any other version is refused as
 //! unsupported rather than misread) and that every version it accepts has a schema file, which
 //! the payload it reads validates against. proto-schemas/README.md describes how a version is
@@ -79,6 +80,46 @@ fn a_stored_v1_dcr_registration_requested_is_upcast_on_read() {
             event
         );
     }
+}
+
+/// `DcrClientUpdateRequested` v1 payloads are v2 payloads (v2 only widened `changed`);
+/// `DcrClientUpdated` v1 is read with `client_secret_removed: false`.
+#[test]
+fn stored_v1_client_update_events_are_read_as_v2() {
+    use appreg_domain::application::{DcrClientUpdateRequested, DcrClientUpdated};
+    let requested = serde_json::json!({ "changed": ["name", "redirect_uris"] });
+    assert!(crate::validator("events/DcrClientUpdateRequested/v1.json").is_valid(&requested));
+    let event = ApplicationEvent::decode("DcrClientUpdateRequested", 1, requested).unwrap();
+    assert_eq!(
+        event,
+        ApplicationEvent::DcrClientUpdateRequested(DcrClientUpdateRequested {
+            changed: vec!["name".into(), "redirect_uris".into()],
+        })
+    );
+    assert_eq!(event.schema_version(), 2);
+    assert!(crate::validator("events/DcrClientUpdateRequested/v2.json").is_valid(&event.data()));
+    // v1 could not name the auth method; v2 can.
+    let public = serde_json::json!({ "changed": ["token_endpoint_auth_method"] });
+    assert!(!crate::validator("events/DcrClientUpdateRequested/v1.json").is_valid(&public));
+    assert!(crate::validator("events/DcrClientUpdateRequested/v2.json").is_valid(&public));
+
+    let updated = serde_json::json!({ "request_version": 7 });
+    assert!(crate::validator("events/DcrClientUpdated/v1.json").is_valid(&updated));
+    let event = ApplicationEvent::decode("DcrClientUpdated", 1, updated).unwrap();
+    assert_eq!(
+        event,
+        ApplicationEvent::DcrClientUpdated(DcrClientUpdated {
+            request_version: 7,
+            client_secret_removed: false,
+        })
+    );
+    assert_eq!(event.schema_version(), 2);
+    let current = event.data();
+    assert!(crate::validator("events/DcrClientUpdated/v2.json").is_valid(&current));
+    assert_eq!(
+        ApplicationEvent::decode("DcrClientUpdated", 2, current).unwrap(),
+        event
+    );
 }
 
 /// `ProviderCreated` / `ProviderUpdated` stored in schema version 1 (before providers had

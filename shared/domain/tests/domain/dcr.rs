@@ -565,6 +565,7 @@ fn the_sagas_answers_to_an_update() {
         .when_app(|a| a.complete_client_update(5))
         .then([ApplicationEvent::DcrClientUpdated(DcrClientUpdated {
             request_version: 5,
+            client_secret_removed: false,
         })]);
     assert_eq!(
         registration(then.state()).operation.as_ref().unwrap().state,
@@ -803,4 +804,115 @@ proptest! {
             );
         }
     }
+}
+
+// --- Native applications become public clients (RFC 8252 §8.4) -----------------------------
+
+/// A native application registered (at version 3) as a confidential client, with a secret.
+fn confidential_native() -> Vec<ApplicationEvent> {
+    let mut events = created(Native);
+    events.push(registered(2, "native-1"));
+    events
+}
+
+fn to_public() -> ApplicationEvent {
+    ApplicationEvent::DcrClientUpdateRequested(DcrClientUpdateRequested {
+        changed: vec!["token_endpoint_auth_method".into()],
+    })
+}
+
+#[test]
+fn a_confidential_native_client_is_moved_to_a_public_one() {
+    let then = given(confidential_native())
+        .when_app(|a| a.request_public_client())
+        .then([to_public()]);
+    let op = registration(then.state()).operation.clone().unwrap();
+    assert_eq!(
+        (op.kind, op.state, op.request_version),
+        (ClientOperationKind::Update, OperationState::Pending, 4)
+    );
+    let mut events = confidential_native();
+    events.push(to_public());
+    let then = given(events.clone())
+        .when_app(|a| a.complete_client_update_as_public(4))
+        .then([ApplicationEvent::DcrClientUpdated(DcrClientUpdated {
+            request_version: 4,
+            client_secret_removed: true,
+        })]);
+    let r = registration(then.state());
+    assert_eq!(r.client_secret_fingerprint, None, "the secret is gone");
+    assert_eq!(r.client_secret_expires_at, None);
+    assert_eq!(r.operation.as_ref().unwrap().state, OperationState::Done);
+    assert_eq!(then.state().client_id, Some(cid("native-1")), "same client");
+    // Done once: a public client is not moved again.
+    events.extend(then.events.clone());
+    given(events)
+        .when_app(|a| a.request_public_client())
+        .then_nothing();
+}
+
+#[test]
+fn only_registered_confidential_native_clients_are_moved() {
+    // Another type keeps its client as it is.
+    given(registered_app())
+        .when_app(|a| a.request_public_client())
+        .then_nothing();
+    // A native client that holds no secret is public already.
+    let mut events = created(Native);
+    events.push(ApplicationEvent::DcrClientRegistered(DcrClientRegistered {
+        request_version: 2,
+        provider_id: PROVIDER.into(),
+        client_id: cid("native-2"),
+        client_secret_fingerprint: None,
+        client_secret_expires_at: None,
+    }));
+    given(events)
+        .when_app(|a| a.request_public_client())
+        .then_nothing();
+    // Still registering, or refused: nothing to move.
+    given(created(Native))
+        .when_app(|a| a.request_public_client())
+        .then_nothing();
+    let mut events = created(Native);
+    events.push(registration_failed(2, "invalid_redirect_uri"));
+    given(events)
+        .when_app(|a| a.request_public_client())
+        .then_nothing();
+}
+
+#[test]
+fn a_native_client_is_moved_after_the_operation_in_progress() {
+    let mut events = confidential_native();
+    events.push(renewal_requested());
+    given(events)
+        .when_app(|a| a.request_public_client())
+        .then_error("application.registration.pending");
+}
+
+#[test]
+fn a_public_answer_without_a_secret_to_remove_says_so() {
+    // An update of a client that never had a secret (a browser app) answered as public.
+    let mut events = created(Browser);
+    events.push(ApplicationEvent::DcrClientRegistered(DcrClientRegistered {
+        request_version: 2,
+        provider_id: PROVIDER.into(),
+        client_id: cid("spa-1"),
+        client_secret_fingerprint: None,
+        client_secret_expires_at: None,
+    }));
+    events.push(ApplicationEvent::DcrClientUpdateRequested(
+        DcrClientUpdateRequested {
+            changed: vec!["redirect_uris".into()],
+        },
+    ));
+    given(events)
+        .when_app(|a| a.complete_client_update_as_public(4))
+        .then([ApplicationEvent::DcrClientUpdated(DcrClientUpdated {
+            request_version: 4,
+            client_secret_removed: false,
+        })]);
+    // And a stale answer is refused as for any update.
+    given(confidential_native())
+        .when_app(|a| a.complete_client_update_as_public(4))
+        .then_error("application.registration.stale_request");
 }

@@ -16,6 +16,7 @@ mod dcr;
 mod events;
 mod lifecycle;
 mod notifications;
+mod orphans;
 mod properties;
 mod provider;
 mod settings;

@@ -70,8 +70,8 @@
 //! with batches, `batch` the batches, `notify` the wake-ups.
 
 use crate::{
-    AppendError, AppendRequest, Appended, Claim, EventStore, LogPosition, Snapshot, StoreError,
-    StoredEvent,
+    AppendError, AppendRequest, Appended, Claim, EventStore, LogFilter, LogPosition, Snapshot,
+    StoreError, StoredEvent,
 };
 use sqlx::error::ErrorKind;
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
@@ -312,15 +312,11 @@ impl EventStore for PgEventStore {
         if stream_ids.len() > crate::MAX_STREAMS_PER_READ {
             return Err(StoreError::TooManyStreams);
         }
-        sqlx::query(select_events!(
-            "WHERE stream_id = ANY($1) ORDER BY stream_id, version"
-        ))
-        .bind(stream_ids)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!("WHERE stream_id = ANY($1) ORDER BY stream_id, version"),
+            stream_ids
+        )
     }
 
     async fn read_stream(
@@ -329,17 +325,13 @@ impl EventStore for PgEventStore {
         after_version: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        sqlx::query(select_events!(
-            "WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
-        ))
-        .bind(stream_id)
-        .bind(after_version)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!("WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"),
+            stream_id,
+            after_version,
+            limit.max(0)
+        )
     }
 
     async fn read_log(
@@ -347,19 +339,49 @@ impl EventStore for PgEventStore {
         after: LogPosition,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        sqlx::query(select_events!(
-            "WHERE (tx_id, position) > ($1, $2) AND tx_id < ",
-            horizon!(),
-            " ORDER BY tx_id, position LIMIT $3"
-        ))
-        .bind(after.tx)
-        .bind(after.pos)
-        .bind(limit.max(0))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!(
+                "WHERE (tx_id, position) > ($1, $2) AND tx_id < ",
+                horizon!(),
+                " ORDER BY tx_id, position LIMIT $3"
+            ),
+            after.tx,
+            after.pos,
+            limit.max(0)
+        )
+    }
+
+    async fn read_environment_log(
+        &self,
+        after: LogPosition,
+        filter: &LogFilter,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // The leading equality and the row comparison are the index's
+        // (events_environment_log_idx); the other conditions only drop rows.
+        fetch_events!(
+            &self.pool,
+            select_events!(
+                "WHERE metadata->>'environment' = $1 AND (tx_id, position) > ($2, $3) AND tx_id < ",
+                horizon!(),
+                " AND ($4::text IS NULL OR metadata->>'actor' = $4)",
+                " AND ($5::text IS NULL OR event_type = $5)",
+                " AND ($6::text IS NULL OR stream_type = $6)",
+                " AND ($7::timestamptz IS NULL OR recorded_at >= $7)",
+                " AND ($8::timestamptz IS NULL OR recorded_at < $8)",
+                " ORDER BY tx_id, position LIMIT $9"
+            ),
+            &filter.environment,
+            after.tx,
+            after.pos,
+            filter.actor.as_deref(),
+            filter.event_type.as_deref(),
+            filter.stream_type.as_deref(),
+            filter.from,
+            filter.to,
+            limit.max(0)
+        )
     }
 
     async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
@@ -370,19 +392,17 @@ impl EventStore for PgEventStore {
             return Ok(Vec::new());
         }
         let (txs, pos): (Vec<i64>, Vec<i64>) = positions.iter().map(|p| (p.tx, p.pos)).unzip();
-        sqlx::query(select_events!(
-            "WHERE (tx_id, position) IN ",
-            "(SELECT t, p FROM UNNEST($1::bigint[], $2::bigint[]) AS q(t, p)) AND tx_id < ",
-            horizon!(),
-            " ORDER BY tx_id, position"
-        ))
-        .bind(txs)
-        .bind(pos)
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(event_from_row)
-        .collect()
+        fetch_events!(
+            &self.pool,
+            select_events!(
+                "WHERE (tx_id, position) IN ",
+                "(SELECT t, p FROM UNNEST($1::bigint[], $2::bigint[]) AS q(t, p)) AND tx_id < ",
+                horizon!(),
+                " ORDER BY tx_id, position"
+            ),
+            txs,
+            pos
+        )
     }
 
     async fn head(&self) -> Result<LogPosition, StoreError> {
@@ -424,18 +444,11 @@ impl EventStore for PgEventStore {
     }
 
     async fn read_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
-        let row: Option<(String, i32, i64, Vec<u8>)> = sqlx::query_as(READ_SNAPSHOT)
+        let row: Option<crate::SnapshotRow> = sqlx::query_as(READ_SNAPSHOT)
             .bind(stream_id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(
-            row.map(|(stream_id, schema_version, version, data)| Snapshot {
-                stream_id,
-                schema_version,
-                version,
-                data,
-            }),
-        )
+        Ok(row.map(Snapshot::from))
     }
 
     async fn write_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {

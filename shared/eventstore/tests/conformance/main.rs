@@ -3,7 +3,7 @@
 //! Every scenario is written once, against the [`EventStore`] port, and run against both
 //! adapters (`postgres::<scenario>` and `sqlite::<scenario>`), each test on a database of its own
 //! so that tests run in parallel. PostgreSQL must be reachable (see
-//! `appreg_eventstore::testing`): a missing server fails the tests, it never skips them.
+//! `appreg_test_support::postgres`): a missing server fails the tests, it never skips them.
 //!
 //! On PostgreSQL the visibility horizon of `read_log`/`head` is cluster-wide, so a transaction of
 //! a test running in parallel (in another database) may briefly delay the visibility of this
@@ -12,14 +12,15 @@
 
 mod batch;
 mod each;
+mod environment_log;
 mod scenarios;
 mod snapshots;
 mod tailer;
 
-use appreg_eventstore::testing::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use appreg_eventstore::{
     AppendRequest, Claim, Database, EventStore, LogPosition, NewEvent, PgEventStore, StoredEvent,
 };
+use appreg_test_support::postgres::{fresh_postgres_url, fresh_sqlite_url, SqliteFile};
 use chrono::{SubsecRound, Utc};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -140,6 +141,8 @@ conformance!(
     snapshots::concurrent_writers_leave_the_highest,
     snapshots::writing_a_snapshot_does_not_change_the_log,
     snapshots::snapshot_writes_and_appends_do_not_block_each_other,
+    environment_log::environment_log_is_filtered_and_paged,
+    environment_log::environment_log_reads_the_index,
 );
 
 // ---------------------------------------------------------------------------------------------

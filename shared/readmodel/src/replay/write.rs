@@ -18,6 +18,8 @@ pub(super) struct Rows {
 pub(super) struct Others {
     pub(super) users: String,
     pub(super) environments: String,
+    /// Every suspected orphan (at the end of the log only).
+    pub(super) orphans: String,
     pub(super) parked: Vec<Parked>,
     pub(super) checkpoint: Option<LogPosition>,
 }
@@ -141,7 +143,10 @@ pub(super) async fn finish_tables(
         let queue = queue.clone();
         tokio::spawn(async move {
             loop {
-                let next = queue.lock().expect("not poisoned").pop_front();
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop_front();
                 let Some(ddl) = next else {
                     return Ok::<_, ReadModelError>(conn);
                 };
@@ -221,6 +226,16 @@ pub(super) async fn write_others(
         others.environments,
     )
     .await?;
+    copy_in(
+        tx,
+        &format!(
+            "COPY {} ({}) FROM STDIN",
+            t.orphans,
+            crate::orphans::COLUMNS
+        ),
+        others.orphans,
+    )
+    .await?;
     if !others.parked.is_empty() {
         let now = chrono::Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
         for p in &others.parked {
@@ -263,6 +278,34 @@ pub(super) async fn write_others(
 }
 
 /// Appends one row in COPY's text format (`None` is NULL).
+/// The COPY text of the suspected orphans' rows.
+pub(super) fn orphan_rows(
+    rows: std::collections::BTreeMap<crate::orphans::Key, crate::orphans::SuspectedOrphan>,
+) -> String {
+    let mut out = String::new();
+    for o in rows.into_values() {
+        let (version, attempt) = (o.request_version.to_string(), o.attempt.to_string());
+        row(
+            &mut out,
+            &[
+                Some(&o.environment),
+                Some(&o.provider_id),
+                Some(&o.application_id),
+                Some(&version),
+                Some(&attempt),
+                Some(&o.idempotency_key),
+                Some(&o.client_name),
+                Some(&o.started_at),
+                Some(&o.ended_at),
+                Some(&o.error),
+                Some(&o.status),
+                o.cleared_client_id.as_deref(),
+            ],
+        );
+    }
+    out
+}
+
 pub(super) fn row(out: &mut String, fields: &[Option<&str>]) {
     for (i, field) in fields.iter().enumerate() {
         if i > 0 {
