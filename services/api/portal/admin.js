@@ -156,32 +156,42 @@ async function catalogue() {
   await refresh();
 }
 
-/** Pending subscriptions: the api lists subscriptions per application, so the first 100 active
- * applications are read (the hint says so when there are more). */
+/** Pending subscriptions: the environment's queue (`GET /subscriptions?status=PENDING`), oldest
+ * request first, a page at a time. */
 async function pendingSubscriptions({ onLeave }) {
   const { alert, main } = page('Pending subscriptions');
   const listed = h('div', { 'aria-live': 'polite' });
   const slot = errorSlot();
   main.append(slot, listed);
+  const SIZE = 50;
+  let pageNumber = 1;
   const refresh = () => loaded(alert, async () => {
-    const [apps, apis] = await Promise.all([get(envPath(`/applications${query({ status: 'ACTIVE', size: 100 })}`)), get(envPath(`/apis${query({ size: 100 })}`))]);
-    const pending = (await Promise.all(apps.items.map(async (app) => (await get(envPath(`/applications/${app.id}/subscriptions${query({ status: 'PENDING', size: 100 })}`))).items
-      .map((s) => ({ s, app }))))).flat();
-    return { pending, more: apps.total > apps.items.length, apis: new Map(apis.items.map((a) => [a.id, a])) };
-  }, ({ pending, more, apis }) => {
+    const [queue, apis] = await Promise.all([
+      get(envPath(`/subscriptions${query({ status: 'PENDING', page: pageNumber, size: SIZE })}`)),
+      get(envPath(`/apis${query({ size: 100 })}`))]);
+    return { queue, apis: new Map(apis.items.map((a) => [a.id, a])) };
+  }, ({ queue, apis }) => {
+    const pages = Math.max(1, Math.ceil(queue.total / SIZE));
+    if (pageNumber > pages) { pageNumber = pages; refresh(); return; }
     const label = (s) => {
       const api = apis.get(s.api_id);
       const plan = api && api.plans.find((p) => p.id === s.plan_id);
       return `${api ? api.name : s.api_id} / ${plan ? plan.name : s.plan_id}`;
     };
-    fill(listed, pending.length ? table(['Application', 'API and plan', 'Requested', 'Actions'], pending.map(({ s, app }) => {
+    const go = (n) => { pageNumber = n; refresh(); };
+    fill(listed, queue.items.length ? table(['Application', 'API and plan', 'Requested', 'Actions'], queue.items.map((s) => {
+      const app = { id: s.application_id, name: s.application_name };
       const reason = input({ 'aria-label': `Reason for rejecting ${app.name}`, placeholder: 'reason (optional)' });
       return h('tr', {}, h('td', {}, h('a', { href: `#/applications/${app.id}` }, app.name)), h('td', {}, label(s)), h('td', {}, when(s.created_at)),
         h('td', {}, h('div', { class: 'actions' },
           actionButton(`Accept ${app.name} on ${label(s)}`, async () => { await post(envPath(`/subscriptions/${s.id}/_accept`)); await refresh(); }, slot),
           reason,
           actionButton(`Reject ${app.name} on ${label(s)}`, async () => { await post(envPath(`/subscriptions/${s.id}/_reject`), reason.value.trim() ? { reason: reason.value.trim() } : {}); await refresh(); }, slot, { class: 'danger' }))));
-    })) : h('p', {}, 'No subscription is waiting.'), more ? h('p', { class: 'hint' }, 'Only the first 100 applications are shown.') : '');
+    })) : h('p', {}, 'No subscription is waiting.'),
+    queue.total > SIZE ? h('div', { class: 'actions' },
+      h('p', { class: 'hint' }, `${queue.total} waiting, page ${pageNumber} of ${pages}`),
+      pageNumber > 1 ? h('button', { type: 'button', class: 'secondary', onclick: () => go(pageNumber - 1) }, 'Previous page') : null,
+      pageNumber < pages ? h('button', { type: 'button', class: 'secondary', onclick: () => go(pageNumber + 1) }, 'Next page') : null) : '');
   });
   onLeave(live.onEvent((event) => { if (!event || /^Subscription/.test(event.type)) refresh(); }));
   await refresh();

@@ -192,6 +192,14 @@ pub enum SubscriptionStatusName {
     Closed,
 }
 
+/// The status the environment's queue of subscriptions takes (`GET /subscriptions`).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(dead_code)]
+pub enum QueueStatusName {
+    Pending,
+}
+
 /// A member's role, as given (PRIMARY_OWNER only by a transfer of ownership).
 #[derive(utoipa::ToSchema)]
 #[schema(rename_all = "SCREAMING_SNAKE_CASE")]

@@ -56,17 +56,18 @@ macro_rules! write_fresh {
                     status,
                     app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
                     serde_json::to_string(app).map_err(ReadModelError::internal)?,
+                    $crate::pending_subscriptions(app),
                 ));
                 for (user, role) in &app.members {
                     members.push((id.clone(), user.to_string(), app.environment.to_string(), role.as_str()));
                 }
             }
             for chunk in rows.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {} (id, environment, status, created_at, doc) ", $t.applications));
-                q.push_values(chunk, |mut b, (id, env, status, created, doc)| {
-                    b.push_bind(id.clone()).push_bind(env.clone()).push_bind(*status).push_bind(created.clone()).push_bind(doc.clone());
+                let mut q = sqlx::QueryBuilder::new(format!("INSERT INTO {} (id, environment, status, created_at, doc, pending_subscriptions) ", $t.applications));
+                q.push_values(chunk, |mut b, (id, env, status, created, doc, pending)| {
+                    b.push_bind(id.clone()).push_bind(env.clone()).push_bind(*status).push_bind(created.clone()).push_bind(doc.clone()).push_bind(*pending);
                 });
-                q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc");
+                q.push(" ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc, pending_subscriptions = excluded.pending_subscriptions");
                 q.build().execute(&mut *$tx).await.map_err(db_err)?;
             }
             // Only applications projected before can have membership rows to replace.

@@ -92,6 +92,18 @@ pub fn decode_app(e: &StoredEvent) -> Result<ApplicationEvent, ReadModelError> {
         .map_err(|err| ReadModelError::event(e, err))
 }
 
+/// The number of an application's PENDING subscriptions: the `pending_subscriptions` column,
+/// which lets the environment's queue of pending subscriptions read only the applications that
+/// have one.
+pub(crate) fn pending_subscriptions(app: &appreg_domain::Application) -> i32 {
+    let pending = app
+        .subscriptions
+        .iter()
+        .filter(|s| s.status == appreg_domain::subscription::SubscriptionStatus::Pending)
+        .count();
+    i32::try_from(pending).unwrap_or(i32::MAX)
+}
+
 const CHECKPOINT: &str = "applications";
 /// The only projection `rebuild` knows.
 pub const PROJECTION: &str = CHECKPOINT;

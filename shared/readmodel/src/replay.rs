@@ -462,6 +462,7 @@ impl Replay {
             let env = app.environment.to_string();
             let doc = serde_json::to_string(app).map_err(ReadModelError::internal)?;
             let created = app.created_at.to_rfc3339_opts(SecondsFormat::Micros, true);
+            let pending = crate::pending_subscriptions(app).to_string();
             row(
                 out,
                 &[
@@ -470,6 +471,7 @@ impl Replay {
                     Some(status),
                     Some(&created),
                     Some(&doc),
+                    Some(&pending),
                 ],
             );
             for (user, role) in &app.members {

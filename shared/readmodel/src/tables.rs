@@ -93,7 +93,8 @@ impl Tables {
         vec![
             format!(
                 "CREATE TABLE {} ({id}, environment TEXT NOT NULL, status TEXT NOT NULL, \
-                 created_at TEXT NOT NULL, doc TEXT NOT NULL)",
+                 created_at TEXT NOT NULL, doc TEXT NOT NULL, \
+                 pending_subscriptions INTEGER NOT NULL DEFAULT 0)",
                 self.applications
             ),
             format!(

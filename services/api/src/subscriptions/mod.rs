@@ -10,7 +10,8 @@
 //!
 //! Layout: this file holds the key generation and the helpers the endpoints share (among
 //! them `transition`, the status changes and key renewal, which `crate::api_keys` uses too);
-//! `bodies` the request and response bodies, `handlers` the subscription endpoints.
+//! `bodies` the request and response bodies, `handlers` the subscription endpoints, `queue`
+//! the environment's queue of pending subscriptions.
 
 use crate::commands::load_catalogue;
 use crate::commands::{execute_app, load_app, Executed};
@@ -47,14 +48,17 @@ const SHOWN_PREFIX: usize = 12;
 
 mod bodies;
 mod handlers;
+mod queue;
 
 pub use bodies::*;
 use handlers::*;
+use queue::*;
 
 pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(first_visit.on(routes!(list, subscribe)))
         .routes(first_visit.on(routes!(get)))
+        .routes(first_visit.on(routes!(queue)))
         .routes(first_visit.on(routes!(accept)))
         .routes(first_visit.on(routes!(reject)))
         .routes(first_visit.on(routes!(pause)))

@@ -12,8 +12,9 @@ async fn dump(db: &Database) -> Vec<String> {
     macro_rules! rows {
         ($pool:expr) => {{
             let mut out = Vec::new();
-            let apps: Vec<(String, String, String, String, String)> = sqlx::query_as(
-                "SELECT id, environment, status, created_at, doc FROM rm_applications ORDER BY id",
+            let apps: Vec<(String, String, String, String, String, i32)> = sqlx::query_as(
+                "SELECT id, environment, status, created_at, doc, pending_subscriptions \
+                 FROM rm_applications ORDER BY id",
             )
             .fetch_all($pool)
             .await
@@ -137,7 +138,47 @@ async fn a_rebuild_gives_the_same_read_model(app: TestApp) {
     )
     .await
     .assert_status(200);
+    // Subscriptions: two pending (the queue's column), one of them accepted afterwards.
+    let api = app
+        .post(
+            "apis",
+            &admin,
+            json!({"name": "Rebuilt API", "description": "rebuilt"}),
+        )
+        .await;
+    api.assert_status(201);
+    let plan = app
+        .post(
+            &format!("apis/{}/plans", api.body["id"].as_str().unwrap()),
+            &admin,
+            json!({"name": "manual", "security": "API_KEY", "validation": "MANUAL"}),
+        )
+        .await;
+    plan.assert_status(201);
+    let mut subscriptions = Vec::new();
+    for id in [&ids[3], &ids[6]] {
+        let r = app
+            .post(
+                &format!("applications/{id}/subscriptions"),
+                &bob,
+                json!({"plan_id": plan.body["id"]}),
+            )
+            .await;
+        r.assert_status(201);
+        subscriptions.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    app.post(
+        &format!("subscriptions/{}/_accept", subscriptions[0]),
+        &admin,
+        json!({}),
+    )
+    .await
+    .assert_status(200);
     settle(&app).await;
+    let queue = app
+        .get_query("subscriptions", &admin, &[("status", "PENDING")])
+        .await;
+    assert_eq!(queue.body["total"], 1, "{:?}", queue.body);
     let carol = app.token("carol", false);
     let tokens = [alice.as_str(), bob.as_str(), carol.as_str()];
     // Every reader's first request records a `UserFirstSeen`: make them before the snapshot.

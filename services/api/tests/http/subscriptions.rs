@@ -173,6 +173,138 @@ async fn withdrawing(app: TestApp) {
         .assert_status(201);
 }
 
+/// The environment's queue of pending subscriptions: administrators only, oldest request first,
+/// paged, one environment's, and a subscription leaves it once accepted, rejected or withdrawn.
+async fn pending_queue(app: TestApp) {
+    let alice = app.token("alice", false);
+    let bob = app.token("bob", false);
+    let admin = app.token("root", true);
+    let plans = catalogue(
+        &app,
+        &admin,
+        &[
+            ("API_KEY", "MANUAL"),
+            ("API_KEY", "MANUAL"),
+            ("API_KEY", "AUTO"),
+        ],
+    )
+    .await;
+    let first = app.create_simple(&alice, "First", None).await;
+    let second = app.create_simple(&alice, "Second", None).await;
+    let bobs = app.create_simple(&bob, "Bob's", None).await;
+    let mut pending = Vec::new();
+    for (id, plan) in [
+        (&first, &plans[0]),
+        (&second, &plans[0]),
+        (&first, &plans[1]),
+    ] {
+        let r = subscribe(&app, &alice, id, plan).await;
+        r.assert_status(201);
+        assert_eq!(r.body["status"], "PENDING");
+        pending.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    let accepted = subscribe(&app, &bob, &bobs, &plans[2]).await;
+    accepted.assert_status(201);
+    assert_eq!(accepted.body["status"], "ACCEPTED");
+
+    let queue = |token: String, query: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            app.get_query("subscriptions", &token, &query).await
+        }
+    };
+    let pending_query = |page: i64, size: i64| {
+        vec![
+            ("status", "PENDING".to_string()),
+            ("page", page.to_string()),
+            ("size", size.to_string()),
+        ]
+    };
+    let ids = |r: &Resp| -> Vec<String> {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    queue(alice.clone(), pending_query(1, 20))
+        .await
+        .assert_problem(403, "permission.admin_only");
+    queue(admin.clone(), vec![])
+        .await
+        .assert_invalid(&[("status", "status.invalid")]);
+    queue(admin.clone(), vec![("status", "ACCEPTED".into())])
+        .await
+        .assert_invalid(&[("status", "status.invalid")]);
+    queue(admin.clone(), pending_query(1, 0))
+        .await
+        .assert_invalid_fields(&["size"]);
+
+    let all = queue(admin.clone(), pending_query(1, 20)).await;
+    all.assert_status(200);
+    assert_eq!(all.body["total"], 3);
+    assert_eq!(ids(&all), pending);
+    let names: Vec<&str> = all.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["application_name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["First", "Second", "First"]);
+    assert_eq!(all.body["items"][1]["application_id"], second.as_str());
+    assert_eq!(all.body["items"][1]["status"], "PENDING");
+    let page_one = queue(admin.clone(), pending_query(1, 2)).await;
+    let page_two = queue(admin.clone(), pending_query(2, 2)).await;
+    assert_eq!(ids(&page_one), pending[..2]);
+    assert_eq!(ids(&page_two), pending[2..]);
+    assert_eq!(page_two.body["total"], 3);
+
+    // Another environment's administrator sees that environment's queue only.
+    app.create_environment_http("beta").await;
+    let beta = app
+        .get_query(
+            "/v1/environments/beta/subscriptions",
+            &app.admin_of("ada", &["beta"]),
+            &[("status", "PENDING")],
+        )
+        .await;
+    beta.assert_status(200);
+    assert_eq!(beta.body["total"], 0);
+
+    // Decided or withdrawn: out of the queue.
+    app.post(
+        &format!("subscriptions/{}/_accept", pending[1]),
+        &admin,
+        json!({}),
+    )
+    .await
+    .assert_status(200);
+    app.post(
+        &format!("subscriptions/{}/_reject", pending[2]),
+        &admin,
+        json!({}),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(
+        ids(&queue(admin.clone(), pending_query(1, 20)).await),
+        pending[..1]
+    );
+    app.post(
+        &format!("subscriptions/{}/_close", pending[0]),
+        &alice,
+        json!({}),
+    )
+    .await
+    .assert_status(200);
+    let empty = queue(admin.clone(), pending_query(1, 20)).await;
+    assert_eq!(empty.body["total"], 0);
+    assert_eq!(empty.body["items"], json!([]));
+}
+
 async fn subscription_refusals(app: TestApp) {
     let alice = app.token("alice", false);
     let bob = app.token("bob", false);
@@ -633,6 +765,7 @@ on_both!(
     catalogue_is_admin_managed,
     subscription_refusals,
     withdrawing,
+    pending_queue,
     renewal_needs_an_api_key_plan,
     notifications
 );

@@ -1,6 +1,8 @@
 //! The read model's queries: lists, profiles, environments and single applications.
 
 use super::*;
+use appreg_domain::subscription::{Subscription, SubscriptionStatus};
+use chrono::{DateTime, Utc};
 
 impl ReadModel {
     /// A page of applications of an environment with a status: all of them (`member: None`,
@@ -168,6 +170,48 @@ impl ReadModel {
         .await)
         .map_err(db_err)?;
         Ok(n > 0)
+    }
+
+    /// The environment's queue of subscriptions awaiting a decision: a page of its active
+    /// applications' PENDING subscriptions, oldest request first (ties by subscription id), each
+    /// with its application, and their total. Only the documents of applications with a pending
+    /// subscription (the `pending_subscriptions` column) are read.
+    pub async fn pending_subscriptions(
+        &self,
+        env: &str,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(Application, Subscription)>, i64), ReadModelError> {
+        let docs: Vec<String> = with_pool!(&self.db, pool => sqlx::query_scalar(
+            "SELECT doc FROM rm_applications \
+             WHERE environment = $1 AND status = 'ACTIVE' AND pending_subscriptions > 0",
+        )
+        .bind(env)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)?;
+        let apps = docs
+            .iter()
+            .map(|d| parse_doc(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut queue: Vec<(&DateTime<Utc>, &str, &Application, &Subscription)> = apps
+            .iter()
+            .flat_map(|app| {
+                app.subscriptions
+                    .iter()
+                    .filter(|s| s.status == SubscriptionStatus::Pending)
+                    .map(move |s| (&s.created_at, s.id.as_str(), app, s))
+            })
+            .collect();
+        queue.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let total = i64::try_from(queue.len()).unwrap_or(i64::MAX);
+        let items = queue
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(0))
+            .take(usize::try_from(limit).unwrap_or(0))
+            .map(|(_, _, app, sub)| (app.clone(), sub.clone()))
+            .collect();
+        Ok((items, total))
     }
 
     /// One application's row, if projected.

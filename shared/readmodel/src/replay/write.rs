@@ -37,7 +37,7 @@ impl Writer for AppRows {
         copy_in(
             tx,
             &format!(
-                "COPY {} (id, environment, status, created_at, doc) FROM STDIN",
+                "COPY {} (id, environment, status, created_at, doc, pending_subscriptions) FROM STDIN",
                 t.applications
             ),
             rows.fresh,
@@ -55,14 +55,15 @@ impl Writer for AppRows {
         .map_err(db_err)?;
         copy_in(
             tx,
-            "COPY rm_rebuild_stage (id, environment, status, created_at, doc) FROM STDIN",
+            "COPY rm_rebuild_stage (id, environment, status, created_at, doc, pending_subscriptions) FROM STDIN",
             rows.again,
         )
         .await?;
         sqlx::query(&format!(
-            "INSERT INTO {} (id, environment, status, created_at, doc) \
-             SELECT id, environment, status, created_at, doc FROM rm_rebuild_stage \
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc",
+            "INSERT INTO {} (id, environment, status, created_at, doc, pending_subscriptions) \
+             SELECT id, environment, status, created_at, doc, pending_subscriptions FROM rm_rebuild_stage \
+             ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc, \
+             pending_subscriptions = excluded.pending_subscriptions",
             t.applications
         ))
         .execute(&mut *tx)
