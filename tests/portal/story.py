@@ -13,6 +13,7 @@ import json
 import re
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
@@ -139,6 +140,8 @@ def story(run):
     ada.get_by_label("Discovery endpoint", exact=True).fill(run.settings["discovery"])
     ada.get_by_label("Registration mode", exact=True).select_option("INITIAL_ACCESS_TOKEN")
     ada.get_by_label("Initial access token", exact=True).fill(run.settings["initial_access_token"])
+    ada.get_by_label("Renews client secrets", exact=True).check()
+    ada.get_by_label("Renewal endpoint", exact=True).fill("{registration_endpoint}/{client_id}/renew_secret")
     ada.get_by_label("Default provider", exact=True).check()
     ada.get_by_role("button", name="Add provider").click()
     expect(ada.get_by_role("cell", name="Test OIDC provider", exact=True)).to_be_visible()
@@ -178,6 +181,7 @@ def story(run):
     alice.get_by_role("button", name="Copy client secret").click()
     expect(alice.get_by_text("Client secret copied.")).to_be_visible()
     assert alice.evaluate("navigator.clipboard.readText()") == secret.input_value()
+    first_secret = secret.input_value()
     run.check(alice, "credentials")
     plan = alice.get_by_label("Plan", exact=True)
     plan.select_option(plan.locator("option", has_text="Weather / Gold").get_attribute("value"))
@@ -194,6 +198,36 @@ def story(run):
     expect(alice.get_by_role("button", name=re.compile("Revoke key"))).to_be_visible()
     assert alice.evaluate("window.__noReload === true"), "the page was reloaded"
     run.check(alice, "subscription-accepted")
+
+    # Keys: one renewed (the old one stays valid for the grace period), then one revoked.
+    alice.get_by_role("button", name="Renew key of Weather").click()
+    revoke = alice.get_by_role("button", name=re.compile("Revoke key"))
+    expect(revoke).to_have_count(2)
+    revoke.first.click()
+    expect(alice.get_by_role("button", name=re.compile("Revoke key"))).to_have_count(1)
+    run.check(alice, "keys-renewed-and-revoked")
+
+    # The client secret renewed at the provider (by the saga): the new one shows once done.
+    alice.get_by_role("button", name="Renew secret").click()
+    deadline = time.monotonic() + 60
+    while True:
+        alice.get_by_role("button", name="Show credentials").click()
+        shown = alice.get_by_label("Client secret", exact=True)
+        expect(shown).not_to_have_value("")
+        if shown.input_value() != first_secret:
+            break
+        if time.monotonic() > deadline:
+            alice.screenshot(path=str(run.out / "secret-not-renewed.png"), full_page=True)
+            raise AssertionError("the client secret was not renewed within 60 s: "
+                                 + alice.locator("main").inner_text()[:3000])
+        alice.wait_for_timeout(500)
+    run.check(alice, "secret-renewed")
+
+    # Edit the description.
+    alice.get_by_label("Description", exact=True).fill("Invoices and receipts")
+    alice.get_by_role("form", name="Edit application").get_by_role("button", name="Save").click()
+    expect(alice.get_by_role("definition").filter(has_text="Invoices and receipts")).to_be_visible()
+    run.check(alice, "edited")
 
     # Members: a user found by searching, then given another role; notification settings.
     alice.get_by_label("Find user", exact=True).fill("ad")
@@ -242,6 +276,42 @@ def story(run):
     alice.get_by_role("button", name="Retry").click()
     expect(alice.get_by_role("button", name="Retry")).to_have_count(0)
     expect(alice.get_by_role("link", name="Team dashboard")).to_be_visible()
+
+    # An administrator rejects a request with a reason, and the user sees it.
+    alice.get_by_role("link", name="Team dashboard").click()
+    expect(alice.get_by_role("heading", name="Team dashboard", level=1)).to_be_visible()
+    plan = alice.get_by_label("Plan", exact=True)
+    plan.select_option(plan.locator("option", has_text="Weather / Gold").get_attribute("value"))
+    alice.get_by_role("button", name="Subscribe").click()
+    expect(alice.get_by_role("cell", name=re.compile("PENDING"))).to_be_visible()
+    ada.get_by_role("link", name="Pending subscriptions").click()
+    ada.get_by_label("Reason for rejecting Team dashboard", exact=True).fill("Not for dashboards")
+    ada.get_by_role("button", name=re.compile("Reject Team dashboard")).click()
+    # (The restored application's subscription waits again: a restore reopens it as PENDING.)
+    expect(ada.get_by_role("button", name=re.compile("Reject Team dashboard"))).to_have_count(0)
+    expect(ada.get_by_role("button", name=re.compile("Accept Billing backend"))).to_be_visible()
+    expect(alice.get_by_role("cell", name=re.compile("REJECTED Not for dashboards"))).to_be_visible()
+    run.check(alice, "subscription-rejected")
+
+    # Ownership transferred to a new member; then the new primary owner removes the user.
+    alice.get_by_label("Find user", exact=True).fill("ada")
+    alice.get_by_role("button", name="Add member").click()
+    expect(alice.get_by_role("combobox", name="Role of ada")).to_have_value("USER")
+    alice.get_by_label("New primary owner", exact=True).select_option("ada")
+    alice.get_by_label("Former primary owner's role", exact=True).select_option("OWNER")
+    alice.get_by_role("button", name="Transfer ownership").click()
+    expect(alice.get_by_role("cell", name="PRIMARY_OWNER", exact=True)).to_be_visible()
+    expect(alice.get_by_role("definition").filter(has_text=re.compile("^OWNER$"))).to_be_visible()
+    run.check(alice, "ownership-transferred")
+    ada.get_by_role("link", name="My applications").click()
+    ada.get_by_role("link", name="Team dashboard").click()
+    expect(ada.get_by_role("heading", name="Team dashboard", level=1)).to_be_visible()
+    ada.get_by_role("button", name="Remove alice").click()
+    expect(ada.get_by_role("button", name="Remove alice")).to_have_count(0)
+    run.check(ada, "member-removed")
+    alice.get_by_role("link", name="My applications").click()
+    expect(alice.get_by_role("heading", name="My applications")).to_be_visible()
+    expect(alice.get_by_role("link", name="Team dashboard")).to_have_count(0)
 
 
 def second_origin(run):

@@ -65,12 +65,21 @@ function providerForm(refresh) {
     tokenField.hidden = mode.value !== 'INITIAL_ACCESS_TOKEN';
     credentialFields.hidden = mode.value !== 'CLIENT_CREDENTIALS';
   });
+  // Secret renewal (no RFC defines it): the provider's own endpoint, if it has one.
+  const renews = h('input', { type: 'checkbox', name: 'renew_enabled' });
+  const renewEndpoint = input({ name: 'renew_endpoint', placeholder: '{registration_endpoint}/{client_id}/renew_secret' });
+  const renewMethod = select([['POST', 'POST'], ['PUT', 'PUT'], ['PATCH', 'PATCH']], 'POST', { name: 'renew_method' });
+  const renewFields = h('div', { hidden: true },
+    field('Renewal endpoint', renewEndpoint, { name: 'renew_client_secret.endpoint', hint: 'A template with {client_id} and {registration_endpoint}, called with the registration access token.' }),
+    field('Renewal method', renewMethod, { name: 'renew_client_secret.method' }));
+  renews.addEventListener('change', () => { renewFields.hidden = !renews.checked; });
   const f = form({ 'aria-label': 'Add provider' },
     field('Name', name, { name: 'name' }),
     field('Description', description, { name: 'description' }),
     field('Discovery endpoint', discovery, { name: 'discovery_endpoint' }),
     field('Registration mode', mode, { name: 'initial_access_token_type' }),
     tokenField, credentialFields,
+    field('Renews client secrets', renews, { name: 'renew_client_secret.enabled' }), renewFields,
     field('Default provider', isDefault, { name: 'default' }),
     h('p', { class: 'hint' }, 'The provider is validated live when it is added: its discovery document must answer and, with client credentials, a token must be issued.'),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Add provider')));
@@ -84,8 +93,10 @@ function providerForm(refresh) {
     };
     if (mode.value === 'INITIAL_ACCESS_TOKEN') body.initial_access_token = token.value;
     else Object.assign(body, { client_id: clientId.value.trim(), client_secret: clientSecret.value, scopes: scopes.value.split(/\s+/).filter(Boolean) });
+    if (renews.checked) body.renew_client_secret = { enabled: true, endpoint: renewEndpoint.value.trim(), method: renewMethod.value };
     await post(envPath('/client-registration-providers'), body);
     f.reset();
+    renewFields.hidden = true;
     await refresh();
   });
   return f;

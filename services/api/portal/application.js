@@ -16,8 +16,9 @@ const HOOKS = ['SUBSCRIPTION_ACCEPTED', 'SUBSCRIPTION_REJECTED', 'SUBSCRIPTION_C
 const HISTORY_PAGE = 50;
 
 const can = (app, permission, letter) => String((app.permissions || {})[permission] || '').includes(letter);
-const section = (title, ...children) => h('section', { 'aria-labelledby': `${title.toLowerCase().replace(/\W+/g, '-')}-heading` },
-  h('h2', { id: `${title.toLowerCase().replace(/\W+/g, '-')}-heading` }, title), ...children);
+/** A titled section; none when it would hold nothing (a control the user may not use). */
+const section = (title, ...children) => (children.every((c) => c == null) ? null : h('section', { 'aria-labelledby': `${title.toLowerCase().replace(/\W+/g, '-')}-heading` },
+  h('h2', { id: `${title.toLowerCase().replace(/\W+/g, '-')}-heading` }, title), ...children));
 const errorSlot = () => h('div', { class: 'alert', role: 'alert' });
 
 function detailsList(app) {
@@ -155,10 +156,12 @@ async function members(app, session, refresh) {
   const others = list.filter((m) => m.role !== 'PRIMARY_OWNER');
   if ((app.role === 'PRIMARY_OWNER' || session.admin) && others.length) {
     const to = select(others.map((m) => [m.user, m.name ? `${m.name} (${m.user})` : m.user]), others[0].user, { name: 'user' });
+    const former = select([['USER', 'User'], ['OWNER', 'Owner']], 'USER', { name: 'former_owner_role' });
     const transfer = form({ class: 'inline', 'aria-label': 'Transfer ownership' },
-      field('New primary owner', to, { name: 'user' }), h('button', { type: 'submit' }, 'Transfer ownership'));
+      field('New primary owner', to, { name: 'user' }),
+      field('Former primary owner\'s role', former, { name: 'former_owner_role' }), h('button', { type: 'submit' }, 'Transfer ownership'));
     onSubmit(transfer, async () => {
-      await post(envPath(`/applications/${app.id}/members/_transfer_ownership`), { user: to.value });
+      await post(envPath(`/applications/${app.id}/members/_transfer_ownership`), { user: to.value, former_owner_role: former.value });
       await refresh();
     });
     parts.push(h('h3', {}, 'Transfer ownership'), transfer);
@@ -226,7 +229,7 @@ async function notifications(app, session) {
   const f = form({ 'aria-label': 'Notification settings' },
     field('E-mail', email, { name: 'email' }),
     h('fieldset', { 'data-field': 'hooks' }, h('legend', {}, 'Notify me when'),
-      boxes.map((b) => field(b.value.toLowerCase().replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase()), b))),
+      boxes.map((b) => field(b.value.toLowerCase().replace(/_/g, ' ').replace(/^./, (c) => c.toUpperCase()).replace(/^Api key/, 'API key'), b))),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Save notifications')));
   const saved = h('p', { role: 'status', class: 'notice' });
   onSubmit(f, async () => {
