@@ -224,7 +224,8 @@ pub struct Executed {
 /// Runs an application command (`new_stream`: the id was just generated). `decide` sees the
 /// current state (None: no such application in the caller's environment) and returns the events
 /// to append. Authorisation is part of the decision, so it is re-checked on every try.
-#[tracing::instrument(skip_all, fields(command, application_id = %id, correlation_id = %ctx.correlation_id), err(Display))]
+// A refusal is the caller's answer (logged at debug); failures are logged where they become 5xx.
+#[tracing::instrument(skip_all, fields(command, application_id = %id, correlation_id = %ctx.correlation_id), err(level = "debug", Display))]
 pub async fn execute_app<F>(
     state: &AppState,
     ctx: &Ctx,

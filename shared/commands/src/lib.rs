@@ -422,7 +422,12 @@ impl Commands {
     /// Runs a command on the stream `stream_id`: `decide` sees the current state and returns
     /// the events to append (none: nothing to do). Decides again on the current state after a
     /// lost race, at most `retries` times.
-    #[tracing::instrument(skip_all, fields(stream_id, expected_version), err(Display))]
+    // Refusals are the callers' answers, not failures: logged at debug (callers log their failures).
+    #[tracing::instrument(
+        skip_all,
+        fields(stream_id, expected_version),
+        err(level = "debug", Display)
+    )]
     pub async fn execute<A, E, F>(
         &self,
         stream_id: &str,
