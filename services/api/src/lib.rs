@@ -32,6 +32,7 @@ mod extract;
 mod health;
 mod members;
 mod notifications;
+mod personal;
 pub mod portal;
 mod providers;
 pub use appreg_readmodel as readmodel;
