@@ -42,6 +42,7 @@ pub mod state;
 mod streams;
 mod subscriptions;
 mod tickets;
+mod user_erasure;
 mod users;
 mod visibility;
 
@@ -75,6 +76,7 @@ struct ApiDoc;
 fn resources(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(environments::router())
+        .merge(user_erasure::router())
         .merge(settings::router(first_visit))
         .merge(applications::router(first_visit))
         .merge(members::router(first_visit))
