@@ -33,6 +33,7 @@ mod health;
 mod members;
 mod notifications;
 mod personal;
+pub mod personal_rewrite;
 pub mod portal;
 mod providers;
 pub use appreg_readmodel as readmodel;
