@@ -199,6 +199,8 @@ pub async fn audit(
     } else {
         None
     };
+    // Personal fields opened for the administrator (or `erased: true`).
+    let events = crate::personal::reveal_all(&state, &events).await?;
     Ok(Json(AuditPage {
         items: events.iter().map(Envelope::new).collect(),
         next_after,

@@ -166,7 +166,7 @@ pub fn metadata(ctx: &Ctx, now: DateTime<Utc>) -> serde_json::Value {
     let mut meta = serde_json::json!({
         "environment": ctx.environment.as_str(),
         "actor": ctx.actor.user.as_str(),
-        "actor_name": ctx.principal.name,
+        "actor_name": ctx.actor_name,
         "actor_admin": ctx.actor.admin,
         "correlation_id": ctx.correlation_id,
         "causation_id": ctx.correlation_id,

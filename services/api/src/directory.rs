@@ -86,9 +86,7 @@ pub async fn find_users(
     );
     errors.into_result()?;
     let admin = ctx.actor.admin;
-    let items = state
-        .read()
-        .find_users(ctx.environment.as_str(), q, limit)
+    let items = search(&state, ctx.environment.as_str(), q, limit)
         .await?
         .into_iter()
         .map(|(id, name, email)| UserSummary {
@@ -98,4 +96,71 @@ pub async fn find_users(
         })
         .collect();
     Ok(Json(UserList { items }))
+}
+
+/// Users of the environment examined for a name match at most (names are sealed in the read
+/// model, so the match is made here, on opened names).
+pub const USERS_SCAN_MAX: i64 = 5000;
+const SCAN_PAGE: i64 = 500;
+
+type Found = (String, Option<String>, Option<String>);
+
+/// The users whose id (any of the environment's, through the index) or name (among the first
+/// [`USERS_SCAN_MAX`] by id) starts with `q`, case aside, by name then id, at most `limit`;
+/// their profile opened.
+async fn search(state: &AppState, env: &str, q: &str, limit: i64) -> Result<Vec<Found>, ApiError> {
+    let prefix = q.to_lowercase();
+    let mut found: std::collections::BTreeMap<String, Found> = Default::default();
+    let open = |id: String, name: Option<String>, email: Option<String>| async move {
+        use crate::personal::{open, EMAIL, NAME};
+        let name = open(state, &id, NAME, name.as_deref())
+            .await?
+            .unwrap_or(None);
+        let email = open(state, &id, EMAIL, email.as_deref())
+            .await?
+            .unwrap_or(None);
+        Ok::<Found, ApiError>((id, name, email))
+    };
+    for (id, name, email) in state.read().find_users(env, q, limit).await? {
+        if id.to_lowercase().starts_with(&prefix) {
+            let row = open(id.clone(), name, email).await?;
+            found.insert(id, row);
+        }
+    }
+    let mut after = String::new();
+    let mut scanned = 0;
+    while scanned < USERS_SCAN_MAX {
+        let page = state.read().users_after(env, &after, SCAN_PAGE).await?;
+        let n = page.len() as i64;
+        // Their keys in one read (the cache keeps them).
+        let ids: Vec<&str> = page.iter().map(|(id, _, _)| id.as_str()).collect();
+        state
+            .personal()
+            .preload(&ids)
+            .await
+            .map_err(ApiError::internal)?;
+        scanned += n;
+        for (id, name, email) in page {
+            after.clone_from(&id);
+            if found.contains_key(&id) {
+                continue;
+            }
+            let row = open(id.clone(), name, email).await?;
+            if id.to_lowercase().starts_with(&prefix)
+                || row
+                    .1
+                    .as_deref()
+                    .is_some_and(|n| n.to_lowercase().starts_with(&prefix))
+            {
+                found.insert(id, row);
+            }
+        }
+        if n < SCAN_PAGE {
+            break;
+        }
+    }
+    let mut items: Vec<Found> = found.into_values().collect();
+    items.sort_by_key(|(id, name, _)| (name.as_deref().unwrap_or(id).to_lowercase(), id.clone()));
+    items.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(items)
 }

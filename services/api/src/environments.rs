@@ -53,26 +53,28 @@ pub struct EnvironmentList {
 }
 
 /// The caller of a route outside any environment, as a context for appending events.
-fn org_caller(
+pub(crate) async fn org_caller(
     parts: &Parts,
     state: &AppState,
     principal: Principal,
     user: UserId,
     env: &EnvironmentId,
-) -> crate::extract::Ctx {
+) -> Result<crate::extract::Ctx, ApiError> {
     let admin = state.is_org_admin(&principal);
     let correlation_id = parts
         .extensions
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    crate::extract::Ctx {
+    let actor_name = crate::extract::sealed_actor_name(state, &principal, &user).await?;
+    Ok(crate::extract::Ctx {
         actor: Actor { user, admin },
         principal,
         environment: env.clone(),
         correlation_id,
         traceparent: crate::extract::request_traceparent(parts),
-    }
+        actor_name,
+    })
 }
 
 /// Create an environment (organisation administrators).
@@ -102,7 +104,7 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Result<R
     let mut errors = appreg_domain::FieldErrors::new();
     crate::dto::too_long(&mut errors, "name", "name.invalid", &body.name, MAX_NAME);
     errors.into_result()?;
-    let ctx = org_caller(&parts, &state, principal, user, &id);
+    let ctx = org_caller(&parts, &state, principal, user, &id).await?;
     let exists = state.environment_exists(&id).await?;
     let events = create_environment(id.clone(), &body.name, exists)?;
     let appended = append_events(

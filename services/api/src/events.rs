@@ -205,7 +205,11 @@ impl Connection {
             };
             for e in &batch {
                 let event = match self.visible(e).await {
-                    Ok(true) => sse_event(e).map(Some).map_err(ApiError::internal),
+                    // Personal fields opened for this reader (or `erased: true`).
+                    Ok(true) => match crate::personal::reveal(&self.state, e).await {
+                        Ok(e) => sse_event(&e).map(Some).map_err(ApiError::internal),
+                        Err(err) => Err(err),
+                    },
                     Ok(false) => Ok(None),
                     Err(err) => Err(err),
                 };
@@ -253,7 +257,7 @@ impl Connection {
                 }
                 Ok(
                     match UserEvent::decode(&e.event_type, e.schema_version, e.data.clone()) {
-                        Ok(UserEvent::UserFirstSeen(u)) => u.user == self.ctx.actor.user,
+                        Ok(u) => u.user() == &self.ctx.actor.user,
                         Err(_) => false,
                     },
                 )

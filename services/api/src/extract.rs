@@ -115,6 +115,25 @@ pub struct Ctx {
     pub correlation_id: String,
     /// The request's W3C `traceparent`, copied into the metadata of its events.
     pub traceparent: Option<String>,
+    /// The caller's name from their token, sealed with their data key: the metadata's
+    /// `actor_name` (personal data never goes into the log in plaintext).
+    pub actor_name: Option<String>,
+}
+
+/// The caller's name sealed for the metadata's `actor_name` (none when the token has none).
+pub async fn sealed_actor_name(
+    state: &AppState,
+    principal: &Principal,
+    user: &UserId,
+) -> Result<Option<String>, ApiError> {
+    Ok(crate::personal::seal_opt(
+        state,
+        user,
+        crate::personal::NAME,
+        principal.name.as_deref(),
+    )
+    .await?
+    .map(|p| p.as_str().to_string()))
 }
 
 /// The authenticated caller, for routes outside an environment.
@@ -193,12 +212,14 @@ impl FromRequestParts<AppState> for Ctx {
             .get::<RequestId>()
             .map(|r| r.0.clone())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let actor_name = sealed_actor_name(state, &principal, &user).await?;
         Ok(Ctx {
             actor: Actor { user, admin },
             principal,
             environment,
             correlation_id,
             traceparent: request_traceparent(parts),
+            actor_name,
         })
     }
 }

@@ -32,6 +32,8 @@ mod extract;
 mod health;
 mod members;
 mod notifications;
+mod personal;
+pub mod personal_rewrite;
 pub mod portal;
 mod providers;
 pub use appreg_readmodel as readmodel;
@@ -41,6 +43,7 @@ pub mod state;
 mod streams;
 mod subscriptions;
 mod tickets;
+mod user_erasure;
 mod users;
 mod visibility;
 
@@ -74,6 +77,7 @@ struct ApiDoc;
 fn resources(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(environments::router())
+        .merge(user_erasure::router())
         .merge(settings::router(first_visit))
         .merge(applications::router(first_visit))
         .merge(members::router(first_visit))

@@ -107,11 +107,8 @@ async fn member_view(
     user: &UserId,
     role: Role,
 ) -> Result<MemberView, ApiError> {
-    let profile = state
-        .read()
-        .user_profile(ctx.environment.as_str(), user.as_str())
-        .await?;
-    let (name, email) = profile.unwrap_or_default();
+    let (name, email) =
+        crate::personal::profile(state, ctx.environment.as_str(), user.as_str()).await?;
     Ok(MemberView {
         user: user.to_string(),
         name,

@@ -49,18 +49,28 @@ pub struct NotificationList {
     pub items: Vec<NotificationView>,
 }
 
-fn notification_list(app: &Application) -> NotificationList {
-    NotificationList {
-        items: app
-            .notifications
-            .iter()
-            .map(|(user, n)| NotificationView {
-                user: user.to_string(),
-                hooks: n.hooks.iter().map(|h| h.as_str().to_string()).collect(),
-                email: n.email.clone(),
-            })
-            .collect(),
+/// The settings with their addresses opened (a setting whose member was erased is left out:
+/// the erasure deletes it).
+async fn notification_list(
+    state: &AppState,
+    app: &Application,
+) -> Result<NotificationList, ApiError> {
+    let mut items = Vec::with_capacity(app.notifications.len());
+    for (user, n) in &app.notifications {
+        let stored = n.email.as_str();
+        let Ok(Some(email)) =
+            crate::personal::open(state, user.as_str(), crate::personal::EMAIL, Some(stored))
+                .await?
+        else {
+            continue;
+        };
+        items.push(NotificationView {
+            user: user.to_string(),
+            hooks: n.hooks.iter().map(|h| h.as_str().to_string()).collect(),
+            email,
+        });
     }
+    Ok(NotificationList { items })
 }
 
 /// The members' notification settings (NOTIFICATION[R]).
@@ -76,7 +86,7 @@ pub async fn get_notifications(
     let (app, _) = load_app(&state, &ctx, id).await?;
     let app = app.ok_or_else(not_found)?;
     app.authorize(&ctx.actor, Permission::Notification, Operation::Read)?;
-    Ok(Json(notification_list(&app)))
+    Ok(Json(notification_list(&state, &app).await?))
 }
 
 /// Set the caller's notification settings (NOTIFICATION[U]); no hooks removes them.
@@ -117,6 +127,13 @@ pub async fn put_notifications(
         None => None,
     };
     errors.into_result()?;
+    // Sealed with the caller's data key; without hooks the address is not kept at all.
+    let email = match email {
+        Some(e) if !hooks.is_empty() => {
+            Some(crate::personal::seal(&state, &ctx.actor.user, crate::personal::EMAIL, &e).await?)
+        }
+        _ => None,
+    };
     let executed = execute_app(
         &state,
         &ctx,
@@ -131,7 +148,7 @@ pub async fn put_notifications(
     )
     .await?;
     Ok(with_token(
-        Json(notification_list(&executed.app)).into_response(),
+        Json(notification_list(&state, &executed.app).await?).into_response(),
         executed.appended.as_ref(),
     ))
 }

@@ -29,6 +29,8 @@ struct Inner {
     /// The one command path (cache, snapshots, group commit) over `store`.
     commands: appreg_commands::Commands,
     vault: appreg_secrets::SecretStore,
+    /// Users' data keys (personal data), cached.
+    personal: appreg_secrets::PersonalKeys,
     provider_client: appreg_dcr_client::provider::ProviderClient,
     read: Arc<ReadModel>,
     auth: Arc<Authenticator>,
@@ -110,6 +112,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 commands: appreg_commands::Commands::new(store.clone(), config.command_settings()),
                 store,
+                personal: appreg_secrets::PersonalKeys::new(vault.clone()),
                 vault,
                 provider_client: appreg_dcr_client::provider::ProviderClient::with_options(
                     appreg_dcr_client::provider::ClientOptions {
@@ -183,6 +186,9 @@ impl AppState {
     }
     pub fn vault(&self) -> &appreg_secrets::SecretStore {
         &self.inner.vault
+    }
+    pub fn personal(&self) -> &appreg_secrets::PersonalKeys {
+        &self.inner.personal
     }
     pub fn provider_client(&self) -> &appreg_dcr_client::provider::ProviderClient {
         &self.inner.provider_client

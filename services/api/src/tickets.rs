@@ -119,7 +119,7 @@ pub async fn issue_ticket(
         .bind(&hash)
         .bind(ctx.environment.as_str())
         .bind(&ctx.principal.subject)
-        .bind(&ctx.principal.name)
+        .bind(&ctx.actor_name)
         .bind(i64::from(ctx.actor.admin))
         .bind(token_exp)
         .bind(expires_at)
@@ -205,7 +205,8 @@ async fn redeem(
     Ok(Ctx {
         principal: Principal {
             subject,
-            name,
+            // The ticket keeps the caller's name sealed only (the metadata's `actor_name`).
+            name: None,
             email: None,
             roles: vec![],
             claims,
@@ -221,6 +222,7 @@ async fn redeem(
             .map(|r| r.0.clone())
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         traceparent: request_traceparent(parts),
+        actor_name: name,
     })
 }
 

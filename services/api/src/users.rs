@@ -13,6 +13,7 @@
 use crate::commands::{append_events, current_settings, execute_app, USER_STREAM};
 use crate::error::ApiError;
 use crate::extract::Ctx;
+use crate::personal::{seal_opt, EMAIL, NAME};
 use crate::state::AppState;
 use appreg_domain::environment::{first_seen, user_stream, UserEvent, DEFAULT_APPLICATION_NAME};
 use appreg_domain::{
@@ -90,10 +91,13 @@ async fn ensure_user(state: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
     let stream = user_stream(&ctx.environment, &ctx.actor.user);
     let mut events = state.store().read_stream(&stream, 0, 1).await?;
     if events.is_empty() {
+        let user = &ctx.actor.user;
+        let name = seal_opt(state, user, NAME, ctx.principal.name.as_deref()).await?;
+        let email = seal_opt(state, user, EMAIL, ctx.principal.email.as_deref()).await?;
         let event = first_seen(
             ctx.actor.user.clone(),
-            ctx.principal.name.clone(),
-            ctx.principal.email.clone(),
+            name,
+            email,
             ctx.actor.admin,
             state.default_application(),
             uuid::Uuid::now_v7(),
@@ -108,11 +112,12 @@ async fn ensure_user(state: &AppState, ctx: &Ctx) -> Result<(), ApiError> {
     let first = events
         .first()
         .ok_or_else(|| ApiError::internal("the user stream is empty after its first append"))?;
-    let UserEvent::UserFirstSeen(seen) =
-        UserEvent::decode(&first.event_type, first.schema_version, first.data.clone())
-            .map_err(|e| ApiError::internal(format!("event {}: {e}", first.event_id)))?;
-    if let Some(id) = seen.default_application {
-        create_default_application(state, ctx, ApplicationId(id)).await?;
+    let seen = UserEvent::decode(&first.event_type, first.schema_version, first.data.clone())
+        .map_err(|e| ApiError::internal(format!("event {}: {e}", first.event_id)))?;
+    if let UserEvent::UserFirstSeen(seen) = seen {
+        if let Some(id) = seen.default_application {
+            create_default_application(state, ctx, ApplicationId(id)).await?;
+        }
     }
     // Member lists and owners show the profile from the read model: once the first request is
     // answered, every reader sees it (bounded wait; the profile shows later if it times out).

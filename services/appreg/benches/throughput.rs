@@ -7,11 +7,16 @@
 //!   (b) `POST /applications` (simple) through HTTP against a separate `appreg api` process, at
 //!       64 connections: commands/s, p50/p99 latency, and the process's resident memory idle and
 //!       at peak — beside a bare axum handler doing one INSERT per request, in the same run;
+//!   (c) the cost of sealing personal data on the create path: in one api process, rounds of
+//!       creates whose token has a name (sealed into every event's metadata) alternate with
+//!       rounds whose token has none (nothing to seal);
 //! and prints each figure beside the limit measured in the same run, as a ratio.
 //!
 //! Environment: `APPREG_BENCH_API_CONNECTIONS` (the api's pool, default 16),
 //! `APPREG_BENCH_DATABASE_URL` (default postgres://postgres@127.0.0.1:5432/postgres,
-//! a server where it may create databases), `APPREG_BENCH_SECONDS` (default 10 per step).
+//! a server where it may create databases), `APPREG_BENCH_SECONDS` (default 10 per step),
+//! `APPREG_BENCH_SEALING_ROUNDS` (default 3 of each kind in (c)), `APPREG_BENCH_ONLY_SEALING`
+//! (set: (c) only).
 
 use appreg_eventstore::{AppendRequest, Database, NewEvent};
 use std::process::{Command, Stdio};
@@ -171,17 +176,21 @@ struct HttpFigures {
     peak_rss_mib: f64,
 }
 
-/// `POST /applications` at `connections` connections against a separate `appreg api` process.
-async fn http_creates(connections: usize) -> HttpFigures {
+/// A separate `appreg api` process on a fresh database: the child, its base URL and its data
+/// directory (the development token key), once it answers.
+async fn start_api(client: &reqwest::Client) -> (std::process::Child, String, std::path::PathBuf) {
     let url = fresh_database("appreg_bench_http").await;
-    let data = std::env::temp_dir().join(format!("appreg-bench-data-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!(
+        "appreg-bench-data-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    ));
     std::fs::create_dir_all(&data).unwrap();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let exe = env!("CARGO_BIN_EXE_appreg");
-    let mut child = Command::new(exe)
+    let child = Command::new(env!("CARGO_BIN_EXE_appreg"))
         .arg("api")
         .env("APPREG_DATABASE_URL", &url)
         .env("APPREG_LISTEN", format!("127.0.0.1:{port}"))
@@ -200,28 +209,36 @@ async fn http_creates(connections: usize) -> HttpFigures {
         .spawn()
         .expect("start appreg api");
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(connections)
-        .build()
-        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(Instant::now() < deadline, "appreg api did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (child, base, data)
+}
+
+/// A development token of `data` for `sub`, with `extra` arguments (`--name`, `--email`).
+fn dev_token(data: &std::path::Path, sub: &str, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_appreg"))
+        .args(["token", "--sub", sub])
+        .args(extra)
+        .arg("--data")
+        .arg(data)
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `POST /applications` at `connections` connections against a separate `appreg api` process.
+async fn http_creates(connections: usize) -> HttpFigures {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let (mut child, base, data) = start_api(&client).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = rss_kib(child.id(), "VmRSS:");
-    let token = String::from_utf8(
-        Command::new(exe)
-            .args(["token", "--sub", "bench-user", "--data"])
-            .arg(&data)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
+    let token = dev_token(&data, "bench-user", &[]);
     let endpoint = format!("{base}/v1/environments/DEFAULT/applications");
     // Warm up the connections.
     for _ in 0..connections {
@@ -241,6 +258,67 @@ async fn http_creates(connections: usize) -> HttpFigures {
     figures.idle_rss_mib = idle as f64 / 1024.0;
     figures.peak_rss_mib = peak as f64 / 1024.0;
     figures
+}
+
+/// The cost of sealing personal data on the create path, in one api process: creates by a
+/// caller whose token has no name (nothing to seal) alternate with creates by one whose token
+/// has a name and an e-mail (the metadata's `actor_name` sealed on every request), `rounds`
+/// times each, in the order A B B A A B … Returns the two mean rates and p99s (unsealed, sealed).
+async fn sealing_cost(connections: usize, rounds: usize) -> (HttpFigures, HttpFigures) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .unwrap();
+    let (mut child, base, data) = start_api(&client).await;
+    let plain = dev_token(&data, "bench-plain", &[]);
+    let named = dev_token(
+        &data,
+        "bench-named",
+        &[
+            "--name",
+            "Bench Named-User",
+            "--email",
+            "bench.named@example.org",
+        ],
+    );
+    let endpoint = format!("{base}/v1/environments/DEFAULT/applications");
+    // Warm-up, not counted: both callers' first visits, the connections, the first pages.
+    for token in [&plain, &named] {
+        drive(&client, &endpoint, Some(token), connections, None).await;
+    }
+    let mut sums = [(0.0, 0.0, 0.0, 0u64), (0.0, 0.0, 0.0, 0u64)];
+    for round in 0..rounds * 2 {
+        // A B B A …: the rate drifts as the tables grow and the machine's load changes;
+        // neither kind always goes first.
+        let i = (round + round / 2) % 2;
+        let token = if i == 0 { &plain } else { &named };
+        let (f, _) = drive(&client, &endpoint, Some(token), connections, None).await;
+        println!(
+            "  round {}: {:<8} {:>7.0}/s p50 {:>5.1} ms p99 {:>5.1} ms",
+            round / 2 + 1,
+            if i == 0 { "unsealed" } else { "sealed" },
+            f.rate,
+            f.p50_ms,
+            f.p99_ms
+        );
+        sums[i].0 += f.rate;
+        sums[i].1 += f.p50_ms;
+        sums[i].2 += f.p99_ms;
+        sums[i].3 += f.errors;
+    }
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    let n = rounds.max(1) as f64;
+    let mean = |s: (f64, f64, f64, u64)| HttpFigures {
+        rate: s.0 / n,
+        p50_ms: s.1 / n,
+        p99_ms: s.2 / n,
+        errors: s.3,
+        idle_rss_mib: 0.0,
+        peak_rss_mib: 0.0,
+    };
+    (mean(sums[0]), mean(sums[1]))
 }
 
 /// `connections` clients POST a simple application to `endpoint` for the configured time;
@@ -388,6 +466,10 @@ async fn main() {
             .unwrap_or_default()
             .trim()
     );
+    if std::env::var("APPREG_BENCH_ONLY_SEALING").is_ok() {
+        sealing(rounds()).await;
+        return;
+    }
     println!();
     println!("(a) single-event appends vs pgbench single-row INSERT transactions");
     println!(
@@ -417,6 +499,7 @@ async fn main() {
     if std::env::var("APPREG_BENCH_ONLY_APPENDS").is_ok() {
         return;
     }
+
     println!("(b) POST /applications (simple) through HTTP, 64 connections, durable commits");
     let bare = bare_handler(64).await;
     println!(
@@ -443,10 +526,35 @@ async fn main() {
         "api resident memory: idle {:.1} MiB (target < 64), peak {:.1} MiB (target < 256)",
         h.idle_rss_mib, h.peak_rss_mib
     );
+    sealing(rounds()).await;
     println!(
         "load average at end: {}",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
+    );
+}
+
+/// Rounds of each kind in the sealing comparison (`APPREG_BENCH_SEALING_ROUNDS`, default 3).
+fn rounds() -> usize {
+    std::env::var("APPREG_BENCH_SEALING_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
+/// (c): what sealing personal data costs the create path.
+async fn sealing(rounds: usize) {
+    println!();
+    println!("(c) personal data: creates whose actor's name is sealed vs creates with nothing to seal, 64 connections, alternating");
+    let (plain, sealed) = sealing_cost(64, rounds).await;
+    println!(
+        "unsealed {:.0}/s (p99 {:.1} ms), sealed {:.0}/s (p99 {:.1} ms): sealed = {:.1}% of unsealed (target ≥ 95%), errors {}",
+        plain.rate,
+        plain.p99_ms,
+        sealed.rate,
+        sealed.p99_ms,
+        100.0 * sealed.rate / plain.rate.max(1.0),
+        plain.errors + sealed.errors
     );
 }

@@ -119,12 +119,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { database_url: url } => {
             appreg_telemetry::init_tracing("text");
             let url = database_url(&config, url, None)?;
-            open(&url, 2).await?;
+            let db = open(&url, 2).await?;
             println!(
                 "migrations applied to {}",
                 appreg_worker::connect::redact(&url)
             );
-            Ok(())
+            ops::seal_personal_data(&config, &db).await
         }
         Command::Token {
             sub,

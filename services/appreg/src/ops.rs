@@ -40,6 +40,33 @@ pub enum VaultCommand {
     },
 }
 
+/// `appreg migrate`'s one rewrite of the log (README "Personal data"): seals the personal values
+/// of events recorded before sealing, once (recorded in `log_rewrites`), then rebuilds the read
+/// models from the rewritten log and vacuums the old row versions away. Needs the vault's key;
+/// without one nothing is rewritten (and it says so).
+pub(crate) async fn seal_personal_data(config: &Config, db: &Database) -> anyhow::Result<()> {
+    use appreg_api::personal_rewrite::{seal_personal_data, vacuum, Rewrite};
+    let Ok(keyring) = appreg_api::state::keyring(config) else {
+        println!("personal data: not sealed yet (no secrets_master_key configured); run `appreg migrate` with it");
+        return Ok(());
+    };
+    let vault = appreg_secrets::SecretStore::new(db.clone(), std::sync::Arc::new(keyring));
+    let keys = appreg_secrets::PersonalKeys::new(vault);
+    match seal_personal_data(db, &keys).await? {
+        Rewrite::AlreadyDone => println!("personal data: sealed (the log's rewrite is recorded)"),
+        Rewrite::Done { events } => {
+            if events > 0 {
+                rebuild(db, appreg_api::readmodel::PROJECTION).await?;
+                vacuum(db).await?;
+            }
+            println!(
+                "personal data: sealed, {events} event(s) rewritten (recorded in log_rewrites)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `appreg vault reseal`.
 pub(crate) async fn vault_reseal(config: &Config, db: &Database) -> anyhow::Result<()> {
     let keyring = appreg_api::state::keyring(config).map_err(|e| anyhow::anyhow!("{e}"))?;

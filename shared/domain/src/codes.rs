@@ -33,6 +33,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("environment.not_found", 404, "Not found"),
     row("route.not_found", 404, "Not found"),
     row("member.not_found", 404, "Not found"),
+    row("user.not_found", 404, "Not found"),
     row("provider.not_found", 404, "Not found"),
     row("api.not_found", 404, "Not found"),
     row("plan.not_found", 404, "Not found"),

@@ -14,6 +14,7 @@ pub mod environment;
 pub mod error;
 pub mod orphans;
 pub mod permissions;
+pub mod personal;
 pub mod provider;
 pub mod settings;
 pub mod subscription;
@@ -26,6 +27,7 @@ pub use application::{
 pub use codes::{error_code, ErrorCode, ERROR_CODES};
 pub use error::{DomainError, FieldError, FieldErrors};
 pub use permissions::{Actor, Operation, Permission, Role};
+pub use personal::Personal;
 pub use settings::{AllowedTypes, ClientRegistrationSettings, SettingsEvent};
 pub use values::*;
 

@@ -110,22 +110,39 @@ macro_rules! write_fresh {
             for e in $fresh.iter() {
                 let at = e.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true);
                 if e.stream_type == USER_STREAM {
-                    let UserEvent::UserFirstSeen(u) = UserEvent::decode(&e.event_type, e.schema_version, e.data.clone())
+                    let event = UserEvent::decode(&e.event_type, e.schema_version, e.data.clone())
                         .map_err(|err| ReadModelError::event(e, err))?;
                     let env = e.metadata.get("environment").and_then(|v| v.as_str()).unwrap_or_default();
-                    sqlx::query(&format!(
-                        "INSERT INTO {} (environment, user_id, name, email, first_seen) VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (environment, user_id) DO NOTHING",
-                        $t.users
-                    ))
-                    .bind(env)
-                    .bind(u.user.as_str())
-                    .bind(u.name.as_deref())
-                    .bind(u.email.as_deref())
-                    .bind(&at)
-                    .execute(&mut *$tx)
-                    .await
-                    .map_err(db_err)?;
+                    match event {
+                        // The profile as the event carries it: sealed (the api opens it for the
+                        // readers allowed to see it), or an unmigrated event's plaintext.
+                        UserEvent::UserFirstSeen(u) => {
+                            sqlx::query(&format!(
+                                "INSERT INTO {} (environment, user_id, name, email, first_seen) VALUES ($1, $2, $3, $4, $5) \
+                                 ON CONFLICT (environment, user_id) DO NOTHING",
+                                $t.users
+                            ))
+                            .bind(env)
+                            .bind(u.user.as_str())
+                            .bind(u.name.as_ref().map(|p| p.as_str()))
+                            .bind(u.email.as_ref().map(|p| p.as_str()))
+                            .bind(&at)
+                            .execute(&mut *$tx)
+                            .await
+                            .map_err(db_err)?;
+                        }
+                        UserEvent::UserErased(u) => {
+                            sqlx::query(&format!(
+                                "UPDATE {} SET name = NULL, email = NULL WHERE environment = $1 AND user_id = $2",
+                                $t.users
+                            ))
+                            .bind(env)
+                            .bind(u.user.as_str())
+                            .execute(&mut *$tx)
+                            .await
+                            .map_err(db_err)?;
+                        }
+                    }
                 } else if e.stream_type == ENVIRONMENT_STREAM {
                     let EnvironmentEvent::EnvironmentCreated(c) =
                         EnvironmentEvent::decode(&e.event_type, e.schema_version, e.data.clone())

@@ -29,6 +29,7 @@ use super::{
     UPSERT_CHECKPOINT, USER_STREAM,
 };
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
+use appreg_domain::Personal;
 use appreg_domain::{Application, ApplicationEvent, DomainEvent};
 use appreg_eventstore::{read_log_page, LogPage, LogPosition, RawEvent, StoreError};
 use chrono::SecondsFormat;
@@ -78,6 +79,8 @@ struct Replay {
     users_seen: HashSet<(String, String)>,
     /// (environment, user, name, email, first_seen) not yet written.
     users: Vec<UserRow>,
+    /// (environment, user) erased, not yet written.
+    erased: Vec<(String, String)>,
     environments_seen: HashSet<String>,
     /// (id, name, created_at) not yet written.
     environments: Vec<(String, String, String)>,
@@ -298,17 +301,28 @@ impl Replay {
                     .map_err(|err| err.to_string())
             });
             match decoded {
-                Ok(UserEvent::UserFirstSeen(u)) => {
+                Ok(u) => {
                     // As the projector reads it from the stored metadata.
                     let env = e
                         .metadata
                         .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok())
                         .and_then(|m| m.get("environment")?.as_str().map(str::to_string))
                         .unwrap_or_default();
-                    let key = (env, u.user.as_str().to_string());
-                    if self.users_seen.insert(key.clone()) {
-                        self.users
-                            .push((key.0, key.1, u.name, u.email, timestamp(e)));
+                    let key = (env, u.user().as_str().to_string());
+                    match u {
+                        UserEvent::UserFirstSeen(u) => {
+                            if self.users_seen.insert(key.clone()) {
+                                let text = |p: Option<Personal>| p.map(|p| p.as_str().to_string());
+                                self.users.push((
+                                    key.0,
+                                    key.1,
+                                    text(u.name),
+                                    text(u.email),
+                                    timestamp(e),
+                                ));
+                            }
+                        }
+                        UserEvent::UserErased(_) => self.erased.push(key),
                     }
                     None
                 }
@@ -521,6 +535,7 @@ impl Replay {
             environments,
             orphans,
             parked: std::mem::take(&mut self.parked),
+            erased: std::mem::take(&mut self.erased),
             checkpoint,
         }
     }

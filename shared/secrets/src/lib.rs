@@ -20,12 +20,14 @@
 
 mod error;
 mod key;
+pub mod personal;
 mod reseal;
 pub mod store;
 mod vault;
 
 pub use error::{KeyError, SealedParseError, VaultError};
 pub use key::{is_valid_key_id, Keyring, MasterKey, KEY_LEN};
+pub use personal::{PersonalError, PersonalKeys};
 pub use reseal::ResealSummary;
 pub use store::{SecretStore, VaultStoreError};
 pub use vault::Sealed;

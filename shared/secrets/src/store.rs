@@ -152,14 +152,23 @@ impl SecretStore {
         .fetch_optional(pool)
         .await)?;
         let Some(text) = row else { return Ok(None) };
-        let sealed = Sealed::parse(&text).map_err(|error| VaultStoreError::Malformed {
+        self.open_text(owner, kind, &text).map(Some)
+    }
+
+    /// Opens the sealed text of a row of `owner`/`kind`.
+    pub(crate) fn open_text(
+        &self,
+        owner: &str,
+        kind: &str,
+        text: &str,
+    ) -> Result<SecretString, VaultStoreError> {
+        let sealed = Sealed::parse(text).map_err(|error| VaultStoreError::Malformed {
             owner: owner.to_string(),
             kind: kind.to_string(),
             error,
         })?;
         self.keyring
             .open(&sealed, &aad(owner, kind))
-            .map(Some)
             .map_err(|error| VaultStoreError::Open {
                 owner: owner.to_string(),
                 kind: kind.to_string(),

@@ -90,11 +90,15 @@ pub async fn history(
     } else {
         None
     };
-    let items = events
+    let mut items: Vec<HistoryEntry> = events
         .iter()
         .filter(|e| may_read_app_event(&ctx.actor, role, &e.event_type))
         .map(HistoryEntry::from_event)
         .collect();
+    // Personal fields opened for this reader (or `erased: true`).
+    for item in &mut items {
+        crate::personal::reveal_payload(&state, &item.event_type, &mut item.data).await?;
+    }
     Ok(Json(HistoryPage {
         items,
         next_after_version,

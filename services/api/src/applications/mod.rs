@@ -246,11 +246,9 @@ pub async fn list_applications(
         let mut item = ApplicationView::new(app, &ctx.actor);
         if let Some(owner) = item.owner.as_mut() {
             if !names.contains_key(&owner.id) {
-                let profile = state
-                    .read()
-                    .user_profile(ctx.environment.as_str(), &owner.id)
-                    .await?;
-                names.insert(owner.id.clone(), profile.and_then(|(name, _)| name));
+                let (name, _) =
+                    crate::personal::profile(&state, ctx.environment.as_str(), &owner.id).await?;
+                names.insert(owner.id.clone(), name);
             }
             owner.name = names[&owner.id].clone();
         }

@@ -60,11 +60,9 @@ pub(crate) async fn view(
             // The caller's own name is in their token: no read needed.
             ctx.principal.name.clone()
         } else {
-            state
-                .read()
-                .user_profile(ctx.environment.as_str(), &owner.id)
+            crate::personal::profile(state, ctx.environment.as_str(), &owner.id)
                 .await?
-                .and_then(|(name, _)| name)
+                .0
         };
     }
     Ok(view)

@@ -11,6 +11,7 @@ mod browsers;
 mod consistency;
 mod directory;
 mod environments;
+mod erasure;
 mod event_limits;
 mod events;
 mod history;

@@ -77,9 +77,16 @@ async fn twenty_first_requests_make_one_default_application(app: TestApp) {
     let seen = user_events(&app, "DEFAULT", "newbie").await;
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].event_type, "UserFirstSeen");
+    // The profile is sealed with the user's data key (personal data).
+    assert_eq!(seen[0].schema_version, 2);
+    assert_sealed(&seen[0].data["name"], "newbie name");
+    assert_sealed(&seen[0].data["email"], "newbie@example.com");
+    let mut data = seen[0].data.clone();
+    data["name"] = Value::Null;
+    data["email"] = Value::Null;
     assert_eq!(
-        seen[0].data,
-        json!({"user": "newbie", "name": "newbie name", "email": "newbie@example.com", "admin": false, "default_application": id})
+        data,
+        json!({"user": "newbie", "name": null, "email": null, "admin": false, "default_application": id})
     );
     assert_eq!(seen[0].metadata["environment"], "DEFAULT");
     let created = app.stream(&format!("application-{id}")).await;
@@ -192,9 +199,12 @@ async fn flag_off_creates_none(app: TestApp) {
     assert_eq!(app.count_events_of_type("ApplicationCreated").await, 0);
     let seen = user_events(&app, "DEFAULT", "newbie").await;
     assert_eq!(seen.len(), 1);
+    assert_sealed(&seen[0].data["name"], "newbie name");
+    let mut data = seen[0].data.clone();
+    data["name"] = Value::Null;
     assert_eq!(
-        seen[0].data,
-        json!({"user": "newbie", "name": "newbie name", "email": null, "admin": false, "default_application": null})
+        data,
+        json!({"user": "newbie", "name": null, "email": null, "admin": false, "default_application": null})
     );
     assert_eq!(app.get("applications", &newbie).await.body["total"], 0);
     // A user's own applications are theirs alone, as usual.
@@ -382,3 +392,11 @@ on_both!(
     every_route_of_an_environment_records_the_first_visit,
     a_request_answered_405_records_nobody,
 );
+
+/// A personal value as the log keeps it: sealed (`pd1.…`), the plaintext nowhere in it.
+fn assert_sealed(stored: &Value, plain: &str) {
+    let text = stored
+        .as_str()
+        .unwrap_or_else(|| panic!("not sealed: {stored}"));
+    assert!(text.starts_with("pd1.") && !text.contains(plain), "{text}");
+}

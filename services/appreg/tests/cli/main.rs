@@ -5,6 +5,7 @@
 mod auth;
 mod forged;
 mod lifecycle;
+mod personal;
 mod projector;
 mod relay;
 mod vault;

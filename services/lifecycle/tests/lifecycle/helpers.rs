@@ -402,7 +402,7 @@ pub async fn populated(t: &TestDb) -> (ApplicationId, Subs) {
             app.update_notifications(
                 user(who),
                 [Hook::SubscriptionAccepted, Hook::ApiKeyExpiring].into(),
-                Some(email.into()),
+                Some(sealed(email)),
             )
         })
         .await;
@@ -495,4 +495,10 @@ pub fn assert_step_metadata(e: &StoredEvent, trigger: &StoredEvent) {
         .map(|e| e.to_string())
         .collect();
     assert!(errors.is_empty(), "invalid metadata {m}: {errors:?}");
+}
+
+/// A stand-in for an address the api sealed (the lifecycle only carries it).
+pub fn sealed(value: &str) -> appreg_domain::Personal {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    appreg_domain::Personal::sealed(format!("pd1.s{hex}")).expect("a sealed form")
 }

@@ -239,7 +239,7 @@ async fn a_crash_between_two_steps_does_no_step_twice() {
         app.update_notifications(
             user("alice"),
             [Hook::SubscriptionClosed].into(),
-            Some("alice@example.org".into()),
+            Some(helpers::sealed("alice@example.org")),
         )
     })
     .await;

@@ -362,6 +362,9 @@ impl DomainEvent for ApplicationEvent {
             ApplicationEvent::DcrRegistrationRequested(_) => DCR_REGISTRATION_REQUESTED_VERSION,
             ApplicationEvent::DcrClientUpdateRequested(_) => DCR_CLIENT_UPDATE_REQUESTED_VERSION,
             ApplicationEvent::DcrClientUpdated(_) => DCR_CLIENT_UPDATED_VERSION,
+            ApplicationEvent::NotificationSettingsUpdated(_) => {
+                sub::NOTIFICATION_SETTINGS_UPDATED_VERSION
+            }
             _ => 1,
         }
     }
@@ -398,6 +401,17 @@ impl DomainEvent for ApplicationEvent {
             ("DcrClientUpdateRequested" | "DcrClientUpdated", other) => Err(
                 DecodeError::UnsupportedVersion(event_type.to_string(), other),
             ),
+            ("NotificationSettingsUpdated", 1) => {
+                let data = crate::personal::upcast_plain_fields(data, &["email"]);
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("NotificationSettingsUpdated", sub::NOTIFICATION_SETTINGS_UPDATED_VERSION) => {
+                decode_tagged(event_type, 1, EVENT_TYPES, data)
+            }
+            ("NotificationSettingsUpdated", other) => Err(DecodeError::UnsupportedVersion(
+                event_type.to_string(),
+                other,
+            )),
             _ => decode_tagged(event_type, schema_version, EVENT_TYPES, data),
         }
     }
@@ -419,6 +433,9 @@ impl ApplicationEvent {
             ("DcrClientUpdateRequested", DCR_CLIENT_UPDATE_REQUESTED_VERSION) => true,
             ("DcrClientUpdated", DCR_CLIENT_UPDATED_VERSION) => true,
             ("DcrClientUpdateRequested" | "DcrClientUpdated", _) => false,
+            ("NotificationSettingsUpdated", version) => {
+                version == sub::NOTIFICATION_SETTINGS_UPDATED_VERSION
+            }
             (_, version) => version == 1,
         };
         if current {

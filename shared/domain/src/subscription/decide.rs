@@ -218,11 +218,12 @@ impl Application {
     }
 
     /// Decide a member's notification settings (no hooks: none wanted, the setting removed).
+    /// The address comes sealed from the edge, which checked its form ([`parse_email`]) first.
     pub fn update_notifications(
         &self,
         user: UserId,
         hooks: BTreeSet<Hook>,
-        email: Option<String>,
+        email: Option<Personal>,
     ) -> Result<Vec<ApplicationEvent>, DomainError> {
         if self.status == ApplicationStatus::Archived {
             return Err(DomainError::Archived);
@@ -231,17 +232,13 @@ impl Application {
             None
         } else {
             let mut errors = FieldErrors::new();
-            let email = match email {
-                Some(e) => errors.take("email", parse_email(&e)),
-                None => {
-                    errors.add(
-                        "email",
-                        "notification.email.required",
-                        "email is required when hooks are chosen",
-                    );
-                    None
-                }
-            };
+            if email.is_none() {
+                errors.add(
+                    "email",
+                    "notification.email.required",
+                    "email is required when hooks are chosen",
+                );
+            }
             errors.into_result()?;
             email
         };

@@ -16,6 +16,7 @@
 use crate::application::{Application, ApplicationEvent, ApplicationStatus};
 use crate::catalogue::{Plan, PlanSecurity, PlanStatus, PlanValidation};
 use crate::error::{DomainError, FieldErrors};
+use crate::personal::Personal;
 use crate::values::UserId;
 use crate::UniqueClaim;
 use chrono::{DateTime, Utc};
@@ -166,7 +167,8 @@ impl Hook {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationSetting {
     pub hooks: BTreeSet<Hook>,
-    pub email: String,
+    /// Sealed with the member's data key.
+    pub email: Personal,
 }
 
 /// Parses an e-mail address as far as a portal needs: one `@`, a dot in the domain, no spaces
@@ -270,7 +272,8 @@ pub struct NotificationSettingsUpdated {
     pub user: UserId,
     /// Empty: the member wants no notification (their setting is removed).
     pub hooks: BTreeSet<Hook>,
-    pub email: Option<String>,
+    /// Sealed with the member's data key (schema version 2; version 1 carried plaintext).
+    pub email: Option<Personal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,3 +340,6 @@ fn parse_reason(reason: Option<&str>) -> Result<Option<String>, DomainError> {
     }
     Ok(Some(r.to_string()))
 }
+
+/// The current schema version of `NotificationSettingsUpdated` payloads.
+pub const NOTIFICATION_SETTINGS_UPDATED_VERSION: i32 = 2;

@@ -10,7 +10,8 @@ use appreg_domain::catalogue::{
 };
 use appreg_domain::dcr::{IssuedClient, ProviderFailure};
 use appreg_domain::environment::{
-    create_environment, environment_stream, first_seen, user_stream, EnvironmentEvent, UserEvent,
+    clip_profile, create_environment, environment_stream, erase_user, first_seen, user_stream,
+    EnvironmentEvent, UserEvent,
 };
 use appreg_domain::provider::{
     HttpMethod, InitialAccessTokenMode, ProviderDefinition, ProviderEvent, ProviderRegistry,
@@ -713,8 +714,16 @@ fn user_samples() -> Vec<Sample> {
     ];
     let environment = EnvironmentId::default_env();
     for (case, id, name, email, is_admin, enabled) in cases {
-        let e = first_seen(user(id), name, email, is_admin, enabled, new_app);
-        let UserEvent::UserFirstSeen(_) = &e;
+        // The edge clips the profile, then seals it.
+        let seal = |v: Option<String>| v.map(|v| sealed(&clip_profile(&v)));
+        let e = first_seen(
+            user(id),
+            seal(name),
+            seal(email),
+            is_admin,
+            enabled,
+            new_app,
+        );
         out.push(sample(
             case,
             &user_stream(&environment, &user(id)),
@@ -722,7 +731,27 @@ fn user_samples() -> Vec<Sample> {
             &e,
         ));
     }
+    for (case, id, erased) in [
+        ("user: erased", "alice", false),
+        ("user: erased again", "alice", true),
+    ] {
+        for e in erase_user(user(id), erased) {
+            out.push(sample(
+                case,
+                &user_stream(&environment, &user(id)),
+                "user",
+                &e,
+            ));
+        }
+    }
     out
+}
+
+/// A stand-in for a value the vault sealed (`pd1.<base64url>`): deterministic, like the vault's
+/// sealing; the domain only carries it.
+pub fn sealed(value: &str) -> Personal {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    Personal::sealed(format!("pd1.s{hex}")).expect("a sealed form")
 }
 
 /// Folds and records the events of one environment's provider registry as they are decided.
@@ -1085,14 +1114,14 @@ fn subscription_samples(c: &Catalogue) -> Vec<Sample> {
         a.update_notifications(
             user("ivan"),
             Hook::ALL.into_iter().collect(),
-            Some(" ivan.ü@exämple.org ".into()),
+            Some(sealed("ivan.ü@exämple.org")),
         )
     });
     app.decide("notifications: one hook, another member", |a| {
         a.update_notifications(
             user("judy"),
             [Hook::ApiKeyExpiring].into_iter().collect(),
-            Some("judy@example.com".into()),
+            Some(sealed("judy@example.com")),
         )
     });
     app.decide("notifications: none (removed)", |a| {
@@ -1196,7 +1225,7 @@ pub fn all_event_types() -> Vec<&'static str> {
     }
     fn user_event(e: &UserEvent) -> &'static str {
         match e {
-            UserEvent::UserFirstSeen(_) => e.event_type(),
+            UserEvent::UserFirstSeen(_) | UserEvent::UserErased(_) => e.event_type(),
         }
     }
     fn provider(e: &ProviderEvent) -> &'static str {
@@ -1246,6 +1275,7 @@ pub fn all_event_types() -> Vec<&'static str> {
         "ClientRegistrationSettingsUpdated",
         "EnvironmentCreated",
         "UserFirstSeen",
+        "UserErased",
         "ProviderCreated",
         "ProviderUpdated",
         "ProviderDeleted",

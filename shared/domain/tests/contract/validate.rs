@@ -1416,3 +1416,34 @@ fn the_asyncapi_document_names_every_event_type() {
         }
     }
 }
+
+/// The sealed versions refuse what the domain never emits since: plaintext personal data.
+#[test]
+fn the_sealed_versions_refuse_plaintext_personal_data() {
+    let samples = corpus();
+    let first = |event_type: &str, case_part: &str| -> Value {
+        samples
+            .iter()
+            .find(|s| s.event_type == event_type && s.case.contains(case_part))
+            .unwrap_or_else(|| panic!("no {event_type} sample like {case_part:?}"))
+            .data
+            .clone()
+    };
+    let with = |mut v: Value, key: &str, value: &str| -> Value {
+        v[key] = json!(value);
+        v
+    };
+    let seen = first("UserFirstSeen", "plain");
+    let notify = first("NotificationSettingsUpdated", "every hook");
+    let seen_v2 = validator("events/UserFirstSeen/v2.json");
+    let notify_v2 = validator("events/NotificationSettingsUpdated/v2.json");
+    assert!(seen_v2.is_valid(&seen) && notify_v2.is_valid(&notify));
+    for data in [
+        with(seen.clone(), "name", "Alice"),
+        with(seen.clone(), "email", "alice@example.com"),
+        with(seen, "name", "pd1."),
+    ] {
+        assert!(!seen_v2.is_valid(&data), "accepted {data}");
+    }
+    assert!(!notify_v2.is_valid(&with(notify, "email", "ivan@example.org")));
+}

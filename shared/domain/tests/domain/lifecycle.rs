@@ -159,7 +159,7 @@ fn the_seed_story() {
         a.update_notifications(
             alice(),
             hooks(&[Hook::SubscriptionClosed]),
-            Some("alice@example.org".into()),
+            Some(sealed("alice@example.org")),
         )
     });
     // The key is renewed: key-1 in its grace period, key-3 new.
@@ -313,7 +313,7 @@ fn subscribed() -> Story {
         a.update_notifications(
             alice(),
             hooks(&[Hook::ApiKeyExpiring]),
-            Some("a@example.org".into()),
+            Some(sealed("a@example.org")),
         )
     });
     s
@@ -438,7 +438,7 @@ fn every_restore_reopens_what_its_own_archive_ended() {
             a.update_notifications(
                 alice(),
                 hooks(&[Hook::ApiKeyExpiring]),
-                Some("a@example.org".into()),
+                Some(sealed("a@example.org")),
             )
         });
         let app = s.app();

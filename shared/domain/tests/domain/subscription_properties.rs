@@ -394,7 +394,7 @@ fn run(world: &mut World, cmd: Cmd, plans: &[Plan]) -> Result<(), TestCaseError>
         Cmd::Notify(u, hooks, email) => app.update_notifications(
             user(USERS[*u]),
             hooks.iter().copied().collect(),
-            email.then(|| format!("{}@example.org", USERS[*u])),
+            email.then(|| sealed(&format!("{}@example.org", USERS[*u]))),
         ),
         Cmd::SetClientId(set) => app.update(
             UpdateApplication {

@@ -607,11 +607,18 @@ pub fn hooks(list: &[Hook]) -> std::collections::BTreeSet<Hook> {
     list.iter().copied().collect()
 }
 
+/// A stand-in for a value the edge sealed: deterministic, like the vault's sealing (the domain
+/// only carries and compares it).
+pub fn sealed(value: &str) -> Personal {
+    let hex: String = value.bytes().map(|b| format!("{b:02x}")).collect();
+    Personal::sealed(format!("pd1.s{hex}")).expect("a sealed form")
+}
+
 pub fn notifications_updated(who: &str, list: &[Hook], email: Option<&str>) -> ApplicationEvent {
     ApplicationEvent::NotificationSettingsUpdated(s::NotificationSettingsUpdated {
         user: user(who),
         hooks: hooks(list),
-        email: email.map(String::from),
+        email: email.map(sealed),
     })
 }
 

@@ -124,6 +124,37 @@ impl ReadModel {
         .map_err(db_err)
     }
 
+    /// The users of an environment after `after` in id order, at most `limit`: (id, name,
+    /// email) as stored (personal values sealed: the api opens them).
+    pub async fn users_after(
+        &self,
+        env: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, Option<String>, Option<String>)>, ReadModelError> {
+        with_pool!(&self.db, pool => sqlx::query_as(
+            "SELECT user_id, name, email FROM rm_users WHERE environment = $1 AND user_id > $2 \
+             ORDER BY user_id LIMIT $3",
+        )
+        .bind(env)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)
+    }
+
+    /// The environments a user was seen in (at most 10,000).
+    pub async fn user_environments(&self, user: &str) -> Result<Vec<String>, ReadModelError> {
+        with_pool!(&self.db, pool => sqlx::query_scalar(
+            "SELECT environment FROM rm_users WHERE user_id = $1 ORDER BY environment LIMIT 10000",
+        )
+        .bind(user)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_err)
+    }
+
     /// A user's profile (name, email) in an environment, once first seen.
     pub async fn user_profile(
         &self,

@@ -21,6 +21,8 @@ pub(super) struct Others {
     /// Every suspected orphan (at the end of the log only).
     pub(super) orphans: String,
     pub(super) parked: Vec<Parked>,
+    /// Users erased (environment, user): their row keeps no name or e-mail.
+    pub(super) erased: Vec<(String, String)>,
     pub(super) checkpoint: Option<LogPosition>,
 }
 
@@ -221,6 +223,17 @@ pub(super) async fn write_others(
         others.users,
     )
     .await?;
+    for (env, user) in &others.erased {
+        sqlx::query(&format!(
+            "UPDATE {} SET name = NULL, email = NULL WHERE environment = $1 AND user_id = $2",
+            t.users
+        ))
+        .bind(env)
+        .bind(user)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    }
     copy_in(
         tx,
         &format!("COPY {} (id, name, created_at) FROM STDIN", t.environments),
