@@ -6,7 +6,7 @@
 //! tests call on a random port.
 //!
 //! Layout: one module per resource (`applications`, `members`, `subscriptions`, `api_keys`,
-//! `notifications`, `providers`, `settings`, `catalogue`, `events` with `tickets` (opening a
+//! `notifications`, `webhooks`, `providers`, `settings`, `catalogue`, `events` with `tickets` (opening a
 //! stream without a header), `audit`, `directory` (the users seen), `environments`, `health`),
 //! each with its handlers, its request and response bodies and its router, which both routes
 //! and describes them (utoipa-axum's `OpenApiRouter`): [`router`] and [`openapi`] assemble
@@ -43,6 +43,7 @@ mod subscriptions;
 mod tickets;
 mod users;
 mod visibility;
+mod webhooks;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -80,6 +81,7 @@ fn resources(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
         .merge(subscriptions::router(first_visit))
         .merge(api_keys::router(first_visit))
         .merge(notifications::router(first_visit))
+        .merge(webhooks::router(first_visit))
         .merge(providers::router(first_visit))
         .merge(catalogue::router(first_visit))
         .merge(events::router(first_visit))

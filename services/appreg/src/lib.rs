@@ -95,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // The portal is on in development unless the configuration says otherwise.
             config.api.portal_enabled.get_or_insert(true);
+            // So are webhooks to a receiver on this machine over plain http.
+            config.api.allow_http_webhooks.get_or_insert(true);
             let db = open(&url, config.database_max_connections).await?;
             dev(&mut config, &db, (auth, Arc::new(key)), &data, nats_servers).await
         }

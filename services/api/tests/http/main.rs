@@ -31,3 +31,4 @@ mod tenancy;
 mod tracing;
 mod users;
 mod validation;
+mod webhooks;
