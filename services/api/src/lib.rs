@@ -171,6 +171,8 @@ pub async fn migrate(
         appreg_eventstore::Database::Postgres(pool) => own.run(pool).await?,
         appreg_eventstore::Database::Sqlite(pool) => own.run(pool).await?,
     }
+    // The webhook deliveries, whose log the api serves.
+    appreg_notify::migrate(db).await?;
     Ok(())
 }
 

@@ -261,6 +261,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let lifecycle = appreg_lifecycle::service::build(&config, &start).await?;
             Ok(lifecycle.run(shutdown_signal()).await?)
         }
+        Command::Notifier {
+            database_url: url,
+            metrics_listen,
+        } => {
+            init_telemetry(&config, "appreg-notifier")?;
+            let start = Start::url(database_url(&config, url, None)?, metrics_listen);
+            let notifier = appreg_notifier::service::build(&config, &start).await?;
+            Ok(notifier.run(shutdown_signal()).await?)
+        }
         Command::Nats {
             command:
                 NatsCommand::Setup {

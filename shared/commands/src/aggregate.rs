@@ -99,7 +99,7 @@ impl Aggregate for WebhookRegistry {
     const STREAM_TYPE: &'static str = appreg_domain::webhook::WEBHOOK_STREAM;
     const SNAPSHOT_SCHEMA: i32 = 1;
 
-    fn apply(&mut self, event: &WebhookEvent, _: DateTime<Utc>, _: i64) {
-        self.evolve(event);
+    fn apply(&mut self, event: &WebhookEvent, at: DateTime<Utc>, _: i64) {
+        self.evolve_at(event, at);
     }
 }

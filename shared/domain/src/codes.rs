@@ -39,6 +39,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("subscription.not_found", 404, "Not found"),
     row("api_key.not_found", 404, "Not found"),
     row("webhook.not_found", 404, "Not found"),
+    row("delivery.not_found", 404, "Not found"),
     row("request.method_not_allowed", 405, "Method not allowed"),
     row("events.replay_too_old", 410, "Gone"),
     row("application.exists", 409, "Conflict"),

@@ -123,6 +123,10 @@ pub struct Webhook {
     pub secret_fingerprint: String,
     /// Set when appreg disabled it (cleared by an update that enables it again).
     pub disabled_reason: Option<DisabledReason>,
+    /// When it was created (set by [`WebhookRegistry::evolve_at`]): it receives the events
+    /// recorded from then on.
+    #[serde(default)]
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl Webhook {
@@ -400,6 +404,16 @@ impl WebhookRegistry {
         }
     }
 
+    /// [`Self::evolve`], recording when an endpoint was created (`at`: the event's time).
+    pub fn evolve_at(&mut self, event: &WebhookEvent, at: chrono::DateTime<chrono::Utc>) {
+        self.evolve(event);
+        if let WebhookEvent::WebhookCreated(e) = event {
+            if let Some(w) = self.webhooks.get_mut(&e.id) {
+                w.created_at.get_or_insert(at);
+            }
+        }
+    }
+
     pub fn evolve(&mut self, event: &WebhookEvent) {
         match event {
             WebhookEvent::WebhookCreated(e) => {
@@ -412,6 +426,7 @@ impl WebhookRegistry {
                     description: e.description.clone(),
                     secret_fingerprint: e.secret_fingerprint.clone(),
                     disabled_reason: None,
+                    created_at: None,
                 });
             }
             WebhookEvent::WebhookUpdated(e) => {

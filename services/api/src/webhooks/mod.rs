@@ -6,7 +6,9 @@
 //!
 //! The signing secret (`whsec_` + base64 of 32 random bytes) is drawn here, sealed in the vault
 //! before the endpoint is appended, answered once by the POST (`Cache-Control: no-store`) and
-//! never again; the events carry its fingerprint.
+//! never again; the events carry its fingerprint. The delivery log is in [`deliveries`].
+
+mod deliveries;
 
 use crate::commands::load_app;
 use crate::consistency::with_token;
@@ -46,6 +48,10 @@ pub fn router(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
             put_application,
             delete_application
         )))
+        .routes(first_visit.on(routes!(deliveries::list_environment)))
+        .routes(first_visit.on(routes!(deliveries::retry_environment)))
+        .routes(first_visit.on(routes!(deliveries::list_application)))
+        .routes(first_visit.on(routes!(deliveries::retry_application)))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

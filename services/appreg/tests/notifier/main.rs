@@ -1,0 +1,431 @@
+//! `appreg notifier` end to end (issue #17): the real binary delivering to real receivers
+//! (`tests/webhooks/receiver.py`) that verify every signature with the Standard Webhooks
+//! reference library (`standardwebhooks` from PyPI, pinned in `tests/webhooks/requirements.txt`,
+//! installed by this test into a cached virtualenv), over a fresh PostgreSQL database, with the
+//! api in process.
+//!
+//! Needs PostgreSQL and python3 with venv and pip; fails (never skips) without them.
+
+use appreg_auth::DevKey;
+use appreg_eventstore::{Database, LogPosition};
+use appreg_test_support::app::TestApi;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run_or_panic(command: &mut Command, what: &str) {
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The interpreter of a virtualenv holding `tests/webhooks/requirements.txt`, made once per
+/// version of that file (built aside, renamed into place when complete).
+fn python() -> PathBuf {
+    let requirements = repo().join("tests/webhooks/requirements.txt");
+    let pinned = std::fs::read(&requirements).expect("tests/webhooks/requirements.txt");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &pinned);
+    let hash: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let venv = std::env::temp_dir().join(format!("appreg-webhooks-{hash}"));
+    let python = venv.join("bin").join("python");
+    if venv.join(".appreg-complete").exists() {
+        return python;
+    }
+    let building = std::env::temp_dir().join(format!(
+        "appreg-webhooks-{hash}.building-{}-{}",
+        std::process::id(),
+        uuid_suffix()
+    ));
+    run_or_panic(
+        Command::new("python3").arg("-m").arg("venv").arg(&building),
+        "the notifier test needs python3 with venv and pip (Debian: apt-get install python3-venv python3-pip)",
+    );
+    run_or_panic(
+        Command::new(building.join("bin").join("python"))
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--quiet",
+                "-r",
+            ])
+            .arg(&requirements),
+        "pip install of tests/webhooks/requirements.txt",
+    );
+    std::fs::write(building.join(".appreg-complete"), b"").unwrap();
+    if std::fs::rename(&building, &venv).is_err() {
+        let _ = std::fs::remove_dir_all(&building);
+        assert!(
+            venv.join(".appreg-complete").exists(),
+            "the virtualenv {}",
+            venv.display()
+        );
+    }
+    python
+}
+
+fn uuid_suffix() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// A receiver process and what it reported.
+struct Receiver {
+    child: Child,
+    port: u16,
+    records: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Receiver {
+    fn start(mode: &str) -> Receiver {
+        let mut child = Command::new(python())
+            .arg(repo().join("tests/webhooks/receiver.py"))
+            .arg(mode)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the receiver");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let port = first["port"].as_u64().unwrap() as u16;
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let sink = records.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        Receiver {
+            child,
+            port,
+            records,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/hook", self.port)
+    }
+
+    fn give_secret(&mut self, secret: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{secret}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn records(&self) -> Vec<Value> {
+        self.records.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct System {
+    api: TestApi,
+    db: Database,
+    url: String,
+    key: DevKey,
+    client: reqwest::Client,
+    master_key: String,
+}
+
+impl System {
+    async fn start() -> System {
+        let url = appreg_test_support::postgres::fresh_postgres_url().await;
+        let db = Database::connect(&url, 8).await.expect("database");
+        let mut config = appreg_test_support::app::config("notifier");
+        config.api.allow_http_webhooks = Some(true);
+        let (key, _) = appreg_test_support::tokens::fresh_key();
+        let api = TestApi::start(&db, &config, &key).await;
+        use secrecy::ExposeSecret;
+        let master_key = config
+            .secrets_master_key
+            .as_ref()
+            .unwrap()
+            .expose_secret()
+            .to_string();
+        System {
+            api,
+            db,
+            url,
+            key,
+            client: reqwest::Client::new(),
+            master_key,
+        }
+    }
+
+    fn token(&self, sub: &str, admin: bool) -> String {
+        appreg_test_support::tokens::token(&self.key, sub, admin, 3600)
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .client
+            .request(
+                method,
+                format!("{}/v1/environments/DEFAULT/{path}", self.api.base),
+            )
+            .bearer_auth(token);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `appreg notifier` as a process, with quick retries and a short timeout.
+    fn notifier(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_appreg"))
+            .arg("notifier")
+            .env("APPREG_DATABASE_URL", &self.url)
+            .env("APPREG_SECRETS_MASTER_KEY", &self.master_key)
+            .env("APPREG_NOTIFIER__TIMEOUT_MS", "1500")
+            .env("APPREG_NOTIFIER__RETRY_FIRST_MS", "200")
+            .env("APPREG_NOTIFIER__RETRY_MAX_MS", "1000")
+            .env("APPREG_NOTIFIER__POLL_MS", "100")
+            .env("APPREG_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("appreg notifier")
+    }
+
+    /// Every event of the log, in log order.
+    async fn log(&self) -> Vec<appreg_eventstore::StoredEvent> {
+        let store = self.db.event_store().await.unwrap();
+        let mut out = Vec::new();
+        let mut after = LogPosition::START;
+        loop {
+            let page = store.read_log(after, 1000).await.unwrap();
+            let Some(last) = page.last() else { return out };
+            after = last.position;
+            out.extend(page);
+        }
+    }
+
+    async fn statuses(&self) -> BTreeMap<String, i64> {
+        let Database::Postgres(pool) = &self.db else {
+            unreachable!()
+        };
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM webhook_deliveries GROUP BY status")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        rows.into_iter().collect()
+    }
+}
+
+/// Item: three receivers (fast, 500 three times, hanging) each get every event once after
+/// de-duplication by `webhook-id`, in per-application order, every signature verified by the
+/// reference library; the notifier SIGKILLed mid-delivery loses nothing, and a delivery sent
+/// twice carries the same `webhook-id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
+    let system = System::start().await;
+    let admin = system.token("root", true);
+    let alice = system.token("alice", false);
+    let mut receivers: Vec<(&str, Receiver)> = ["fast", "fail3", "hang"]
+        .into_iter()
+        .map(|mode| (mode, Receiver::start(mode)))
+        .collect();
+    let mut hooks = Vec::new();
+    for (_, receiver) in &mut receivers {
+        let (status, created) = system
+            .call(
+                reqwest::Method::POST,
+                "webhooks",
+                &admin,
+                Some(json!({"url": receiver.url()})),
+            )
+            .await;
+        assert_eq!(status, 201, "{created}");
+        receiver.give_secret(created["secret"].as_str().unwrap());
+        hooks.push(created["id"].as_str().unwrap().to_string());
+    }
+    // Every event from the last endpoint's creation on goes to all three.
+    let from = system.log().await.len();
+
+    let mut notifier = system.notifier();
+    let mut apps = Vec::new();
+    for n in 0..3 {
+        let (status, app) = system
+            .call(
+                reqwest::Method::POST,
+                "applications",
+                &alice,
+                Some(json!({"name": format!("App {n}"), "type": "simple"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{app}");
+        apps.push(app["id"].as_str().unwrap().to_string());
+    }
+    let update = |round: usize| {
+        let system = &system;
+        let alice = &alice;
+        let apps = &apps;
+        async move {
+            let updates = apps.iter().map(|id| async move {
+                let path = format!("applications/{id}");
+                let body = json!({"name": format!("App {id} round {round}")});
+                system
+                    .call(reqwest::Method::PUT, &path, alice, Some(body))
+                    .await
+            });
+            for (status, body) in futures::future::join_all(updates).await {
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+    };
+    for round in 0..3 {
+        update(round).await;
+    }
+    // Mid-delivery: the hanging receiver holds requests, the failing one is being retried.
+    let started = Instant::now();
+    while receivers[2].1.records().is_empty() && started.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !receivers[2].1.records().is_empty(),
+        "the notifier delivers nothing"
+    );
+    notifier.kill().expect("SIGKILL the notifier");
+    notifier.wait().unwrap();
+    for round in 3..5 {
+        update(round).await;
+    }
+    let mut notifier = system.notifier();
+
+    let events: Vec<_> = system.log().await.split_off(from);
+    let expected: BTreeSet<String> = events.iter().map(|e| e.event_id.to_string()).collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let done = receivers.iter().all(|(_, r)| {
+            let got: BTreeSet<String> = r
+                .records()
+                .iter()
+                .filter(|x| x["status"] == json!(200))
+                .filter_map(|x| x["event_id"].as_str().map(String::from))
+                .collect();
+            expected.is_subset(&got)
+        });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every event was delivered: {:?}",
+            system.statuses().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    notifier.kill().unwrap();
+    notifier.wait().unwrap();
+
+    for ((mode, receiver), hook) in receivers.iter().zip(&hooks) {
+        let records = receiver.records();
+        assert!(
+            records.iter().all(|r| r.get("bad").is_none()),
+            "{mode}: a signature did not verify: {records:?}"
+        );
+        // One webhook-id per event, the one derived from (endpoint, event), on every attempt.
+        let mut ids: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for r in &records {
+            ids.entry(r["event_id"].as_str().unwrap().to_string())
+                .or_default()
+                .insert(r["id"].as_str().unwrap().to_string());
+        }
+        for (event, seen) in &ids {
+            assert_eq!(
+                seen,
+                &BTreeSet::from([appreg_notify::signature::webhook_id(hook, event)]),
+                "{mode}: event {event}"
+            );
+        }
+        // Each accepted once after de-duplication; none outside the environment's log.
+        let accepted: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["status"] == json!(200))
+            .collect();
+        let unique: BTreeSet<&str> = accepted.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        let all: BTreeSet<String> = system
+            .log()
+            .await
+            .iter()
+            .map(|e| e.event_id.to_string())
+            .collect();
+        assert!(accepted
+            .iter()
+            .all(|r| all.contains(r["event_id"].as_str().unwrap())));
+        assert!(unique.len() >= expected.len(), "{mode}");
+        // Per-application order: the first acceptance of each event of a stream follows its
+        // versions.
+        let mut first_seen: BTreeSet<&str> = BTreeSet::new();
+        let mut last_version: HashMap<&str, i64> = HashMap::new();
+        for r in &accepted {
+            if !first_seen.insert(r["id"].as_str().unwrap()) {
+                continue;
+            }
+            let stream = r["stream_id"].as_str().unwrap();
+            let version = r["version"].as_i64().unwrap();
+            if let Some(before) = last_version.insert(stream, version) {
+                assert!(
+                    version > before,
+                    "{mode}: {stream} version {version} after {before}"
+                );
+            }
+        }
+        if *mode != "fast" {
+            assert!(
+                records.iter().any(|r| r["status"] != json!(200)),
+                "{mode}: never failed"
+            );
+        }
+    }
+    let statuses = system.statuses().await;
+    assert_eq!(statuses.get("PENDING"), None, "{statuses:?}");
+    assert_eq!(statuses.get("FAILED"), None, "{statuses:?}");
+    system.api.shutdown.cancel();
+}
