@@ -6,7 +6,9 @@ Usage: receiver.py MODE; prints {"port": N}, then reads the endpoint's signing s
 as the first line of stdin and serves. MODE:
   fast   answers 200 to every verified delivery;
   fail3  answers 500 to its first three requests, then 200;
-  hang   holds its first three requests for 30 s without answering (the notifier times out), then 200.
+  hang   holds its first three requests for 30 s without answering (the notifier times out), then 200;
+  gone   answers 410 Gone (the endpoint asks never to be called again);
+  big    answers 200 with a 5,000-byte body.
 A delivery whose signature does not verify is answered 400 and reported with "bad".
 """
 
@@ -32,11 +34,11 @@ def emit(record):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def answer(self, status):
+    def answer(self, status, body=b"ok"):
         self.send_response(status)
-        self.send_header("content-length", "2")
+        self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(b"ok")
+        self.wfile.write(body)
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", "0")))
@@ -67,6 +69,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.answer(200)
             except OSError:
                 pass
+        elif MODE == "gone":
+            emit(dict(record, status=410))
+            self.answer(410, b"gone")
+        elif MODE == "big":
+            emit(dict(record, status=200))
+            self.answer(200, "é".encode() + b"x" * 4998)
         else:
             emit(dict(record, status=200))
             self.answer(200)

@@ -429,3 +429,299 @@ async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
     assert_eq!(statuses.get("FAILED"), None, "{statuses:?}");
     system.api.shutdown.cancel();
 }
+
+/// Waits (at most 30 s) until `check` holds.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Items: an application's endpoint never receives what a member's role may not read; a 410
+/// disables the endpoint (`WebhookDisabled`, by the notifier) and fails what it had pending; a
+/// receiver's answer is kept to 1 KiB; the delivery log and a manual retry (same `webhook-id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
+    let system = System::start().await;
+    let admin = system.token("root", true);
+    let alice = system.token("alice", false);
+    let bob = system.token("bob", false);
+    let post = reqwest::Method::POST;
+    let put = reqwest::Method::PUT;
+    let get = reqwest::Method::GET;
+    let (_, app) = system
+        .call(
+            post.clone(),
+            "applications",
+            &alice,
+            Some(json!({"name": "Shop", "type": "simple"})),
+        )
+        .await;
+    let id = app["id"].as_str().unwrap().to_string();
+    let members = format!("applications/{id}/members");
+    let (status, _) = system
+        .call(post.clone(), &members, &alice, Some(json!({"user": "bob"})))
+        .await;
+    assert_eq!(status, 201);
+
+    let mut app_rx = Receiver::start("fast");
+    let mut gone_rx = Receiver::start("gone");
+    let mut big_rx = Receiver::start("big");
+    let (status, hook) = system
+        .call(
+            post.clone(),
+            &format!("applications/{id}/webhooks"),
+            &alice,
+            Some(json!({"url": app_rx.url()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    app_rx.give_secret(hook["secret"].as_str().unwrap());
+    let app_hook = hook["id"].as_str().unwrap().to_string();
+    let mut env_hooks = Vec::new();
+    for rx in [&mut gone_rx, &mut big_rx] {
+        let (status, hook) = system
+            .call(
+                post.clone(),
+                "webhooks",
+                &admin,
+                Some(json!({"url": rx.url(), "event_types": ["ApplicationUpdated"]})),
+            )
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        rx.give_secret(hook["secret"].as_str().unwrap());
+        env_hooks.push(hook["id"].as_str().unwrap().to_string());
+    }
+    let (gone_hook, big_hook) = (env_hooks[0].clone(), env_hooks[1].clone());
+
+    let mut notifier = system.notifier();
+    // A member's e-mail address (NOTIFICATION[R]: not for the USER member bob), then changes
+    // every role may read.
+    let (status, _) = system
+        .call(
+            put.clone(),
+            &format!("applications/{id}/notifications"),
+            &alice,
+            Some(json!({"hooks": ["SUBSCRIPTION_ACCEPTED"], "email": "alice@example.com"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    for name in ["Shop 2", "Shop 3"] {
+        let (status, _) = system
+            .call(
+                put.clone(),
+                &format!("applications/{id}"),
+                &alice,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = system
+        .call(
+            post.clone(),
+            &members,
+            &alice,
+            Some(json!({"user": "carol"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    eventually("the application's endpoint gets the member added", || {
+        let done = app_rx
+            .records()
+            .iter()
+            .any(|r| r["type"] == json!("MemberAdded"));
+        async move { done }
+    })
+    .await;
+    let types: Vec<String> = app_rx
+        .records()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        types.iter().filter(|t| *t == "ApplicationUpdated").count() >= 2,
+        "{types:?}"
+    );
+    assert!(
+        !types.iter().any(|t| t.starts_with("Notification")),
+        "a USER member may not read these: {types:?}"
+    );
+    assert!(app_rx
+        .records()
+        .iter()
+        .all(|r| r["stream_id"] == json!(format!("application-{id}"))));
+
+    // 410: the endpoint is disabled by the notifier, through the command path.
+    eventually("the gone endpoint is disabled", || {
+        let system = &system;
+        let (admin, gone_hook) = (&admin, &gone_hook);
+        async move {
+            let (_, w) = system
+                .call(
+                    reqwest::Method::GET,
+                    &format!("webhooks/{gone_hook}"),
+                    admin,
+                    None,
+                )
+                .await;
+            w["enabled"] == json!(false) && w["disabled_reason"] == json!("GONE")
+        }
+    })
+    .await;
+    let log = system.log().await;
+    let disabled = log
+        .iter()
+        .find(|e| e.event_type == "WebhookDisabled")
+        .expect("WebhookDisabled");
+    assert_eq!(disabled.metadata["actor"], json!("notifier"));
+    eventually("the gone endpoint's deliveries all end", || {
+        let system = &system;
+        let (admin, gone_hook) = (&admin, &gone_hook);
+        async move {
+            let (_, page) = system
+                .call(
+                    reqwest::Method::GET,
+                    &format!("webhooks/{gone_hook}/deliveries"),
+                    admin,
+                    None,
+                )
+                .await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            items.len() == 2 && items.iter().all(|d| d["status"] == json!("FAILED"))
+        }
+    })
+    .await;
+    assert_eq!(gone_rx.records().len(), 1, "nothing more after the 410");
+    let (_, page) = system
+        .call(
+            get.clone(),
+            &format!("webhooks/{gone_hook}/deliveries"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(page["items"][0]["response_status"], json!(410));
+
+    // The answer is kept to 1 KiB (on a character boundary).
+    eventually("the big endpoint's deliveries are delivered", || {
+        let system = &system;
+        let (admin, big_hook) = (&admin, &big_hook);
+        async move {
+            let (_, page) = system
+                .call(
+                    reqwest::Method::GET,
+                    &format!("webhooks/{big_hook}/deliveries"),
+                    admin,
+                    None,
+                )
+                .await;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            items.len() == 2 && items.iter().all(|d| d["status"] == json!("DELIVERED"))
+        }
+    })
+    .await;
+    let (_, page) = system
+        .call(
+            get.clone(),
+            &format!("webhooks/{big_hook}/deliveries?limit=1"),
+            &admin,
+            None,
+        )
+        .await;
+    let first = page["items"][0].clone();
+    let body = first["response_body"].as_str().unwrap();
+    assert_eq!(body.len(), 1024, "{}", body.len());
+    assert!(body.starts_with('é'));
+    assert_eq!(page["next_after"], first["id"]);
+    let (_, next) = system
+        .call(
+            get.clone(),
+            &format!(
+                "webhooks/{big_hook}/deliveries?after={}",
+                first["id"].as_str().unwrap()
+            ),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(next["items"].as_array().unwrap().len(), 1);
+    assert_ne!(next["items"][0]["id"], first["id"]);
+
+    // A manual retry: sent again with the same webhook-id.
+    let did = first["id"].as_str().unwrap().to_string();
+    let (status, retried) = system
+        .call(
+            post.clone(),
+            &format!("webhooks/{big_hook}/deliveries/{did}/_retry"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["status"], json!("PENDING"));
+    eventually("the retried delivery is sent again", || {
+        let n = big_rx
+            .records()
+            .iter()
+            .filter(|r| r["id"] == json!(did))
+            .count();
+        async move { n == 2 }
+    })
+    .await;
+    let (status, missing) = system
+        .call(
+            post.clone(),
+            &format!("webhooks/{big_hook}/deliveries/msg_nope/_retry"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, missing["code"].clone()),
+        (404, json!("delivery.not_found"))
+    );
+    // The application's log: DEFINITION[U] (not bob), not under /webhooks, not another's.
+    let path = format!("applications/{id}/webhooks/{app_hook}/deliveries");
+    let (status, page) = system.call(get.clone(), &path, &alice, None).await;
+    assert_eq!(status, 200);
+    assert!(page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["status"] == json!("DELIVERED")));
+    assert_eq!(system.call(get.clone(), &path, &bob, None).await.0, 403);
+    assert_eq!(
+        system
+            .call(
+                get.clone(),
+                &format!("webhooks/{app_hook}/deliveries"),
+                &admin,
+                None
+            )
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        system
+            .call(
+                get.clone(),
+                &format!("webhooks/{big_hook}/deliveries"),
+                &alice,
+                None
+            )
+            .await
+            .0,
+        403
+    );
+    notifier.kill().unwrap();
+    notifier.wait().unwrap();
+    system.api.shutdown.cancel();
+}
