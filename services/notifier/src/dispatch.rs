@@ -274,7 +274,7 @@ impl Dispatcher {
 
 /// The pause after failed attempt number `attempt + 1`: `retry_first` doubled per earlier
 /// attempt, at most `retry_max`, ±20%.
-fn backoff(config: &NotifierConfig, attempt: i32) -> i64 {
+pub(crate) fn backoff(config: &NotifierConfig, attempt: i32) -> i64 {
     let first = config.retry_first.as_millis() as f64;
     let max = config.retry_max.as_millis() as f64;
     let exp = attempt.clamp(0, 30);

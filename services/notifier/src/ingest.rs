@@ -31,6 +31,9 @@ pub(crate) struct Ingest {
     pub db: Database,
     /// Woken when deliveries were recorded, so the dispatcher does not wait for its next poll.
     pub wake: Arc<Notify>,
+    /// With an SMTP server: the days before a renewed key's end its `API_KEY_EXPIRING` is
+    /// sent, and the mailer to wake.
+    pub mail: Option<(i64, Arc<Notify>)>,
 }
 
 /// Whether endpoint `w` receives `e`, given the roles of `e`'s application's members (`None`:
@@ -130,6 +133,25 @@ impl Handler for Ingest {
         e: &StoredEvent,
         _stop: &CancellationToken,
     ) -> Result<Outcome, IngestError> {
+        if let Some((expiring_days, wake)) = &self.mail {
+            if e.stream_type == "application"
+                && appreg_domain::subscription::Hook::for_event(&e.event_type).is_some()
+            {
+                let app = self
+                    .commands
+                    .load::<ApplicationState>(&e.stream_id)
+                    .await
+                    .map_err(IngestError::Load)?;
+                if let Some(app) = app.state.0.as_ref() {
+                    let now = crate::now_ms();
+                    let mails = crate::mail::mails_of(e, app, *expiring_days, now);
+                    if !mails.is_empty() {
+                        appreg_notify::mails::insert(&self.db, &mails, now).await?;
+                        wake.notify_one();
+                    }
+                }
+            }
+        }
         let rows = self.deliveries_of(e).await?;
         if !rows.is_empty() {
             let added = deliveries::insert(&self.db, &rows, crate::now_ms()).await?;

@@ -18,6 +18,12 @@
 //!   the command path, `WebhookDisabled`) and fails what it had pending; anything else is
 //!   retried with doubling back-off for `retry_for_seconds`, then FAILED.
 //!
+//! - **mail** ([`mail`], with `notifier.smtp_url`): the follower also records, for an
+//!   application event with a notification hook, one mail per member whose settings name it
+//!   (`notifier_mails`, keyed by (event, member): a replay or a restart sends nothing twice;
+//!   `API_KEY_EXPIRING` due `api_key_expiring_days` before the renewed key's end); a mailer
+//!   sends them over SMTP with `lettre`, retried like the webhooks.
+//!
 //! Delivery is at least once: a notifier killed between a receiver's answer and its record sends
 //! that delivery again, with the same `webhook-id`. It never logs, stores or sends a signing
 //! secret (it opens it from the vault for each attempt), and never decides an endpoint's state
@@ -25,9 +31,11 @@
 
 mod dispatch;
 mod ingest;
+mod mail;
 pub mod service;
 
 pub use ingest::IngestError;
+pub use mail::MailSetupError;
 
 use std::time::Duration;
 
@@ -46,6 +54,8 @@ pub struct NotifierConfig {
     pub endpoint_concurrency: usize,
     pub max_in_flight: usize,
     pub poll: Duration,
+    /// Days before a renewed key's end its `API_KEY_EXPIRING` mail is sent.
+    pub api_key_expiring_days: i64,
     /// The command path's settings (no group commit: the notifier appends rarely).
     pub commands: appreg_commands::CommandSettings,
 }
@@ -62,6 +72,7 @@ impl NotifierConfig {
             endpoint_concurrency: n.endpoint_concurrency.max(1),
             max_in_flight: n.max_in_flight.max(1),
             poll: Duration::from_millis(n.poll_ms.max(10)),
+            api_key_expiring_days: i64::from(n.api_key_expiring_days),
             commands: appreg_commands::CommandSettings {
                 group_commit_writers: 0,
                 ..config.command_settings()

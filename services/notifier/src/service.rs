@@ -24,6 +24,7 @@ const CHECKPOINT_ROW: Checkpoint = Checkpoint {
 /// The advisory locks that make one follower and one dispatcher active per database.
 const INGEST_LOCK: &str = "notifier";
 const DISPATCH_LOCK: &str = "notifier-dispatch";
+const MAIL_LOCK: &str = "notifier-mail";
 
 /// Why the notifier cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub enum ServiceError {
     Metrics(#[from] BindError),
     #[error("the vault: {0}")]
     Vault(String),
+    #[error(transparent)]
+    Mail(#[from] crate::MailSetupError),
     #[error("the outbound HTTP client: {0}")]
     Client(#[source] reqwest::Error),
     #[error("the notifier task failed")]
@@ -45,6 +48,7 @@ pub struct Service {
     database: Opened,
     ingest: Arc<Ingest>,
     dispatcher: Arc<Dispatcher>,
+    mailer: Option<Arc<crate::mail::Mailer>>,
     store: Arc<dyn appreg_eventstore::EventStore>,
     supervisor: Supervisor,
     metrics: Option<MetricsListener>,
@@ -87,6 +91,20 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
     let notifier = NotifierConfig::from_config(config);
     let commands = appreg_commands::Commands::new(store.clone(), notifier.commands.clone());
     let wake = Arc::new(Notify::new());
+    let mailer = match &config.notifier.smtp_url {
+        Some(url) => {
+            let (transport, from) =
+                crate::mail::Mailer::transport(url, &config.notifier.mail_from, &notifier)?;
+            Some(Arc::new(crate::mail::Mailer {
+                db: db.clone(),
+                transport,
+                from,
+                config: notifier.clone(),
+                wake: Arc::new(Notify::new()),
+            }))
+        }
+        None => None,
+    };
     let metrics = start.metrics_listener("notifier").await?;
     for outcome in ["delivered", "retry", "failed", "gone", "not_sent"] {
         metrics::counter!("appreg_notifier_deliveries_total", "outcome" => outcome).increment(0);
@@ -96,7 +114,11 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
             commands: commands.clone(),
             db: db.clone(),
             wake: wake.clone(),
+            mail: mailer
+                .as_ref()
+                .map(|m| (notifier.api_key_expiring_days, m.wake.clone())),
         }),
+        mailer,
         dispatcher: Arc::new(Dispatcher {
             db: db.clone(),
             commands,
@@ -134,6 +156,26 @@ impl Service {
             Database::Postgres(pool) => Some(pool.clone()),
             Database::Sqlite(_) => None,
         };
+        let mailing = self.mailer.map(|mailer| {
+            let pool = pool.clone();
+            let shutdown = shutdown.clone();
+            self.supervisor
+                .spawn("notifier-mail", shutdown.clone(), move || {
+                    let (mailer, pool, shutdown) = (mailer.clone(), pool.clone(), shutdown.clone());
+                    async move {
+                        appreg_worker::lead(
+                            "notifier-mail",
+                            pool.as_ref(),
+                            MAIL_LOCK,
+                            std::time::Duration::from_secs(1),
+                            &shutdown,
+                            |stop| mailer.clone().run(stop),
+                        )
+                        .await;
+                        Ok::<_, std::convert::Infallible>(())
+                    }
+                })
+        });
         let dispatching = self
             .supervisor
             .spawn("notifier-dispatch", shutdown.clone(), {
@@ -173,6 +215,7 @@ impl Service {
                     commands: ingest.commands.clone(),
                     db: ingest.db.clone(),
                     wake: ingest.wake.clone(),
+                    mail: ingest.mail.clone(),
                 };
                 let config = FollowerConfig::new("notifier", INGEST_LOCK, CHECKPOINT_ROW);
                 follower::follow(handler, config, db.clone(), store.clone(), stop)
@@ -180,6 +223,9 @@ impl Service {
         )
         .await;
         let _ = dispatching.await;
+        if let Some(mailing) = mailing {
+            let _ = mailing.await;
+        }
         followed.map_err(ServiceError::Task)
     }
 }

@@ -1,10 +1,11 @@
 //! `appreg notifier` (`[notifier]` in the file, `APPREG_NOTIFIER__*` in the environment): how
 //! webhooks are delivered.
 
-use serde::{Deserialize, Serialize};
+use secrecy::SecretString;
+use serde::Deserialize;
 
 /// `[notifier]`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotifierSettings {
     /// Longest wait for a receiver's answer, in milliseconds; then the attempt failed.
@@ -23,6 +24,15 @@ pub struct NotifierSettings {
     /// How often due deliveries are looked for, in milliseconds (new events wake the
     /// dispatcher at once).
     pub poll_ms: u64,
+    /// The SMTP server e-mail notifications go through: `smtp://host:port` (plain, or
+    /// `?tls=required` for STARTTLS), `smtps://host:port` (TLS); credentials in the URL
+    /// (`smtp://user:password@host`). A secret: never printed. Unset: no e-mail is sent.
+    pub smtp_url: Option<SecretString>,
+    /// The sender of the notifications (`appreg <noreply@example.com>`).
+    pub mail_from: String,
+    /// `API_KEY_EXPIRING` is sent this many days before a renewed key's end of validity (at
+    /// once if that is nearer).
+    pub api_key_expiring_days: u32,
 }
 
 impl Default for NotifierSettings {
@@ -35,6 +45,9 @@ impl Default for NotifierSettings {
             endpoint_concurrency: 4,
             max_in_flight: 256,
             poll_ms: 500,
+            smtp_url: None,
+            mail_from: "appreg <appreg@localhost>".into(),
+            api_key_expiring_days: 7,
         }
     }
 }

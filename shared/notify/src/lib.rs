@@ -4,16 +4,18 @@
 //!
 //! - [`deliveries`]: the `webhook_deliveries` table (PostgreSQL and SQLite) and every query on it.
 //! - [`signature`]: the `webhook-id` of a delivery and the Standard Webhooks signature.
+//! - [`mails`]: the notifier's e-mails, one per (event, member) (`notifier_mails`).
 //!
 //! This crate decides nothing about which endpoint receives which event (the notifier does) and
 //! never opens a secret itself: the caller passes the signing secret it got from the vault.
 
 pub mod deliveries;
+pub mod mails;
 pub mod signature;
 
 use appreg_eventstore::{Database, StoreError};
 
-/// Applies the deliveries' migration (and the notifier's checkpoint table).
+/// Applies the deliveries' and the mails' migrations (and the notifier's checkpoint table).
 pub async fn migrate(db: &Database) -> Result<(), StoreError> {
     let mut migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);

@@ -35,23 +35,23 @@ fn run_or_panic(command: &mut Command, what: &str) {
     );
 }
 
-/// The interpreter of a virtualenv holding `tests/webhooks/requirements.txt`, made once per
+/// The interpreter of a virtualenv holding `tests/<dir>/requirements.txt`, made once per
 /// version of that file (built aside, renamed into place when complete).
-fn python() -> PathBuf {
-    let requirements = repo().join("tests/webhooks/requirements.txt");
-    let pinned = std::fs::read(&requirements).expect("tests/webhooks/requirements.txt");
+fn python(dir: &str) -> PathBuf {
+    let requirements = repo().join("tests").join(dir).join("requirements.txt");
+    let pinned = std::fs::read(&requirements).expect("the requirements file");
     let digest = ring::digest::digest(&ring::digest::SHA256, &pinned);
     let hash: String = digest.as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let venv = std::env::temp_dir().join(format!("appreg-webhooks-{hash}"));
+    let venv = std::env::temp_dir().join(format!("appreg-{dir}-{hash}"));
     let python = venv.join("bin").join("python");
     if venv.join(".appreg-complete").exists() {
         return python;
     }
     let building = std::env::temp_dir().join(format!(
-        "appreg-webhooks-{hash}.building-{}-{}",
+        "appreg-{dir}-{hash}.building-{}-{}",
         std::process::id(),
         uuid_suffix()
     ));
@@ -71,7 +71,7 @@ fn python() -> PathBuf {
                 "-r",
             ])
             .arg(&requirements),
-        "pip install of tests/webhooks/requirements.txt",
+        "pip install of the test's requirements.txt",
     );
     std::fs::write(building.join(".appreg-complete"), b"").unwrap();
     if std::fs::rename(&building, &venv).is_err() {
@@ -104,7 +104,7 @@ struct Receiver {
 
 impl Receiver {
     fn start(mode: &str) -> Receiver {
-        let mut child = Command::new(python())
+        let mut child = Command::new(python("webhooks"))
             .arg(repo().join("tests/webhooks/receiver.py"))
             .arg(mode)
             .stdin(Stdio::piped())
@@ -215,8 +215,13 @@ impl System {
 
     /// `appreg notifier` as a process, with quick retries and a short timeout.
     fn notifier(&self) -> Child {
+        self.notifier_with(&[])
+    }
+
+    fn notifier_with(&self, env: &[(&str, &str)]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_appreg"))
             .arg("notifier")
+            .envs(env.iter().copied())
             .env("APPREG_DATABASE_URL", &self.url)
             .env("APPREG_SECRETS_MASTER_KEY", &self.master_key)
             .env("APPREG_NOTIFIER__TIMEOUT_MS", "1500")
@@ -361,6 +366,15 @@ async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Every delivery ends DELIVERED (an answer the notifier has not recorded yet is in flight).
+    eventually("every delivery is recorded as delivered", || {
+        let system = &system;
+        async move {
+            let statuses = system.statuses().await;
+            statuses.keys().all(|s| s == "DELIVERED")
+        }
+    })
+    .await;
     notifier.kill().unwrap();
     notifier.wait().unwrap();
 
@@ -424,9 +438,6 @@ async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
             );
         }
     }
-    let statuses = system.statuses().await;
-    assert_eq!(statuses.get("PENDING"), None, "{statuses:?}");
-    assert_eq!(statuses.get("FAILED"), None, "{statuses:?}");
     system.api.shutdown.cancel();
 }
 
@@ -721,6 +732,242 @@ async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
             .0,
         403
     );
+    notifier.kill().unwrap();
+    notifier.wait().unwrap();
+    system.api.shutdown.cancel();
+}
+
+/// A real SMTP server (aiosmtpd, `tests/smtp/server.py`) and the messages it accepted.
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    messages: Arc<Mutex<Vec<Value>>>,
+}
+
+impl SmtpServer {
+    fn start() -> SmtpServer {
+        let mut child = Command::new(python("smtp"))
+            .arg(repo().join("tests/smtp/server.py"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the SMTP server");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        let port = first["port"].as_u64().unwrap() as u16;
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let sink = messages.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&line).unwrap());
+            }
+        });
+        SmtpServer {
+            child,
+            port,
+            messages,
+        }
+    }
+
+    /// (recipient, subject) of every message, sorted.
+    fn received(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .messages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["to"][0].as_str().unwrap().to_string(),
+                    m["subject"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Item: the notification hooks by e-mail, to each member who asked, one mail per (event,
+/// member), `API_KEY_EXPIRING` once (a renewed key ends within `api_key_expiring_days`), and
+/// nothing again when the notifier restarts and even replays the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_smtp_server_gets_exactly_the_expected_mails() {
+    let system = System::start().await;
+    let smtp = SmtpServer::start();
+    let admin = system.token("root", true);
+    let alice = system.token("alice", false);
+    let bob = system.token("bob", false);
+    let (post, put) = (reqwest::Method::POST, reqwest::Method::PUT);
+    let call =
+        |method: reqwest::Method, path: String, token: String, body: Option<Value>, want: u16| {
+            let system = &system;
+            async move {
+                let (status, answer) = system.call(method, &path, &token, body).await;
+                assert_eq!(status, want, "{path}: {answer}");
+                answer
+            }
+        };
+    let api = call(
+        post.clone(),
+        "apis".into(),
+        admin.clone(),
+        Some(json!({"name": "Weather"})),
+        201,
+    )
+    .await;
+    let api = api["id"].as_str().unwrap().to_string();
+    let plan = call(
+        post.clone(),
+        format!("apis/{api}/plans"),
+        admin.clone(),
+        Some(json!({"name": "Gold", "security": "API_KEY", "validation": "MANUAL"})),
+        201,
+    )
+    .await;
+    let plan = plan["id"].as_str().unwrap().to_string();
+    let app = call(
+        post.clone(),
+        "applications".into(),
+        alice.clone(),
+        Some(json!({"name": "Shop", "type": "simple"})),
+        201,
+    )
+    .await;
+    let id = app["id"].as_str().unwrap().to_string();
+    call(
+        post.clone(),
+        format!("applications/{id}/members"),
+        alice.clone(),
+        Some(json!({"user": "bob", "role": "OWNER"})),
+        201,
+    )
+    .await;
+    call(
+        post.clone(),
+        format!("applications/{id}/members"),
+        alice.clone(),
+        Some(json!({"user": "carol"})),
+        201,
+    )
+    .await;
+    let notifications = format!("applications/{id}/notifications");
+    call(
+        put.clone(),
+        notifications.clone(),
+        alice.clone(),
+        Some(json!({"hooks": ["SUBSCRIPTION_ACCEPTED", "SUBSCRIPTION_PAUSED", "API_KEY_EXPIRING"], "email": "alice@example.com"})),
+        200,
+    )
+    .await;
+    call(
+        put.clone(),
+        notifications,
+        bob.clone(),
+        Some(json!({"hooks": ["SUBSCRIPTION_ACCEPTED"], "email": "bob@example.com"})),
+        200,
+    )
+    .await;
+
+    let smtp_url = format!("smtp://127.0.0.1:{}", smtp.port);
+    let env = [
+        ("APPREG_NOTIFIER__SMTP_URL", smtp_url.as_str()),
+        ("APPREG_NOTIFIER__MAIL_FROM", "appreg <noreply@example.com>"),
+    ];
+    let mut notifier = system.notifier_with(&env);
+    let sub = call(
+        post.clone(),
+        format!("applications/{id}/subscriptions"),
+        alice.clone(),
+        Some(json!({"plan_id": plan})),
+        201,
+    )
+    .await;
+    let sid = sub["id"].as_str().unwrap().to_string();
+    for action in ["_accept", "_pause", "_resume"] {
+        call(
+            post.clone(),
+            format!("subscriptions/{sid}/{action}"),
+            admin.clone(),
+            None,
+            200,
+        )
+        .await;
+    }
+    call(
+        post.clone(),
+        format!("subscriptions/{sid}/api-keys/_renew"),
+        alice.clone(),
+        None,
+        200,
+    )
+    .await;
+
+    let expected = |who: &str, what: &str| {
+        (
+            format!("{who}@example.com"),
+            format!("[appreg] Shop: {what}"),
+        )
+    };
+    let mut want = vec![
+        expected("alice", &format!("the subscription {sid} is now accepted")),
+        expected("bob", &format!("the subscription {sid} is now accepted")),
+        expected("alice", &format!("the subscription {sid} is now paused")),
+    ];
+    eventually("four mails", || {
+        let n = smtp.received().len();
+        async move { n >= 4 }
+    })
+    .await;
+    let got = smtp.received();
+    let expiring: Vec<_> = got
+        .iter()
+        .filter(|(_, s)| s.contains("expires at"))
+        .cloned()
+        .collect();
+    assert_eq!(expiring.len(), 1, "{got:?}");
+    assert_eq!(expiring[0].0, "alice@example.com");
+    want.push(expiring[0].clone());
+    want.sort();
+    assert_eq!(got, want);
+    for m in smtp.messages.lock().unwrap().iter() {
+        assert_eq!(m["from"], json!("noreply@example.com"));
+        assert!(m["body"].as_str().unwrap().contains(&id), "{m}");
+    }
+
+    // A restart that even replays the whole log sends nothing again.
+    notifier.kill().unwrap();
+    notifier.wait().unwrap();
+    let Database::Postgres(pool) = &system.db else {
+        unreachable!()
+    };
+    sqlx::query("UPDATE notifier_checkpoints SET tx = 0, pos = 0")
+        .execute(pool)
+        .await
+        .unwrap();
+    let head = system.log().await.last().unwrap().position;
+    let mut notifier = system.notifier_with(&env);
+    eventually("the replay reaches the head of the log", || async {
+        let at: Option<(i64, i64)> =
+            sqlx::query_as("SELECT tx, pos FROM notifier_checkpoints WHERE name = 'notifier'")
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        at.is_some_and(|(tx, pos)| (tx, pos) >= (head.tx, head.pos))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(smtp.received(), want, "no mail twice");
     notifier.kill().unwrap();
     notifier.wait().unwrap();
     system.api.shutdown.cancel();
