@@ -43,6 +43,38 @@ pub enum ServiceError {
     Task(#[source] tokio::task::JoinError),
 }
 
+/// Runs `run` as the supervised task `name`, active only while this process holds the lock
+/// `lock` (on PostgreSQL; at once on SQLite), until `shutdown` fires.
+fn spawn_led<F, Fut>(
+    supervisor: &Supervisor,
+    name: &'static str,
+    lock: &'static str,
+    pool: Option<sqlx::PgPool>,
+    shutdown: &CancellationToken,
+    run: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(CancellationToken) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let outer = shutdown.clone();
+    supervisor.spawn(name, shutdown.clone(), move || {
+        let (pool, shutdown, run) = (pool.clone(), outer.clone(), run.clone());
+        async move {
+            appreg_worker::lead(
+                name,
+                pool.as_ref(),
+                lock,
+                std::time::Duration::from_secs(1),
+                &shutdown,
+                run,
+            )
+            .await;
+            Ok::<_, std::convert::Infallible>(())
+        }
+    })
+}
+
 /// The notifier, connected, ready to run.
 pub struct Service {
     database: Opened,
@@ -157,46 +189,23 @@ impl Service {
             Database::Sqlite(_) => None,
         };
         let mailing = self.mailer.map(|mailer| {
-            let pool = pool.clone();
-            let shutdown = shutdown.clone();
-            self.supervisor
-                .spawn("notifier-mail", shutdown.clone(), move || {
-                    let (mailer, pool, shutdown) = (mailer.clone(), pool.clone(), shutdown.clone());
-                    async move {
-                        appreg_worker::lead(
-                            "notifier-mail",
-                            pool.as_ref(),
-                            MAIL_LOCK,
-                            std::time::Duration::from_secs(1),
-                            &shutdown,
-                            |stop| mailer.clone().run(stop),
-                        )
-                        .await;
-                        Ok::<_, std::convert::Infallible>(())
-                    }
-                })
+            spawn_led(
+                &self.supervisor,
+                "notifier-mail",
+                MAIL_LOCK,
+                pool.clone(),
+                &shutdown,
+                move |stop| mailer.clone().run(stop),
+            )
         });
-        let dispatching = self
-            .supervisor
-            .spawn("notifier-dispatch", shutdown.clone(), {
-                let shutdown = shutdown.clone();
-                move || {
-                    let (dispatcher, pool, shutdown) =
-                        (dispatcher.clone(), pool.clone(), shutdown.clone());
-                    async move {
-                        appreg_worker::lead(
-                            "notifier-dispatch",
-                            pool.as_ref(),
-                            DISPATCH_LOCK,
-                            std::time::Duration::from_secs(1),
-                            &shutdown,
-                            |stop| dispatcher.clone().run(stop),
-                        )
-                        .await;
-                        Ok::<_, std::convert::Infallible>(())
-                    }
-                }
-            });
+        let dispatching = spawn_led(
+            &self.supervisor,
+            "notifier-dispatch",
+            DISPATCH_LOCK,
+            pool.clone(),
+            &shutdown,
+            move |stop| dispatcher.clone().run(stop),
+        );
         let (ingest, store) = (self.ingest, self.store);
         let task = FollowerTask {
             name: "notifier",
