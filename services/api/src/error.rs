@@ -161,7 +161,8 @@ impl From<DomainError> for ApiError {
             | DomainError::ApiNotFound
             | DomainError::PlanNotFound
             | DomainError::SubscriptionNotFound
-            | DomainError::ApiKeyNotFound => ApiError::not_found(code, e.to_string()),
+            | DomainError::ApiKeyNotFound
+            | DomainError::WebhookNotFound => ApiError::not_found(code, e.to_string()),
             DomainError::PlanKeyless
             | DomainError::ClientIdRequired
             | DomainError::NotApiKeyPlan => ApiError::Unprocessable {
@@ -188,7 +189,8 @@ impl From<DomainError> for ApiError {
             | DomainError::SubscriptionExists
             | DomainError::TooManySubscriptions
             | DomainError::SubscriptionTransition(_)
-            | DomainError::TooManyApiKeys => ApiError::Conflict {
+            | DomainError::TooManyApiKeys
+            | DomainError::TooManyWebhooks => ApiError::Conflict {
                 code,
                 message: e.to_string(),
             },
@@ -384,6 +386,8 @@ mod tests {
             NotApiKeyPlan,
             ApiKeyNotFound,
             TooManyApiKeys,
+            WebhookNotFound,
+            TooManyWebhooks,
         ];
         for e in all {
             let code = e.code();

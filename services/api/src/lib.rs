@@ -6,7 +6,7 @@
 //! tests call on a random port.
 //!
 //! Layout: one module per resource (`applications`, `members`, `subscriptions`, `api_keys`,
-//! `notifications`, `providers`, `settings`, `catalogue`, `events` with `tickets` (opening a
+//! `notifications`, `webhooks`, `providers`, `settings`, `catalogue`, `events` with `tickets` (opening a
 //! stream without a header), `audit`, `directory` (the users seen), `environments`, `health`),
 //! each with its handlers, its request and response bodies and its router, which both routes
 //! and describes them (utoipa-axum's `OpenApiRouter`): [`router`] and [`openapi`] assemble
@@ -46,6 +46,7 @@ mod tickets;
 mod user_erasure;
 mod users;
 mod visibility;
+mod webhooks;
 
 pub use error::ApiError;
 pub use state::AppState;
@@ -84,6 +85,7 @@ fn resources(first_visit: &FirstVisit) -> OpenApiRouter<AppState> {
         .merge(subscriptions::router(first_visit))
         .merge(api_keys::router(first_visit))
         .merge(notifications::router(first_visit))
+        .merge(webhooks::router(first_visit))
         .merge(providers::router(first_visit))
         .merge(catalogue::router(first_visit))
         .merge(events::router(first_visit))
@@ -173,6 +175,8 @@ pub async fn migrate(
         appreg_eventstore::Database::Postgres(pool) => own.run(pool).await?,
         appreg_eventstore::Database::Sqlite(pool) => own.run(pool).await?,
     }
+    // The webhook deliveries, whose log the api serves.
+    appreg_notify::migrate(db).await?;
     Ok(())
 }
 

@@ -19,8 +19,7 @@ use appreg_secrets::PersonalError;
 use serde_json::Value;
 
 /// The field names values are sealed under (part of the sealed data: never change them).
-pub const NAME: &str = "name";
-pub const EMAIL: &str = "email";
+pub use appreg_domain::personal::{FIELD_EMAIL as EMAIL, FIELD_NAME as NAME};
 
 fn vault_err(e: PersonalError) -> ApiError {
     ApiError::internal(e)

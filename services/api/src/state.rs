@@ -54,6 +54,8 @@ struct Inner {
         >,
     >,
     allow_http_redirect_uris: bool,
+    /// `http` webhook URLs on loopback hosts (`api.allow_http_webhooks`; `appreg dev`).
+    allow_http_webhooks: bool,
     max_body_bytes: usize,
     consistency_wait: Duration,
     metrics: PrometheusHandle,
@@ -133,6 +135,7 @@ impl AppState {
                 seen_users: Default::default(),
                 provider_registries: Default::default(),
                 allow_http_redirect_uris: config.api.allow_http_redirect_uris,
+                allow_http_webhooks: config.api.http_webhooks_on(),
                 max_body_bytes: config.api.max_body_bytes,
                 consistency_wait: Duration::from_millis(config.api.consistency_wait_ms),
                 metrics: appreg_telemetry::metrics_handle(),
@@ -192,6 +195,10 @@ impl AppState {
     }
     pub fn provider_client(&self) -> &appreg_dcr_client::provider::ProviderClient {
         &self.inner.provider_client
+    }
+    /// Whether a webhook may be an `http` URL on a loopback host (`api.allow_http_webhooks`).
+    pub fn allows_http_webhooks(&self) -> bool {
+        self.inner.allow_http_webhooks
     }
     /// Whether an `http` URL is acceptable for a provider: on a loopback host, or when http is
     /// allowed (`allow_http_redirect_uris`, never in production).

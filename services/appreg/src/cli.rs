@@ -78,6 +78,15 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
     },
+    /// The notifier, for production: delivers the environments' events to their webhook
+    /// endpoints (signed, retried, logged). One is active per database; others stand by.
+    Notifier {
+        #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<String>,
+    },
     /// Applies the PostgreSQL (or SQLite) migrations, then exits.
     Migrate {
         #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]

@@ -4,7 +4,7 @@
 
 use super::*;
 
-/// Runs the api (with the developer portal and its development sign-in, signed with `key`), the DCR saga, the lifecycle process manager and, with `nats_servers`, the
+/// Runs the api (with the developer portal and its development sign-in, signed with `key`), the DCR saga, the lifecycle process manager, the notifier and, with `nats_servers`, the
 /// relay and the projector (the read models then come from the stream, as in production) on
 /// `db` until SIGTERM; the caller opened (and migrated) `db`, which is closed here.
 pub(crate) async fn dev(
@@ -36,7 +36,11 @@ pub(crate) async fn dev(
     let lifecycle = appreg_lifecycle::service::build(config, &shared)
         .await?
         .supervised_by(&supervisor);
+    let notifier = appreg_notifier::service::build(config, &shared)
+        .await?
+        .supervised_by(&supervisor);
     let saga = tokio::spawn(saga.run(shutdown.clone()));
+    let notifier = tokio::spawn(notifier.run(shutdown.clone()));
     let lifecycle = tokio::spawn(lifecycle.run(shutdown.clone()));
     let served = serve(
         config,
@@ -52,6 +56,7 @@ pub(crate) async fn dev(
     lifecycle
         .await
         .context("the lifecycle process manager task failed")??;
+    notifier.await.context("the notifier task failed")??;
     if let Some((relay, projector)) = streaming {
         relay.await.context("the relay task failed")??;
         projector.await.context("the projector task failed")??;

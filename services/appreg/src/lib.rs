@@ -95,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             // The portal is on in development unless the configuration says otherwise.
             config.api.portal_enabled.get_or_insert(true);
+            // So are webhooks to a receiver on this machine over plain http.
+            config.api.allow_http_webhooks.get_or_insert(true);
             let db = open(&url, config.database_max_connections).await?;
             dev(&mut config, &db, (auth, Arc::new(key)), &data, nats_servers).await
         }
@@ -258,6 +260,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let start = Start::url(database_url(&config, url, None)?, metrics_listen);
             let lifecycle = appreg_lifecycle::service::build(&config, &start).await?;
             Ok(lifecycle.run(shutdown_signal()).await?)
+        }
+        Command::Notifier {
+            database_url: url,
+            metrics_listen,
+        } => {
+            init_telemetry(&config, "appreg-notifier")?;
+            let start = Start::url(database_url(&config, url, None)?, metrics_listen);
+            let notifier = appreg_notifier::service::build(&config, &start).await?;
+            Ok(notifier.run(shutdown_signal()).await?)
         }
         Command::Nats {
             command:

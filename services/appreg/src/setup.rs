@@ -72,6 +72,9 @@ pub(crate) async fn open(url: &str, max: u32) -> anyhow::Result<Database> {
     appreg_lifecycle::migrate(&db)
         .await
         .context("cannot migrate the lifecycle process manager's tables")?;
+    appreg_notifier::migrate(&db)
+        .await
+        .context("cannot migrate the notifier's tables")?;
     Ok(db)
 }
 

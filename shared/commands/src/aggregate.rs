@@ -4,6 +4,7 @@
 use appreg_domain::application::{claim_changes, Application, ApplicationEvent};
 use appreg_domain::catalogue::{Catalogue, CatalogueEvent};
 use appreg_domain::provider::{ProviderEvent, ProviderRegistry};
+use appreg_domain::webhook::{WebhookEvent, WebhookRegistry};
 use appreg_domain::{
     ClientRegistrationSettings, DecodeError, DomainEvent, SettingsEvent, UniqueClaim,
 };
@@ -90,5 +91,15 @@ impl Aggregate for ProviderRegistry {
 
     fn apply(&mut self, event: &ProviderEvent, _: DateTime<Utc>, _: i64) {
         self.evolve(event);
+    }
+}
+
+impl Aggregate for WebhookRegistry {
+    type Event = WebhookEvent;
+    const STREAM_TYPE: &'static str = appreg_domain::webhook::WEBHOOK_STREAM;
+    const SNAPSHOT_SCHEMA: i32 = 1;
+
+    fn apply(&mut self, event: &WebhookEvent, at: DateTime<Utc>, _: i64) {
+        self.evolve_at(event, at);
     }
 }

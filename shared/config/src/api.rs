@@ -18,6 +18,9 @@ pub struct ApiSettings {
     pub default_application: bool,
     /// Accept `http` redirect URIs for non-loopback hosts (never in production).
     pub allow_http_redirect_uris: bool,
+    /// Accept `http` webhook URLs on loopback hosts (`https` is required elsewhere, always).
+    /// Unset: off, but on in `appreg dev` ([`ApiSettings::http_webhooks_on`]).
+    pub allow_http_webhooks: Option<bool>,
     /// Longest wait of a read for the read models to include a write, in milliseconds.
     pub consistency_wait_ms: u64,
     /// Who keeps the api's read models: the api itself (`inline`) or `appreg projector`
@@ -57,6 +60,12 @@ impl ApiSettings {
     pub fn portal_on(&self) -> bool {
         self.portal_enabled.unwrap_or(false)
     }
+
+    /// Whether `http` webhook URLs on loopback hosts are accepted (`allow_http_webhooks`, off
+    /// when unset).
+    pub fn http_webhooks_on(&self) -> bool {
+        self.allow_http_webhooks.unwrap_or(false)
+    }
 }
 
 impl Default for ApiSettings {
@@ -66,6 +75,7 @@ impl Default for ApiSettings {
             max_body_bytes: 64 * 1024,
             default_application: true,
             allow_http_redirect_uris: false,
+            allow_http_webhooks: None,
             consistency_wait_ms: 5000,
             read_models: ReadModels::Inline,
             sse_heartbeat_ms: 15_000,

@@ -12,12 +12,14 @@ pub mod api;
 pub mod browser;
 pub mod dcr;
 pub mod nats;
+pub mod notifier;
 mod portal;
 pub mod services;
 pub use api::ApiSettings;
 use api::FormerApiKeys;
 pub use dcr::DcrSettings;
 pub use nats::{NatsAuth, NatsServers, NatsUrlError};
+pub use notifier::NotifierSettings;
 pub use services::{LifecycleSettings, ProjectorSettings, RelaySettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,9 @@ pub struct Config {
     /// `appreg lifecycle` (`[lifecycle]`; read with [`Config::lifecycle_settings`]).
     #[serde(default)]
     pub lifecycle: LifecycleSettings,
+    /// `appreg notifier` (`[notifier]`).
+    #[serde(default)]
+    pub notifier: NotifierSettings,
     /// The secrets vault's master key, `<key-id>:<base64 of 32 bytes>` (client secrets,
     /// registration access tokens and provider secrets are sealed with it). Required by the
     /// api and the DCR saga; `appreg dev` generates one in its data directory. Give it through

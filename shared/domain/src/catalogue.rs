@@ -116,7 +116,7 @@ pub enum CatalogueEvent {
     PlanClosed(PlanClosed),
 }
 
-const EVENT_TYPES: &[&str] = &["ApiCreated", "PlanCreated", "PlanClosed"];
+pub(crate) const EVENT_TYPES: &[&str] = &["ApiCreated", "PlanCreated", "PlanClosed"];
 
 impl DomainEvent for CatalogueEvent {
     fn event_type(&self) -> &'static str {

@@ -39,6 +39,8 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("plan.not_found", 404, "Not found"),
     row("subscription.not_found", 404, "Not found"),
     row("api_key.not_found", 404, "Not found"),
+    row("webhook.not_found", 404, "Not found"),
+    row("delivery.not_found", 404, "Not found"),
     row("request.method_not_allowed", 405, "Method not allowed"),
     row("events.replay_too_old", 410, "Gone"),
     row("application.exists", 409, "Conflict"),
@@ -68,6 +70,7 @@ pub const ERROR_CODES: &[ErrorCode] = &[
     row("subscription.limit", 409, "Conflict"),
     row("subscription.transition", 409, "Conflict"),
     row("api_key.limit", 409, "Conflict"),
+    row("webhook.limit", 409, "Conflict"),
     row("request.too_large", 413, "Payload too large"),
     row(
         "request.unsupported_media_type",

@@ -123,6 +123,10 @@ pub enum DomainError {
     ApiKeyNotFound,
     #[error("the subscription has the most API keys it may have")]
     TooManyApiKeys,
+    #[error("no such webhook")]
+    WebhookNotFound,
+    #[error("the environment has the most webhooks it may have, or the application")]
+    TooManyWebhooks,
 }
 
 impl DomainError {
@@ -163,6 +167,8 @@ impl DomainError {
             DomainError::NotApiKeyPlan => "subscription.not_api_key",
             DomainError::ApiKeyNotFound => "api_key.not_found",
             DomainError::TooManyApiKeys => "api_key.limit",
+            DomainError::WebhookNotFound => "webhook.not_found",
+            DomainError::TooManyWebhooks => "webhook.limit",
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod provider;
 pub mod settings;
 pub mod subscription;
 pub mod values;
+pub mod webhook;
 
 pub use application::{
     Application, ApplicationEvent, ApplicationStatus, CreateApplication, OAuthSettings, Patch,
@@ -30,6 +31,20 @@ pub use permissions::{Actor, Operation, Permission, Role};
 pub use personal::Personal;
 pub use settings::{AllowedTypes, ClientRegistrationSettings, SettingsEvent};
 pub use values::*;
+
+/// Every event type of appreg, whatever its stream (what a webhook's filter may name).
+pub fn event_types() -> Vec<&'static str> {
+    let mut all = application::EVENT_TYPES.to_vec();
+    all.extend([
+        "ClientRegistrationSettingsUpdated",
+        "EnvironmentCreated",
+        "UserFirstSeen",
+    ]);
+    all.extend(provider::EVENT_TYPES);
+    all.extend(catalogue::EVENT_TYPES);
+    all.extend(webhook::EVENT_TYPES);
+    all
+}
 
 /// A uniqueness claim the event store must hold atomically with the events that need it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -12,6 +12,11 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The field names values are sealed under (part of the sealed data: never change them): a
+/// user's name (profiles, `actor_name`) and e-mail address (profiles, notification settings).
+pub const FIELD_NAME: &str = "name";
+pub const FIELD_EMAIL: &str = "email";
+
 /// The prefix of a sealed value (`pd1.<base64url>`), as the vault writes it.
 pub const SEALED_PREFIX: &str = "pd1.";
 

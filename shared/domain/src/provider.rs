@@ -102,7 +102,7 @@ pub enum ProviderEvent {
     ProviderDeleted(ProviderDeleted),
 }
 
-const EVENT_TYPES: &[&str] = &["ProviderCreated", "ProviderUpdated", "ProviderDeleted"];
+pub(crate) const EVENT_TYPES: &[&str] = &["ProviderCreated", "ProviderUpdated", "ProviderDeleted"];
 
 /// The schema version of `ProviderCreated` and `ProviderUpdated`: 2 since the provider gained
 /// `allow_cross_origin_endpoints` (a v1 payload is read with it false).

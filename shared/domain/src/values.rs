@@ -8,7 +8,7 @@ use uuid::Uuid;
 /// A parse failure: a stable code and a message for the caller.
 pub type ParseError = (&'static str, String);
 
-fn has_bad_chars(s: &str) -> bool {
+pub(crate) fn has_bad_chars(s: &str) -> bool {
     s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
@@ -16,7 +16,7 @@ fn has_bad_chars(s: &str) -> bool {
 /// after `scheme://`. The WHATWG parser behind `url` makes up a host for `http:foo`,
 /// `http:///foo` or `http:\\foo`, so the parsed URL alone cannot tell; the string is what a
 /// provider compares, so it must be absolute as written.
-fn has_authority(s: &str, scheme: &str) -> bool {
+pub(crate) fn has_authority(s: &str, scheme: &str) -> bool {
     s.get(scheme.len() + 1..)
         .and_then(|rest| rest.strip_prefix("//"))
         .is_some_and(|rest| !rest.is_empty() && !rest.starts_with(['/', '\\', '?', '#']))

@@ -77,6 +77,12 @@ pub fn api_key_owner(application_id: impl std::fmt::Display) -> String {
     format!("api-keys/{application_id}")
 }
 
+/// The vault slot (owner, kind) of a webhook endpoint's signing secret. A key of stored data:
+/// never change it.
+pub fn webhook_secret_slot(webhook_id: &str) -> (String, &'static str) {
+    (format!("webhooks/{webhook_id}"), "signing_secret")
+}
+
 /// Deletes one stored secret without opening anything (no keyring needed): what a process that
 /// only purges (the lifecycle process manager, for revoked API keys) uses. Idempotent.
 pub async fn purge(db: &Database, owner: &str, kind: &str) -> Result<u64, VaultStoreError> {

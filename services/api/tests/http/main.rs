@@ -32,3 +32,4 @@ mod tenancy;
 mod tracing;
 mod users;
 mod validation;
+mod webhooks;

@@ -283,7 +283,7 @@ pub enum ApplicationEvent {
     NotificationSettingsDeleted(sub::NotificationSettingsDeleted),
 }
 
-const EVENT_TYPES: &[&str] = &[
+pub(crate) const EVENT_TYPES: &[&str] = &[
     "ApplicationCreated",
     "DcrRegistrationRequested",
     "ApplicationUpdated",

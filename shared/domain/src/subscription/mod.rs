@@ -152,6 +152,20 @@ impl Hook {
                 )
             })
     }
+    /// The hook an application event is notified under: the subscription's changes at once,
+    /// and a renewal (which gives the former key its end) as that key's `API_KEY_EXPIRING`,
+    /// sent some days before that end.
+    pub fn for_event(event_type: &str) -> Option<Hook> {
+        Some(match event_type {
+            "SubscriptionAccepted" => Hook::SubscriptionAccepted,
+            "SubscriptionRejected" => Hook::SubscriptionRejected,
+            "SubscriptionClosed" => Hook::SubscriptionClosed,
+            "SubscriptionPaused" => Hook::SubscriptionPaused,
+            "SubscriptionResumed" => Hook::SubscriptionResumed,
+            "ApiKeyRenewed" => Hook::ApiKeyExpiring,
+            _ => return None,
+        })
+    }
     pub fn as_str(&self) -> &'static str {
         match self {
             Hook::SubscriptionAccepted => "SUBSCRIPTION_ACCEPTED",

@@ -18,6 +18,10 @@ use appreg_domain::provider::{
     RenewClientSecret,
 };
 use appreg_domain::subscription::{Hook, NewApiKey, NotificationSettingsDeleted};
+use appreg_domain::webhook::{
+    DisabledReason, RawWebhook, WebhookDefinition, WebhookEvent, WebhookRegistry, WebhookScope,
+    WEBHOOK_STREAM,
+};
 use appreg_domain::*;
 use chrono::{DateTime, TimeZone, Utc};
 use sha2::{Digest, Sha256};
@@ -1159,6 +1163,82 @@ fn subscription_samples(c: &Catalogue) -> Vec<Sample> {
     out
 }
 
+/// The webhook endpoints of the DEFAULT environment: environment-wide and an application's,
+/// minimal and full (the longest URL, a description, a filter), updated, disabled by a 410,
+/// enabled again, deleted.
+fn webhook_samples() -> Vec<Sample> {
+    let stream_id = WebhookRegistry::stream_id("DEFAULT");
+    let mut state = WebhookRegistry::default();
+    let mut out = vec![];
+    let mut decide =
+        |case: &str,
+         decide: &dyn Fn(&WebhookRegistry) -> Result<Vec<WebhookEvent>, DomainError>| {
+            let events = decide(&state).unwrap_or_else(|e| panic!("{case}: {e:?}"));
+            assert!(!events.is_empty(), "{case}: decided no event");
+            for event in events {
+                state.evolve(&event);
+                out.push(sample(case, &stream_id, WEBHOOK_STREAM, &event));
+            }
+        };
+    let definition =
+        |url: &str, types: &[&str], description: Option<&str>, scope: &WebhookScope| {
+            let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+            WebhookDefinition::parse(
+                RawWebhook {
+                    url: Some(url),
+                    event_types: &types,
+                    enabled: true,
+                    description,
+                },
+                scope,
+                true,
+            )
+            .unwrap()
+        };
+    let env = WebhookScope::Environment;
+    let app = WebhookScope::Application(id(0xd0));
+    let longest = format!("https://hooks.example/{}", "p".repeat(2048 - 22));
+    let (w1, w2) = (id(0xe1), id(0xe2));
+    decide("webhook: environment, minimal", &|r| {
+        r.create(
+            w1.clone(),
+            &env,
+            definition("https://hooks.example/in", &[], None, &env),
+            "sha256:0123456789abcdef".into(),
+        )
+    });
+    decide("webhook: application, full", &|r| {
+        r.create(
+            w2.clone(),
+            &app,
+            definition(
+                &longest,
+                &["MemberAdded", "ApplicationUpdated"],
+                Some(" Équipe « ops » "),
+                &app,
+            ),
+            "sha256:fedcba9876543210".into(),
+        )
+    });
+    decide("webhook: updated to loopback http, every event", &|r| {
+        r.update(
+            &w1,
+            &env,
+            definition(
+                "http://127.0.0.1:8081/hook?x=1",
+                &["PlanCreated", "WebhookCreated"],
+                Some("local"),
+                &env,
+            ),
+        )
+    });
+    decide("webhook: disabled by a 410", &|r| {
+        r.disable(&w2, DisabledReason::Gone)
+    });
+    decide("webhook: deleted", &|r| r.delete(&w1, &env));
+    out
+}
+
 /// The whole corpus.
 pub fn corpus() -> Vec<Sample> {
     let mut out = application_samples();
@@ -1170,6 +1250,7 @@ pub fn corpus() -> Vec<Sample> {
     let (catalogue, samples) = catalogue();
     out.extend(samples);
     out.extend(subscription_samples(&catalogue));
+    out.extend(webhook_samples());
     out
 }
 
@@ -1242,6 +1323,14 @@ pub fn all_event_types() -> Vec<&'static str> {
             | CatalogueEvent::PlanClosed(_) => e.event_type(),
         }
     }
+    fn webhook(e: &WebhookEvent) -> &'static str {
+        match e {
+            WebhookEvent::WebhookCreated(_)
+            | WebhookEvent::WebhookUpdated(_)
+            | WebhookEvent::WebhookDeleted(_)
+            | WebhookEvent::WebhookDisabled(_) => e.event_type(),
+        }
+    }
     let _ = (
         application,
         settings,
@@ -1249,6 +1338,7 @@ pub fn all_event_types() -> Vec<&'static str> {
         user_event,
         provider,
         catalogue,
+        webhook,
     );
     vec![
         "ApplicationCreated",
@@ -1294,5 +1384,9 @@ pub fn all_event_types() -> Vec<&'static str> {
         "ApiCreated",
         "PlanCreated",
         "PlanClosed",
+        "WebhookCreated",
+        "WebhookUpdated",
+        "WebhookDeleted",
+        "WebhookDisabled",
     ]
 }

@@ -7,6 +7,7 @@ use appreg_domain::application::ApplicationEvent;
 use appreg_domain::catalogue::CatalogueEvent;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
 use appreg_domain::provider::ProviderEvent;
+use appreg_domain::webhook::WebhookEvent;
 use appreg_domain::{DomainEvent, SettingsEvent};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,7 @@ fn round_trip(s: &Sample) -> Value {
         "user" => again::<UserEvent>(s),
         "providers" => again::<ProviderEvent>(s),
         "catalogue" => again::<CatalogueEvent>(s),
+        "webhooks" => again::<WebhookEvent>(s),
         other => panic!("unknown stream type {other}"),
     }
 }
@@ -217,6 +219,8 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
     let api_created = first("ApiCreated", "multi-byte");
     let plan_created = first("PlanCreated", "plan ApiKey Auto");
     let plan_closed = first("PlanClosed", "plan closed");
+    let webhook_created = first("WebhookCreated", "application, full");
+    let webhook_disabled = first("WebhookDisabled", "410");
     let bad: Vec<(&str, &str, Value)> = vec![
         (
             "ApplicationCreated",
@@ -1292,6 +1296,61 @@ fn the_schemas_refuse_what_the_domain_never_emits() {
             "PlanClosed",
             "empty api id",
             with(plan_closed.clone(), "/api_id", json!("")),
+        ),
+        (
+            "WebhookCreated",
+            "a URL with user information",
+            with(
+                webhook_created.clone(),
+                "/url",
+                json!("https://u:p@hooks.example/in"),
+            ),
+        ),
+        (
+            "WebhookCreated",
+            "a URL with a fragment",
+            with(
+                webhook_created.clone(),
+                "/url",
+                json!("https://hooks.example/in#x"),
+            ),
+        ),
+        (
+            "WebhookCreated",
+            "a URL over 2,048 bytes",
+            with(
+                webhook_created.clone(),
+                "/url",
+                json!(format!("https://hooks.example/{}", "p".repeat(2048 - 21))),
+            ),
+        ),
+        (
+            "WebhookCreated",
+            "the signing secret itself",
+            insert(webhook_created.clone(), "secret", json!("whsec_AAAA")),
+        ),
+        (
+            "WebhookCreated",
+            "a secret instead of its fingerprint",
+            with(
+                webhook_created.clone(),
+                "/secret_fingerprint",
+                json!("whsec_AAAA"),
+            ),
+        ),
+        (
+            "WebhookCreated",
+            "a repeated event type",
+            with(
+                webhook_created.clone(),
+                "/event_types",
+                json!(["MemberAdded", "MemberAdded"]),
+            ),
+        ),
+        (
+            "WebhookDisabled",
+            "another reason",
+            with(webhook_disabled.clone(), "/reason", json!("TIRED")),
         ),
     ];
     let mut accepted = Vec::new();

@@ -14,6 +14,7 @@ use appreg_domain::application::ApplicationEvent;
 use appreg_domain::catalogue::CatalogueEvent;
 use appreg_domain::environment::{EnvironmentEvent, UserEvent};
 use appreg_domain::provider::ProviderEvent;
+use appreg_domain::webhook::WebhookEvent;
 use appreg_domain::{DecodeError, DomainEvent, SettingsEvent};
 
 /// Decodes a payload with the decoder of the sample's stream type, as version `schema_version`.
@@ -28,6 +29,7 @@ fn decode(s: &Sample, schema_version: i32) -> Result<serde_json::Value, DecodeEr
         "user" => with::<UserEvent>(s, schema_version),
         "providers" => with::<ProviderEvent>(s, schema_version),
         "catalogue" => with::<CatalogueEvent>(s, schema_version),
+        "webhooks" => with::<WebhookEvent>(s, schema_version),
         other => panic!("unknown stream type {other}"),
     }
 }

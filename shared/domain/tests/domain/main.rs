@@ -24,3 +24,4 @@ mod subscription_properties;
 mod subscriptions;
 mod update;
 mod values;
+mod webhooks;

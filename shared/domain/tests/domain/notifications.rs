@@ -260,3 +260,27 @@ fn a_removed_member_is_notified_no_more() {
     let left: Vec<&UserId> = then.state().notifications.keys().collect();
     assert_eq!(left, [&alice()]);
 }
+
+#[test]
+fn each_hook_is_notified_for_its_event() {
+    use appreg_domain::subscription::Hook;
+    for (event, hook) in [
+        ("SubscriptionAccepted", Hook::SubscriptionAccepted),
+        ("SubscriptionRejected", Hook::SubscriptionRejected),
+        ("SubscriptionClosed", Hook::SubscriptionClosed),
+        ("SubscriptionPaused", Hook::SubscriptionPaused),
+        ("SubscriptionResumed", Hook::SubscriptionResumed),
+        ("ApiKeyRenewed", Hook::ApiKeyExpiring),
+    ] {
+        assert_eq!(Hook::for_event(event), Some(hook), "{event}");
+    }
+    for event in [
+        "SubscriptionCreated",
+        "SubscriptionReopened",
+        "ApiKeyIssued",
+        "ApiKeyRevoked",
+        "MemberAdded",
+    ] {
+        assert_eq!(Hook::for_event(event), None, "{event}");
+    }
+}
