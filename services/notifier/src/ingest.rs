@@ -2,6 +2,8 @@
 //! delivery per endpoint that should receive it. Idempotent (the delivery's id is derived from
 //! endpoint and event), so the follower's replay from its checkpoint after a crash is harmless.
 
+use crate::dispatch::Dispatcher;
+use crate::endpoints::Endpoints;
 use appreg_commands::{ApplicationState, Commands, LoadError};
 use appreg_domain::permissions::{role_may_read, Role};
 use appreg_domain::webhook::{Webhook, WebhookRegistry};
@@ -26,11 +28,14 @@ pub enum IngestError {
 }
 
 /// The follower's handler.
+#[derive(Clone)]
 pub(crate) struct Ingest {
     pub commands: Commands,
     pub db: Database,
-    /// Woken when deliveries were recorded, so the dispatcher does not wait for its next poll.
-    pub wake: Arc<Notify>,
+    /// The endpoints in memory (forgotten when their stream changes).
+    pub endpoints: Arc<Endpoints>,
+    /// Where new deliveries are handed over.
+    pub dispatcher: Arc<Dispatcher>,
     /// With an SMTP server: the days before a renewed key's end its `API_KEY_EXPIRING` is
     /// sent, and the mailer to wake.
     pub mail: Option<(i64, Arc<Notify>)>,
@@ -56,11 +61,10 @@ impl Ingest {
     async fn deliveries_of(&self, e: &StoredEvent) -> Result<Vec<NewDelivery>, IngestError> {
         let env = appreg_worker::envelope::environment(e);
         let registry = self
-            .commands
-            .load::<WebhookRegistry>(&WebhookRegistry::stream_id(env))
+            .endpoints
+            .registry(env)
             .await
-            .map_err(IngestError::Load)?
-            .state;
+            .map_err(IngestError::Load)?;
         if registry.webhooks.is_empty() {
             return Ok(Vec::new());
         }
@@ -152,11 +156,18 @@ impl Handler for Ingest {
                 }
             }
         }
+        let env = appreg_worker::envelope::environment(e);
+        if e.stream_id == WebhookRegistry::stream_id(env) {
+            self.endpoints.forget(env);
+        }
         let rows = self.deliveries_of(e).await?;
         if !rows.is_empty() {
+            // Held from the insert to the hand-over: a refill of a queue sees these rows.
+            let _gate = self.dispatcher.gate.read().await;
             let added = deliveries::insert(&self.db, &rows, crate::now_ms()).await?;
-            metrics::counter!("appreg_notifier_deliveries_recorded_total").increment(added);
-            self.wake.notify_one();
+            metrics::counter!("appreg_notifier_deliveries_recorded_total")
+                .increment(added.len() as u64);
+            self.dispatcher.hand_over(added);
         }
         Ok(Outcome::Done)
     }

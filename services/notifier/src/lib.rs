@@ -30,8 +30,10 @@
 //! itself (the domain does, through the command path).
 
 mod dispatch;
+mod endpoints;
 mod ingest;
 mod mail;
+mod queue;
 pub mod service;
 
 pub use ingest::IngestError;

@@ -4,6 +4,7 @@
 //! them, both supervised (a dead one fails `/readyz`), until shutdown.
 
 use crate::dispatch::{self, Dispatcher};
+use crate::endpoints::Endpoints;
 use crate::ingest::Ingest;
 use crate::{NotifierConfig, CHECKPOINT};
 use appreg_config::Config;
@@ -14,7 +15,7 @@ use appreg_worker::probes::{BindError, MetricsListener};
 use appreg_worker::service::{run_follower, FollowerTask, Opened, Start};
 use appreg_worker::Supervisor;
 use std::sync::Arc;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 const CHECKPOINT_ROW: Checkpoint = Checkpoint {
@@ -112,7 +113,9 @@ fn keyring(config: &Config) -> Result<appreg_secrets::Keyring, ServiceError> {
 pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceError> {
     appreg_telemetry::metrics_handle();
     let keyring = Arc::new(keyring(config)?);
-    let database = start.open(8).await?;
+    // The follower, the dispatcher's poll, the attempts' writer, a refill, the mailer and the
+    // leader locks' connections.
+    let database = start.open(12).await?;
     let db: Database = database.db.clone();
     if database.owned {
         connect::migrate("the event store", db.migrate()).await?;
@@ -122,7 +125,17 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
     let store = appreg_telemetry::count_appends(connect::event_store(&db).await?);
     let notifier = NotifierConfig::from_config(config);
     let commands = appreg_commands::Commands::new(store.clone(), notifier.commands.clone());
-    let wake = Arc::new(Notify::new());
+    let endpoints = Arc::new(Endpoints::new(
+        commands.clone(),
+        appreg_secrets::SecretStore::new(db.clone(), keyring.clone()),
+    ));
+    let dispatcher = Arc::new(Dispatcher::new(
+        db.clone(),
+        commands.clone(),
+        endpoints.clone(),
+        dispatch::client().map_err(ServiceError::Client)?,
+        notifier.clone(),
+    ));
     let mailer = match &config.notifier.smtp_url {
         Some(url) => {
             let (transport, from) =
@@ -147,23 +160,16 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
     }
     Ok(Service {
         ingest: Arc::new(Ingest {
-            commands: commands.clone(),
+            commands,
             db: db.clone(),
-            wake: wake.clone(),
+            endpoints,
+            dispatcher: dispatcher.clone(),
             mail: mailer
                 .as_ref()
                 .map(|m| (notifier.api_key_expiring_days, m.wake.clone())),
         }),
         mailer,
-        dispatcher: Arc::new(Dispatcher {
-            db: db.clone(),
-            commands,
-            vault: appreg_secrets::SecretStore::new(db.clone(), keyring),
-            client: dispatch::client().map_err(ServiceError::Client)?,
-            in_flight: Arc::new(Semaphore::new(notifier.max_in_flight)),
-            config: notifier,
-            wake,
-        }),
+        dispatcher,
         database,
         store,
         supervisor: Supervisor::new(Default::default()),
@@ -224,12 +230,7 @@ impl Service {
             task,
             shutdown,
             move |stop| {
-                let handler = Ingest {
-                    commands: ingest.commands.clone(),
-                    db: ingest.db.clone(),
-                    wake: ingest.wake.clone(),
-                    mail: ingest.mail.clone(),
-                };
+                let handler = Ingest::clone(&ingest);
                 let config = FollowerConfig::new("notifier", INGEST_LOCK, CHECKPOINT_ROW);
                 follower::follow(handler, config, db.clone(), store.clone(), stop)
             },

@@ -1,7 +1,8 @@
 //! The `webhook_deliveries` table: one row per (endpoint, event), `PENDING` until a 2xx answer
 //! (`DELIVERED`), or until the retries end (`FAILED`). Deliveries of one stream to one endpoint
-//! go in stream order: only the oldest `PENDING` one of a (endpoint, stream) is ever due
-//! ([`due`]), so a later event of an application never overtakes an earlier one.
+//! go in stream order: the notifier attempts only the oldest `PENDING` one of a (endpoint,
+//! stream) ([`pending_of`] reads them in that order), so a later event of an application never
+//! overtakes an earlier one.
 //!
 //! Times are Unix milliseconds, passed in by the caller (no clock here).
 
@@ -76,58 +77,133 @@ const COLUMNS: &str =
     "id, webhook_id, environment, event_id, event_type, stream_id, version, payload, \
      status, attempt, created_at, next_attempt_at, updated_at, response_status, response_body";
 
-/// Records deliveries (due at `now`); one already recorded is left as it is. Returns how many
-/// were new.
-pub async fn insert(db: &Database, rows: &[NewDelivery], now: i64) -> Result<u64, sqlx::Error> {
-    let mut added = 0;
-    for d in rows {
-        let sql = "INSERT INTO webhook_deliveries (id, webhook_id, environment, event_id, event_type, \
-             stream_id, version, payload, status, attempt, created_at, next_attempt_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', 0, $9, $9, $9) ON CONFLICT (id) DO NOTHING";
-        added += with_pool!(db, p => sqlx::query(sql)
-            .bind(&d.id)
-            .bind(&d.webhook_id)
-            .bind(&d.environment)
-            .bind(&d.event_id)
-            .bind(&d.event_type)
-            .bind(&d.stream_id)
-            .bind(d.version)
-            .bind(&d.payload)
-            .bind(now)
-            .execute(p)
-            .await?
-            .rows_affected());
+/// Most rows per statement (SQLite binds at most 32,766 parameters).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+/// Records deliveries (due at `now`) in one statement per [`ROWS_PER_STATEMENT`] rows; one
+/// already recorded is left as it is. Returns those that were new, as stored.
+pub async fn insert(
+    db: &Database,
+    rows: &[NewDelivery],
+    now: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let mut added = Vec::new();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let ids: Vec<String> = with_pool!(db, p => {
+            let mut q = sqlx::QueryBuilder::new(
+                "INSERT INTO webhook_deliveries (id, webhook_id, environment, event_id, event_type, \
+                 stream_id, version, payload, status, attempt, created_at, next_attempt_at, updated_at) ",
+            );
+            q.push_values(chunk, |mut b, d| {
+                b.push_bind(&d.id)
+                    .push_bind(&d.webhook_id)
+                    .push_bind(&d.environment)
+                    .push_bind(&d.event_id)
+                    .push_bind(&d.event_type)
+                    .push_bind(&d.stream_id)
+                    .push_bind(d.version)
+                    .push_bind(&d.payload)
+                    .push_bind("PENDING")
+                    .push_bind(0i32)
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            q.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            q.build_query_scalar().fetch_all(p).await?
+        });
+        let ids: std::collections::HashSet<String> = ids.into_iter().collect();
+        added.extend(
+            chunk
+                .iter()
+                .filter(|d| ids.contains(&d.id))
+                .map(|d| Delivery {
+                    id: d.id.clone(),
+                    webhook_id: d.webhook_id.clone(),
+                    environment: d.environment.clone(),
+                    event_id: d.event_id.clone(),
+                    event_type: d.event_type.clone(),
+                    stream_id: d.stream_id.clone(),
+                    version: d.version,
+                    payload: d.payload.clone(),
+                    status: Status::Pending.as_str().to_string(),
+                    attempt: 0,
+                    created_at: now,
+                    next_attempt_at: now,
+                    updated_at: now,
+                    response_status: None,
+                    response_body: None,
+                }),
+        );
     }
     Ok(added)
 }
 
-/// The endpoints with a delivery due at `now`, at most `limit`.
-pub async fn due_endpoints(
+/// The `PENDING` deliveries due at `now` (endpoint, id), earliest first, at most `limit`,
+/// leaving out the endpoints `except`.
+pub async fn due_ids(
     db: &Database,
     now: i64,
+    except: &[String],
     limit: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    let sql = "SELECT DISTINCT webhook_id FROM webhook_deliveries \
-         WHERE status = 'PENDING' AND next_attempt_at <= $1 LIMIT $2";
-    with_pool!(db, p => sqlx::query_scalar(sql).bind(now).bind(limit).fetch_all(p).await)
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    with_pool!(db, p => {
+        let mut q = sqlx::QueryBuilder::new(
+            "SELECT webhook_id, id FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= ",
+        );
+        q.push_bind(now);
+        if !except.is_empty() {
+            q.push(" AND webhook_id NOT IN (");
+            let mut list = q.separated(", ");
+            for wid in except {
+                list.push_bind(wid);
+            }
+            list.push_unseparated(")");
+        }
+        q.push(" ORDER BY next_attempt_at, version LIMIT ");
+        q.push_bind(limit);
+        q.build_query_as().fetch_all(p).await
+    })
 }
 
-/// The deliveries of endpoint `webhook_id` due at `now`: of each of its streams, the oldest
-/// `PENDING` one if it is due (a later one waits for it), at most `limit`, oldest first.
-pub async fn due(
+/// The deliveries among `ids` that are still `PENDING`.
+pub async fn pending_among(db: &Database, ids: &[String]) -> Result<Vec<Delivery>, sqlx::Error> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let rows: Vec<Delivery> = with_pool!(db, p => {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT {COLUMNS} FROM webhook_deliveries WHERE status = 'PENDING' AND id IN ("
+            ));
+            let mut list = q.separated(", ");
+            for id in chunk {
+                list.push_bind(id);
+            }
+            list.push_unseparated(")");
+            q.build_query_as().fetch_all(p).await?
+        });
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// The `PENDING` deliveries of endpoint `webhook_id` (due or not), oldest first (an
+/// application's in stream order), at most `limit`.
+pub async fn pending_of(
     db: &Database,
     webhook_id: &str,
-    now: i64,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM webhook_deliveries d \
-         WHERE d.webhook_id = $1 AND d.status = 'PENDING' AND d.next_attempt_at <= $2 \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e WHERE e.webhook_id = d.webhook_id \
-             AND e.stream_id = d.stream_id AND e.status = 'PENDING' AND e.version < d.version) \
-         ORDER BY d.created_at, d.version LIMIT $3"
+        "SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'PENDING' \
+         ORDER BY created_at, version LIMIT $2"
     );
-    with_pool!(db, p => sqlx::query_as(&sql).bind(webhook_id).bind(now).bind(limit).fetch_all(p).await)
+    with_pool!(db, p => sqlx::query_as(&sql).bind(webhook_id).bind(limit).fetch_all(p).await)
+}
+
+/// The endpoints with `PENDING` deliveries (due or not).
+pub async fn pending_endpoints(db: &Database) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "SELECT DISTINCT webhook_id FROM webhook_deliveries WHERE status = 'PENDING'";
+    with_pool!(db, p => sqlx::query_scalar(sql).fetch_all(p).await)
 }
 
 /// What one attempt came to.
@@ -140,22 +216,86 @@ pub struct Attempted {
     pub response_body: Option<String>,
 }
 
-/// Records an attempt of delivery `id` made at `now` (only while it is still `PENDING`: a
-/// retry scheduled meanwhile by an operator is not overwritten by a late answer).
-pub async fn record(db: &Database, id: &str, a: &Attempted, now: i64) -> Result<(), sqlx::Error> {
-    let body = a.response_body.as_deref().map(truncate);
-    let sql = "UPDATE webhook_deliveries SET status = $2, attempt = attempt + 1, next_attempt_at = $3, \
-         updated_at = $4, response_status = $5, response_body = $6 WHERE id = $1 AND status = 'PENDING'";
-    with_pool!(db, p => sqlx::query(sql)
-        .bind(id)
-        .bind(a.status.as_str())
-        .bind(a.next_attempt_at)
-        .bind(now)
-        .bind(a.response_status)
-        .bind(body)
-        .execute(p)
-        .await
-        .map(|_| ()))
+/// One attempt to record: of delivery `id`, made at `at`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: String,
+    pub at: i64,
+    pub outcome: Attempted,
+}
+
+/// Records attempts, in one statement on PostgreSQL (one transaction on SQLite); each only
+/// while its delivery is still `PENDING` (a retry scheduled meanwhile by an operator is not
+/// overwritten by a late answer). Several attempts of one delivery count each; the last one's
+/// outcome stays.
+pub async fn record(db: &Database, attempts: &[Attempt]) -> Result<(), sqlx::Error> {
+    // The last attempt of each delivery, and how many there were.
+    let mut last: Vec<(&Attempt, i32)> = Vec::with_capacity(attempts.len());
+    let mut index = std::collections::HashMap::new();
+    for a in attempts {
+        match index.get(a.id.as_str()) {
+            Some(&i) => {
+                let (_, n): &(&Attempt, i32) = &last[i];
+                last[i] = (a, n + 1);
+            }
+            None => {
+                index.insert(a.id.as_str(), last.len());
+                last.push((a, 1));
+            }
+        }
+    }
+    match db {
+        Database::Postgres(p) => {
+            let n = last.len();
+            let (mut ids, mut statuses) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            let (mut counts, mut nexts, mut ats) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut codes, mut bodies) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for (a, count) in &last {
+                ids.push(a.id.as_str());
+                statuses.push(a.outcome.status.as_str());
+                counts.push(*count);
+                nexts.push(a.outcome.next_attempt_at);
+                ats.push(a.at);
+                codes.push(a.outcome.response_status);
+                bodies.push(a.outcome.response_body.as_deref().map(truncate));
+            }
+            sqlx::query(
+                "UPDATE webhook_deliveries d SET status = v.status, attempt = d.attempt + v.n, \
+                 next_attempt_at = v.next, updated_at = v.at, response_status = v.rs, response_body = v.rb \
+                 FROM UNNEST($1::text[], $2::text[], $3::int[], $4::bigint[], $5::bigint[], $6::int[], $7::text[]) \
+                 AS v(id, status, n, next, at, rs, rb) WHERE d.id = v.id AND d.status = 'PENDING'",
+            )
+            .bind(ids)
+            .bind(statuses)
+            .bind(counts)
+            .bind(nexts)
+            .bind(ats)
+            .bind(codes)
+            .bind(bodies)
+            .execute(p)
+            .await?;
+        }
+        Database::Sqlite(p) => {
+            let mut tx = p.begin().await?;
+            for (a, n) in &last {
+                sqlx::query(
+                    "UPDATE webhook_deliveries SET status = $2, attempt = attempt + $3, next_attempt_at = $4, \
+                     updated_at = $5, response_status = $6, response_body = $7 WHERE id = $1 AND status = 'PENDING'",
+                )
+                .bind(&a.id)
+                .bind(a.outcome.status.as_str())
+                .bind(*n)
+                .bind(a.outcome.next_attempt_at)
+                .bind(a.at)
+                .bind(a.outcome.response_status)
+                .bind(a.outcome.response_body.as_deref().map(truncate))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
 }
 
 /// A response body cut to [`MAX_RESPONSE_BODY`] bytes, on a character boundary.

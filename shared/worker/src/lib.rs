@@ -8,6 +8,8 @@
 //! - [`follower`]: leader + checkpoint + tail of the log, handing events to a [`Handler`] (the
 //!   DCR saga and the lifecycle process manager), and [`parked`]: the events it parked after
 //!   repeated failures, listed and retried by operators.
+//! - [`consumer`]: a durable JetStream pull consumer feeding a [`Handler`] with the events the
+//!   store confirms (the notifier in production), and the creation or update of a consumer.
 //! - [`stream`]: the JetStream stream's definition and its creation or update ([`Ensured`]), and
 //!   the comparison of settings that consumers' set-up uses too.
 //! - [`supervise`]: background tasks restarted with back-off when they die, their state for
@@ -23,6 +25,7 @@
 //! decides anything about an event: it is plumbing that the processes compose.
 
 pub mod connect;
+pub mod consumer;
 pub mod envelope;
 pub mod follower;
 #[cfg(test)]

@@ -1,0 +1,4 @@
+-- The PENDING deliveries of one endpoint in order (the notifier's refill of an endpoint's queue),
+-- without scanning the endpoint's delivered ones.
+CREATE INDEX IF NOT EXISTS webhook_deliveries_pending
+    ON webhook_deliveries (webhook_id, created_at, version) WHERE status = 'PENDING';
