@@ -6,7 +6,7 @@
 1. Every Kubernetes manifest in deploy/k8s/ validates against the official Kubernetes JSON
    schemas of KUBERNETES_VERSION, strictly (an unknown field is an error), and
    deploy/compose.yaml against the Compose Specification schema.
-2. Both name the same services (api, relay, projector, dcr-saga, lifecycle, migrate,
+2. Both name the same services (api, relay, projector, dcr-saga, lifecycle, notifier, migrate,
    nats-setup) with the same commands, ports, probe paths and APPREG_* settings; every APPREG_*
    name is a setting of the configuration (the keys of deploy/appreg.toml, which must document
    every setting of README.md's configuration table); every long-running service has probes,
@@ -44,7 +44,7 @@ from kubernetes_validate.utils import (
 
 KUBERNETES_VERSION = "1.29.0"
 NAMESPACE = "appreg"
-SERVICES = {"api", "relay", "projector", "dcr-saga", "lifecycle", "migrate", "nats-setup"}
+SERVICES = {"api", "relay", "projector", "dcr-saga", "lifecycle", "notifier", "migrate", "nats-setup"}
 ONE_SHOT = {"migrate", "nats-setup"}
 # The services that connect to NATS, and their users in deploy/nats/accounts.conf.
 NATS_USERS = {"relay": "appreg-relay", "projector": "appreg-projector", "nats-setup": "appreg-setup"}

@@ -1,12 +1,14 @@
 //! Notifier benchmark (a program, not a timed test): `cargo bench -p appreg --bench notifier`.
 //!
-//! In a fresh PostgreSQL database, with the api in process (endpoints created through HTTP) and
-//! the notifier built by its own crate in process, 16 local receivers (in-process HTTP servers
-//! that answer 200 at once and note when each delivery first arrived):
+//! In a fresh PostgreSQL database, with the api in process (endpoints created through HTTP), the
+//! relay publishing to a private nats-server and the notifier consuming its durable JetStream
+//! consumer (the production path), both built by their own crates in process, 16 local
+//! receivers (in-process HTTP servers that answer 200 at once and note when each delivery first
+//! arrived):
 //!
 //! - (a) deliveries/s: `APPREG_BENCH_EVENTS` events (default 2,000) appended at once, from the
 //!   first append until every one reached all 16 endpoints; beside it, the relay's publish rate
-//!   of the same log to a private nats-server, measured right after in the same run;
+//!   of the same log to a second private nats-server, measured right after in the same run;
 //! - (b) delivery lag: events appended at 500/s (`APPREG_BENCH_RATE`) for
 //!   `APPREG_BENCH_SECONDS` (default 10), from each append's commit to its first arrival at an
 //!   endpoint, p50/p90/p99/max, with 1 endpoint enabled and then with 16.
@@ -166,7 +168,6 @@ async fn main() {
     let store = db.event_store().await.unwrap();
     let mut config = appreg_test_support::app::config("bench");
     config.api.allow_http_webhooks = Some(true);
-    config.notifier.poll_ms = 100;
     let (key, _) = appreg_test_support::tokens::fresh_key();
     let api = appreg_test_support::app::TestApi::start(&db, &config, &key).await;
     let admin = appreg_test_support::tokens::token(&key, "root", true, 3600);
@@ -189,7 +190,18 @@ async fn main() {
     }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let shared = appreg_worker::service::Start::shared(&db);
-    let notifier = appreg_notifier::service::build(&config, &shared)
+    // The production path: the relay publishes, the notifier consumes its durable consumer.
+    let nats = appreg_test_support::nats::NatsServer::start();
+    let servers = appreg_config::NatsServers::parse(&nats.url(), None).unwrap();
+    let relay = appreg_relay::service::build(&config, &shared, &servers)
+        .await
+        .unwrap();
+    let relay = tokio::spawn(relay.run(shutdown.clone()));
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    while js.get_stream("APPREG_EVENTS").await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let notifier = appreg_notifier::service::build(&config, &shared, Some(&servers))
         .await
         .unwrap();
     let notifier = tokio::spawn(notifier.run(shutdown.clone()));
@@ -226,10 +238,13 @@ async fn main() {
         appended.as_secs_f64(),
     );
 
-    // The relay's publish rate of the same log, in the same run.
+    // The relay's publish rate of the same log, in the same run, to another server and stream
+    // (the relay's lock is its stream's name).
     {
         let nats = appreg_test_support::nats::NatsServer::start();
         let servers = appreg_config::NatsServers::parse(&nats.url(), None).unwrap();
+        let mut config = config.clone();
+        config.nats_stream = "BENCH_RATE".into();
         let total = {
             let Database::Postgres(pool) = &db else {
                 unreachable!()
@@ -249,7 +264,7 @@ async fn main() {
         let js = async_nats::jetstream::new(nc);
         appreg_test_support::nats::wait_for_messages(
             &js,
-            "APPREG_EVENTS",
+            "BENCH_RATE",
             total,
             Duration::from_secs(300),
         )
@@ -330,6 +345,7 @@ async fn main() {
     println!("load average at end: {}", load_average());
     shutdown.cancel();
     let _ = notifier.await;
+    let _ = relay.await;
     api.shutdown.cancel();
     let _ = api.handle.await;
     db.close().await;

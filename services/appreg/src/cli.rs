@@ -83,6 +83,10 @@ pub enum Command {
     Notifier {
         #[arg(long, env = "APPREG_DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
+        /// NATS server(s) of its JetStream consumer, comma-separated (default: nats_url of the
+        /// configuration; not used on SQLite, where it follows the event log).
+        #[arg(long, env = "APPREG_NATS_URL", hide_env_values = true)]
+        nats_url: Option<String>,
         /// Serve Prometheus metrics (GET /metrics) and liveness (GET /healthz) on this address.
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,

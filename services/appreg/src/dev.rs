@@ -36,7 +36,8 @@ pub(crate) async fn dev(
     let lifecycle = appreg_lifecycle::service::build(config, &shared)
         .await?
         .supervised_by(&supervisor);
-    let notifier = appreg_notifier::service::build(config, &shared)
+    // The embedded mode's notifier follows the log (it may have no NATS).
+    let notifier = appreg_notifier::service::build(config, &shared, None)
         .await?
         .supervised_by(&supervisor);
     let saga = tokio::spawn(saga.run(shutdown.clone()));

@@ -263,11 +263,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Notifier {
             database_url: url,
+            nats_url,
             metrics_listen,
         } => {
+            let nats_servers = config.nats_servers(nats_url.as_deref())?;
             init_telemetry(&config, "appreg-notifier")?;
             let start = Start::url(database_url(&config, url, None)?, metrics_listen);
-            let notifier = appreg_notifier::service::build(&config, &start).await?;
+            let notifier =
+                appreg_notifier::service::build(&config, &start, Some(&nats_servers)).await?;
             Ok(notifier.run(shutdown_signal()).await?)
         }
         Command::Nats {

@@ -1,8 +1,8 @@
-//! `appreg nats setup`: the JetStream stream and the projector's consumer.
+//! `appreg nats setup`: the JetStream stream and the consumers of the projector and the notifier.
 
 use super::*;
 
-/// `appreg nats setup`: the stream and the projector's consumer, created or updated, retried
+/// `appreg nats setup`: the stream and the projector's and the notifier's consumers, created or updated, retried
 /// until `wait` has passed while NATS is unreachable or its JetStream not ready (a cluster
 /// electing its leader).
 pub(crate) async fn nats_setup(
@@ -33,6 +33,13 @@ pub(crate) async fn nats_setup(
     })
     .await
     .with_context(context)?;
+    let notifier =
+        appreg_worker::consumer::pull_config(&appreg_notifier::service::consumer_config(config));
+    let (_, notifier_done) = retry_until(deadline, || {
+        appreg_worker::consumer::ensure(&stream, notifier.clone())
+    })
+    .await
+    .with_context(context)?;
     let stream = stream.cached_info().config.clone();
     println!(
         "stream {} (subjects {}, {} storage, {} replica(s)): {stream_done}",
@@ -41,16 +48,18 @@ pub(crate) async fn nats_setup(
         format!("{:?}", stream.storage).to_lowercase(),
         stream.num_replicas
     );
-    let consumer = appreg_projector::consumer_config(&projector_config);
-    println!(
-        "consumer {} on {} (filter {}, ack {}, ack wait {:?}, max ack pending {}): {consumer_done}",
-        projector_config.consumer,
-        stream.name,
-        consumer.filter_subject,
-        format!("{:?}", consumer.ack_policy).to_lowercase(),
-        consumer.ack_wait,
-        consumer.max_ack_pending
-    );
+    let projector = appreg_projector::consumer_config(&projector_config);
+    for (consumer, done) in [(projector, consumer_done), (notifier, notifier_done)] {
+        println!(
+            "consumer {} on {} (filter {}, ack {}, ack wait {:?}, max ack pending {}): {done}",
+            consumer.durable_name.as_deref().unwrap_or_default(),
+            stream.name,
+            consumer.filter_subject,
+            format!("{:?}", consumer.ack_policy).to_lowercase(),
+            consumer.ack_wait,
+            consumer.max_ack_pending
+        );
+    }
     client.flush().await.ok();
     Ok(())
 }

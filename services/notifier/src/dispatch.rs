@@ -289,14 +289,19 @@ impl Dispatcher {
                     }
                 }
             }
-            let mut recording = locked(&self.recording);
             for a in &batch {
-                if let Some(n) = recording.get_mut(&a.id) {
-                    *n -= 1;
-                    if *n == 0 {
-                        recording.remove(&a.id);
-                    }
-                }
+                self.recorded(&a.id);
+            }
+        }
+    }
+
+    /// An attempt of delivery `id` is written (or given up).
+    fn recorded(&self, id: &str) {
+        let mut recording = locked(&self.recording);
+        if let Some(n) = recording.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                recording.remove(id);
             }
         }
     }
@@ -404,21 +409,25 @@ impl Dispatcher {
         let now = now_ms();
         let (outcome, label) = self.judge(&d, answer, now);
         let retry_at = (outcome.status == Status::Pending).then_some(outcome.next_attempt_at);
-        *locked(&self.recording).entry(d.id.clone()).or_insert(0) += 1;
-        if records
-            .send(Attempt {
-                id: d.id.clone(),
-                at: now,
-                outcome,
-            })
-            .is_err()
-        {
-            tracing::warn!(delivery = %d.id, "notifier: an attempt could not be recorded");
-        }
+        let attempt = Attempt {
+            id: d.id.clone(),
+            at: now,
+            outcome,
+        };
         metrics::counter!("appreg_notifier_deliveries_total", "outcome" => label).increment(1);
         let gone = label == "gone";
         if gone {
+            // Written before the endpoint's other deliveries are ended, or its answer is lost.
+            if let Err(error) = deliveries::record(&self.db, &[attempt]).await {
+                tracing::warn!(%error, delivery = %d.id, "notifier: an attempt could not be recorded");
+            }
             self.disable(&d).await;
+        } else {
+            *locked(&self.recording).entry(d.id.clone()).or_insert(0) += 1;
+            if records.send(attempt).is_err() {
+                self.recorded(&d.id);
+                tracing::warn!(delivery = %d.id, "notifier: an attempt could not be recorded");
+            }
         }
         Ended {
             stream: d.stream_id.clone(),

@@ -1,24 +1,30 @@
 //! `appreg notifier`: delivers an environment's events to its webhook endpoints, signed per the
 //! Standard Webhooks specification (API.md "Webhooks and e-mail", DESIGN.md "Notifier").
 //!
-//! Two tasks, each active in one instance per database (PostgreSQL advisory locks):
+//! Three tasks, each active in one instance per database (PostgreSQL advisory locks):
 //!
-//! - **ingest** ([`ingest`]): a checkpointed follower of the event log
+//! - **ingest** ([`ingest`]): on PostgreSQL, a durable JetStream consumer
+//!   ([`appreg_worker::consumer`], `notifier.consumer`) whose messages are confirmed against
+//!   the event store; on SQLite (`appreg dev`), a checkpointed follower of the event log
 //!   ([`appreg_worker::follower`]). For each event it records one delivery per endpoint that
-//!   should receive it (`webhook_deliveries`, [`appreg_notify::deliveries`]), keyed by the
-//!   `webhook-id` derived from (endpoint, event): a replay after a crash records nothing twice.
-//!   An environment's endpoint receives every event of the environment its filter names; an
-//!   application's, the events of that application that every role among its members may read
-//!   ([`appreg_domain::permissions::role_may_read`], the rule of `GET /events`). An endpoint
-//!   receives the events recorded from its creation on.
-//! - **dispatch** ([`dispatch`]): one worker per endpoint with due deliveries, so a slow or dead
-//!   endpoint only ever holds up its own queue; at most `endpoint_concurrency` attempts in flight
-//!   per endpoint, the deliveries of one application one after another in stream order. An
-//!   attempt times out after `timeout_ms`; 2xx is delivered; 410 disables the endpoint (through
-//!   the command path, `WebhookDisabled`) and fails what it had pending; anything else is
-//!   retried with doubling back-off for `retry_for_seconds`, then FAILED.
+//!   should receive it (`webhook_deliveries`, [`appreg_notify::deliveries`], one statement per
+//!   event), keyed by the `webhook-id` derived from (endpoint, event): a redelivery or a replay
+//!   records nothing twice; a message is acknowledged once its deliveries are recorded. The new
+//!   ones are handed straight to the dispatcher. An environment's endpoint receives every event
+//!   of the environment its filter names; an application's, the events of that application that
+//!   every role among its members may read ([`appreg_domain::permissions::role_may_read`], the
+//!   rule of `GET /events`). An endpoint receives the events recorded from its creation on.
+//! - **dispatch** ([`dispatch`]): one worker per endpoint working from the endpoint's queue in
+//!   memory ([`queue`]), so a slow or dead endpoint only ever holds up its own queue; at most
+//!   `endpoint_concurrency` attempts in flight per endpoint, the deliveries of one application
+//!   one after another in stream order. An attempt times out after `timeout_ms`; 2xx is
+//!   delivered; 410 disables the endpoint (through the command path, `WebhookDisabled`) and
+//!   fails what it had pending; anything else is retried with doubling back-off for
+//!   `retry_for_seconds`, then FAILED. Attempts are written in batches; the database stays the
+//!   record, read back when the dispatcher becomes active and polled for what no queue holds.
+//!   The endpoints' state and opened signing secrets are kept in memory ([`endpoints`]).
 //!
-//! - **mail** ([`mail`], with `notifier.smtp_url`): the follower also records, for an
+//! - **mail** ([`mail`], with `notifier.smtp_url`): the ingest also records, for an
 //!   application event with a notification hook, one mail per member whose settings name it
 //!   (`notifier_mails`, keyed by (event, member): a replay or a restart sends nothing twice;
 //!   `API_KEY_EXPIRING` due `api_key_expiring_days` before the renewed key's end); a mailer
@@ -26,8 +32,8 @@
 //!
 //! Delivery is at least once: a notifier killed between a receiver's answer and its record sends
 //! that delivery again, with the same `webhook-id`. It never logs, stores or sends a signing
-//! secret (it opens it from the vault for each attempt), and never decides an endpoint's state
-//! itself (the domain does, through the command path).
+//! secret (it keeps the opened ones in memory only, as `SecretString`), and never decides an
+//! endpoint's state itself (the domain does, through the command path).
 
 mod dispatch;
 mod endpoints;

@@ -7,13 +7,15 @@ use crate::dispatch::{self, Dispatcher};
 use crate::endpoints::Endpoints;
 use crate::ingest::Ingest;
 use crate::{NotifierConfig, CHECKPOINT};
-use appreg_config::Config;
+use appreg_config::{Config, NatsServers};
 use appreg_eventstore::Database;
 use appreg_worker::connect::{self, ConnectError};
+use appreg_worker::consumer::ConsumerConfig;
 use appreg_worker::follower::{self, Checkpoint, FollowerConfig};
 use appreg_worker::probes::{BindError, MetricsListener};
 use appreg_worker::service::{run_follower, FollowerTask, Opened, Start};
 use appreg_worker::Supervisor;
+use futures::future::Either;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +24,8 @@ const CHECKPOINT_ROW: Checkpoint = Checkpoint {
     table: "notifier_checkpoints",
     name: CHECKPOINT,
 };
-/// The advisory locks that make one follower and one dispatcher active per database.
+/// The advisory locks that make one ingest (log follower or JetStream consumer), one
+/// dispatcher and one mailer active per database.
 const INGEST_LOCK: &str = "notifier";
 const DISPATCH_LOCK: &str = "notifier-dispatch";
 const MAIL_LOCK: &str = "notifier-mail";
@@ -82,9 +85,30 @@ pub struct Service {
     ingest: Arc<Ingest>,
     dispatcher: Arc<Dispatcher>,
     mailer: Option<Arc<crate::mail::Mailer>>,
+    /// The NATS client and durable consumer the events come through (else the log is followed).
+    consumer: Option<(async_nats::Client, ConsumerConfig)>,
     store: Arc<dyn appreg_eventstore::EventStore>,
     supervisor: Supervisor,
     metrics: Option<MetricsListener>,
+}
+
+/// The notifier's durable consumer (`notifier.consumer`, `notifier.ack_wait_ms`; with the
+/// defaults: `deploy/nats/consumers/appreg-notifier.json`).
+pub fn consumer_config(config: &Config) -> ConsumerConfig {
+    let n = &config.notifier;
+    ConsumerConfig {
+        label: "notifier",
+        lock: INGEST_LOCK,
+        checkpoint: CHECKPOINT_ROW,
+        stream: config.nats_stream.clone(),
+        subject_prefix: config.nats_subject_prefix.clone(),
+        durable: n.consumer.clone(),
+        description: "appreg webhooks and e-mail",
+        batch: 500,
+        ack_wait: std::time::Duration::from_millis(n.ack_wait_ms.max(1)),
+        first_retry: std::time::Duration::from_millis(200),
+        last_retry: std::time::Duration::from_secs(10),
+    }
 }
 
 /// The vault's keyring from the configuration (the signing secrets are sealed with it).
@@ -105,12 +129,18 @@ fn keyring(config: &Config) -> Result<appreg_secrets::Keyring, ServiceError> {
     .map_err(|e| ServiceError::Vault(format!("secrets_master_key: {e}")))
 }
 
-/// The notifier of `config` on `start`'s database.
+/// The notifier of `config` on `start`'s database: on PostgreSQL with `nats`, following the
+/// events through its durable JetStream consumer (`notifier.consumer`), else the event log
+/// itself (SQLite, `appreg dev`).
 ///
 /// # Errors
 /// The database cannot be opened or migrated, the master key is missing, the metrics address
 /// cannot be listened on.
-pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceError> {
+pub async fn build(
+    config: &Config,
+    start: &Start,
+    nats: Option<&NatsServers>,
+) -> Result<Service, ServiceError> {
     appreg_telemetry::metrics_handle();
     let keyring = Arc::new(keyring(config)?);
     // The follower, the dispatcher's poll, the attempts' writer, a refill, the mailer and the
@@ -155,6 +185,13 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
         None => None,
     };
     let metrics = start.metrics_listener("notifier").await?;
+    let consumer = match nats {
+        Some(servers) if db.is_postgres() => Some((
+            connect::nats(servers, "appreg-notifier").await?,
+            consumer_config(config),
+        )),
+        _ => None,
+    };
     for outcome in ["delivered", "retry", "failed", "gone", "not_sent"] {
         metrics::counter!("appreg_notifier_deliveries_total", "outcome" => outcome).increment(0);
     }
@@ -170,6 +207,7 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
         }),
         mailer,
         dispatcher,
+        consumer,
         database,
         store,
         supervisor: Supervisor::new(Default::default()),
@@ -216,7 +254,7 @@ impl Service {
             &shutdown,
             move |stop| dispatcher.clone().run(stop),
         );
-        let (ingest, store) = (self.ingest, self.store);
+        let (ingest, store, consumer) = (self.ingest, self.store, self.consumer);
         let task = FollowerTask {
             name: "notifier",
             lag_task: "notifier-lag",
@@ -231,8 +269,26 @@ impl Service {
             shutdown,
             move |stop| {
                 let handler = Ingest::clone(&ingest);
-                let config = FollowerConfig::new("notifier", INGEST_LOCK, CHECKPOINT_ROW);
-                follower::follow(handler, config, db.clone(), store.clone(), stop)
+                match &consumer {
+                    Some((nats, config)) => Either::Left(appreg_worker::consumer::consume(
+                        handler,
+                        config.clone(),
+                        db.clone(),
+                        store.clone(),
+                        nats.clone(),
+                        stop,
+                    )),
+                    None => {
+                        let config = FollowerConfig::new("notifier", INGEST_LOCK, CHECKPOINT_ROW);
+                        Either::Right(follower::follow(
+                            handler,
+                            config,
+                            db.clone(),
+                            store.clone(),
+                            stop,
+                        ))
+                    }
+                }
             },
         )
         .await;

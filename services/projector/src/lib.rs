@@ -235,30 +235,7 @@ pub async fn ensure_consumer(
     stream: &Stream,
     config: &ProjectorConfig,
 ) -> Result<(PullConsumer, appreg_worker::stream::Ensured), async_nats::Error> {
-    use appreg_worker::stream::{changed_settings, Ensured};
-    use async_nats::jetstream::context::ConsumerInfoErrorKind;
-    let wanted = consumer_config(config);
-    let changes = match stream.consumer_info(&config.consumer).await {
-        Ok(info) => changed_settings(
-            &serde_json::to_value(&wanted)?,
-            &serde_json::to_value(&info.config)?,
-            &[],
-        ),
-        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-            return Ok((stream.create_consumer(wanted).await?, Ensured::Created));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if changes.is_empty() {
-        return Ok((
-            stream.get_consumer(&config.consumer).await?,
-            Ensured::Unchanged,
-        ));
-    }
-    // A durable consumer created again under its name is updated (the server refuses changes
-    // it cannot make, such as another deliver policy).
-    let consumer = stream.create_consumer(wanted).await?;
-    Ok((consumer, Ensured::Updated(changes)))
+    appreg_worker::consumer::ensure(stream, consumer_config(config)).await
 }
 
 /// The consumer, created when missing.

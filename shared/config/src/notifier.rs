@@ -33,6 +33,10 @@ pub struct NotifierSettings {
     /// `API_KEY_EXPIRING` is sent this many days before a renewed key's end of validity (at
     /// once if that is nearer).
     pub api_key_expiring_days: u32,
+    /// The notifier's durable JetStream consumer (PostgreSQL; one active instance consumes).
+    pub consumer: String,
+    /// JetStream redelivers a message not acknowledged within this time, in milliseconds.
+    pub ack_wait_ms: u64,
 }
 
 impl Default for NotifierSettings {
@@ -48,6 +52,8 @@ impl Default for NotifierSettings {
             smtp_url: None,
             mail_from: "appreg <appreg@localhost>".into(),
             api_key_expiring_days: 7,
+            consumer: "appreg-notifier".into(),
+            ack_wait_ms: 30_000,
         }
     }
 }

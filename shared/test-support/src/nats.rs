@@ -51,6 +51,7 @@ pub fn deploy_accounts_file() -> PathBuf {
 pub struct NatsAccounts {
     relay: String,
     projector: String,
+    notifier: String,
     setup: String,
 }
 
@@ -66,6 +67,7 @@ impl NatsAccounts {
         NatsAccounts {
             relay: password(),
             projector: password(),
+            notifier: password(),
             setup: password(),
         }
     }
@@ -78,11 +80,15 @@ impl NatsAccounts {
                 "APPREG_NATS_PROJECTOR_PASSWORD".into(),
                 self.projector.clone(),
             ),
+            (
+                "APPREG_NATS_NOTIFIER_PASSWORD".into(),
+                self.notifier.clone(),
+            ),
             ("APPREG_NATS_SETUP_PASSWORD".into(), self.setup.clone()),
         ]
     }
 
-    /// `APPREG_NATS_CREDENTIALS` of a service (`relay`, `projector` or `setup`).
+    /// `APPREG_NATS_CREDENTIALS` of a service (`relay`, `projector`, `notifier` or `setup`).
     ///
     /// # Panics
     /// For another service (none other has a NATS user).
@@ -90,6 +96,7 @@ impl NatsAccounts {
         let password = match service {
             "relay" => &self.relay,
             "projector" => &self.projector,
+            "notifier" => &self.notifier,
             "setup" => &self.setup,
             other => panic!("no NATS user for {other}"),
         };
@@ -97,8 +104,8 @@ impl NatsAccounts {
     }
 
     /// Every password (to check that none shows up where it must not).
-    pub fn passwords(&self) -> [&str; 3] {
-        [&self.relay, &self.projector, &self.setup]
+    pub fn passwords(&self) -> [&str; 4] {
+        [&self.relay, &self.projector, &self.notifier, &self.setup]
     }
 }
 

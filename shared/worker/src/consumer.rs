@@ -1,16 +1,17 @@
 //! A durable JetStream pull consumer feeding a [`Handler`]: what `appreg notifier` follows in
-//! production, instead of the event log itself (the log follower, [`crate::follower`], stays
-//! for SQLite and `appreg dev`).
+//! production, instead of tailing the event log on its own (the log follower,
+//! [`crate::follower`], stays for SQLite and `appreg dev`).
 //!
 //! [`consume`] keeps one instance active per database ([`lead`](crate::lock::lead)), so the
-//! handler sees the events in stream order, one at a time. A message is a signal, not a
-//! source: its `Appreg-Position` and `Nats-Msg-Id` headers are confirmed against the event
-//! store ([`EventStore::read_at`], one read per batch of messages) and the handler gets the
-//! store's event; a message the store does not confirm (not published by a relay) is logged,
-//! counted and skipped, its body never read. A batch is acknowledged (ack-all on its last
-//! message) once every event of it is handled, so the handler must make a redelivery harmless
-//! (idempotency). Each batch also moves the follower's checkpoint row forward (the lag gauges
-//! read it). [`ensure`] creates or updates a consumer (`appreg nats setup`, the projector).
+//! handler sees the events in log order, one at a time. As in the projector, a message is a
+//! signal, not a source: for each batch of messages the log is read from the follower's
+//! checkpoint up to the batch's last claimed position (`Appreg-Position`), every message
+//! confirmed against it (an event at that position with its `Nats-Msg-Id`; others are logged,
+//! counted and skipped, their bodies never read), and the handler gets the store's events. So
+//! messages that went to an instance that died before handling them are covered by the next
+//! batch, and a redelivered message (at or below the checkpoint) changes nothing. A batch is
+//! acknowledged (ack-all on its last message) once its events are handled and the checkpoint
+//! saved. [`ensure`] creates or updates a consumer (`appreg nats setup`, the projector).
 
 use crate::envelope::{self, MSG_ID_HEADER};
 use crate::follower::{Checkpoint, Handler, Outcome};
@@ -19,7 +20,7 @@ use appreg_eventstore::{Database, EventStore, LogPosition, StoredEvent};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -156,6 +157,8 @@ impl<H: Handler + 'static> Session<H> {
 
     /// One session of the consumer: batches until an error or `stop`.
     async fn session(&self, stop: &CancellationToken) -> Result<(), Failure> {
+        // Everything up to the checkpoint is handled (another instance may have moved it).
+        let mut cursor = self.config.checkpoint.load(&self.db).await?;
         let stream = self.js.get_stream(&self.config.stream).await?;
         let consumer: PullConsumer = stream
             .get_or_create_consumer(&self.config.durable, pull_config(&self.config))
@@ -163,8 +166,10 @@ impl<H: Handler + 'static> Session<H> {
         let mut messages = consumer
             .stream()
             .max_messages_per_batch(self.config.batch)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
+            // Short pull requests: a request of an instance that died stops taking messages
+            // (which then wait `ack_wait` to be redelivered) within seconds.
+            .heartbeat(Duration::from_secs(2))
+            .expires(Duration::from_secs(5))
             .messages()
             .await?;
         loop {
@@ -184,8 +189,9 @@ impl<H: Handler + 'static> Session<H> {
                     Err(_) => break,
                 }
             }
-            if !self.handle_batch(&batch, stop).await? {
-                return Ok(());
+            match self.handle_batch(&batch, cursor, stop).await? {
+                Some(handled) => cursor = handled,
+                None => return Ok(()),
             }
             if let Some(last) = batch.last() {
                 // Ack-all: every message up to this one. A lost ack means a redelivery, which
@@ -195,65 +201,84 @@ impl<H: Handler + 'static> Session<H> {
         }
     }
 
-    /// Confirms the batch's messages against the store and handles their events in log
-    /// order; false when `stop` fired first.
+    /// Reads the log from `cursor` up to the batch's last claimed position, confirms the
+    /// batch's messages against it, handles its events in log order and saves the checkpoint;
+    /// the position handled up to, or `None` when `stop` fired first.
     async fn handle_batch(
         &self,
         batch: &[async_nats::jetstream::Message],
+        mut cursor: LogPosition,
         stop: &CancellationToken,
-    ) -> Result<bool, Failure> {
+    ) -> Result<Option<LogPosition>, Failure> {
         let label = self.config.label;
-        let mut claims: Vec<(LogPosition, String)> = Vec::with_capacity(batch.len());
+        // Claims above the cursor, by position; those at or below it are redeliveries.
+        let mut claims: BTreeMap<LogPosition, Vec<(String, String)>> = BTreeMap::new();
         for m in batch {
             let headers = m.headers.as_ref();
-            let position = envelope::position(headers);
             let id = headers
                 .and_then(|h| h.get(MSG_ID_HEADER))
                 .map(|v| v.as_str().to_string());
-            match position.zip(id) {
-                Some(claim) => claims.push(claim),
+            match envelope::position(headers).zip(id) {
+                Some((position, id)) if position > cursor => claims
+                    .entry(position)
+                    .or_default()
+                    .push((id, m.subject.to_string())),
+                Some(_) => {}
                 None => foreign(label, m.subject.as_str(), "not an appreg event"),
             }
         }
-        let mut events: Vec<StoredEvent> = Vec::with_capacity(claims.len());
-        for chunk in claims.chunks(appreg_eventstore::MAX_POSITIONS_PER_READ) {
-            let positions: Vec<LogPosition> = chunk.iter().map(|(p, _)| *p).collect();
-            let stored: HashMap<LogPosition, StoredEvent> = self
-                .store
-                .read_at(&positions)
-                .await?
-                .into_iter()
-                .map(|e| (e.position, e))
-                .collect();
-            for (position, id) in chunk {
-                match stored.get(position) {
-                    Some(e) if e.event_id.to_string() == *id => events.push(e.clone()),
-                    _ => foreign(
-                        label,
-                        &format!("{position}"),
-                        "not confirmed by the event store",
-                    ),
+        let start = cursor;
+        let page_size = i64::try_from(self.config.batch).unwrap_or(500);
+        while let Some(&target) = claims.keys().next_back() {
+            let mut page = self.store.read_log(cursor, page_size).await?;
+            let end_of_log = page.len() < self.config.batch;
+            page.retain(|e| e.position <= target);
+            let Some(last) = page.last().map(|e| e.position) else {
+                break;
+            };
+            for e in &page {
+                for (id, subject) in claims.remove(&e.position).unwrap_or_default() {
+                    if id != e.event_id.to_string() {
+                        foreign(label, &subject, "not confirmed by the event store");
+                    }
                 }
             }
-        }
-        events.sort_by_key(|e| e.position);
-        events.dedup_by_key(|e| e.position);
-        for e in &events {
-            self.handler.observe(e);
-        }
-        let mut last = None;
-        for e in events {
-            if self.handler.wants(&e) && !self.handled(&e, stop).await {
-                return Ok(false);
+            // Claims between the page's events are not in the log.
+            let passed: Vec<LogPosition> = claims.range(..=last).map(|(p, _)| *p).collect();
+            for p in passed {
+                for (_, subject) in claims.remove(&p).unwrap_or_default() {
+                    foreign(label, &subject, "not confirmed by the event store");
+                }
             }
-            last = Some(e.position);
-        }
-        if let Some(last) = last {
-            if let Err(error) = self.config.checkpoint.save(&self.db, last).await {
-                tracing::warn!(%error, "{label}: cannot save its checkpoint");
+            for e in &page {
+                self.handler.observe(e);
+            }
+            for e in page {
+                if self.handler.wants(&e) && !self.handled(&e, stop).await {
+                    self.save(cursor, start).await;
+                    return Ok(None);
+                }
+                cursor = e.position;
+            }
+            if end_of_log {
+                break;
             }
         }
-        Ok(true)
+        // Beyond the log's head: no relay published these.
+        for (_, subject) in claims.into_values().flatten() {
+            foreign(label, &subject, "not confirmed by the event store");
+        }
+        self.save(cursor, start).await;
+        Ok(Some(cursor))
+    }
+
+    /// Moves the checkpoint to `cursor` if it moved from `start`.
+    async fn save(&self, cursor: LogPosition, start: LogPosition) {
+        if cursor > start {
+            if let Err(error) = self.config.checkpoint.save(&self.db, cursor).await {
+                tracing::warn!(%error, "{}: cannot save its checkpoint", self.config.label);
+            }
+        }
     }
 
     /// Handles `e` until it is done (true) or `stop` fires (false), retrying failures.

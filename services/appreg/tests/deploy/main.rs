@@ -6,9 +6,11 @@
 //!   Kubernetes schemas (strict), `compose.yaml` against the Compose Specification schema,
 //!   compose and Kubernetes naming the same services, ports, probes and `APPREG_*` settings, and
 //!   no secret in a ConfigMap or in `deploy/appreg.toml`;
-//! - `appreg nats setup` against a private `nats-server`: the stream and the projector's
-//!   consumer of `deploy/nats/` are created, a second run changes nothing, drift is repaired;
-//! - the consumer definition in `deploy/nats/consumers/` is what the projector creates.
+//! - `appreg nats setup` against a private `nats-server`: the stream and the projector's and the
+//!   notifier's consumers of `deploy/nats/` are created, a second run changes nothing, drift is
+//!   repaired;
+//! - the consumer definitions in `deploy/nats/consumers/` are what the projector and the notifier
+//!   create.
 //!
 //! A missing `python3`, `venv` or `pip` (or `nats-server`) is a failure, never a skip.
 
@@ -159,6 +161,24 @@ fn the_consumer_definition_is_what_the_projector_creates() {
     assert_eq!(parsed.filter_subject, "appreg.>");
 }
 
+#[test]
+fn the_consumer_definition_is_what_the_notifier_creates() {
+    let shipped = read_json(&repo().join("deploy/nats/consumers/appreg-notifier.json"));
+    let config = appreg_config::Config::defaults();
+    let created = serde_json::to_value(appreg_worker::consumer::pull_config(
+        &appreg_notifier::service::consumer_config(&config),
+    ))
+    .unwrap();
+    assert_eq!(
+        shipped, created,
+        "deploy/nats/consumers/appreg-notifier.json differs from the notifier's consumer_config"
+    );
+    let parsed: pull::Config = serde_json::from_value(shipped).unwrap();
+    assert_eq!(parsed.durable_name.as_deref(), Some("appreg-notifier"));
+    assert_eq!(parsed.ack_policy, AckPolicy::All);
+    assert_eq!(parsed.filter_subject, "appreg.>");
+}
+
 /// `appreg nats setup` with a configuration of its own names (no APPREG_* of the caller).
 fn setup(url: &str, extra: &[&str]) -> String {
     let mut command = Command::new(EXE);
@@ -211,9 +231,17 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
     let url = nats.url();
 
     let first = setup(&url, &[]);
-    assert_eq!(outcomes(&first), ["created", "created"], "{first}");
+    assert_eq!(
+        outcomes(&first),
+        ["created", "created", "created"],
+        "{first}"
+    );
     let second = setup(&url, &[]);
-    assert_eq!(outcomes(&second), ["unchanged", "unchanged"], "{second}");
+    assert_eq!(
+        outcomes(&second),
+        ["unchanged", "unchanged", "unchanged"],
+        "{second}"
+    );
 
     // The stream and the consumer have the definitions' settings, under the configured names.
     let client = async_nats::connect(&url).await.unwrap();
@@ -237,6 +265,13 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
         &serde_json::to_value(&consumer.config).unwrap(),
         &["durable_name", "filter_subject"],
     );
+    let notifier = stream.consumer_info("appreg-notifier").await.unwrap();
+    assert_eq!(notifier.config.filter_subject, "t.deploy.>");
+    assert_server_has(
+        &read_json(&repo().join("deploy/nats/consumers/appreg-notifier.json")),
+        &serde_json::to_value(&notifier.config).unwrap(),
+        &["durable_name", "filter_subject"],
+    );
 
     // Drift (someone changed the consumer by hand) is repaired, then nothing changes again.
     stream
@@ -253,12 +288,19 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
     let repaired = setup(&url, &[]);
     assert_eq!(
         outcomes(&repaired),
-        ["unchanged", "updated (ack_wait: 10000000000 → 30000000000)"],
+        [
+            "unchanged",
+            "updated (ack_wait: 10000000000 → 30000000000)",
+            "unchanged"
+        ],
         "{repaired}"
     );
     let consumer = stream.consumer_info("t-deploy-projector").await.unwrap();
     assert_eq!(consumer.config.ack_wait, Duration::from_secs(30));
-    assert_eq!(outcomes(&setup(&url, &[])), ["unchanged", "unchanged"]);
+    assert_eq!(
+        outcomes(&setup(&url, &[])),
+        ["unchanged", "unchanged", "unchanged"]
+    );
 
     // Replicas are the operator's: `--replicas` sets them, and neither a later run without it
     // nor a relay starting with the single-node definition undoes that. (A standalone
@@ -266,10 +308,13 @@ async fn nats_setup_creates_the_stream_and_consumer_and_a_second_run_changes_not
     let scaled = setup(&url, &["--replicas", "3"]);
     assert_eq!(
         outcomes(&scaled),
-        ["updated (num_replicas: 1 → 3)", "unchanged"],
+        ["updated (num_replicas: 1 → 3)", "unchanged", "unchanged"],
         "{scaled}"
     );
-    assert_eq!(outcomes(&setup(&url, &[])), ["unchanged", "unchanged"]);
+    assert_eq!(
+        outcomes(&setup(&url, &[])),
+        ["unchanged", "unchanged", "unchanged"]
+    );
     let definition = appreg_worker::stream::definition("T_DEPLOY", "t.deploy").unwrap();
     assert_eq!(definition.num_replicas, 1);
     let mut kept = appreg_worker::stream::ensure(&js, &definition)

@@ -131,7 +131,8 @@ async fn nats_permissions_only_the_relay_publishes_events() {
         .await;
     assert!(wrong.is_err(), "a wrong password connected");
 
-    // `appreg nats setup` with its own user creates the stream and the projector's consumer.
+    // `appreg nats setup` with its own user creates the stream and the projector's and the
+    // notifier's consumers.
     let setup = accounts.credentials("setup");
     let out = appreg(
         &["nats", "setup", "--nats-url", &url, "--wait", "20"],
@@ -145,7 +146,7 @@ async fn nats_permissions_only_the_relay_publishes_events() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "nats setup: {text}");
-    assert_eq!(text.matches(": created").count(), 2, "{text}");
+    assert_eq!(text.matches(": created").count(), 3, "{text}");
 
     // The relay's user publishes into the stream.
     let relay = accounts.credentials("relay");
@@ -174,6 +175,28 @@ async fn nats_permissions_only_the_relay_publishes_events() {
         .await
         .expect("the projector's user reads the stream's state");
     assert_cannot_change_the_stream(&projector_js, "the projector's user").await;
+    // The notifier's user reads its own consumer (and pulls from it below), not the projector's.
+    let notifier = accounts.credentials("notifier");
+    let notifier_js = client(
+        &nats,
+        "appreg-notifier",
+        password_of(&notifier),
+        "appreg-notifier",
+    )
+    .await;
+    let events = notifier_js
+        .get_stream("APPREG_EVENTS")
+        .await
+        .expect("the notifier's user reads the stream's state");
+    events
+        .consumer_info("appreg-notifier")
+        .await
+        .expect("the notifier's user reads its consumer");
+    assert!(
+        events.consumer_info("appreg-projector").await.is_err(),
+        "the notifier's user read the projector's consumer"
+    );
+    assert_cannot_change_the_stream(&notifier_js, "the notifier's user").await;
     let setup_js = client(
         &nats,
         "appreg-setup",
@@ -201,7 +224,15 @@ async fn nats_permissions_only_the_relay_publishes_events() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("user: "))
         .collect();
-    assert_eq!(users, ["appreg-relay", "appreg-projector", "appreg-setup"]);
+    assert_eq!(
+        users,
+        [
+            "appreg-relay",
+            "appreg-projector",
+            "appreg-notifier",
+            "appreg-setup"
+        ]
+    );
 
     // End to end: the real relay and projector, each with its own user, on a fresh database.
     let db_url = appreg_test_support::postgres::fresh_postgres_url().await;

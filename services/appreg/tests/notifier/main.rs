@@ -2,9 +2,11 @@
 //! (`tests/webhooks/receiver.py`) that verify every signature with the Standard Webhooks
 //! reference library (`standardwebhooks` from PyPI, pinned in `tests/webhooks/requirements.txt`,
 //! installed by this test into a cached virtualenv), over a fresh PostgreSQL database, with the
-//! api in process.
+//! api in process and the production path: a relay (in process) publishing the log to a private
+//! nats-server, the notifier following its durable JetStream consumer.
 //!
-//! Needs PostgreSQL and python3 with venv and pip; fails (never skips) without them.
+//! Needs PostgreSQL, `nats-server` and python3 with venv and pip; fails (never skips) without
+//! them.
 
 use appreg_auth::DevKey;
 use appreg_eventstore::{Database, LogPosition};
@@ -160,6 +162,10 @@ struct System {
     key: DevKey,
     client: reqwest::Client,
     master_key: String,
+    /// The production path: a relay (in process) publishes the log to this server, the
+    /// notifier consumes its durable consumer.
+    nats: appreg_test_support::nats::NatsServer,
+    relay: tokio_util::sync::CancellationToken,
 }
 
 impl System {
@@ -170,6 +176,17 @@ impl System {
         config.api.allow_http_webhooks = Some(true);
         let (key, _) = appreg_test_support::tokens::fresh_key();
         let api = TestApi::start(&db, &config, &key).await;
+        let nats = appreg_test_support::nats::NatsServer::start();
+        let servers = appreg_config::NatsServers::parse(&nats.url(), None).unwrap();
+        let relay = appreg_relay::service::build(
+            &config,
+            &appreg_worker::service::Start::shared(&db),
+            &servers,
+        )
+        .await
+        .expect("the relay");
+        let relay_stop = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(relay.run(relay_stop.clone()));
         use secrecy::ExposeSecret;
         let master_key = config
             .secrets_master_key
@@ -184,6 +201,8 @@ impl System {
             key,
             client: reqwest::Client::new(),
             master_key,
+            nats,
+            relay: relay_stop,
         }
     }
 
@@ -223,13 +242,16 @@ impl System {
             .arg("notifier")
             .envs(env.iter().copied())
             .env("APPREG_DATABASE_URL", &self.url)
+            .env("APPREG_NATS_URL", self.nats.url())
             .env("APPREG_SECRETS_MASTER_KEY", &self.master_key)
             .env("APPREG_NOTIFIER__TIMEOUT_MS", "1500")
             .env("APPREG_NOTIFIER__RETRY_FIRST_MS", "200")
             .env("APPREG_NOTIFIER__RETRY_MAX_MS", "1000")
             .env("APPREG_NOTIFIER__POLL_MS", "100")
+            // What a SIGKILLed notifier had pulled is redelivered soon.
+            .env("APPREG_NOTIFIER__ACK_WAIT_MS", "2000")
             .env("APPREG_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -359,11 +381,18 @@ async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
         if done {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "not every event was delivered: {:?}",
-            system.statuses().await
-        );
+        if Instant::now() >= deadline {
+            let js =
+                async_nats::jetstream::new(async_nats::connect(system.nats.url()).await.unwrap());
+            let stream = js.get_stream("APPREG_EVENTS").await.unwrap();
+            let consumer = stream.consumer_info("appreg-notifier").await;
+            panic!(
+                "not every event was delivered: {:?}; stream {:?}; consumer {consumer:?}; log {}",
+                system.statuses().await,
+                stream.cached_info().state,
+                system.log().await.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // Every delivery ends DELIVERED (an answer the notifier has not recorded yet is in flight).
@@ -372,6 +401,20 @@ async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
         async move {
             let statuses = system.statuses().await;
             statuses.keys().all(|s| s == "DELIVERED")
+        }
+    })
+    .await;
+    // The events came through the notifier's durable JetStream consumer, every message of the
+    // relay acknowledged.
+    let js = async_nats::jetstream::new(async_nats::connect(system.nats.url()).await.unwrap());
+    let mut stream = js.get_stream("APPREG_EVENTS").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    assert!(last >= events.len() as u64);
+    eventually("the notifier's consumer acknowledged every message", || {
+        let stream = stream.clone();
+        async move {
+            let info = stream.consumer_info("appreg-notifier").await.unwrap();
+            info.ack_floor.stream_sequence >= last && info.num_pending == 0
         }
     })
     .await;
@@ -438,6 +481,7 @@ async fn three_receivers_get_every_event_once_in_order_across_a_sigkill() {
             );
         }
     }
+    system.relay.cancel();
     system.api.shutdown.cancel();
 }
 
@@ -945,12 +989,31 @@ async fn the_smtp_server_gets_exactly_the_expected_mails() {
         assert!(m["body"].as_str().unwrap().contains(&id), "{m}");
     }
 
-    // A restart that even replays the whole log sends nothing again.
-    notifier.kill().unwrap();
-    notifier.wait().unwrap();
+    // A restart that even replays the whole log sends nothing again: its durable consumer is
+    // deleted (the notifier creates it again, from the stream's start). First every mail is
+    // recorded as sent (one taken by the SMTP server and not yet recorded when the notifier dies
+    // may go again: at least once).
     let Database::Postgres(pool) = &system.db else {
         unreachable!()
     };
+    eventually("every mail is recorded as sent", || async {
+        let unsent: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM notifier_mails WHERE status <> 'SENT'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        unsent == 0
+    })
+    .await;
+    notifier.kill().unwrap();
+    notifier.wait().unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(system.nats.url()).await.unwrap());
+    js.get_stream("APPREG_EVENTS")
+        .await
+        .unwrap()
+        .delete_consumer("appreg-notifier")
+        .await
+        .unwrap();
     sqlx::query("UPDATE notifier_checkpoints SET tx = 0, pos = 0")
         .execute(pool)
         .await

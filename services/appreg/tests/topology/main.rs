@@ -54,6 +54,7 @@ const MASTER_KEY: &str = "topology:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 /// `deploy/nats/accounts.conf` with them, each service connects as its own user.
 const NATS_RELAY_PASSWORD: &str = "topologyRelayPw";
 const NATS_PROJECTOR_PASSWORD: &str = "topologyProjectorPw";
+const NATS_NOTIFIER_PASSWORD: &str = "topologyNotifierPw";
 const NATS_SETUP_PASSWORD: &str = "topologySetupPw";
 /// The client port of a `nats-server` that names none (compose's nodes use the default).
 const NATS_CLIENT_PORT: u16 = 4222;
@@ -410,6 +411,10 @@ async fn start(http: &reqwest::Client, issuer: &str) -> Topology {
         (
             "APPREG_NATS_PROJECTOR_PASSWORD",
             NATS_PROJECTOR_PASSWORD.to_string(),
+        ),
+        (
+            "APPREG_NATS_NOTIFIER_PASSWORD",
+            NATS_NOTIFIER_PASSWORD.to_string(),
         ),
         (
             "APPREG_NATS_SETUP_PASSWORD",
