@@ -47,7 +47,7 @@ NAMESPACE = "appreg"
 SERVICES = {"api", "relay", "projector", "dcr-saga", "lifecycle", "notifier", "migrate", "nats-setup"}
 ONE_SHOT = {"migrate", "nats-setup"}
 # The services that connect to NATS, and their users in deploy/nats/accounts.conf.
-NATS_USERS = {"relay": "appreg-relay", "projector": "appreg-projector", "nats-setup": "appreg-setup"}
+NATS_USERS = {"relay": "appreg-relay", "projector": "appreg-projector", "notifier": "appreg-notifier", "nats-setup": "appreg-setup"}
 LONG_RUNNING = SERVICES - ONE_SHOT
 # Instances of each long-running service, in both deployments.
 REPLICAS = 2
