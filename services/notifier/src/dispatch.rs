@@ -222,21 +222,25 @@ impl Dispatcher {
             None => return Ok(()),
         };
         let due = deliveries::due_ids(&self.db, now_ms(), &spilled, POLL_LIMIT).await?;
-        let unknown: Vec<String> = {
+        let mut unknown = Vec::new();
+        {
             let active = locked(&self.active);
             let recording = locked(&self.recording);
-            due.into_iter()
-                .filter(|(wid, id)| {
-                    !recording.contains_key(id)
-                        && !active.as_ref().is_some_and(|a| {
-                            a.workers
-                                .get(wid)
-                                .is_some_and(|(w, _)| locked(&w.queue).knows(id))
-                        })
-                })
-                .map(|(_, id)| id)
-                .collect()
-        };
+            for d in due {
+                if recording.contains_key(&d.id) {
+                    continue;
+                }
+                let worker = active.as_ref().and_then(|a| a.workers.get(&d.webhook_id));
+                match worker {
+                    Some((w, _)) if locked(&w.queue).knows(&d.id) => {
+                        // Held, perhaps waiting for a later retry than an operator asked for.
+                        locked(&w.queue).hasten(&d.stream_id, &d.id, d.next_attempt_at);
+                        w.wake.notify_one();
+                    }
+                    _ => unknown.push(d.id),
+                }
+            }
+        }
         if unknown.is_empty() {
             return Ok(());
         }

@@ -85,6 +85,23 @@ impl Queue {
         out
     }
 
+    /// Makes delivery `id` of `stream` due at `at` if it is its stream's head, waiting, and due
+    /// later (an operator asked for a retry now).
+    pub fn hasten(&mut self, stream: &str, id: &str, at: i64) {
+        if self.busy.contains(stream) {
+            return;
+        }
+        let Some(head) = self.streams.get_mut(stream).and_then(|q| q.front_mut()) else {
+            return;
+        };
+        if head.id != id || head.next_attempt_at <= at {
+            return;
+        }
+        self.waiting.remove(&key(head));
+        Arc::make_mut(head).next_attempt_at = at;
+        self.waiting.insert(key(head));
+    }
+
     /// When the next waiting head is due.
     pub fn next_due(&self) -> Option<i64> {
         self.waiting.first().map(|k| k.0)
@@ -184,6 +201,26 @@ mod tests {
         assert_eq!(q.len(), 0);
         assert_eq!(q.next_due(), None);
         assert!(!q.knows("a1") && q.streams.is_empty());
+    }
+
+    #[test]
+    fn a_waiting_head_can_be_hastened() {
+        let mut q = Queue::default();
+        q.push(d("a1", "A", 1, 1));
+        q.push(d("a2", "A", 2, 1));
+        assert_eq!(q.take(1, 1).len(), 1);
+        q.finish("A", Some(1000));
+        // Not the head, or not earlier: nothing changes.
+        q.hasten("A", "a2", 5);
+        q.hasten("A", "a1", 2000);
+        assert_eq!(q.next_due(), Some(1000));
+        q.hasten("A", "a1", 5);
+        assert_eq!(q.next_due(), Some(5));
+        assert_eq!(ids(&q.take(5, 4)), ["a1"]);
+        // In flight: left alone.
+        q.hasten("A", "a1", 1);
+        q.finish("A", None);
+        assert_eq!(ids(&q.take(5, 4)), ["a2"]);
     }
 
     #[test]

@@ -139,17 +139,27 @@ pub async fn insert(
     Ok(added)
 }
 
-/// The `PENDING` deliveries due at `now` (endpoint, id), earliest first, at most `limit`,
-/// leaving out the endpoints `except`.
+/// A due delivery, as [`due_ids`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Due {
+    pub webhook_id: String,
+    pub id: String,
+    pub stream_id: String,
+    pub next_attempt_at: i64,
+}
+
+/// The `PENDING` deliveries due at `now`, earliest first, at most `limit`, leaving out the
+/// endpoints `except`.
 pub async fn due_ids(
     db: &Database,
     now: i64,
     except: &[String],
     limit: i64,
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+) -> Result<Vec<Due>, sqlx::Error> {
     with_pool!(db, p => {
         let mut q = sqlx::QueryBuilder::new(
-            "SELECT webhook_id, id FROM webhook_deliveries WHERE status = 'PENDING' AND next_attempt_at <= ",
+            "SELECT webhook_id, id, stream_id, next_attempt_at FROM webhook_deliveries \
+             WHERE status = 'PENDING' AND next_attempt_at <= ",
         );
         q.push_bind(now);
         if !except.is_empty() {
