@@ -135,32 +135,26 @@ impl Handler for Ingest {
     async fn handle(
         &self,
         e: &StoredEvent,
+        stop: &CancellationToken,
+    ) -> Result<Outcome, IngestError> {
+        self.handle_all(std::slice::from_ref(e), stop).await
+    }
+
+    /// The events' mails, then all their deliveries in one statement per 1,000, handed over.
+    async fn handle_all(
+        &self,
+        events: &[StoredEvent],
         _stop: &CancellationToken,
     ) -> Result<Outcome, IngestError> {
-        if let Some((expiring_days, wake)) = &self.mail {
-            if e.stream_type == "application"
-                && appreg_domain::subscription::Hook::for_event(&e.event_type).is_some()
-            {
-                let app = self
-                    .commands
-                    .load::<ApplicationState>(&e.stream_id)
-                    .await
-                    .map_err(IngestError::Load)?;
-                if let Some(app) = app.state.0.as_ref() {
-                    let now = crate::now_ms();
-                    let mails = crate::mail::mails_of(e, app, *expiring_days, now);
-                    if !mails.is_empty() {
-                        appreg_notify::mails::insert(&self.db, &mails, now).await?;
-                        wake.notify_one();
-                    }
-                }
+        let mut rows = Vec::new();
+        for e in events {
+            self.record_mails(e).await?;
+            let env = appreg_worker::envelope::environment(e);
+            if e.stream_id == WebhookRegistry::stream_id(env) {
+                self.endpoints.forget(env);
             }
+            rows.extend(self.deliveries_of(e).await?);
         }
-        let env = appreg_worker::envelope::environment(e);
-        if e.stream_id == WebhookRegistry::stream_id(env) {
-            self.endpoints.forget(env);
-        }
-        let rows = self.deliveries_of(e).await?;
         if !rows.is_empty() {
             // Held from the insert to the hand-over: a refill of a queue sees these rows.
             let _gate = self.dispatcher.gate.read().await;
@@ -170,5 +164,33 @@ impl Handler for Ingest {
             self.dispatcher.hand_over(added);
         }
         Ok(Outcome::Done)
+    }
+}
+
+impl Ingest {
+    /// With an SMTP server: the mails of `e` (an application event with a notification hook).
+    async fn record_mails(&self, e: &StoredEvent) -> Result<(), IngestError> {
+        let Some((expiring_days, wake)) = &self.mail else {
+            return Ok(());
+        };
+        if e.stream_type != "application"
+            || appreg_domain::subscription::Hook::for_event(&e.event_type).is_none()
+        {
+            return Ok(());
+        }
+        let app = self
+            .commands
+            .load::<ApplicationState>(&e.stream_id)
+            .await
+            .map_err(IngestError::Load)?;
+        if let Some(app) = app.state.0.as_ref() {
+            let now = crate::now_ms();
+            let mails = crate::mail::mails_of(e, app, *expiring_days, now);
+            if !mails.is_empty() {
+                appreg_notify::mails::insert(&self.db, &mails, now).await?;
+                wake.notify_one();
+            }
+        }
+        Ok(())
     }
 }

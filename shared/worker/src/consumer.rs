@@ -7,7 +7,8 @@
 //! signal, not a source: for each batch of messages the log is read from the follower's
 //! checkpoint up to the batch's last claimed position (`Appreg-Position`), every message
 //! confirmed against it (an event at that position with its `Nats-Msg-Id`; others are logged,
-//! counted and skipped, their bodies never read), and the handler gets the store's events. So
+//! counted and skipped, their bodies never read), and the handler gets the store's events, a
+//! page at a time ([`Handler::handle_all`]). So
 //! messages that went to an instance that died before handling them are covered by the next
 //! batch, and a redelivered message (at or below the checkpoint) changes nothing. A batch is
 //! acknowledged (ack-all on its last message) once its events are handled and the checkpoint
@@ -134,6 +135,10 @@ struct Session<H> {
 
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
+/// How long a claim beyond the log's visible head is looked for, and how often.
+const HORIZON_WAIT: Duration = Duration::from_secs(2);
+const HORIZON_POLL: Duration = Duration::from_millis(10);
+
 impl<H: Handler + 'static> Session<H> {
     /// Consumes until `stop` fires, starting again after a failure.
     async fn active(self: Arc<Self>, stop: CancellationToken) {
@@ -229,11 +234,20 @@ impl<H: Handler + 'static> Session<H> {
         }
         let start = cursor;
         let page_size = i64::try_from(self.config.batch).unwrap_or(500);
+        // The log is read below its visibility horizon, which a transaction still running in
+        // the database may hold a moment behind the relay's read: a claim beyond what the log
+        // shows is looked for again, for up to `HORIZON_WAIT`, before it counts as forged.
+        let mut waited = Duration::ZERO;
         while let Some(&target) = claims.keys().next_back() {
             let mut page = self.store.read_log(cursor, page_size).await?;
             let end_of_log = page.len() < self.config.batch;
             page.retain(|e| e.position <= target);
             let Some(last) = page.last().map(|e| e.position) else {
+                if waited < HORIZON_WAIT {
+                    tokio::time::sleep(HORIZON_POLL).await;
+                    waited += HORIZON_POLL;
+                    continue;
+                }
                 break;
             };
             for e in &page {
@@ -253,14 +267,14 @@ impl<H: Handler + 'static> Session<H> {
             for e in &page {
                 self.handler.observe(e);
             }
-            for e in page {
-                if self.handler.wants(&e) && !self.handled(&e, stop).await {
-                    self.save(cursor, start).await;
-                    return Ok(None);
-                }
-                cursor = e.position;
+            let wanted: Vec<StoredEvent> =
+                page.into_iter().filter(|e| self.handler.wants(e)).collect();
+            if !self.handled(&wanted, stop).await {
+                self.save(cursor, start).await;
+                return Ok(None);
             }
-            if end_of_log {
+            cursor = last;
+            if end_of_log && claims.keys().next_back().is_none_or(|t| *t <= cursor) {
                 break;
             }
         }
@@ -281,15 +295,18 @@ impl<H: Handler + 'static> Session<H> {
         }
     }
 
-    /// Handles `e` until it is done (true) or `stop` fires (false), retrying failures.
-    async fn handled(&self, e: &StoredEvent, stop: &CancellationToken) -> bool {
+    /// Handles `events` until they are done (true) or `stop` fires (false), retrying failures.
+    async fn handled(&self, events: &[StoredEvent], stop: &CancellationToken) -> bool {
+        if events.is_empty() {
+            return true;
+        }
         let mut delay = self.config.first_retry;
         loop {
-            match self.handler.handle(e, stop).await {
+            match self.handler.handle_all(events, stop).await {
                 Ok(Outcome::Done) => return true,
                 Ok(Outcome::Interrupted) => return false,
                 Err(error) => {
-                    tracing::warn!(%error, event_id = %e.event_id, ?delay, "{}: event not handled; retrying", self.config.label);
+                    tracing::warn!(%error, events = events.len(), first_event_id = %events[0].event_id, ?delay, "{}: events not handled; retrying", self.config.label);
                 }
             }
             tokio::select! {

@@ -144,6 +144,24 @@ pub trait Handler: Send + Sync {
         e: &StoredEvent,
         stop: &CancellationToken,
     ) -> impl Future<Output = Result<Outcome, Self::Error>> + Send;
+
+    /// Handles the wanted events of a batch, in log order (the JetStream consumer hands over a
+    /// page of the log at a time); on an error the whole batch is handled again. By default one
+    /// after another with [`Handler::handle`]; a handler may do them together (one statement).
+    fn handle_all(
+        &self,
+        events: &[StoredEvent],
+        stop: &CancellationToken,
+    ) -> impl Future<Output = Result<Outcome, Self::Error>> + Send {
+        async move {
+            for e in events {
+                if self.handle(e, stop).await? == Outcome::Interrupted {
+                    return Ok(Outcome::Interrupted);
+                }
+            }
+            Ok(Outcome::Done)
+        }
+    }
 }
 
 /// How a follower runs.
