@@ -251,7 +251,7 @@ impl System {
             // What a SIGKILLed notifier had pulled is redelivered soon.
             .env("APPREG_NOTIFIER__ACK_WAIT_MS", "2000")
             .env("APPREG_LOG_FORMAT", "text")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
