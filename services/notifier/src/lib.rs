@@ -30,6 +30,7 @@
 //! itself (the domain does, through the command path).
 
 mod dispatch;
+mod erased;
 mod ingest;
 mod mail;
 pub mod service;

@@ -149,6 +149,10 @@ pub async fn build(config: &Config, start: &Start) -> Result<Service, ServiceErr
         ingest: Arc::new(Ingest {
             commands: commands.clone(),
             db: db.clone(),
+            keys: appreg_secrets::PersonalKeys::new(appreg_secrets::SecretStore::new(
+                db.clone(),
+                keyring.clone(),
+            )),
             wake: wake.clone(),
             mail: mailer
                 .as_ref()
@@ -227,6 +231,7 @@ impl Service {
                 let handler = Ingest {
                     commands: ingest.commands.clone(),
                     db: ingest.db.clone(),
+                    keys: ingest.keys.clone(),
                     wake: ingest.wake.clone(),
                     mail: ingest.mail.clone(),
                 };
