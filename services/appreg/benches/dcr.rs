@@ -306,6 +306,11 @@ async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n = env_usize("APPREG_BENCH_REGISTRATIONS", 2000);

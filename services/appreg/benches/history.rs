@@ -241,6 +241,11 @@ async fn cold_get(client: &reqwest::Client, api: &Api, token: &str, id: Applicat
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let url = fresh_database().await;

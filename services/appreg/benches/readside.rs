@@ -313,6 +313,11 @@ async fn rebuild_speed(total: i64) {
     drop_database(&name).await;
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     // RUST_LOG=appreg_readmodel=debug shows the rebuild's stages.

@@ -453,6 +453,11 @@ async fn bare_handler(connections: usize) -> HttpFigures {
     figures
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     println!(
