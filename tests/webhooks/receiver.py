@@ -58,6 +58,8 @@ class Handler(BaseHTTPRequestHandler):
             "stream_id": payload["stream_id"],
             "version": payload["version"],
             "type": payload["type"],
+            "metadata": payload["metadata"],
+            "data": payload["data"],
         }
         if MODE == "fail3" and n <= 3:
             emit(dict(record, status=500))

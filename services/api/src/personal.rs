@@ -12,7 +12,7 @@
 use crate::error::ApiError;
 use crate::state::AppState;
 use appreg_domain::environment::clip_profile;
-use appreg_domain::personal::is_sealed;
+use appreg_domain::personal::{is_sealed, payload_fields, METADATA_FIELDS};
 use appreg_domain::{Personal, UserId};
 use appreg_eventstore::StoredEvent;
 use appreg_secrets::PersonalError;
@@ -156,7 +156,7 @@ pub async fn reveal(state: &AppState, e: &StoredEvent) -> Result<StoredEvent, Ap
         .and_then(Value::as_str)
         .map(str::to_string)
     {
-        open_fields(state, &actor, &mut e.metadata, &[("actor_name", NAME)]).await?;
+        open_fields(state, &actor, &mut e.metadata, METADATA_FIELDS).await?;
     }
     reveal_payload(state, &e.event_type, &mut e.data).await?;
     Ok(e)
@@ -171,21 +171,13 @@ pub async fn reveal_payload(
     let Some(subject) = data.get("user").and_then(Value::as_str).map(str::to_string) else {
         return Ok(());
     };
-    match event_type {
-        "UserFirstSeen" => {
-            open_fields(state, &subject, data, &[("name", NAME), ("email", EMAIL)]).await
+    if event_type == "UserErased" {
+        if let Some(map) = data.as_object_mut() {
+            map.insert("erased".into(), Value::Bool(true));
         }
-        "NotificationSettingsUpdated" => {
-            open_fields(state, &subject, data, &[("email", EMAIL)]).await
-        }
-        "UserErased" => {
-            if let Some(map) = data.as_object_mut() {
-                map.insert("erased".into(), Value::Bool(true));
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+        return Ok(());
     }
+    open_fields(state, &subject, data, payload_fields(event_type)).await
 }
 
 /// [`reveal`] of each event.

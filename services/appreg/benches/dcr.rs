@@ -25,6 +25,7 @@
 use appreg_dcr_client::provider::{ClientMetadata, ProviderClient};
 use appreg_domain::{ApplicationType, GrantType};
 use appreg_eventstore::Database;
+use appreg_test_support::bench::{drop_database, fresh_database, load_average};
 use appreg_test_support::oidc::{Mode, OidcProvider};
 use futures::StreamExt;
 use std::sync::Arc;
@@ -35,40 +36,6 @@ fn env_usize(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-async fn fresh_database() -> (String, String) {
-    let url = std::env::var("APPREG_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL is required for the benchmark");
-    let name = format!("appreg_bench_dcr_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').unwrap();
-    (name.clone(), format!("{base}/{name}"))
-}
-
-async fn drop_database(name: &str) {
-    let url = std::env::var("APPREG_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    if let Ok(admin) = sqlx::PgPool::connect(&url).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&admin)
-            .await;
-        admin.close().await;
-    }
 }
 
 /// The name of the load generator's threads (their CPU is told apart from appreg's).
@@ -306,6 +273,11 @@ async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let n = env_usize("APPREG_BENCH_REGISTRATIONS", 2000);
@@ -326,7 +298,7 @@ async fn main() {
     println!("(a) oidc-provider direct: {direct:.0} registrations/s");
 
     // (b) through appreg: api + saga in this process, on a fresh database.
-    let (name, url) = fresh_database().await;
+    let (name, url) = fresh_database("appreg_bench_dcr").await;
     let config = appreg_test_support::app::config("bench");
     let db = Database::connect(&url, 32).await.unwrap();
     let (key, _) = appreg_test_support::tokens::fresh_key();

@@ -37,26 +37,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn server_url() -> String {
-    std::env::var("APPREG_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-async fn fresh_database() -> String {
-    let url = server_url();
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL is required for the benchmark");
-    let name = format!("appreg_bench_history_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
 fn kib(text: usize, seed: usize) -> String {
     let mut s = format!("{seed:08} ");
     while s.len() < text {
@@ -241,9 +221,16 @@ async fn cold_get(client: &reqwest::Client, api: &Api, token: &str, id: Applicat
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
-    let url = fresh_database().await;
+    let url = appreg_test_support::bench::fresh_database("appreg_bench_history")
+        .await
+        .1;
     let db = Database::connect(&url, 8).await.unwrap();
     db.migrate().await.unwrap();
     let data = std::env::temp_dir().join(format!("appreg-bench-history-{}", std::process::id()));

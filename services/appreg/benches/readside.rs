@@ -20,17 +20,13 @@
 
 use appreg_api::readmodel;
 use appreg_eventstore::{AppendRequest, Database, NewEvent};
+use appreg_test_support::bench::{drop_database, fresh_database, load_average, server_url};
 use futures::StreamExt;
 use sqlx::postgres::PgPoolCopyExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
-
-fn server_url() -> String {
-    std::env::var("APPREG_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
 
 fn events_wanted() -> i64 {
     std::env::var("APPREG_BENCH_EVENTS")
@@ -41,38 +37,6 @@ fn events_wanted() -> i64 {
 
 fn verify() -> bool {
     std::env::var("APPREG_BENCH_VERIFY").is_ok_and(|v| v == "1")
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-/// Creates a fresh database and returns its name and URL.
-async fn fresh_database(prefix: &str) -> (String, String) {
-    let url = server_url();
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL is required for the benchmark");
-    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').unwrap();
-    (name.clone(), format!("{base}/{name}"))
-}
-
-async fn drop_database(name: &str) {
-    let admin = sqlx::PgPool::connect(&server_url()).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
 }
 
 /// Environments and users created before the applications.
@@ -312,6 +276,11 @@ async fn rebuild_speed(total: i64) {
     db.close().await;
     drop_database(&name).await;
 }
+
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn server_url() -> String {
-    std::env::var("APPREG_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+/// A fresh database of the benchmark server: its URL.
+async fn fresh_db(prefix: &str) -> String {
+    appreg_test_support::bench::fresh_database(prefix).await.1
 }
 
 fn seconds() -> u64 {
@@ -36,25 +36,9 @@ fn seconds() -> u64 {
         .unwrap_or(10)
 }
 
-/// Creates a fresh database and returns its URL.
-async fn fresh_database(prefix: &str) -> String {
-    let url = server_url();
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL is required for the benchmark");
-    let name = format!("{prefix}_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').unwrap();
-    format!("{base}/{name}")
-}
-
 /// pgbench: single-row INSERT transactions (an event-sized jsonb row) per second.
 async fn pgbench_inserts(clients: u32) -> f64 {
-    let url = fresh_database("appreg_bench_raw").await;
+    let url = fresh_db("appreg_bench_raw").await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     sqlx::query("CREATE TABLE raw_events (position bigserial PRIMARY KEY, stream_id text NOT NULL, data jsonb NOT NULL)")
         .execute(&pool)
@@ -96,7 +80,7 @@ async fn pgbench_inserts(clients: u32) -> f64 {
 /// Single-event appends/s of `writers` concurrent writers, each alone in its transaction
 /// (`grouped`: false) or through the command path's group commit (`grouped`: true).
 async fn store_appends(writers: u32, grouped: bool) -> f64 {
-    let url = fresh_database("appreg_bench_store").await;
+    let url = fresh_db("appreg_bench_store").await;
     let db = Database::connect(&url, writers.max(2)).await.unwrap();
     db.migrate().await.unwrap();
     let store = db.event_store().await.unwrap();
@@ -179,7 +163,7 @@ struct HttpFigures {
 /// A separate `appreg api` process on a fresh database: the child, its base URL and its data
 /// directory (the development token key), once it answers.
 async fn start_api(client: &reqwest::Client) -> (std::process::Child, String, std::path::PathBuf) {
-    let url = fresh_database("appreg_bench_http").await;
+    let url = fresh_db("appreg_bench_http").await;
     let data = std::env::temp_dir().join(format!(
         "appreg-bench-data-{}-{}",
         std::process::id(),
@@ -403,7 +387,7 @@ async fn drive(
 /// validation, no read model), on its own runtime with 2 workers and a 16-connection pool.
 async fn bare_handler(connections: usize) -> HttpFigures {
     use axum::routing::post;
-    let url = fresh_database("appreg_bench_bare").await;
+    let url = fresh_db("appreg_bench_bare").await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .test_before_acquire(false)
@@ -453,12 +437,17 @@ async fn bare_handler(connections: usize) -> HttpFigures {
     figures
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     println!(
         "appreg throughput benchmark — {} s per step, PostgreSQL at {}",
         seconds(),
-        server_url()
+        appreg_test_support::bench::server_url()
     );
     println!(
         "load average at start: {}",

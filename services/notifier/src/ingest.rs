@@ -11,7 +11,6 @@ use appreg_eventstore::{Database, StoredEvent};
 use appreg_notify::deliveries::{self, NewDelivery};
 use appreg_notify::signature::webhook_id;
 use appreg_worker::follower::{Handler, Outcome};
-use appreg_worker::Envelope;
 use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +24,8 @@ pub enum IngestError {
     Database(#[from] sqlx::Error),
     #[error("encoding the envelope: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("looking up whether a user is erased: {0}")]
+    Personal(#[from] appreg_secrets::PersonalError),
 }
 
 /// The follower's handler.
@@ -32,6 +33,8 @@ pub enum IngestError {
 pub(crate) struct Ingest {
     pub commands: Commands,
     pub db: Database,
+    /// Users' data keys: whether a personal field's subject is erased.
+    pub keys: appreg_secrets::PersonalKeys,
     /// The endpoints in memory (forgotten when their stream changes).
     pub endpoints: Arc<Endpoints>,
     /// Where new deliveries are handed over.
@@ -104,7 +107,8 @@ impl Ingest {
             let body = match &payload {
                 Some(body) => String::clone(body),
                 None => {
-                    let body = serde_json::to_string(&Envelope::new(e))?;
+                    let body =
+                        serde_json::to_string(&crate::erased::envelope_of(&self.keys, e).await?)?;
                     payload = Some(body.clone());
                     body
                 }

@@ -37,6 +37,7 @@
 
 mod dispatch;
 mod endpoints;
+mod erased;
 mod ingest;
 mod mail;
 mod queue;

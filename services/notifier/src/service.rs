@@ -199,6 +199,10 @@ pub async fn build(
         ingest: Arc::new(Ingest {
             commands,
             db: db.clone(),
+            keys: appreg_secrets::PersonalKeys::new(appreg_secrets::SecretStore::new(
+                db.clone(),
+                keyring.clone(),
+            )),
             endpoints,
             dispatcher: dispatcher.clone(),
             mail: mailer

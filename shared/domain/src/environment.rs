@@ -106,7 +106,7 @@ pub enum UserEvent {
     UserErased(UserErased),
 }
 
-const USER_EVENT_TYPES: &[&str] = &["UserFirstSeen", "UserErased"];
+pub(crate) const USER_EVENT_TYPES: &[&str] = &["UserFirstSeen", "UserErased"];
 
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> &'static str {

@@ -35,11 +35,8 @@ pub use values::*;
 /// Every event type of appreg, whatever its stream (what a webhook's filter may name).
 pub fn event_types() -> Vec<&'static str> {
     let mut all = application::EVENT_TYPES.to_vec();
-    all.extend([
-        "ClientRegistrationSettingsUpdated",
-        "EnvironmentCreated",
-        "UserFirstSeen",
-    ]);
+    all.extend(["ClientRegistrationSettingsUpdated", "EnvironmentCreated"]);
+    all.extend(environment::USER_EVENT_TYPES);
     all.extend(provider::EVENT_TYPES);
     all.extend(catalogue::EVENT_TYPES);
     all.extend(webhook::EVENT_TYPES);

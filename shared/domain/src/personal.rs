@@ -119,6 +119,46 @@ pub(crate) fn upcast_plain_fields(
     data
 }
 
+/// The personal fields of an event's payload, by event type: (key in the payload, field it is
+/// sealed under), each sealed with the key of the payload's `user`.
+pub fn payload_fields(event_type: &str) -> &'static [(&'static str, &'static str)] {
+    match event_type {
+        "UserFirstSeen" => &[("name", FIELD_NAME), ("email", FIELD_EMAIL)],
+        "NotificationSettingsUpdated" => &[("email", FIELD_EMAIL)],
+        _ => &[],
+    }
+}
+
+/// The personal fields of every event's metadata, sealed with the key of its `actor`.
+pub const METADATA_FIELDS: &[(&str, &str)] = &[("actor_name", FIELD_NAME)];
+
+/// The subject of an event's personal payload fields (its `user`), when it has any.
+pub fn payload_subject<'a>(event_type: &str, data: &'a serde_json::Value) -> Option<&'a str> {
+    if payload_fields(event_type).is_empty() {
+        return None;
+    }
+    data.get("user").and_then(serde_json::Value::as_str)
+}
+
+/// `object` (an event's payload or metadata) as readers see it once the subject of its personal
+/// `fields` is erased: each field present becomes null and the object gets `erased: true`.
+/// Nothing changes when none of the fields is present.
+pub fn mark_erased(object: &mut serde_json::Value, fields: &[(&str, &str)]) {
+    let Some(map) = object.as_object_mut() else {
+        return;
+    };
+    let mut any = false;
+    for (key, _) in fields {
+        if let Some(slot) = map.get_mut(*key) {
+            *slot = serde_json::Value::Null;
+            any = true;
+        }
+    }
+    if any {
+        map.insert("erased".into(), serde_json::Value::Bool(true));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +184,23 @@ mod tests {
             up,
             serde_json::json!({"name": {"plain": "pd1.x"}, "email": null, "user": "u"})
         );
+    }
+
+    #[test]
+    fn an_erased_subjects_fields_become_null_and_the_object_says_so() {
+        let mut data = serde_json::json!({"user": "u", "name": "pd1.a", "email": null});
+        mark_erased(&mut data, payload_fields("UserFirstSeen"));
+        assert_eq!(
+            data,
+            serde_json::json!({"user": "u", "name": null, "email": null, "erased": true})
+        );
+        let mut metadata = serde_json::json!({"actor": "u", "environment": "dev"});
+        mark_erased(&mut metadata, METADATA_FIELDS);
+        assert_eq!(
+            metadata,
+            serde_json::json!({"actor": "u", "environment": "dev"})
+        );
+        assert_eq!(payload_subject("UserFirstSeen", &data), Some("u"));
+        assert_eq!(payload_subject("ApplicationCreated", &data), None);
     }
 }

@@ -282,6 +282,7 @@ async fn swap(
         if db.is_postgres() {
             renames.push(format!("ALTER INDEX {} RENAME TO {}", SHADOW.applications_index, LIVE.applications_index));
             renames.push(format!("ALTER INDEX {} RENAME TO {}", SHADOW.members_index, LIVE.members_index));
+            renames.push(format!("ALTER INDEX {} RENAME TO {}", SHADOW.users_index, LIVE.users_index));
             for (shadow, live) in SHADOW.all().into_iter().zip(LIVE.all()) {
                 renames.push(format!("ALTER INDEX {shadow}_pkey RENAME TO {live}_pkey"));
             }
@@ -289,6 +290,7 @@ async fn swap(
             // SQLite has no ALTER INDEX (its primary keys have internal names).
             renames.push(format!("DROP INDEX {}", SHADOW.applications_index));
             renames.push(format!("DROP INDEX {}", SHADOW.members_index));
+            renames.push(format!("DROP INDEX {}", SHADOW.users_index));
             renames.extend(LIVE.index_ddl());
         }
         for sql in renames {

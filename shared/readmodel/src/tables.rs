@@ -20,6 +20,7 @@ pub struct Tables {
     /// set's indexes are named apart and renamed at the swap).
     pub applications_index: &'static str,
     pub members_index: &'static str,
+    pub users_index: &'static str,
 }
 
 /// The tables the api serves from (created by the migrations).
@@ -32,6 +33,7 @@ pub const LIVE: Tables = Tables {
     checkpoint: CHECKPOINT,
     applications_index: "rm_applications_env_status",
     members_index: "rm_application_members_user",
+    users_index: "rm_users_user",
 };
 
 /// The tables a rebuild replays into before the swap.
@@ -44,6 +46,7 @@ pub const SHADOW: Tables = Tables {
     checkpoint: "applications_rebuild",
     applications_index: "rm_applications_rebuild_env_status",
     members_index: "rm_application_members_rebuild_user",
+    users_index: "rm_users_rebuild_user",
 };
 
 impl Tables {
@@ -58,7 +61,7 @@ impl Tables {
     }
 
     /// The set's secondary indexes, as in the migrations.
-    pub(crate) fn index_ddl(&self) -> [String; 2] {
+    pub(crate) fn index_ddl(&self) -> [String; 3] {
         [
             format!(
                 "CREATE INDEX {} ON {} (environment, status, created_at, id)",
@@ -67,6 +70,11 @@ impl Tables {
             format!(
                 "CREATE INDEX {} ON {} (environment, user_id)",
                 self.members_index, self.members
+            ),
+            // A user's environments (`GET /users/{user}`, an erasure), whatever their number.
+            format!(
+                "CREATE INDEX {} ON {} (user_id)",
+                self.users_index, self.users
             ),
         ]
     }

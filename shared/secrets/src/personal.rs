@@ -66,6 +66,24 @@ pub enum PersonalError {
 pub struct DataKey {
     aead: LessSafeKey,
     nonce_key: hmac::Key,
+    /// The last value sealed with it: a caller's name is sealed into every request's metadata,
+    /// and sealing is deterministic, so the same value again is answered from here. Goes with
+    /// the key (an erasure evicts both).
+    last: Mutex<Option<Memo>>,
+}
+
+/// A value sealed with a key, and what it sealed to.
+struct Memo {
+    user: String,
+    field: String,
+    plaintext: String,
+    sealed: String,
+}
+
+impl Drop for Memo {
+    fn drop(&mut self) {
+        self.plaintext.zeroize();
+    }
 }
 
 impl std::fmt::Debug for DataKey {
@@ -88,11 +106,32 @@ impl DataKey {
             hmac::HMAC_SHA256,
             hmac::sign(&derive, b"appreg-personal/v1/nonce-key").as_ref(),
         );
-        Some(DataKey { aead, nonce_key })
+        Some(DataKey {
+            aead,
+            nonce_key,
+            last: Mutex::new(None),
+        })
     }
 
     /// `plaintext`, sealed for `user`'s `field`: `pd1.<base64url>`.
     pub fn seal(&self, user: &str, field: &str, plaintext: &str) -> Result<String, PersonalError> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = last.as_ref() {
+            if m.user == user && m.field == field && m.plaintext == plaintext {
+                return Ok(m.sealed.clone());
+            }
+        }
+        let sealed = self.seal_now(user, field, plaintext)?;
+        *last = Some(Memo {
+            user: user.to_string(),
+            field: field.to_string(),
+            plaintext: plaintext.to_string(),
+            sealed: sealed.clone(),
+        });
+        Ok(sealed)
+    }
+
+    fn seal_now(&self, user: &str, field: &str, plaintext: &str) -> Result<String, PersonalError> {
         let aad = aad(user, field);
         let mut ctx = hmac::Context::with_key(&self.nonce_key);
         ctx.update(&(aad.len() as u64).to_be_bytes());
@@ -146,7 +185,7 @@ impl DataKey {
         // The synthetic nonce must be the one of this plaintext: a value whose nonce was
         // swapped does not open even if GCM accepted it.
         if let Ok(plain) = &result {
-            let again = self.seal(user, field, plain)?;
+            let again = self.seal_now(user, field, plain)?;
             if !constant_time_eq(again.as_bytes(), sealed.as_bytes()) {
                 return Err(PersonalError::Tampered);
             }

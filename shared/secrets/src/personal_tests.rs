@@ -114,3 +114,22 @@ async fn keys_are_made_once_opened_anywhere_and_erased_sqlite() {
     let (_file, url) = appreg_test_support::postgres::fresh_sqlite_url();
     lifecycle(Database::connect(&url, 4).await.unwrap()).await;
 }
+
+#[test]
+fn the_remembered_value_is_the_one_sealing_gives_and_only_for_its_own_input() {
+    let k = key(7);
+    let first = k.seal("alice", "name", "Alice").unwrap();
+    // From the memo: the same text as sealing anew.
+    assert_eq!(k.seal("alice", "name", "Alice").unwrap(), first);
+    assert_eq!(k.seal_now("alice", "name", "Alice").unwrap(), first);
+    // Another user, field or value is never answered from it.
+    for (user, field, value) in [
+        ("bob", "name", "Alice"),
+        ("alice", "email", "Alice"),
+        ("alice", "name", "Alicia"),
+    ] {
+        let other = k.seal(user, field, value).unwrap();
+        assert_ne!(other, first);
+        assert_eq!(other, k.seal_now(user, field, value).unwrap());
+    }
+}

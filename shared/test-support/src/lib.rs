@@ -1,6 +1,7 @@
 //! What appreg's tests and benchmarks share. A dev-dependency only: no production crate depends
 //! on it, and no production crate ships a test harness.
 //!
+//! - [`bench`]: the benchmark programs' databases and load average.
 //! - [`postgres`]: a throw-away database per test on the test server (never a skip).
 //! - [`nats`]: private `nats-server` processes on free ports (with the deployment's accounts),
 //!   and checks of what the relay published.
@@ -18,6 +19,7 @@
 
 #[cfg(feature = "app")]
 pub mod app;
+pub mod bench;
 pub mod nats;
 pub mod oidc;
 pub mod postgres;

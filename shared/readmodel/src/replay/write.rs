@@ -133,8 +133,8 @@ pub(super) async fn finish_tables(
     connections: [PoolConnection<Postgres>; 2],
 ) -> Result<(), ReadModelError> {
     let [[apps_key, apps_constraint], [members_key, members_constraint]] = t.key_ddl();
-    let [apps_index, members_index] = t.index_ddl();
-    let mut indexes = vec![members_index, apps_index];
+    let [apps_index, members_index, users_index] = t.index_ddl();
+    let mut indexes = vec![members_index, apps_index, users_index];
     if !keyed {
         indexes.insert(1, members_key);
         indexes.push(apps_key);
