@@ -325,7 +325,9 @@ pub async fn fail_endpoint(db: &Database, webhook_id: &str, now: i64) -> Result<
     with_pool!(db, p => sqlx::query(sql).bind(webhook_id).bind(now).execute(p).await.map(|r| r.rows_affected()))
 }
 
-/// A page of an endpoint's deliveries, oldest first, after delivery `after` (its id).
+/// A page of an endpoint's deliveries, oldest first, after delivery `after` (its id). The
+/// deliveries of a page of the log are recorded in the same millisecond: an application's go in
+/// stream order (`version`), then by id.
 pub async fn list(
     db: &Database,
     webhook_id: &str,
@@ -334,8 +336,8 @@ pub async fn list(
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     let sql = format!(
         "SELECT {COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 AND ($2 IS NULL OR \
-         (created_at, id) > (SELECT created_at, id FROM webhook_deliveries WHERE id = $2 AND webhook_id = $1)) \
-         ORDER BY created_at, id LIMIT $3"
+         (created_at, version, id) > (SELECT created_at, version, id FROM webhook_deliveries WHERE id = $2 AND webhook_id = $1)) \
+         ORDER BY created_at, version, id LIMIT $3"
     );
     with_pool!(db, p => sqlx::query_as(&sql).bind(webhook_id).bind(after).bind(limit).fetch_all(p).await)
 }
