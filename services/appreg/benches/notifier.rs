@@ -18,6 +18,7 @@
 //! postgres://postgres@127.0.0.1:5432/postgres, a server where it may create databases).
 
 use appreg_eventstore::{AppendRequest, Database, NewEvent};
+use appreg_test_support::bench::{drop_database, fresh_database, load_average};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -33,42 +34,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
-}
-
-fn server_url() -> String {
-    std::env::var("APPREG_BENCH_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
-async fn fresh_database() -> (String, String) {
-    let url = server_url();
-    let admin = sqlx::PgPool::connect(&url)
-        .await
-        .expect("PostgreSQL is required for the benchmark");
-    let name = format!("appreg_bench_notifier_{}", uuid::Uuid::now_v7().simple());
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
-    let (base, _) = url.rsplit_once('/').unwrap();
-    (name.clone(), format!("{base}/{name}"))
-}
-
-async fn drop_database(name: &str) {
-    let admin = sqlx::PgPool::connect(&server_url()).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    admin.close().await;
 }
 
 /// First arrivals: (endpoint, event id) → when.
@@ -157,12 +122,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
+/// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
+/// it runs in production.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let events: usize = env_or("APPREG_BENCH_EVENTS", 2000);
     let rate: u64 = env_or("APPREG_BENCH_RATE", 500);
     let seconds: u64 = env_or("APPREG_BENCH_SECONDS", 10);
-    let (name, url) = fresh_database().await;
+    let (name, url) = fresh_database("appreg_bench_notifier").await;
     let db = Database::connect(&url, 16).await.unwrap();
     appreg_api::migrate(&db).await.unwrap();
     appreg_notifier::migrate(&db).await.unwrap();
@@ -360,8 +330,20 @@ async fn main() {
     assert!(notifier.is_ok(), "the notifier did not stop within 30 s");
     let relay = tokio::time::timeout(Duration::from_secs(30), relay).await;
     assert!(relay.is_ok(), "the relay did not stop within 30 s");
+    // The in-process api closes the pool it shares with this program once it stopped serving,
+    // which waits for every connection to come back; a connection this program's tasks still
+    // hold would keep it waiting (seen: more than 30 s). The figures are printed: give it a few
+    // seconds, then end it; the database is dropped with FORCE.
+    drop(client);
+    drop(store);
     api.shutdown.cancel();
-    let _ = api.handle.await;
-    db.close().await;
+    let mut handle = api.handle;
+    if tokio::time::timeout(Duration::from_secs(5), &mut handle)
+        .await
+        .is_err()
+    {
+        println!("(the in-process api had not closed its pool after 5 s: ended)");
+        handle.abort();
+    }
     drop_database(&name).await;
 }
