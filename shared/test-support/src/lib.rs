@@ -7,6 +7,7 @@
 //!   and checks of what the relay published.
 //! - [`oidc`]: the real OpenID Connect provider of `tests/oidc-provider` (npm `oidc-provider`),
 //!   started on a free port, with its fault injection.
+//! - [`python`]: virtualenvs of the pinned Python tools the tests drive.
 //! - [`recorder`]: a loopback HTTP server that records what it receives and answers what a test
 //!   tells it (a hostile or broken "provider").
 //! - [`tokens`]: development tokens signed with a key generated for the run.
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod nats;
 pub mod oidc;
 pub mod postgres;
+pub mod python;
 pub mod recorder;
 #[cfg(feature = "schemas")]
 pub mod schemas;

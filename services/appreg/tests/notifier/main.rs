@@ -25,77 +25,12 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn run_or_panic(command: &mut Command, what: &str) {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The interpreter of a virtualenv holding `tests/<dir>/requirements.txt`, made once per
-/// version of that file (built aside, renamed into place when complete).
+/// The interpreter of `tests/<dir>`'s pinned tools.
 fn python(dir: &str) -> PathBuf {
-    let requirements = repo().join("tests").join(dir).join("requirements.txt");
-    let pinned = std::fs::read(&requirements).expect("the requirements file");
-    let digest = ring::digest::digest(&ring::digest::SHA256, &pinned);
-    let hash: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let venv = std::env::temp_dir().join(format!("appreg-{dir}-{hash}"));
-    let python = venv.join("bin").join("python");
-    if venv.join(".appreg-complete").exists() {
-        return python;
-    }
-    let building = std::env::temp_dir().join(format!(
-        "appreg-{dir}-{hash}.building-{}-{}",
-        std::process::id(),
-        uuid_suffix()
-    ));
-    run_or_panic(
-        Command::new("python3").arg("-m").arg("venv").arg(&building),
+    appreg_test_support::python::venv(
+        &repo().join("tests").join(dir).join("requirements.txt"),
+        dir,
         "the notifier test needs python3 with venv and pip (Debian: apt-get install python3-venv python3-pip)",
-    );
-    run_or_panic(
-        Command::new(building.join("bin").join("python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-                "-r",
-            ])
-            .arg(&requirements),
-        "pip install of the test's requirements.txt",
-    );
-    std::fs::write(building.join(".appreg-complete"), b"").unwrap();
-    if std::fs::rename(&building, &venv).is_err() {
-        let _ = std::fs::remove_dir_all(&building);
-        assert!(
-            venv.join(".appreg-complete").exists(),
-            "the virtualenv {}",
-            venv.display()
-        );
-    }
-    python
-}
-
-fn uuid_suffix() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
     )
 }
 

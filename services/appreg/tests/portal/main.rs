@@ -37,72 +37,6 @@ fn chromium() -> &'static str {
     CHROMIUM
 }
 
-fn run_or_panic(command: &mut Command, what: &str) -> String {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run {command:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {command:?}\n{text}",
-        output.status
-    );
-    text
-}
-
-/// The virtualenv's interpreter with Playwright installed from `tests/portal/requirements.txt`:
-/// made once per version of that file, in a temporary directory renamed into place when
-/// complete (concurrent tests never see half an install).
-fn playwright_python() -> PathBuf {
-    let requirements = harness_dir().join("requirements.txt");
-    let pinned = std::fs::read(&requirements).expect("tests/portal/requirements.txt");
-    let digest = ring::digest::digest(&ring::digest::SHA256, &pinned);
-    let hash: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let venv = std::env::temp_dir().join(format!("appreg-playwright-{hash}"));
-    let python = venv.join("bin").join("python");
-    if venv.join(".appreg-complete").exists() {
-        return python;
-    }
-    run_or_panic(
-        Command::new("python3").arg("--version"),
-        "the portal's browser tests need python3 with venv and pip \
-         (Debian: apt-get install python3 python3-venv python3-pip)",
-    );
-    let building = std::env::temp_dir().join(format!(
-        "appreg-playwright-{hash}.building-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple()
-    ));
-    run_or_panic(
-        Command::new("python3").arg("-m").arg("venv").arg(&building),
-        "python3 -m venv (Debian: apt-get install python3-venv)",
-    );
-    run_or_panic(
-        Command::new(building.join("bin").join("python"))
-            .args(["-m", "pip", "install", "--disable-pip-version-check"])
-            .args(["--no-input", "--quiet", "-r"])
-            .arg(&requirements),
-        "pip install of tests/portal/requirements.txt",
-    );
-    std::fs::write(building.join(".appreg-complete"), b"").unwrap();
-    if let Err(e) = std::fs::rename(&building, &venv) {
-        let _ = std::fs::remove_dir_all(&building);
-        assert!(
-            venv.join(".appreg-complete").exists(),
-            "cannot move the virtualenv into {}: {e}",
-            venv.display()
-        );
-    }
-    python
-}
-
 /// axe-core's browser bundle, installed by `npm ci` in `tests/portal`.
 fn axe() -> PathBuf {
     let dir = harness_dir();
@@ -166,7 +100,12 @@ fn run_browser(mut settings: serde_json::Value, out: &Path) {
     settings["chromium"] = json!(chromium());
     settings["axe"] = json!(axe());
     settings["out"] = json!(out);
-    let python = playwright_python();
+    let python = appreg_test_support::python::venv(
+        &harness_dir().join("requirements.txt"),
+        "playwright",
+        "the portal's browser tests need python3 with venv and pip \
+         (Debian: apt-get install python3 python3-venv python3-pip)",
+    );
     let output = Command::new(python)
         .arg(harness_dir().join("story.py"))
         .arg(settings.to_string())
