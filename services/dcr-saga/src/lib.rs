@@ -3,8 +3,10 @@
 //! the provider client of `appreg_dcr_client`.
 
 pub mod apps;
+mod batch;
 mod bulkhead;
 mod loader;
+mod marks;
 pub mod public_clients;
 mod recorder;
 pub mod run;

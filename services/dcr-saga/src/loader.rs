@@ -1,16 +1,17 @@
 //! Batched reads for registration requests: the requests in flight ask for their application's
 //! state and for a client obtained earlier for them; one task answers whatever has queued up
 //! meanwhile with two statements — one read of all their streams
-//! ([`EventStore::read_streams`]) and one of their `dcr_requests` rows. Every answer is read
-//! after it was asked for, so it is as fresh as a read of its own.
+//! ([`EventStore::read_streams`]) and one of their `dcr_requests` and `dcr_attempts` rows.
+//! Every answer is read after it was asked for, so it is as fresh as a read of its own.
 
 use crate::apps;
+use crate::batch::{self, Queue};
 use crate::saga::{SagaError, Stored};
 use appreg_domain::application::Application;
 use appreg_domain::ApplicationId;
 use appreg_eventstore::{Database, EventStore, StoredEvent};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most requests answered by one read.
@@ -33,7 +34,7 @@ struct Job {
 }
 
 pub(crate) struct Loader {
-    jobs: OnceLock<mpsc::UnboundedSender<Job>>,
+    queue: Queue<Job>,
     db: Database,
     store: Arc<dyn EventStore>,
 }
@@ -41,7 +42,7 @@ pub(crate) struct Loader {
 impl Loader {
     pub fn new(db: Database, store: Arc<dyn EventStore>) -> Self {
         Loader {
-            jobs: OnceLock::new(),
+            queue: Queue::new(),
             db,
             store,
         }
@@ -49,11 +50,6 @@ impl Loader {
 
     /// The application and the client obtained for request `key`, read with the others waiting.
     pub async fn load(&self, id: ApplicationId, key: &str) -> Result<Loaded, SagaError> {
-        let jobs = self.jobs.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(batches(receiver, self.db.clone(), self.store.clone()));
-            sender
-        });
         let (reply, answer) = oneshot::channel();
         let job = Job {
             id,
@@ -61,7 +57,13 @@ impl Loader {
             reply,
         };
         let stopped = || SagaError::Stopped("loader");
-        jobs.send(job).map_err(|_| stopped())?;
+        let (db, store) = (self.db.clone(), self.store.clone());
+        if !self
+            .queue
+            .send(job, |receiver| batches(receiver, db, store))
+        {
+            return Err(stopped());
+        }
         answer.await.map_err(|_| stopped())?
     }
 }
@@ -71,14 +73,7 @@ async fn batches(
     db: Database,
     store: Arc<dyn EventStore>,
 ) {
-    while let Some(first) = receiver.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+    while let Some(mut jobs) = batch::next(&mut receiver, MAX_BATCH).await {
         jobs.retain(|job| !job.reply.is_closed());
         if !jobs.is_empty() {
             answer(&db, store.as_ref(), jobs).await;
@@ -94,8 +89,7 @@ async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
             .read_streams(&streams)
             .await
             .map_err(|e| SagaError::Command(e.into()))?;
-        let obtained = obtained(db, &keys).await?;
-        let in_flight = in_flight(db, &keys).await?;
+        let (obtained, in_flight) = recorded(db, &keys).await?;
         Ok::<_, SagaError>((events, obtained, in_flight))
     };
     let (events, obtained, in_flight) = match read.await {
@@ -129,86 +123,97 @@ async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
     }
 }
 
-type Row = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-);
-
-/// The `dcr_requests` rows of these requests, by request key.
-async fn obtained(db: &Database, keys: &[String]) -> Result<HashMap<String, Stored>, sqlx::Error> {
-    const COLUMNS: &str =
-        "SELECT request_key, client_id, registration_client_uri, secret_fingerprint, \
-                           secret_expires_at FROM dcr_requests";
-    let rows: Vec<Row> = match db {
+/// What the saga recorded of these requests, by request key: the clients obtained for them
+/// (`dcr_requests`) and their attempts left in flight (`dcr_attempts`). One statement on
+/// PostgreSQL (each half an index scan of its table).
+async fn recorded(db: &Database, keys: &[String]) -> Result<(Obtained, InFlight), sqlx::Error> {
+    let mut obtained = Obtained::new();
+    let mut in_flight = InFlight::new();
+    match db {
         Database::Postgres(pool) => {
-            sqlx::query_as(&format!("{COLUMNS} WHERE request_key = ANY($1)"))
-                .bind(keys)
-                .fetch_all(pool)
-                .await?
+            let rows: Vec<RecordedRow> = sqlx::query_as(
+                "SELECT request_key, client_id, registration_client_uri, secret_fingerprint, \
+                        secret_expires_at, NULL::bigint, NULL::text \
+                 FROM dcr_requests WHERE request_key = ANY($1) \
+                 UNION ALL \
+                 SELECT request_key, NULL, NULL, NULL, NULL, attempt, started_at \
+                 FROM dcr_attempts WHERE request_key = ANY($1)",
+            )
+            .bind(keys)
+            .fetch_all(pool)
+            .await?;
+            for (key, client_id, uri, fingerprint, expires, attempt, started_at) in rows {
+                if let Some(client_id) = client_id {
+                    obtained.insert(key.clone(), stored(client_id, uri, fingerprint, expires));
+                }
+                if let Some(mark) = attempt.zip(started_at).and_then(mark) {
+                    in_flight.insert(key, mark);
+                }
+            }
         }
         Database::Sqlite(pool) => {
-            let mut rows = Vec::new();
             for key in keys {
-                let row: Option<Row> = sqlx::query_as(&format!("{COLUMNS} WHERE request_key = $1"))
-                    .bind(key)
-                    .fetch_optional(pool)
-                    .await?;
-                rows.extend(row);
+                let row: Option<ClientRow> = sqlx::query_as(
+                    "SELECT client_id, registration_client_uri, secret_fingerprint, \
+                     secret_expires_at FROM dcr_requests WHERE request_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(pool)
+                .await?;
+                if let Some((client_id, uri, fingerprint, expires)) = row {
+                    obtained.insert(key.clone(), stored(client_id, uri, fingerprint, expires));
+                }
+                let row: Option<(i64, String)> = sqlx::query_as(
+                    "SELECT attempt, started_at FROM dcr_attempts WHERE request_key = $1",
+                )
+                .bind(key)
+                .fetch_optional(pool)
+                .await?;
+                if let Some(mark) = row.and_then(mark) {
+                    in_flight.insert(key.clone(), mark);
+                }
             }
-            rows
         }
-    };
-    Ok(rows
-        .into_iter()
-        .map(|(key, client_id, uri, fingerprint, expires)| {
-            let stored = Stored {
-                client_id,
-                registration_client_uri: uri,
-                secret_fingerprint: fingerprint,
-                secret_expires_at: expires
-                    .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
-                    .map(|d| d.with_timezone(&chrono::Utc)),
-            };
-            (key, stored)
-        })
-        .collect())
+    }
+    Ok((obtained, in_flight))
 }
 
-/// The in-flight marks (`dcr_attempts`) of these requests, by request key.
-async fn in_flight(
-    db: &Database,
-    keys: &[String],
-) -> Result<HashMap<String, (u32, chrono::DateTime<chrono::Utc>)>, sqlx::Error> {
-    const COLUMNS: &str = "SELECT request_key, attempt, started_at FROM dcr_attempts";
-    let rows: Vec<(String, i64, String)> = match db {
-        Database::Postgres(pool) => {
-            sqlx::query_as(&format!("{COLUMNS} WHERE request_key = ANY($1)"))
-                .bind(keys)
-                .fetch_all(pool)
-                .await?
-        }
-        Database::Sqlite(pool) => {
-            let mut rows = Vec::new();
-            for key in keys {
-                let row: Option<(String, i64, String)> =
-                    sqlx::query_as(&format!("{COLUMNS} WHERE request_key = $1"))
-                        .bind(key)
-                        .fetch_optional(pool)
-                        .await?;
-                rows.extend(row);
-            }
-            rows
-        }
-    };
-    Ok(rows
-        .into_iter()
-        .filter_map(|(key, attempt, started_at)| {
-            let attempt = u32::try_from(attempt).ok()?;
-            let started_at = chrono::DateTime::parse_from_rfc3339(&started_at).ok()?;
-            Some((key, (attempt, started_at.with_timezone(&chrono::Utc))))
-        })
-        .collect())
+type Obtained = HashMap<String, Stored>;
+/// A client obtained for a request: client_id, registration_client_uri, secret fingerprint,
+/// secret expiry.
+type ClientRow = (String, Option<String>, Option<String>, Option<String>);
+/// A request key with its obtained client's columns and its in-flight mark's (either may be
+/// NULL).
+type RecordedRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
+type InFlight = HashMap<String, (u32, chrono::DateTime<chrono::Utc>)>;
+
+fn stored(
+    client_id: String,
+    registration_client_uri: Option<String>,
+    secret_fingerprint: Option<String>,
+    secret_expires_at: Option<String>,
+) -> Stored {
+    Stored {
+        client_id,
+        registration_client_uri,
+        secret_fingerprint,
+        secret_expires_at: secret_expires_at
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s).ok())
+            .map(|d| d.with_timezone(&chrono::Utc)),
+    }
+}
+
+/// An in-flight mark's attempt number and start (a mark that does not parse is ignored).
+fn mark((attempt, started_at): (i64, String)) -> Option<(u32, chrono::DateTime<chrono::Utc>)> {
+    let attempt = u32::try_from(attempt).ok()?;
+    let started_at = chrono::DateTime::parse_from_rfc3339(&started_at).ok()?;
+    Some((attempt, started_at.with_timezone(&chrono::Utc)))
 }

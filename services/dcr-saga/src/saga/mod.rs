@@ -27,6 +27,7 @@
 use crate::apps::{self, CommandError};
 use crate::bulkhead::Bulkheads;
 use crate::loader::{Loaded, Loader};
+use crate::marks::Marks;
 use crate::recorder::{self, Obtained, Outcome, Recorder};
 use appreg_dcr_client::provider::{
     ClientMetadata, ProviderClient, ProviderError, ProviderSettings, RegisteredClient,
@@ -133,6 +134,7 @@ pub struct Saga {
     config: SagaConfig,
     recorder: Recorder,
     loader: Loader,
+    marks: Marks,
     /// Providers by environment, folded from their streams; used only while the run loop shows
     /// the saga every event of the log ([`Saga::observe`]), which drops an environment's entry
     /// when its providers change, before any later request is handled.
@@ -155,6 +157,7 @@ impl Saga {
             settings_cache: Default::default(),
             recorder: Recorder::new(db.clone(), store.clone(), vault.clone()),
             loader: Loader::new(db.clone(), store.clone()),
+            marks: Marks::new(db.clone()),
             registries: Default::default(),
             registry_generation: AtomicU64::new(0),
             observing: AtomicBool::new(false),

@@ -19,18 +19,8 @@ impl Saga {
         attempt: u32,
         started_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), SagaError> {
-        let started_at = started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        with_pool!(&self.db, pool => sqlx::query(
-            "INSERT INTO dcr_attempts (request_key, attempt, started_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (request_key) DO UPDATE SET attempt = excluded.attempt, started_at = excluded.started_at",
-        )
-        .bind(key)
-        .bind(i64::from(attempt))
-        .bind(&started_at)
-        .execute(pool)
-        .await
-        .map(|_| ()))?;
-        Ok(())
+        // With the other requests' marks (one statement, one commit).
+        self.marks.mark(key, attempt, started_at).await
     }
 
     /// Drops the in-flight mark of the request `key` (it failed; an obtained client's is dropped
