@@ -13,7 +13,9 @@ macro_rules! write_fresh {
             // set-based statements per batch (not a few per event).
             let mut order: Vec<String> = Vec::new();
             let mut states: HashMap<String, Option<Application>> = HashMap::new();
-            let mut existed: std::collections::HashSet<String> = Default::default();
+            // The members of the applications projected before, as projected: only those whose
+            // members changed have their membership rows replaced.
+            let mut members_before: HashMap<String, std::collections::BTreeMap<appreg_domain::UserId, appreg_domain::Role>> = HashMap::new();
             let app_events: Vec<(&StoredEvent, String)> = $fresh
                 .iter()
                 .filter(|e| e.stream_type == APPLICATION_STREAM)
@@ -34,8 +36,9 @@ macro_rules! write_fresh {
                 ids.push_unseparated(")");
                 let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut *$tx).await.map_err(db_err)?;
                 for (id, doc) in rows {
-                    states.insert(id.clone(), Some(parse_doc(&doc)?));
-                    existed.insert(id);
+                    let app = parse_doc(&doc)?;
+                    members_before.insert(id.clone(), app.members.clone());
+                    states.insert(id.clone(), Some(app));
                 }
             }
             for (e, id) in &app_events {
@@ -47,8 +50,14 @@ macro_rules! write_fresh {
             }
             let mut rows = Vec::with_capacity(order.len());
             let mut members = Vec::new();
+            let mut replaced: Vec<String> = Vec::new();
             for id in &order {
-                let Some(app) = &states[id] else { continue };
+                let Some(app) = &states[id] else {
+                    if members_before.contains_key(id) {
+                        replaced.push(id.clone());
+                    }
+                    continue;
+                };
                 let status = if app.status == appreg_domain::ApplicationStatus::Active { "ACTIVE" } else { "ARCHIVED" };
                 rows.push((
                     id.clone(),
@@ -58,6 +67,12 @@ macro_rules! write_fresh {
                     serde_json::to_string(app).map_err(ReadModelError::internal)?,
                     $crate::pending_subscriptions(app),
                 ));
+                if members_before.get(id) == Some(&app.members) {
+                    continue;
+                }
+                if members_before.contains_key(id) {
+                    replaced.push(id.clone());
+                }
                 for (user, role) in &app.members {
                     members.push((id.clone(), user.to_string(), app.environment.to_string(), role.as_str()));
                 }
@@ -71,7 +86,7 @@ macro_rules! write_fresh {
                 q.build().execute(&mut *$tx).await.map_err(db_err)?;
             }
             // Only applications projected before can have membership rows to replace.
-            let known: Vec<&String> = existed.iter().collect();
+            let known: Vec<&String> = replaced.iter().collect();
             for chunk in known.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(format!("DELETE FROM {} WHERE application_id IN (", $t.members));
                 let mut ids = q.separated(", ");
