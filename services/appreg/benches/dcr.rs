@@ -10,8 +10,10 @@
 //!       events' own timestamps (`ApplicationCreated` → `DcrClientRegistered`);
 //! and prints (b) as a ratio of (a), with the CPU time per registration of PostgreSQL, the
 //! provider, appreg (api + saga, this process less its load generator) and the load generator
-//! during (b), and the provider's during (a), read from /proc. (a) is measured after a warm-up of
-//! 500 registrations.
+//! during (b), and the provider's during (a), read from /proc; then (c) the create path alone
+//! (the saga stopped: api, append, read model), to tell the saga's part of a registration's CPU
+//! from the rest. (a) and (b) are each measured after a warm-up of 500 registrations of its own
+//! (the JIT, the pool's connections, PostgreSQL's caches).
 //!
 //! On a machine with at least two cores the provider is pinned to the last core and this
 //! process (load generator, api, saga) and PostgreSQL's server processes to the others
@@ -19,7 +21,7 @@
 //! a core and the ratio says something about appreg rather than the machine;
 //! `APPREG_BENCH_PIN=0` turns that off. Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
 //! postgres://postgres@127.0.0.1:5432/postgres) on this machine (to pin its processes), Node.js
-//! and npm, and `taskset` (util-linux). `APPREG_BENCH_REGISTRATIONS` (default 2000) per step;
+//! and npm, and `taskset` (util-linux). `APPREG_BENCH_REGISTRATIONS` (default 5000) per step;
 //! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 16) requests the saga handles at a time.
 
 use appreg_dcr_client::provider::{ClientMetadata, ProviderClient};
@@ -235,6 +237,49 @@ fn cpu_seconds() -> [f64; 3] {
     sums
 }
 
+/// Creates `count` backend_to_backend applications named `<prefix> <i>` through the api,
+/// `concurrency` at a time, on the load generator's thread; returns the CPU seconds it used.
+fn creates(base: &str, user: &str, prefix: &str, count: usize, concurrency: usize) -> ((), f64) {
+    let (base, user, prefix) = (base.to_string(), user.to_string(), prefix.to_string());
+    on_load_thread(async move {
+        let http = reqwest::Client::new();
+        futures::stream::iter(0..count)
+            .for_each_concurrent(concurrency, |i| {
+                let (http, base, user, prefix) = (http.clone(), &base, &user, &prefix);
+                async move {
+                    let r = http
+                        .post(format!("{base}/applications"))
+                        .bearer_auth(user)
+                        .json(&serde_json::json!({"name": format!("{prefix} {i}"), "type": "backend_to_backend"}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                }
+            })
+            .await;
+    })
+}
+
+/// Waits until `count` registrations were answered (registered or failed).
+async fn wait_registered(pool: &sqlx::PgPool, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE event_type IN ('DcrClientRegistered', 'DcrRegistrationFailed')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if done as usize >= count {
+            return;
+        }
+        assert!(Instant::now() < deadline, "registrations did not finish");
+        // Not more often: each count scans the events table, work that is not appreg's.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// (a) registrations/s sent directly to the provider.
 async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64 {
     let client = Arc::new(ProviderClient::new().unwrap());
@@ -280,7 +325,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let n = env_usize("APPREG_BENCH_REGISTRATIONS", 2000);
+    let n = env_usize("APPREG_BENCH_REGISTRATIONS", 5000);
     let concurrency = env_usize("APPREG_BENCH_CONCURRENCY", 16);
     println!(
         "DCR benchmark: {n} registrations per step, {concurrency} at a time, load average {}",
@@ -305,6 +350,10 @@ async fn main() {
     let api = appreg_test_support::app::TestApi::start(&db, &config, &key).await;
     appreg_dcr_saga::migrate(&db).await.unwrap();
     let base = format!("{}/v1/environments/DEFAULT", api.base);
+    let pool = match &db {
+        Database::Postgres(p) => p.clone(),
+        Database::Sqlite(_) => unreachable!(),
+    };
     let shutdown = api.shutdown;
     let store = db.event_store().await.unwrap();
     let vault = appreg_secrets::SecretStore::new(
@@ -326,12 +375,14 @@ async fn main() {
         ProviderClient::new().unwrap(),
         saga_config,
     ));
+    // Stopped alone before (c).
+    let saga_stop = shutdown.child_token();
     tokio::spawn(appreg_dcr_saga::run(
         saga,
         db.clone(),
         store,
         concurrency,
-        shutdown.clone(),
+        saga_stop.clone(),
     ));
 
     let sign = |sub: &str, admin: bool| appreg_test_support::tokens::token(&key, sub, admin, 3600);
@@ -358,48 +409,16 @@ async fn main() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let user = sign("bench", false);
+    // Warm-up, as for (a): the pool's connections opened and PostgreSQL's backends' caches
+    // filled, the provider's clients cached; not counted.
+    let warm = n.min(500);
+    creates(&base, &user, "warm-up", warm, concurrency);
+    wait_registered(&pool, warm).await;
     let cpu_before = cpu_seconds();
     let started = Instant::now();
-    // The load generator on a thread of its own, so that its CPU is told apart from appreg's.
-    let load = async move {
-        let http = reqwest::Client::new();
-        futures::stream::iter(0..n)
-            .for_each_concurrent(concurrency, |i| {
-                let (http, base, user) = (http.clone(), base.clone(), user.clone());
-                async move {
-                    let r = http
-                        .post(format!("{base}/applications"))
-                        .bearer_auth(&user)
-                        .json(&serde_json::json!({"name": format!("bench {i}"), "type": "backend_to_backend"}))
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 202);
-                }
-            })
-            .await;
-    };
-    let ((), load_cpu) = on_load_thread(load);
+    let ((), load_cpu) = creates(&base, &user, "bench", n, concurrency);
     let created = started.elapsed();
-    let pool = match &db {
-        Database::Postgres(p) => p.clone(),
-        Database::Sqlite(_) => unreachable!(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        let done: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE event_type IN ('DcrClientRegistered', 'DcrRegistrationFailed')",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if done as usize >= n {
-            break;
-        }
-        assert!(Instant::now() < deadline, "registrations did not finish");
-        // Not more often: each count scans the events table, work that is not appreg's.
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_registered(&pool, warm + n).await;
     let cpu_after = cpu_seconds();
     let failed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM events WHERE event_type = 'DcrRegistrationFailed'",
@@ -411,7 +430,7 @@ async fn main() {
     let rows: Vec<(f64, f64)> = sqlx::query_as(
         "SELECT EXTRACT(EPOCH FROM c.recorded_at)::float8, EXTRACT(EPOCH FROM r.recorded_at)::float8 \
          FROM events c JOIN events r ON r.stream_id = c.stream_id AND r.event_type = 'DcrClientRegistered' \
-         WHERE c.event_type = 'ApplicationCreated'",
+         WHERE c.event_type = 'ApplicationCreated' AND c.data->>'name' LIKE 'bench %'",
     )
     .fetch_all(&pool)
     .await
@@ -454,6 +473,38 @@ async fn main() {
         rate / direct * 100.0,
         if pinning.is_some() { " pinned" } else { "" },
         load_average()
+    );
+
+    // (c) The create path alone — the api's request, its append and its read-model update — with
+    // the saga stopped (the requests wait): what of (b) is not the saga's.
+    saga_stop.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let projected: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rm_applications")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let cpu_before = cpu_seconds();
+    let ((), load_cpu) = creates(&base, &user, "create-only", n, concurrency);
+    // Until the read model holds them all.
+    loop {
+        let now: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rm_applications")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        if now >= projected + n as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu_after = cpu_seconds();
+    let create_pg = (cpu_after[0] - cpu_before[0]) * 1000.0 / n as f64;
+    let create_appreg = ((cpu_after[2] - cpu_before[2]) - load_cpu) * 1000.0 / n as f64;
+    println!(
+        "(c) the create path alone (saga stopped): PostgreSQL {create_pg:.2} ms, appreg (api) \
+         {create_appreg:.2} ms per create; so the saga's part of a registration (its reads, the \
+         provider's answer recorded, its read-model update): PostgreSQL {:.2} ms, appreg {:.2} ms",
+        per(0) - create_pg,
+        appreg_per - create_appreg
     );
     drop(pinning);
     shutdown.cancel();
