@@ -47,6 +47,11 @@ impl Handler for Reactor {
         Saga::wants(e)
     }
 
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        // `observe` reads only the stream.
+        Some(Saga::EVENT_TYPES)
+    }
+
     fn observe(&self, e: &StoredEvent) {
         self.0.observe(e);
     }

@@ -282,6 +282,21 @@ pub trait EventStore: Send + Sync + 'static {
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// [`EventStore::read_log`] for a reader that acts on a few event types and passes the others
+    /// over (a follower): the events whose type is not in `types` come without their payloads —
+    /// `data` and `metadata` are JSON null — but with everything else (position, stream, type,
+    /// version, time). Same events, same order, same visibility rule. An adapter that cannot
+    /// leave payloads out returns them all (the default).
+    async fn read_log_of_types(
+        &self,
+        after: LogPosition,
+        limit: i64,
+        types: &[String],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let _ = types;
+        self.read_log(after, limit).await
+    }
+
     /// Events of one environment (`metadata.environment`) strictly after `after`, in the same
     /// order and under the same visibility rule as `read_log`, narrowed by `filter`, at most
     /// `limit`. Read through the index on (environment, log order).

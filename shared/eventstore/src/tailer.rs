@@ -27,6 +27,9 @@ pub struct LogTailer {
     min_interval: Duration,
     last_short_read: Option<tokio::time::Instant>,
     wakeups: watch::Receiver<u64>,
+    /// Only these event types' payloads are read ([`EventStore::read_log_of_types`]); all
+    /// when `None`.
+    payload_types: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for LogTailer {
@@ -52,6 +55,7 @@ impl LogTailer {
             min_interval: Duration::ZERO,
             last_short_read: None,
             wakeups,
+            payload_types: None,
         }
     }
 
@@ -66,6 +70,14 @@ impl LogTailer {
     /// fewer, larger batches instead of one read per append.
     pub fn with_min_interval(mut self, min_interval: Duration) -> Self {
         self.min_interval = min_interval;
+        self
+    }
+
+    /// Reads the payloads (`data`, `metadata`) of the events of `types` only; the others come
+    /// with JSON null ones ([`EventStore::read_log_of_types`]), for a reader that passes them
+    /// over.
+    pub fn with_payloads_of(mut self, types: &[&str]) -> Self {
+        self.payload_types = Some(types.iter().map(|t| (*t).to_string()).collect());
         self
     }
 
@@ -87,7 +99,14 @@ impl LogTailer {
                 tokio::time::sleep_until(at + self.min_interval).await;
             }
             self.wakeups.borrow_and_update();
-            let batch = self.store.read_log(self.position, self.batch_size).await?;
+            let batch = match &self.payload_types {
+                None => self.store.read_log(self.position, self.batch_size).await?,
+                Some(types) => {
+                    self.store
+                        .read_log_of_types(self.position, self.batch_size, types)
+                        .await?
+                }
+            };
             self.last_short_read = ((batch.len() as i64) < self.batch_size
                 && !self.min_interval.is_zero())
             .then(tokio::time::Instant::now);

@@ -93,6 +93,15 @@ impl EventStore for CountingStore {
         self.inner.read_log(after, limit).await
     }
 
+    async fn read_log_of_types(
+        &self,
+        after: LogPosition,
+        limit: i64,
+        types: &[String],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.inner.read_log_of_types(after, limit, types).await
+    }
+
     async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
         self.inner.read_at(positions).await
     }

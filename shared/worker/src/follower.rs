@@ -131,6 +131,13 @@ pub trait Handler: Send + Sync {
     /// Whether `e` is for this handler; the others only move the checkpoint.
     fn wants(&self, e: &StoredEvent) -> bool;
 
+    /// The event types whose payloads [`Handler::handle`] and [`Handler::observe`] read; the
+    /// log is read with the other events' payloads left out (JSON null). `None` (the
+    /// default): every payload. A handler that names types wants no event of another type.
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        None
+    }
+
     /// Sees every event of a batch, in log order, before any event of it is handled.
     fn observe(&self, _e: &StoredEvent) {}
 
@@ -282,8 +289,11 @@ impl<H: Handler + 'static> Follower<H> {
         };
         self.handler.activated();
         tracing::debug!(%start, "{label}: following the log");
-        let tailer = LogTailer::new(self.store.clone(), start, self.config.batch)
+        let mut tailer = LogTailer::new(self.store.clone(), start, self.config.batch)
             .with_min_interval(Duration::from_millis(2));
+        if let Some(types) = self.handler.payload_types() {
+            tailer = tailer.with_payloads_of(types);
+        }
         // The log, batch after batch, as events to handle and batch ends (read errors retried).
         let observer = self.handler.clone();
         let items = futures::stream::unfold(tailer, move |tailer| {

@@ -180,16 +180,18 @@ impl Saga {
         &self.config
     }
 
+    /// The types of the application events the saga acts on.
+    pub const EVENT_TYPES: &'static [&'static str] = &[
+        "DcrRegistrationRequested",
+        "DcrClientUpdateRequested",
+        "ClientSecretRenewalRequested",
+        "ApplicationArchived",
+    ];
+
     /// Whether the saga acts on an event.
     pub fn wants(e: &StoredEvent) -> bool {
         e.stream_type == apps::APPLICATION_STREAM
-            && matches!(
-                e.event_type.as_str(),
-                "DcrRegistrationRequested"
-                    | "DcrClientUpdateRequested"
-                    | "ClientSecretRenewalRequested"
-                    | "ApplicationArchived"
-            )
+            && Self::EVENT_TYPES.contains(&e.event_type.as_str())
     }
 
     /// Shows the saga an event of the log before the requests after it are handled (the run

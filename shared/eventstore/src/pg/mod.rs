@@ -352,6 +352,31 @@ impl EventStore for PgEventStore {
         )
     }
 
+    async fn read_log_of_types(
+        &self,
+        after: LogPosition,
+        limit: i64,
+        types: &[String],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        // The other events' payloads are neither converted to text nor sent.
+        fetch_events!(
+            &self.pool,
+            concat!(
+                "SELECT tx_id, position, event_id, stream_id, stream_type, version, event_type, ",
+                "schema_version, recorded_at, ",
+                "CASE WHEN event_type = ANY($4) THEN data ELSE 'null'::jsonb END AS data, ",
+                "CASE WHEN event_type = ANY($4) THEN metadata ELSE 'null'::jsonb END AS metadata ",
+                "FROM events WHERE (tx_id, position) > ($1, $2) AND tx_id < ",
+                horizon!(),
+                " ORDER BY tx_id, position LIMIT $3"
+            ),
+            after.tx,
+            after.pos,
+            limit.max(0),
+            types
+        )
+    }
+
     async fn read_environment_log(
         &self,
         after: LogPosition,

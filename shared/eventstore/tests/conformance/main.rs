@@ -117,6 +117,7 @@ conformance!(
     scenarios::append_is_all_or_nothing,
     scenarios::claims_are_exclusive_releasable_and_idempotent,
     scenarios::head_and_wakeups,
+    scenarios::read_log_of_types_reads_only_their_payloads,
     scenarios::migrations_are_idempotent,
     tailer::tailer_waits_resumes_and_is_cancel_safe,
     tailer::tailer_sees_every_committed_event_exactly_once,
