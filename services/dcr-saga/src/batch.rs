@@ -1,7 +1,8 @@
-//! The saga's batching tasks ([`crate::loader`], [`crate::marks`]): requests in flight queue
-//! their jobs; one task takes whatever has queued up while it handled the previous batch and
-//! answers it with a few statements. Under load a batch holds many requests, so the statements
-//! and commits per request fall with the rate; alone, a request is a batch of one.
+//! The saga's batching tasks ([`crate::loader`], [`crate::marks`], [`crate::recorder`]):
+//! requests in flight queue their jobs; one task takes whatever has queued up while it handled
+//! the previous batch and answers it with a few statements. Under load a batch holds many
+//! requests, so the statements and commits per request fall with the rate; alone, a request is a
+//! batch of one.
 
 use std::sync::OnceLock;
 use tokio::sync::mpsc;

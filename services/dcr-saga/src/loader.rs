@@ -57,11 +57,8 @@ impl Loader {
             reply,
         };
         let stopped = || SagaError::Stopped("loader");
-        let (db, store) = (self.db.clone(), self.store.clone());
-        if !self
-            .queue
-            .send(job, |receiver| batches(receiver, db, store))
-        {
+        let start = |receiver| batches(receiver, self.db.clone(), self.store.clone());
+        if !self.queue.send(job, start) {
             return Err(stopped());
         }
         answer.await.map_err(|_| stopped())?

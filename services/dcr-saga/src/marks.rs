@@ -60,9 +60,11 @@ impl Marks {
             started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             reply,
         };
-        let db = self.db.clone();
         let stopped = || SagaError::Stopped("in-flight marks");
-        if !self.queue.send(mark, |receiver| batches(receiver, db)) {
+        if !self
+            .queue
+            .send(mark, |receiver| batches(receiver, self.db.clone()))
+        {
             return Err(stopped());
         }
         answer

@@ -13,6 +13,7 @@
 //! one-by-one path, which loads the application again and decides alone.
 
 use crate::apps;
+use crate::batch::Queue;
 use crate::saga::SagaError;
 use appreg_dcr_client::provider::RegisteredClient;
 use appreg_dcr_client::vault::secret_owner;
@@ -22,7 +23,7 @@ use appreg_domain::ApplicationId;
 use appreg_eventstore::{Database, EventStore};
 use appreg_secrets::SecretStore;
 use std::collections::HashSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most answers recorded in one batch.
@@ -204,7 +205,7 @@ pub(crate) async fn write_obtained(db: &Database, rows: &[Rows]) -> Result<(), s
 
 /// Hands obtained clients to the batching task (started on first use).
 pub(crate) struct Recorder {
-    jobs: OnceLock<mpsc::UnboundedSender<Job>>,
+    queue: Queue<Job>,
     db: Database,
     store: Arc<dyn EventStore>,
     vault: SecretStore,
@@ -213,7 +214,7 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub fn new(db: Database, store: Arc<dyn EventStore>, vault: SecretStore) -> Self {
         Recorder {
-            jobs: OnceLock::new(),
+            queue: Queue::new(),
             db,
             store,
             vault,
@@ -223,19 +224,18 @@ impl Recorder {
     /// Records an obtained client with whatever else is waiting; `Err` when its rows could not
     /// be written (nothing of it is recorded; the request is retried).
     pub async fn record(&self, obtained: Obtained) -> Result<Outcome, SagaError> {
-        let jobs = self.jobs.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            tokio::spawn(batches(
+        let (reply, answer) = oneshot::channel();
+        let start = |receiver| {
+            batches(
                 receiver,
                 self.db.clone(),
                 self.store.clone(),
                 self.vault.clone(),
-            ));
-            sender
-        });
-        let (reply, answer) = oneshot::channel();
-        jobs.send(Job { obtained, reply })
-            .map_err(|_| SagaError::Stopped("recorder"))?;
+            )
+        };
+        if !self.queue.send(Job { obtained, reply }, start) {
+            return Err(SagaError::Stopped("recorder"));
+        }
         answer.await.map_err(|_| SagaError::Stopped("recorder"))?
     }
 }
