@@ -72,11 +72,27 @@ fn revoked_key(e: &StoredEvent) -> Option<(String, String)> {
     ))
 }
 
+/// The event types the process manager acts on: only their payloads are read from the log
+/// (a test checks that it wants no event of another type).
+const PAYLOAD_TYPES: &[&str] = &[
+    "ApplicationArchived",
+    "ApplicationRestored",
+    "ApiKeyRevoked",
+];
+
+fn wants(e: &StoredEvent) -> bool {
+    trigger(e).is_some() || revoked_key(e).is_some()
+}
+
 impl Handler for ProcessManager {
     type Error = LifecycleError;
 
     fn wants(&self, e: &StoredEvent) -> bool {
-        trigger(e).is_some() || revoked_key(e).is_some()
+        wants(e)
+    }
+
+    fn payload_types(&self) -> Option<&'static [&'static str]> {
+        Some(PAYLOAD_TYPES)
     }
 
     async fn handle(
@@ -122,4 +138,35 @@ pub async fn run(
     };
     let follower = FollowerConfig::new("lifecycle", LOCK, CHECKPOINT_ROW);
     follower::follow(pm, follower, db, store, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Given an application event of each of appreg's types (with the payload field a revoked
+    /// key has), when the process manager is asked whether it wants it, then it wants only
+    /// events of the types whose payloads it reads from the log.
+    #[test]
+    fn it_wants_only_the_types_whose_payloads_it_reads() {
+        for event_type in appreg_domain::event_types() {
+            let e = StoredEvent {
+                position: LogPosition { tx: 1, pos: 1 },
+                event_id: uuid::Uuid::now_v7(),
+                stream_id: format!("application-{}", uuid::Uuid::now_v7()),
+                stream_type: "application".into(),
+                version: 2,
+                event_type: event_type.to_string(),
+                schema_version: 1,
+                data: serde_json::json!({"key_id": "k"}),
+                metadata: serde_json::json!({}),
+                recorded_at: chrono::Utc::now(),
+            };
+            assert_eq!(
+                wants(&e),
+                PAYLOAD_TYPES.contains(&event_type),
+                "{event_type}"
+            );
+        }
+    }
 }
