@@ -75,7 +75,12 @@ impl Marks {
 }
 
 async fn batches(mut receiver: mpsc::UnboundedReceiver<Mark>, db: Database) {
-    while let Some(marks) = batch::next(&mut receiver, MAX_BATCH).await {
+    while let Some(mut marks) = batch::next(&mut receiver, MAX_BATCH).await {
+        // A request whose handler is gone (the saga stepped down) sends nothing: no mark.
+        marks.retain(|m| !m.reply.is_closed());
+        if marks.is_empty() {
+            continue;
+        }
         // One row per request (a statement may not change a row twice): its latest mark.
         let mut latest: HashMap<&str, usize> = HashMap::new();
         for (i, m) in marks.iter().enumerate() {
@@ -162,6 +167,18 @@ mod tests {
             // A later attempt of a marked request moves its mark.
             marks.mark("b:1", 3, at).await.unwrap();
             assert_eq!(marked(&db).await[1], ("b:1".into(), 3));
+            // A mark whose request was given up before it was written (the saga stepped down)
+            // is not written: that attempt is never sent.
+            let mut gone = Box::pin(marks.mark("gone:1", 1, at));
+            tokio::select! {
+                biased;
+                _ = &mut gone => panic!("answered before the batching task ran"),
+                () = std::future::ready(()) => {}
+            }
+            drop(gone);
+            marks.mark("kept:1", 1, at).await.unwrap();
+            let keys: Vec<String> = marked(&db).await.into_iter().map(|(k, _)| k).collect();
+            assert_eq!(keys, ["a:1", "b:1", "c:1", "kept:1"], "{url}");
             db.close().await;
         }
     }
