@@ -113,98 +113,34 @@ impl Sink {
     /// A command for a child process, with the proxy variables of the machine.
     fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut command = Command::new(program);
+        self.proxy_env(&mut command);
+        command
+    }
+
+    /// Gives a child process the proxy variables of the machine.
+    fn proxy_env(&self, command: &mut Command) {
         for (name, value) in &self.original {
             match value {
                 Some(v) => command.env(name, v),
                 None => command.env_remove(name),
             };
         }
-        command
     }
 }
 
 // ----- the virtualenv ------------------------------------------------------------------------
 
-fn run_or_panic(command: &mut Command, what: &str) -> String {
-    let output = command
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {command:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {command:?}\n{text}",
-        output.status
-    );
-    text
-}
-
-/// The virtualenv's interpreter with the pinned requirements installed: made once per version
-/// of the requirements file, in a temporary directory renamed into place when complete (so that
-/// concurrent tests never see half an install).
+/// The virtualenv's interpreter with the pinned requirements installed (pip with the machine's
+/// proxy variables, not the sink's).
 fn schemathesis_python(sink: &Sink) -> PathBuf {
-    let requirements = schemathesis_dir().join("requirements.txt");
-    let pinned = std::fs::read(&requirements)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", requirements.display()));
-    let digest = ring::digest::digest(&ring::digest::SHA256, &pinned);
-    let hash: String = digest.as_ref()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let venv = std::env::temp_dir().join(format!("appreg-schemathesis-{hash}"));
-    let python = venv.join("bin").join("python");
-    let complete = venv.join(".appreg-complete");
-    if complete.exists() {
-        return python;
-    }
-    let version = run_or_panic(
-        sink.command("python3").arg("--version"),
-        "the schemathesis fuzz test needs python3 (>= 3.11, as schemathesis 4 does) with venv and pip \
-         (Debian: apt-get install python3 python3-venv python3-pip)",
-    );
-    eprintln!(
-        "installing schemathesis ({}) into {}",
-        version.trim(),
-        venv.display()
-    );
-    let building = std::env::temp_dir().join(format!(
-        "appreg-schemathesis-{hash}.building-{}-{}",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple()
-    ));
-    run_or_panic(
-        sink.command("python3").arg("-m").arg("venv").arg(&building),
-        "python3 -m venv (Debian: apt-get install python3-venv)",
-    );
-    run_or_panic(
-        sink.command(building.join("bin").join("python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-                "-r",
-            ])
-            .arg(&requirements),
-        "pip install of tests/schemathesis/requirements.txt",
-    );
-    std::fs::write(building.join(".appreg-complete"), b"").unwrap();
-    if let Err(e) = std::fs::rename(&building, &venv) {
-        // Another test made it meanwhile: use that one.
-        let _ = std::fs::remove_dir_all(&building);
-        assert!(
-            complete.exists(),
-            "cannot move the virtualenv into {}: {e}",
-            venv.display()
-        );
-    }
-    python
+    appreg_test_support::python::venv_with(
+        &schemathesis_dir().join("requirements.txt"),
+        "schemathesis",
+        "the schemathesis fuzz test needs python3 (>= 3.11, as schemathesis 4 does) with venv and \
+         pip (Debian: apt-get install python3 python3-venv python3-pip)",
+        std::ffi::OsStr::new("python3"),
+        &|command| sink.proxy_env(command),
+    )
 }
 
 // ----- the api -------------------------------------------------------------------------------

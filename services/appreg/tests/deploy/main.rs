@@ -35,13 +35,6 @@ fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-/// FNV-1a: a stable hash (across Rust versions) for the virtualenv's cache key.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn run(command: &mut Command, what: &str, hint: &str) -> Output {
     let output = command
         .output()
@@ -62,63 +55,22 @@ const PYTHON_HINT: &str = "The deploy test needs Python 3 with venv and pip (Deb
                            APPREG_TEST_PYTHON=/path/to/python3) and, on its first run, access to \
                            PyPI";
 
-/// The checker's virtualenv: reused when it exists for these requirements and this Python,
-/// else built in a directory of its own and renamed into place (concurrent runs do not mix).
+/// The checker's virtualenv (its directory): reused when it exists for these requirements and
+/// this Python, else built in a directory of its own and renamed into place.
 fn venv() -> PathBuf {
-    let python = std::env::var("APPREG_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let requirements = repo().join("deploy/check/requirements.txt");
-    let version = run(
-        Command::new(&python).arg("--version"),
-        &format!("`{python} --version`"),
+    let python = std::env::var_os("APPREG_TEST_PYTHON").unwrap_or_else(|| "python3".into());
+    let interpreter = appreg_test_support::python::venv_with(
+        &repo().join("deploy/check/requirements.txt"),
+        "deploy-check",
         PYTHON_HINT,
+        &python,
+        &|_| {},
     );
-    let mut key = std::fs::read(&requirements)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", requirements.display()));
-    key.extend_from_slice(&version.stdout);
-    key.extend_from_slice(&version.stderr);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("appreg-deploy-venv-{:016x}", fnv1a(&key)));
-    let ready = |d: &Path| d.join("appreg-ready").exists();
-    if ready(&dir) {
-        return dir;
-    }
-    let building = dir.with_extension(format!("building-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&building);
-    eprintln!(
-        "deploy test: building the checker's virtualenv {} (pip install -r {})",
-        dir.display(),
-        requirements.display()
-    );
-    run(
-        Command::new(&python).args(["-m", "venv"]).arg(&building),
-        &format!("`{python} -m venv`"),
-        PYTHON_HINT,
-    );
-    run(
-        Command::new(building.join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--quiet",
-                "-r",
-            ])
-            .arg(&requirements),
-        "`pip install -r deploy/check/requirements.txt`",
-        PYTHON_HINT,
-    );
-    std::fs::write(building.join("appreg-ready"), b"").expect("mark the virtualenv ready");
-    if let Err(e) = std::fs::rename(&building, &dir) {
-        let _ = std::fs::remove_dir_all(&building);
-        assert!(
-            ready(&dir),
-            "cannot move the virtualenv into {}: {e}",
-            dir.display()
-        );
-    }
-    dir
+    interpreter
+        .parent()
+        .and_then(Path::parent)
+        .expect("bin/python in the virtualenv")
+        .to_path_buf()
 }
 
 #[test]
