@@ -25,6 +25,10 @@
 //! - a poison event (one the model cannot fold) is retried with back-off a bounded number of
 //!   times and then parked, with the later events of its stream ([`appreg_readmodel`]);
 //!   database failures are retried without end and never skip anything.
+//! - a silent stream does not freeze the model: when no message came for
+//!   [`ProjectorConfig::silence`] while the log moved on (a relay down for long, a consumer the
+//!   server stopped delivering to), the projector folds the log past its checkpoint itself
+//!   (`catch_up`); the messages that come later are redeliveries for the checkpoint.
 //!
 //! This crate only folds events; it never runs a side effect and never writes the event store.
 
@@ -65,6 +69,9 @@ pub struct ProjectorConfig {
     /// First and longest pause before retrying after an error (doubling in between).
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// No message for this long while the log moved on: the projector folds the log itself
+    /// (checked every 5 s; see `catch_up`).
+    pub silence: Duration,
 }
 
 impl Default for ProjectorConfig {
@@ -78,6 +85,7 @@ impl Default for ProjectorConfig {
             ack_wait: Duration::from_secs(30),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(2),
+            silence: Duration::from_secs(10),
         }
     }
 }
@@ -159,6 +167,7 @@ struct Metrics {
     gaps: metrics::Counter,
     foreign: metrics::Counter,
     forged: metrics::Counter,
+    catch_ups: metrics::Counter,
     parked: metrics::Gauge,
 }
 
@@ -172,6 +181,7 @@ impl Metrics {
             gaps: metrics::counter!("appreg_projector_gap_fills_total", "projection" => p),
             foreign: metrics::counter!("appreg_projector_foreign_messages_total", "projection" => p),
             forged: metrics::counter!("appreg_projector_forged_messages_total", "projection" => p),
+            catch_ups: metrics::counter!("appreg_projector_catch_ups_total", "projection" => p),
             parked: metrics::gauge!("appreg_projection_parked_events", "projection" => p),
         }
     }
@@ -283,15 +293,21 @@ async fn consume(
     read.refresh_position().await?;
     tracing::info!(consumer = %config.consumer, next, "projector consuming");
     let mut refresh = tokio::time::interval(PARKED_REFRESH);
+    // When the last message arrived (or the session started).
+    let mut last_message = tokio::time::Instant::now();
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = refresh.tick() => {
                 metrics.parked.set(appreg_readmodel::parked_count(read_db(read)).await? as f64);
+                if last_message.elapsed() >= config.silence {
+                    catch_up(read, store, config, metrics).await?;
+                }
                 continue;
             }
             m = messages.next() => m,
         };
+        last_message = tokio::time::Instant::now();
         let Some(first) = first else {
             return Err(Interrupted::Nats("the message stream ended".into()));
         };
@@ -479,6 +495,49 @@ async fn fold_confirmed(
     for c in pending.into_values().flatten() {
         forged(&c, metrics);
     }
+}
+
+/// Folds the log past the model's checkpoint when no message came for [`ProjectorConfig::silence`]
+/// though the log moved on: the messages are signals, and a silent stream (a relay down for
+/// long, a consumer JetStream stopped delivering to) must not freeze the read model. Reads the
+/// checkpoint first (another instance may have moved it), then the log page by page to its
+/// visible head; the consumer's stored sequence is left as it is (the messages of these events,
+/// when they come, are redeliveries for the checkpoint). Logs a warning and counts
+/// `appreg_projector_catch_ups_total` when it folded something.
+async fn catch_up(
+    read: &ReadModel,
+    store: &dyn EventStore,
+    config: &ProjectorConfig,
+    metrics: &Metrics,
+) -> Result<(), Interrupted> {
+    let mut cursor = read.refresh_position().await?;
+    let page_size = i64::try_from(config.batch).unwrap_or(500);
+    let mut folded = 0usize;
+    loop {
+        let page = store
+            .read_log(cursor, page_size)
+            .await
+            .map_err(ReadModelError::from)?;
+        let Some(last) = page.last().map(|e| e.position) else {
+            break;
+        };
+        read.apply_marked(&page, None).await?;
+        metrics.events.increment(page.len() as u64);
+        folded += page.len();
+        cursor = last;
+        if page.len() < config.batch {
+            break;
+        }
+    }
+    if folded > 0 {
+        metrics.catch_ups.increment(1);
+        tracing::warn!(
+            events = folded,
+            silence_s = config.silence.as_secs(),
+            "projector: no message for a while though the log moved on; folded the log directly"
+        );
+    }
+    Ok(())
 }
 
 /// Counts and logs a message the event store does not confirm (its body is never read).

@@ -34,6 +34,7 @@ impl ProjectorConfig {
             consumer: settings.consumer,
             batch: settings.batch.max(1),
             ack_wait: Duration::from_millis(settings.ack_wait_ms.max(1)),
+            silence: Duration::from_millis(settings.catch_up_after_ms),
             ..ProjectorConfig::default()
         }
     }

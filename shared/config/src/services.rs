@@ -34,6 +34,9 @@ pub struct ProjectorSettings {
     pub batch: usize,
     /// JetStream redelivers a message not acknowledged within this time, in milliseconds.
     pub ack_wait_ms: u64,
+    /// No message for this long (milliseconds) while the event log moved on: the projector
+    /// folds the log itself (checked every 5 s).
+    pub catch_up_after_ms: u64,
 }
 
 impl Default for ProjectorSettings {
@@ -42,6 +45,7 @@ impl Default for ProjectorSettings {
             consumer: "appreg-projector".into(),
             batch: 500,
             ack_wait_ms: 30_000,
+            catch_up_after_ms: 10_000,
         }
     }
 }

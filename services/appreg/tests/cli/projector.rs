@@ -4,7 +4,8 @@
 //! SIGKILLed mid-batch and restarted. Afterwards every create answered 2xx is in the read model,
 //! and the read model equals a fresh rebuild (row counts and a checksum of every row). Also: a
 //! poison event is parked with the later events of its stream, while other streams go on, and
-//! `appreg projections parked` / `retry` list and replay it.
+//! `appreg projections parked` / `retry` list and replay it. And: with the relay down, the
+//! projector folds the log itself once no message came for `projector.catch_up_after_ms`.
 
 use super::{temp_dir, token, Running, EXE};
 use appreg_eventstore::Database;
@@ -75,7 +76,13 @@ impl ReadSide {
     }
 
     pub(super) fn spawn(&self, args: &[&str]) -> Running {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`ReadSide::spawn`] with more environment variables.
+    pub(super) fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Running {
         let child = service(args, &self.db_url, &self.nats_url, &self.data)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -460,5 +467,51 @@ async fn poison_event_parked_listed_and_retried() {
     let (ok, listed) = cli(&["projections", "parked"], &side.db_url);
     assert!(ok && listed.contains("no parked events"), "{listed}");
     assert_complete_and_equal_to_rebuild(&db, &[victim, bystander]).await;
+    db.close().await;
+}
+
+/// Creates a simple application; its id.
+async fn create(side: &ReadSide, token: &str, name: &str) -> String {
+    let r = reqwest::Client::new()
+        .post(side.apps_url())
+        .bearer_auth(token)
+        .json(&serde_json::json!({"name": name, "type": "simple"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_down_the_projector_folds_the_log_itself() {
+    let nats = NatsServer::start();
+    let mut side = ReadSide::start(&nats.url()).await;
+    let db = Database::connect(&side.db_url, 4).await.unwrap();
+    let token = side.token("carol");
+    let first = create(&side, &token, "through the relay").await;
+    caught_up(&db, Duration::from_secs(30)).await;
+    // A projector that folds the log after 1 s without a message; then the relay stops, so no
+    // message comes for what follows.
+    side.kill_projector();
+    side.projector = Some(side.spawn_with(
+        &["projector"],
+        &[("APPREG_PROJECTOR__CATCH_UP_AFTER_MS", "1000")],
+    ));
+    side.relay = None;
+    let started = Instant::now();
+    let second = create(&side, &token, "while the relay is down").await;
+    // Checked every 5 s: within one check after a second of silence.
+    caught_up(&db, Duration::from_secs(20)).await;
+    eprintln!(
+        "folded without a message after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // The relay back: its late messages change nothing, and the messages path goes on.
+    side.relay = Some(side.spawn(&["relay"]));
+    let third = create(&side, &token, "through the relay again").await;
+    caught_up(&db, Duration::from_secs(30)).await;
+    assert_complete_and_equal_to_rebuild(&db, &[first, second, third]).await;
     db.close().await;
 }
