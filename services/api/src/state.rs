@@ -56,6 +56,8 @@ struct Inner {
     allow_http_redirect_uris: bool,
     /// `http` webhook URLs on loopback hosts (`api.allow_http_webhooks`; `appreg dev`).
     allow_http_webhooks: bool,
+    /// Calls to loopback, private or otherwise non-public addresses (`outbound_allow_private`).
+    outbound_allow_private: bool,
     max_body_bytes: usize,
     consistency_wait: Duration,
     metrics: PrometheusHandle,
@@ -136,6 +138,7 @@ impl AppState {
                 provider_registries: Default::default(),
                 allow_http_redirect_uris: config.api.allow_http_redirect_uris,
                 allow_http_webhooks: config.api.http_webhooks_on(),
+                outbound_allow_private: config.outbound_allow_private,
                 max_body_bytes: config.api.max_body_bytes,
                 consistency_wait: Duration::from_millis(config.api.consistency_wait_ms),
                 metrics: appreg_telemetry::metrics_handle(),
@@ -199,6 +202,11 @@ impl AppState {
     /// Whether a webhook may be an `http` URL on a loopback host (`api.allow_http_webhooks`).
     pub fn allows_http_webhooks(&self) -> bool {
         self.inner.allow_http_webhooks
+    }
+    /// Whether URLs users chose may name loopback, private or otherwise non-public hosts
+    /// (`outbound_allow_private`).
+    pub fn allows_private_outbound(&self) -> bool {
+        self.inner.outbound_allow_private
     }
     /// Whether an `http` URL is acceptable for a provider: on a loopback host, or when http is
     /// allowed (`allow_http_redirect_uris`, never in production).

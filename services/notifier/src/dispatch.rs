@@ -64,13 +64,18 @@ pub(crate) struct Dispatcher {
 }
 
 /// The outbound client: no redirects followed (a receiver cannot send a signed delivery
-/// elsewhere), no proxy from the environment.
-pub(crate) fn client() -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// elsewhere), no proxy from the environment; without `allow_private`, names that resolve to a
+/// non-public address are refused ([`appreg_outbound::public_only`]).
+pub(crate) fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .user_agent("appreg-notifier")
-        .build()
+        .user_agent("appreg-notifier");
+    if allow_private {
+        builder.build()
+    } else {
+        appreg_outbound::public_only(builder).build()
+    }
 }
 
 /// What one attempt's answer was.
@@ -81,6 +86,9 @@ enum Answer {
     None,
     /// The endpoint is gone, disabled, or its secret is missing: nothing was sent.
     NotSent,
+    /// The endpoint's host is (or resolves to) a non-public address, which this deployment does
+    /// not call (`outbound_allow_private = false`): nothing was sent.
+    Refused,
 }
 
 /// How an attempt ended for its endpoint's queue.
@@ -456,6 +464,12 @@ impl Dispatcher {
         else {
             return Answer::NotSent;
         };
+        if !self.config.allow_private
+            && url::Url::parse(w.url.as_str()).map_or(true, |u| appreg_outbound::refused_host(&u))
+        {
+            tracing::info!(webhook = %w.id, "notifier: the endpoint's host is not a public address; not sent");
+            return Answer::Refused;
+        }
         let request = self
             .client
             .post(w.url.as_str())
@@ -467,6 +481,7 @@ impl Dispatcher {
             .body(d.payload.clone());
         let mut response = match request.send().await {
             Ok(r) => r,
+            Err(e) if appreg_outbound::is_non_public(&e) => return Answer::Refused,
             Err(_) => return Answer::None,
         };
         let status = response.status().as_u16();
@@ -495,6 +510,7 @@ impl Dispatcher {
             ),
             Answer::Status(410, body) => (done(Status::Failed, Some(410), Some(body)), "gone"),
             Answer::NotSent => (done(Status::Failed, None, None), "not_sent"),
+            Answer::Refused => (done(Status::Failed, None, None), "refused"),
             Answer::Status(s, body) => self.later(d, now, Some(i32::from(s)), Some(body)),
             Answer::None => self.later(d, now, None, None),
         }

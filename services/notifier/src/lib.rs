@@ -65,6 +65,9 @@ pub struct NotifierConfig {
     pub poll: Duration,
     /// Days before a renewed key's end its `API_KEY_EXPIRING` mail is sent.
     pub api_key_expiring_days: i64,
+    /// Whether webhooks on loopback, private or otherwise non-public addresses are called
+    /// (`outbound_allow_private`; [`appreg_outbound`]).
+    pub allow_private: bool,
     /// The command path's settings (no group commit: the notifier appends rarely).
     pub commands: appreg_commands::CommandSettings,
 }
@@ -82,6 +85,7 @@ impl NotifierConfig {
             max_in_flight: n.max_in_flight.max(1),
             poll: Duration::from_millis(n.poll_ms.max(10)),
             api_key_expiring_days: i64::from(n.api_key_expiring_days),
+            allow_private: config.outbound_allow_private,
             commands: appreg_commands::CommandSettings {
                 group_commit_writers: 0,
                 ..config.command_settings()

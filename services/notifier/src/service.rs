@@ -163,7 +163,7 @@ pub async fn build(
         db.clone(),
         commands.clone(),
         endpoints.clone(),
-        dispatch::client().map_err(ServiceError::Client)?,
+        dispatch::client(notifier.allow_private).map_err(ServiceError::Client)?,
         notifier.clone(),
     ));
     let mailer = match &config.notifier.smtp_url {

@@ -194,7 +194,7 @@ fn definition(
     body: &WebhookRequest,
 ) -> Result<WebhookDefinition, ApiError> {
     let event_types = body.event_types.clone().unwrap_or_default();
-    Ok(WebhookDefinition::parse(
+    let definition = WebhookDefinition::parse(
         RawWebhook {
             url: body.url.as_deref(),
             event_types: &event_types,
@@ -203,7 +203,20 @@ fn definition(
         },
         scope,
         state.allows_http_webhooks(),
-    )?)
+    )?;
+    // A host the notifier would not call (a name that resolves to one is refused when
+    // delivering): refused now, so the endpoint's owner learns it at once.
+    if !state.allows_private_outbound()
+        && url::Url::parse(definition.url.as_str())
+            .map_or(true, |u| appreg_outbound::refused_host(&u))
+    {
+        return Err(ApiError::invalid(
+            "url",
+            "webhook.url.private_address",
+            "the URL's host is a loopback, private or otherwise non-public address, which this deployment does not call",
+        ));
+    }
+    Ok(definition)
 }
 
 async fn list(

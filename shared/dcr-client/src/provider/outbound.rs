@@ -19,11 +19,10 @@
 //!
 //! It must never log or return a secret, nor follow redirects.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+pub use appreg_outbound::is_public;
 use reqwest::{header, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
@@ -62,82 +61,11 @@ pub(super) fn http_client(options: &ClientOptions) -> Result<reqwest::Client, Pr
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("appreg-dcr-saga/", env!("CARGO_PKG_VERSION")));
     if !options.allow_private {
-        builder = builder.no_proxy().dns_resolver(Arc::new(PublicOnly));
+        builder = appreg_outbound::public_only(builder);
     }
     builder
         .build()
         .map_err(|e| ProviderError::Invalid(format!("cannot build the HTTP client: {e}")))
-}
-
-/// Whether `ip` is a public unicast address: not loopback, private (RFC 1918), link-local,
-/// shared (CGNAT, RFC 6598), unique-local (fc00::/7), unspecified, broadcast, multicast,
-/// documentation, benchmarking or reserved; IPv4-mapped and NAT64 IPv6 addresses are judged
-/// by the IPv4 address they carry.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public_v4(v4);
-            }
-            let s = v6.segments();
-            // NAT64 (64:ff9b::/96): the IPv4 address in the last 32 bits.
-            if s[0] == 0x64 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
-                let [a, b] = s[6].to_be_bytes();
-                let [c, d] = s[7].to_be_bytes();
-                return is_public_v4(Ipv4Addr::new(a, b, c, d));
-            }
-            !(v6.is_unspecified()
-                || v6.is_loopback()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link local fe80::/10
-                || (s[0] & 0xffc0) == 0xfec0 // site local (deprecated) fec0::/10
-                || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0100 && s[1..4].iter().all(|x| *x == 0)) // discard-only
-                || s[..6].iter().all(|x| *x == 0)) // IPv4-compatible (deprecated)
-        }
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0 // "this network"
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking
-        || a >= 240) // reserved
-}
-
-/// The resolver of a client that refuses non-public addresses: resolves with the system's
-/// resolver and fails when any address is not public (what it returns is what is connected to).
-struct PublicOnly;
-
-/// A name resolved to a non-public address (the error the resolver gives reqwest).
-#[derive(Debug, thiserror::Error)]
-#[error("the host resolves to a non-public address")]
-struct NonPublic;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_string();
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                tracing::info!(host, address = %bad.ip(), "outbound call to a non-public address refused");
-                return Err(Box::new(NonPublic) as Box<dyn std::error::Error + Send + Sync>);
-            }
-            Ok(Box::new(addrs.into_iter()) as Addrs)
-        })
-    }
 }
 
 /// The same origin (scheme, host, port)?
@@ -187,18 +115,6 @@ pub(super) fn no_usable_answer(what: &str, sent: bool) -> ProviderError {
     }
 }
 
-/// Whether a reqwest error comes from the resolver refusing a non-public address.
-fn is_non_public(err: &reqwest::Error) -> bool {
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        if s.is::<NonPublic>() {
-            return true;
-        }
-        source = s.source();
-    }
-    false
-}
-
 fn private_address(what: &str) -> ProviderError {
     ProviderError::PrivateAddress(format!(
         "{what}: the endpoint's host is a loopback, private or otherwise non-public address, which this deployment does not call (outbound_allow_private)"
@@ -245,7 +161,7 @@ impl ProviderClient {
         }
         let mut resp = match request.send().await {
             Ok(r) => r,
-            Err(e) if is_non_public(&e) => return Err(private_address(what)),
+            Err(e) if appreg_outbound::is_non_public(&e) => return Err(private_address(what)),
             Err(e) => return Err(transport(e, what, secrets)),
         };
         let status = resp.status();
@@ -349,57 +265,6 @@ fn transport(err: reqwest::Error, what: &str, secrets: &[&str]) -> ProviderError
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn public_and_non_public_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "100.127.255.255",
-            "0.0.0.0",
-            "0.1.2.3",
-            "255.255.255.255",
-            "224.0.0.1",
-            "192.0.2.1",
-            "198.18.0.1",
-            "240.0.0.1",
-            "192.0.0.8",
-            "::",
-            "::1",
-            "fc00::1",
-            "fd12:3456::1",
-            "fe80::1",
-            "fec0::1",
-            "ff02::1",
-            "2001:db8::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1",
-            "64:ff9b::a00:1",
-            "::127.0.0.1",
-        ] {
-            let parsed: IpAddr = ip.parse().unwrap();
-            assert!(!is_public(parsed), "{ip} is not public");
-        }
-        for ip in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "100.63.255.255",
-            "100.128.0.1",
-            "172.32.0.1",
-            "193.0.0.1",
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-        ] {
-            let parsed: IpAddr = ip.parse().unwrap();
-            assert!(is_public(parsed), "{ip} is public");
-        }
-    }
 
     #[test]
     fn origins() {
