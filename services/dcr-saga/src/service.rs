@@ -152,6 +152,7 @@ impl Service {
             lag_task: "saga-lag",
             lag_prefix: "appreg_saga",
             checkpoint: ("saga_checkpoints", "dcr-saga"),
+            nats: None,
         };
         run_follower(
             self.database,

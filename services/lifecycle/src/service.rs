@@ -86,6 +86,7 @@ impl Service {
             lag_task: "lifecycle-lag",
             lag_prefix: "appreg_lifecycle",
             checkpoint: ("lifecycle_checkpoints", crate::CHECKPOINT),
+            nats: None,
         };
         run_follower(
             self.database,

@@ -264,6 +264,7 @@ impl Service {
             lag_task: "notifier-lag",
             lag_prefix: "appreg_notifier",
             checkpoint: ("notifier_checkpoints", CHECKPOINT),
+            nats: consumer.as_ref().map(|(nats, _)| nats.clone()),
         };
         let followed = run_follower(
             self.database,

@@ -7,7 +7,7 @@ use appreg_eventstore::Database;
 use tokio_util::sync::CancellationToken;
 
 /// What `/readyz` of a service's metrics listener checks: PostgreSQL answers and, for the
-/// relay and the projector, the NATS client is connected.
+/// relay, the projector and the notifier (on PostgreSQL), the NATS client is connected.
 #[derive(Clone)]
 pub struct Readiness {
     db: Database,

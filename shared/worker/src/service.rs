@@ -95,6 +95,9 @@ pub struct FollowerTask {
     pub lag_prefix: &'static str,
     /// `(table, name)` of its checkpoint row.
     pub checkpoint: (&'static str, &'static str),
+    /// The NATS client it consumes through (the notifier on PostgreSQL): `/readyz` fails while
+    /// it is not connected.
+    pub nats: Option<async_nats::Client>,
 }
 
 /// Runs `task` until `shutdown` fires: the metrics listener (its `/readyz` and `/healthz`
@@ -117,7 +120,7 @@ where
 {
     let db = &database.db;
     if let Some(listener) = metrics {
-        let ready = crate::probes::Readiness::new(db, None).supervised(&supervisor);
+        let ready = crate::probes::Readiness::new(db, task.nats.as_ref()).supervised(&supervisor);
         listener.spawn(appreg_telemetry::metrics_handle(), ready, shutdown.clone());
     }
     tracing::info!(postgres = db.is_postgres(), "appreg {} starting", task.name);

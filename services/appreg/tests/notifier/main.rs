@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 mod erasure;
 mod outbound;
+mod readiness;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -176,8 +177,14 @@ impl System {
     }
 
     fn notifier_with(&self, env: &[(&str, &str)]) -> Child {
+        self.notifier_args(&[], env)
+    }
+
+    /// `appreg notifier` with more arguments (`--metrics-listen`) and environment variables.
+    fn notifier_args(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_appreg"))
             .arg("notifier")
+            .args(args)
             .envs(env.iter().copied())
             .env("APPREG_DATABASE_URL", &self.url)
             .env("APPREG_NATS_URL", self.nats.url())
