@@ -108,6 +108,7 @@ pub fn consumer_config(config: &Config) -> ConsumerConfig {
         ack_wait: std::time::Duration::from_millis(n.ack_wait_ms.max(1)),
         first_retry: std::time::Duration::from_millis(200),
         last_retry: std::time::Duration::from_secs(10),
+        catch_up_after: std::time::Duration::from_millis(n.catch_up_after_ms),
     }
 }
 

@@ -37,6 +37,9 @@ pub struct NotifierSettings {
     pub consumer: String,
     /// JetStream redelivers a message not acknowledged within this time, in milliseconds.
     pub ack_wait_ms: u64,
+    /// No message for this long (milliseconds) while the event log moved on: the notifier
+    /// handles the log itself.
+    pub catch_up_after_ms: u64,
 }
 
 impl Default for NotifierSettings {
@@ -54,6 +57,7 @@ impl Default for NotifierSettings {
             api_key_expiring_days: 7,
             consumer: "appreg-notifier".into(),
             ack_wait_ms: 30_000,
+            catch_up_after_ms: 10_000,
         }
     }
 }

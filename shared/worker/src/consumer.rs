@@ -12,7 +12,9 @@
 //! messages that went to an instance that died before handling them are covered by the next
 //! batch, and a redelivered message (at or below the checkpoint) changes nothing. A batch is
 //! acknowledged (ack-all on its last message) once its events are handled and the checkpoint
-//! saved. [`ensure`] creates or updates a consumer (`appreg nats setup`, the projector).
+//! saved. When no message came for [`ConsumerConfig::catch_up_after`] while the log moved past
+//! the checkpoint, the log is handled without one (the messages are signals, not the source).
+//! [`ensure`] creates or updates a consumer (`appreg nats setup`, the projector).
 
 use crate::envelope::{self, MSG_ID_HEADER};
 use crate::follower::{Checkpoint, Handler, Outcome};
@@ -48,7 +50,14 @@ pub struct ConsumerConfig {
     /// First and longest pause before retrying (an event not handled, NATS down).
     pub first_retry: Duration,
     pub last_retry: Duration,
+    /// No message for this long while the log moved past the checkpoint (a relay down for
+    /// long, messages a dead instance held until `ack_wait`): the log is handled without one
+    /// (checked every [`CATCH_UP_CHECK`]).
+    pub catch_up_after: Duration,
 }
+
+/// How often a silent consumer looks whether the log moved on.
+pub const CATCH_UP_CHECK: Duration = Duration::from_secs(2);
 
 /// The durable pull consumer's settings: every message of `<prefix>.>` from the stream's
 /// start, acknowledged cumulatively.
@@ -177,11 +186,23 @@ impl<H: Handler + 'static> Session<H> {
             .expires(Duration::from_secs(5))
             .messages()
             .await?;
+        let mut check = tokio::time::interval(CATCH_UP_CHECK);
+        let mut last_message = tokio::time::Instant::now();
         loop {
             let first = tokio::select! {
                 () = stop.cancelled() => return Ok(()),
+                _ = check.tick() => {
+                    if last_message.elapsed() >= self.config.catch_up_after {
+                        match self.catch_up(cursor, stop).await? {
+                            Some(handled) => cursor = handled,
+                            None => return Ok(()),
+                        }
+                    }
+                    continue;
+                }
                 m = messages.next() => m,
             };
+            last_message = tokio::time::Instant::now();
             let Some(first) = first else {
                 return Err("the message stream ended".into());
             };
@@ -281,6 +302,46 @@ impl<H: Handler + 'static> Session<H> {
         // Beyond the log's head: no relay published these.
         for (_, subject) in claims.into_values().flatten() {
             foreign(label, &subject, "not confirmed by the event store");
+        }
+        self.save(cursor, start).await;
+        Ok(Some(cursor))
+    }
+
+    /// Handles the log past `cursor` up to its visible head without a message (see
+    /// [`ConsumerConfig::catch_up_after`]), page by page, saving the checkpoint; the position
+    /// handled up to, or `None` when `stop` fired first. The messages of these events, when they
+    /// come, are at or below the checkpoint: redeliveries, which change nothing.
+    async fn catch_up(
+        &self,
+        mut cursor: LogPosition,
+        stop: &CancellationToken,
+    ) -> Result<Option<LogPosition>, Failure> {
+        let (start, label) = (cursor, self.config.label);
+        let page_size = i64::try_from(self.config.batch).unwrap_or(500);
+        loop {
+            let page = self.store.read_log(cursor, page_size).await?;
+            let Some(last) = page.last().map(|e| e.position) else {
+                break;
+            };
+            let full = page.len() >= self.config.batch;
+            for e in &page {
+                self.handler.observe(e);
+            }
+            let wanted: Vec<StoredEvent> =
+                page.into_iter().filter(|e| self.handler.wants(e)).collect();
+            if !self.handled(&wanted, stop).await {
+                self.save(cursor, start).await;
+                return Ok(None);
+            }
+            cursor = last;
+            if !full {
+                break;
+            }
+        }
+        if cursor > start {
+            metrics::counter!("appreg_worker_consumer_catch_ups_total", "process" => label)
+                .increment(1);
+            tracing::warn!(consumer = %self.config.durable, from = %start, to = %cursor, "{label}: no message for a while though the log moved on; handled the log directly");
         }
         self.save(cursor, start).await;
         Ok(Some(cursor))

@@ -1,7 +1,9 @@
-//! The notifier's `/readyz` follows its NATS connection (it consumes its durable consumer on
-//! PostgreSQL): 503 naming NATS while the server is down, 200 again once it is back.
+//! The notifier and its NATS consumer: `/readyz` follows the connection (503 naming NATS while
+//! the server is down, 200 again once it is back), and a silent stream (the relay stopped)
+//! does not stop deliveries.
 
-use super::System;
+use super::{eventually, Receiver, System};
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// `/readyz`'s status and body, once it answers `want` (within 30 s).
@@ -41,5 +43,65 @@ async fn readyz_fails_while_nats_is_down() {
     notifier.kill().unwrap();
     notifier.wait().unwrap();
     system.relay.cancel();
+    system.api.shutdown.cancel();
+}
+
+/// With the relay stopped no message comes; the notifier handles the log itself after
+/// `notifier.catch_up_after_ms` of silence, so the endpoint still gets the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_down_the_notifier_handles_the_log_itself() {
+    let system = System::start().await;
+    let alice = system.token("alice", false);
+    let (post, put) = (reqwest::Method::POST, reqwest::Method::PUT);
+    let (status, app) = system
+        .call(
+            post.clone(),
+            "applications",
+            &alice,
+            Some(json!({"name": "Shop", "type": "simple"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let id = app["id"].as_str().unwrap().to_string();
+    let mut rx = Receiver::start("fast");
+    let (status, hook) = system
+        .call(
+            post,
+            &format!("applications/{id}/webhooks"),
+            &alice,
+            Some(json!({"url": rx.url()})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    rx.give_secret(hook["secret"].as_str().unwrap());
+    let mut notifier = system.notifier_with(&[("APPREG_NOTIFIER__CATCH_UP_AFTER_MS", "1000")]);
+    let renamed = |name: &'static str| {
+        let rx = &rx;
+        move || {
+            let found = rx
+                .records()
+                .iter()
+                .any(|r| r["type"] == "ApplicationUpdated" && r["data"]["name"] == name);
+            async move { found }
+        }
+    };
+    for (name, relay_up) in [("through the relay", true), ("relay down", false)] {
+        if !relay_up {
+            system.relay.cancel();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let (status, _) = system
+            .call(
+                put.clone(),
+                &format!("applications/{id}"),
+                &alice,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 200);
+        eventually(&format!("the endpoint gets {name:?}"), renamed(name)).await;
+    }
+    notifier.kill().unwrap();
+    notifier.wait().unwrap();
     system.api.shutdown.cancel();
 }
