@@ -285,12 +285,7 @@ impl<H: Handler + 'static> Session<H> {
                     foreign(label, &subject, "not confirmed by the event store");
                 }
             }
-            for e in &page {
-                self.handler.observe(e);
-            }
-            let wanted: Vec<StoredEvent> =
-                page.into_iter().filter(|e| self.handler.wants(e)).collect();
-            if !self.handled(&wanted, stop).await {
+            if !self.handle_page(page, stop).await {
                 self.save(cursor, start).await;
                 return Ok(None);
             }
@@ -324,12 +319,7 @@ impl<H: Handler + 'static> Session<H> {
                 break;
             };
             let full = page.len() >= self.config.batch;
-            for e in &page {
-                self.handler.observe(e);
-            }
-            let wanted: Vec<StoredEvent> =
-                page.into_iter().filter(|e| self.handler.wants(e)).collect();
-            if !self.handled(&wanted, stop).await {
+            if !self.handle_page(page, stop).await {
                 self.save(cursor, start).await;
                 return Ok(None);
             }
@@ -345,6 +335,16 @@ impl<H: Handler + 'static> Session<H> {
         }
         self.save(cursor, start).await;
         Ok(Some(cursor))
+    }
+
+    /// Shows the handler a page of the log and hands it the events it wants: true when they are
+    /// handled, false when `stop` fired first.
+    async fn handle_page(&self, page: Vec<StoredEvent>, stop: &CancellationToken) -> bool {
+        for e in &page {
+            self.handler.observe(e);
+        }
+        let wanted: Vec<StoredEvent> = page.into_iter().filter(|e| self.handler.wants(e)).collect();
+        self.handled(&wanted, stop).await
     }
 
     /// Moves the checkpoint to `cursor` if it moved from `start`.
