@@ -171,6 +171,34 @@ impl System {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// A simple application "Shop" of `owner`, with an endpoint on a fresh `fast` receiver that
+    /// holds its signing secret: (the application's id, the receiver, the created endpoint).
+    async fn app_with_endpoint(&self, owner: &str) -> (String, Receiver, Value) {
+        let post = reqwest::Method::POST;
+        let (status, app) = self
+            .call(
+                post.clone(),
+                "applications",
+                owner,
+                Some(json!({"name": "Shop", "type": "simple"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{app}");
+        let id = app["id"].as_str().unwrap().to_string();
+        let mut rx = Receiver::start("fast");
+        let (status, hook) = self
+            .call(
+                post,
+                &format!("applications/{id}/webhooks"),
+                owner,
+                Some(json!({"url": rx.url()})),
+            )
+            .await;
+        assert_eq!(status, 201, "{hook}");
+        rx.give_secret(hook["secret"].as_str().unwrap());
+        (id, rx, hook)
+    }
+
     /// `appreg notifier` as a process, with quick retries and a short timeout.
     fn notifier(&self) -> Child {
         self.notifier_with(&[])

@@ -4,7 +4,7 @@
 //! allowed) gets nothing from a notifier that refuses them: its deliveries FAIL at once, and the
 //! receiver is never called.
 
-use super::{eventually, Receiver, System};
+use super::{eventually, System};
 use appreg_eventstore::Database;
 use appreg_test_support::app::TestApi;
 use serde_json::json;
@@ -14,26 +14,9 @@ use std::time::Duration;
 async fn webhooks_on_non_public_addresses_are_refused_and_never_called() {
     let system = System::start().await;
     let alice = system.token("alice", false);
-    let post = reqwest::Method::POST;
-    let (status, app) = system
-        .call(
-            post.clone(),
-            "applications",
-            &alice,
-            Some(json!({"name": "Shop", "type": "simple"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{app}");
-    let id = app["id"].as_str().unwrap().to_string();
-    let hooks = format!("applications/{id}/webhooks");
-
     // An endpoint on loopback, recorded while private addresses are allowed (the test api).
-    let mut rx = Receiver::start("fast");
-    let (status, hook) = system
-        .call(post.clone(), &hooks, &alice, Some(json!({"url": rx.url()})))
-        .await;
-    assert_eq!(status, 201, "{hook}");
-    rx.give_secret(hook["secret"].as_str().unwrap());
+    let (id, rx, hook) = system.app_with_endpoint(&alice).await;
+    let hooks = format!("applications/{id}/webhooks");
 
     // An api of the same database that refuses private addresses.
     let mut config = appreg_test_support::app::config("notifier");
@@ -104,15 +87,9 @@ async fn webhooks_on_non_public_addresses_are_refused_and_never_called() {
     };
     let webhook_id = hook["id"].as_str().unwrap().to_string();
     eventually("the deliveries to the loopback endpoint end", || async {
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status <> 'FAILED'",
-        )
-        .bind(&webhook_id)
-        .fetch_one(pool)
-        .await
-        .unwrap();
-        let failed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'FAILED'",
+        let (open, failed): (i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*) FILTER (WHERE status <> 'FAILED'), COUNT(*) FILTER (WHERE status = 'FAILED') \
+             FROM webhook_deliveries WHERE webhook_id = $1",
         )
         .bind(&webhook_id)
         .fetch_one(pool)

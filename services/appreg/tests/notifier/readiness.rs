@@ -2,7 +2,7 @@
 //! the server is down, 200 again once it is back), and a silent stream (the relay stopped)
 //! does not stop deliveries.
 
-use super::{eventually, Receiver, System};
+use super::{eventually, System};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -52,28 +52,8 @@ async fn readyz_fails_while_nats_is_down() {
 async fn relay_down_the_notifier_handles_the_log_itself() {
     let system = System::start().await;
     let alice = system.token("alice", false);
-    let (post, put) = (reqwest::Method::POST, reqwest::Method::PUT);
-    let (status, app) = system
-        .call(
-            post.clone(),
-            "applications",
-            &alice,
-            Some(json!({"name": "Shop", "type": "simple"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{app}");
-    let id = app["id"].as_str().unwrap().to_string();
-    let mut rx = Receiver::start("fast");
-    let (status, hook) = system
-        .call(
-            post,
-            &format!("applications/{id}/webhooks"),
-            &alice,
-            Some(json!({"url": rx.url()})),
-        )
-        .await;
-    assert_eq!(status, 201, "{hook}");
-    rx.give_secret(hook["secret"].as_str().unwrap());
+    let put = reqwest::Method::PUT;
+    let (id, rx, _) = system.app_with_endpoint(&alice).await;
     let mut notifier = system.notifier_with(&[("APPREG_NOTIFIER__CATCH_UP_AFTER_MS", "1000")]);
     let renamed = |name: &'static str| {
         let rx = &rx;
