@@ -23,7 +23,7 @@ pub use error::ProviderError;
 pub use metadata::{
     response_types_for, ClientMetadata, OidcApplicationType, TokenEndpointAuthMethod,
 };
-pub use outbound::{is_public, ClientOptions, DOCUMENT_CAP, TOKEN_CAP};
+pub use outbound::{ClientOptions, DOCUMENT_CAP, TOKEN_CAP};
 use validate::check_endpoints;
 pub use validate::check_renewal_origin;
 

@@ -19,10 +19,8 @@
 //!
 //! It must never log or return a secret, nor follow redirects.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-pub use appreg_outbound::is_public;
 use reqwest::{header, Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
@@ -148,16 +146,9 @@ impl ProviderClient {
         secrets: &[&str],
     ) -> Result<(StatusCode, header::HeaderMap, Vec<u8>), ProviderError> {
         let parsed = http_url(url, what)?;
-        if !self.options.allow_private {
-            let literal = match parsed.host() {
-                Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
-                Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
-                _ => None,
-            };
-            if literal.is_some_and(|ip| !is_public(ip)) {
-                tracing::info!(what, "outbound call to a non-public address refused");
-                return Err(private_address(what));
-            }
+        if !self.options.allow_private && appreg_outbound::refused_host(&parsed) {
+            tracing::info!(what, "outbound call to a non-public address refused");
+            return Err(private_address(what));
         }
         let mut resp = match request.send().await {
             Ok(r) => r,
