@@ -171,6 +171,19 @@ impl System {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Renames application `id` as `owner` (an `ApplicationUpdated`); asserts 200.
+    async fn rename(&self, owner: &str, id: &str, name: &str) {
+        let (status, body) = self
+            .call(
+                reqwest::Method::PUT,
+                &format!("applications/{id}"),
+                owner,
+                Some(json!({"name": name})),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// A simple application "Shop" of `owner`, with an endpoint on a fresh `fast` receiver that
     /// holds its signing secret: (the application's id, the receiver, the created endpoint).
     async fn app_with_endpoint(&self, owner: &str) -> (String, Receiver, Value) {
@@ -540,15 +553,7 @@ async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
         .await;
     assert_eq!(status, 200);
     for name in ["Shop 2", "Shop 3"] {
-        let (status, _) = system
-            .call(
-                put.clone(),
-                &format!("applications/{id}"),
-                &alice,
-                Some(json!({"name": name})),
-            )
-            .await;
-        assert_eq!(status, 200);
+        system.rename(&alice, &id, name).await;
     }
     let (status, _) = system
         .call(

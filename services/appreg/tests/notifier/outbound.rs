@@ -73,15 +73,7 @@ async fn webhooks_on_non_public_addresses_are_refused_and_never_called() {
 
     // A notifier that refuses private addresses: the loopback endpoint's delivery fails at once.
     let mut notifier = system.notifier_with(&[("APPREG_OUTBOUND_ALLOW_PRIVATE", "false")]);
-    let (status, _) = system
-        .call(
-            reqwest::Method::PUT,
-            &format!("applications/{id}"),
-            &alice,
-            Some(json!({"name": "Shop 2"})),
-        )
-        .await;
-    assert_eq!(status, 200);
+    system.rename(&alice, &id, "Shop 2").await;
     let Database::Postgres(pool) = &system.db else {
         unreachable!()
     };

@@ -3,7 +3,6 @@
 //! does not stop deliveries.
 
 use super::{eventually, System};
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 /// `/readyz`'s status and body, once it answers `want` (within 30 s).
@@ -52,7 +51,6 @@ async fn readyz_fails_while_nats_is_down() {
 async fn relay_down_the_notifier_handles_the_log_itself() {
     let system = System::start().await;
     let alice = system.token("alice", false);
-    let put = reqwest::Method::PUT;
     let (id, rx, _) = system.app_with_endpoint(&alice).await;
     let mut notifier = system.notifier_with(&[("APPREG_NOTIFIER__CATCH_UP_AFTER_MS", "1000")]);
     let renamed = |name: &'static str| {
@@ -70,15 +68,7 @@ async fn relay_down_the_notifier_handles_the_log_itself() {
             system.relay.cancel();
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        let (status, _) = system
-            .call(
-                put.clone(),
-                &format!("applications/{id}"),
-                &alice,
-                Some(json!({"name": name})),
-            )
-            .await;
-        assert_eq!(status, 200);
+        system.rename(&alice, &id, name).await;
         eventually(&format!("the endpoint gets {name:?}"), renamed(name)).await;
     }
     notifier.kill().unwrap();
