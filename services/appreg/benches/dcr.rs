@@ -22,7 +22,8 @@
 //! `APPREG_BENCH_PIN=0` turns that off. Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
 //! postgres://postgres@127.0.0.1:5432/postgres) on this machine (to pin its processes), Node.js
 //! and npm, and `taskset` (util-linux). `APPREG_BENCH_REGISTRATIONS` (default 5000) per step;
-//! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 16) requests the saga handles at a time.
+//! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 256) requests the saga handles at a time
+//! (its calls to the provider are bounded by its bulkhead, 16, as in production).
 
 use appreg_dcr_client::provider::{ClientMetadata, ProviderClient};
 use appreg_domain::{ApplicationType, GrantType};
@@ -108,6 +109,8 @@ fn pin(pid: u32, cpus: &str) -> bool {
 struct Pinning {
     all: String,
     appreg: String,
+    /// The cores of `appreg`.
+    appreg_cores: Vec<usize>,
     provider: String,
 }
 
@@ -126,6 +129,7 @@ impl Pinning {
             } else {
                 format!("0-{}", last - 1)
             },
+            appreg_cores: (0..last).collect(),
             provider: last.to_string(),
         })
     }
@@ -192,6 +196,30 @@ where
         })
         .unwrap();
     tokio::task::block_in_place(|| thread.join().unwrap())
+}
+
+/// Busy and total clock ticks so far of `cores` (all of them when empty), from /proc/stat:
+/// busy is everything but idle and I/O wait.
+fn core_ticks(cores: &[usize]) -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let names: Vec<String> = if cores.is_empty() {
+        vec!["cpu".into()]
+    } else {
+        cores.iter().map(|c| format!("cpu{c}")).collect()
+    };
+    let (mut busy, mut total) = (0, 0);
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        if !fields.next().is_some_and(|n| names.iter().any(|m| m == n)) {
+            continue;
+        }
+        // user nice system idle iowait irq softirq steal (guest time is counted in user).
+        let ticks: Vec<u64> = fields.take(8).filter_map(|f| f.parse().ok()).collect();
+        let all: u64 = ticks.iter().sum();
+        total += all;
+        busy += all - ticks.get(3).copied().unwrap_or(0) - ticks.get(4).copied().unwrap_or(0);
+    }
+    (busy, total)
 }
 
 /// CPU seconds used so far by the processes named `postgres`, `node`, and this one.
@@ -382,7 +410,7 @@ async fn main() {
         saga,
         db.clone(),
         store,
-        concurrency,
+        saga_concurrency,
         saga_stop.clone(),
     ));
 
@@ -415,10 +443,18 @@ async fn main() {
     let warm = n.min(500);
     creates(&base, &user, "warm-up", warm, concurrency);
     wait_registered(&pool, warm).await;
+    let appreg_cores = pinning
+        .as_ref()
+        .map(|p| p.appreg_cores.clone())
+        .unwrap_or_default();
     let cpu_before = cpu_seconds();
+    let ticks_before = core_ticks(&appreg_cores);
     let started = Instant::now();
     let load_cpu = creates(&base, &user, "bench", n, concurrency);
     let created = started.elapsed();
+    // The appreg cores' use while the creates were sent (the saga busy throughout): near 100%,
+    // appreg's rate is bound by its CPU per registration; well below, by waiting.
+    let ticks_created = core_ticks(&appreg_cores);
     wait_registered(&pool, warm + n).await;
     let cpu_after = cpu_seconds();
     let failed: i64 = sqlx::query_scalar(
@@ -470,9 +506,17 @@ async fn main() {
         per(1)
     );
     println!(
-        "ratio: appreg = {:.0}% of the provider's own{} rate (target ≥ 80%); load average {}",
+        "ratio: appreg = {:.0}% of the provider's own{} rate (target ≥ 80%); {} busy {:.0}% \
+         while the creates were sent; load average {}",
         rate / direct * 100.0,
         if pinning.is_some() { " pinned" } else { "" },
+        match &pinning {
+            Some(p) => format!("appreg's CPU {}", p.appreg),
+            None => "the machine's CPUs".into(),
+        },
+        (ticks_created.0 - ticks_before.0) as f64
+            / (ticks_created.1 - ticks_before.1).max(1) as f64
+            * 100.0,
         load_average()
     );
 
