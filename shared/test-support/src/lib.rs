@@ -8,6 +8,7 @@
 //! - [`oidc`]: the real OpenID Connect provider of `tests/oidc-provider` (npm `oidc-provider`),
 //!   started on a free port, with its fault injection.
 //! - [`python`]: virtualenvs of the pinned Python tools the tests drive.
+//! - [`settle`]: waiting for a whole system to settle, and the applications its log holds.
 //! - [`recorder`]: a loopback HTTP server that records what it receives and answers what a test
 //!   tells it (a hostile or broken "provider").
 //! - [`tokens`]: development tokens signed with a key generated for the run.
@@ -28,4 +29,5 @@ pub mod python;
 pub mod recorder;
 #[cfg(feature = "schemas")]
 pub mod schemas;
+pub mod settle;
 pub mod tokens;

@@ -20,11 +20,12 @@
 
 mod pg;
 
-use appreg_domain::{Application, ApplicationEvent, DomainEvent, Role};
-use appreg_eventstore::{Database, EventStore, StoredEvent};
+use appreg_domain::Role;
+use appreg_eventstore::{Database, StoredEvent};
 use appreg_test_support::nats::{
     all_events, assert_exactly_once, free_port, NatsAccounts, NatsServer, Published,
 };
+use appreg_test_support::settle::{final_states, quiescent};
 use pg::PrivatePostgres;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -473,97 +474,6 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
-async fn checkpoint(db: &Database, sql: &str) -> Option<appreg_eventstore::LogPosition> {
-    let Database::Postgres(pool) = db else {
-        unreachable!()
-    };
-    sqlx::query_as::<_, (i64, i64)>(sql)
-        .fetch_optional(pool)
-        .await
-        .ok()
-        .flatten()
-        .map(|(tx, pos)| appreg_eventstore::LogPosition { tx, pos })
-}
-
-/// Waits until the projector, the saga and the process manager have handled every committed
-/// event and nothing new arrives, and no registration is still in flight.
-async fn quiescent(db: &Database, store: &Arc<dyn EventStore>) {
-    let started = Instant::now();
-    let mut stable = 0;
-    let mut last = None;
-    loop {
-        let committed = store.last_committed().await.unwrap();
-        let rm = checkpoint(
-            db,
-            "SELECT tx, pos FROM rm_checkpoints WHERE name = 'applications'",
-        )
-        .await;
-        let saga = checkpoint(
-            db,
-            "SELECT tx, pos FROM saga_checkpoints WHERE name = 'dcr-saga'",
-        )
-        .await;
-        let pm = checkpoint(
-            db,
-            "SELECT tx, pos FROM lifecycle_checkpoints WHERE name = 'lifecycle'",
-        )
-        .await;
-        let caught = [rm, saga, pm]
-            .iter()
-            .all(|c| c.is_some_and(|c| c >= committed));
-        if caught && last == Some(committed) {
-            stable += 1;
-            if stable >= 4 && registering(store).await == 0 {
-                return;
-            }
-        } else {
-            stable = 0;
-        }
-        last = Some(committed);
-        if started.elapsed().as_secs().is_multiple_of(10) && stable == 0 {
-            println!(
-                "  settling: committed {committed}, read model {rm:?}, saga {saga:?}, lifecycle {pm:?}"
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "the system did not settle: committed {committed}, read model {rm:?}, saga {saga:?}, lifecycle {pm:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Every application's final state, folded from the log.
-async fn final_states(store: &Arc<dyn EventStore>) -> BTreeMap<String, Application> {
-    let mut states: BTreeMap<String, Option<Application>> = BTreeMap::new();
-    for e in all_events(store.as_ref()).await {
-        if e.stream_type != "application" {
-            continue;
-        }
-        let event = ApplicationEvent::decode(&e.event_type, e.schema_version, e.data.clone())
-            .expect("a stored event decodes");
-        let entry = states.entry(e.stream_id.clone()).or_default();
-        *entry = Application::evolve(entry.take(), &event, e.recorded_at, e.version);
-    }
-    states
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|a| (k, a)))
-        .collect()
-}
-
-async fn registering(store: &Arc<dyn EventStore>) -> usize {
-    final_states(store)
-        .await
-        .values()
-        .filter(|a| {
-            a.status == appreg_domain::ApplicationStatus::Active
-                && a.registration
-                    .as_ref()
-                    .is_some_and(|r| r.state == appreg_domain::RegistrationState::Registering)
-        })
-        .count()
-}
-
 async fn run(profile: Profile) {
     let run_started = Instant::now();
     let load_time = std::env::var("APPREG_FAULTS_SECONDS")
@@ -785,7 +695,7 @@ async fn run(profile: Profile) {
     let db = Database::connect(&db_url, 4).await.unwrap();
     let store = db.event_store().await.unwrap();
     let settling = Instant::now();
-    quiescent(&db, &store).await;
+    quiescent(&db, store.as_ref()).await;
     println!(
         "settled {:.1} s after the load stopped",
         settling.elapsed().as_secs_f64()
@@ -911,7 +821,7 @@ async fn run(profile: Profile) {
 
     // 4. One primary owner per active application, none while archived; one client per OAuth
     //    application at the provider, and no other client there; archives finished.
-    let states = final_states(&store).await;
+    let states = final_states(store.as_ref()).await;
     let mut client_ids = HashSet::new();
     for (stream, app) in &states {
         let owners = app

@@ -31,10 +31,11 @@ mod pg;
 
 use appreg_auth::{DevClaims, DevKey};
 use appreg_config::{NatsAuth, NatsServers};
-use appreg_eventstore::{Database, EventStore};
+use appreg_eventstore::Database;
 use appreg_test_support::nats::{
     all_events, assert_exactly_once, free_port, nats_server_binary, Published,
 };
+use appreg_test_support::settle::quiescent;
 use compose::{Compose, Kind, Volume};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
@@ -930,87 +931,6 @@ async fn readyz(http: &reqwest::Client, urls: &[String]) -> Vec<u16> {
 
 // -------------------------------------------------------------------------------- checks
 
-async fn checkpoint(pool: &sqlx::PgPool, sql: &str) -> Option<appreg_eventstore::LogPosition> {
-    sqlx::query_as::<_, (i64, i64)>(sql)
-        .fetch_optional(pool)
-        .await
-        .ok()
-        .flatten()
-        .map(|(tx, pos)| appreg_eventstore::LogPosition { tx, pos })
-}
-
-/// Waits until the projector, the saga and the process manager have handled every committed
-/// event, nothing new arrives, and no registration is in flight.
-async fn quiescent(db: &Database, store: &Arc<dyn EventStore>) {
-    let Database::Postgres(pool) = db else {
-        unreachable!()
-    };
-    let started = Instant::now();
-    let mut stable = 0;
-    let mut last = None;
-    loop {
-        let committed = store.last_committed().await.unwrap();
-        let rm = checkpoint(
-            pool,
-            "SELECT tx, pos FROM rm_checkpoints WHERE name = 'applications'",
-        )
-        .await;
-        let saga = checkpoint(
-            pool,
-            "SELECT tx, pos FROM saga_checkpoints WHERE name = 'dcr-saga'",
-        )
-        .await;
-        let pm = checkpoint(
-            pool,
-            "SELECT tx, pos FROM lifecycle_checkpoints WHERE name = 'lifecycle'",
-        )
-        .await;
-        let caught = [rm, saga, pm]
-            .iter()
-            .all(|c| c.is_some_and(|c| c >= committed));
-        if caught && last == Some(committed) {
-            stable += 1;
-            if stable >= 4 && registering(store).await == 0 {
-                return;
-            }
-        } else {
-            stable = 0;
-        }
-        last = Some(committed);
-        assert!(
-            started.elapsed() < Duration::from_secs(180),
-            "the system did not settle: committed {committed}, read model {rm:?}, saga {saga:?}, lifecycle {pm:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Applications still waiting for their client at the provider.
-async fn registering(store: &Arc<dyn EventStore>) -> usize {
-    let mut states: BTreeMap<String, Option<appreg_domain::Application>> = BTreeMap::new();
-    for e in all_events(store.as_ref()).await {
-        if e.stream_type != "application" {
-            continue;
-        }
-        use appreg_domain::DomainEvent;
-        let event =
-            appreg_domain::ApplicationEvent::decode(&e.event_type, e.schema_version, e.data)
-                .expect("a stored event decodes");
-        let entry = states.entry(e.stream_id.clone()).or_default();
-        *entry = appreg_domain::Application::evolve(entry.take(), &event, e.recorded_at, e.version);
-    }
-    states
-        .values()
-        .flatten()
-        .filter(|a| {
-            a.status == appreg_domain::ApplicationStatus::Active
-                && a.registration
-                    .as_ref()
-                    .is_some_and(|r| r.state == appreg_domain::RegistrationState::Registering)
-        })
-        .count()
-}
-
 /// Every application of the read model an api serves (an administrator lists ACTIVE and
 /// ARCHIVED, page by page): id → version.
 async fn read_model(http: &reqwest::Client, base: &str, admin: &str) -> BTreeMap<String, i64> {
@@ -1414,7 +1334,7 @@ async fn run(profile: Profile) {
     let db = Database::connect(&topology.db_url, 4).await.unwrap();
     let store = db.event_store().await.unwrap();
     let settling = Instant::now();
-    quiescent(&db, &store).await;
+    quiescent(&db, store.as_ref()).await;
     let settled = settling.elapsed();
     readyz_stop.store(true, Ordering::Relaxed);
     poller.await.unwrap();
