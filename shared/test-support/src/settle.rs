@@ -25,8 +25,7 @@ pub async fn checkpoint(pool: &PgPool, sql: &str) -> Option<LogPosition> {
         .map(|(tx, pos)| LogPosition { tx, pos })
 }
 
-/// Every application's final state, folded from the log (archived ones included, deleted ones
-/// not).
+/// Every application's final state (archived ones included), folded from the log.
 pub async fn final_states(store: &dyn EventStore) -> BTreeMap<String, Application> {
     let mut states: BTreeMap<String, Option<Application>> = BTreeMap::new();
     for e in all_events(store).await {
