@@ -7,7 +7,8 @@ as the first line of stdin and serves. MODE:
   fast   answers 200 to every verified delivery;
   fail3  answers 500 to its first three requests, then 200;
   hang   holds its first three requests for 30 s without answering (the notifier times out), then 200;
-  gone   answers 410 Gone (the endpoint asks never to be called again);
+  gone   answers 410 Gone (the endpoint asks never to be called again), holding each answer
+         until a line "release" arrives on stdin (after the secret);
   big    answers 200 with a 5,000-byte body.
 A delivery whose signature does not verify is answered 400 and reported with "bad".
 """
@@ -23,6 +24,7 @@ from standardwebhooks.webhooks import Webhook
 MODE = sys.argv[1]
 LOCK = threading.Lock()
 STATE = {"requests": 0, "webhook": None}
+RELEASED = threading.Event()
 
 
 def emit(record):
@@ -73,6 +75,7 @@ class Handler(BaseHTTPRequestHandler):
                 pass
         elif MODE == "gone":
             emit(dict(record, status=410))
+            RELEASED.wait()
             self.answer(410, b"gone")
         elif MODE == "big":
             emit(dict(record, status=200))
@@ -90,7 +93,14 @@ def main():
     server.daemon_threads = True
     emit({"port": server.server_address[1]})
     STATE["webhook"] = Webhook(sys.stdin.readline().strip())
+    threading.Thread(target=release_on_stdin, daemon=True).start()
     server.serve_forever()
+
+
+def release_on_stdin():
+    for line in sys.stdin:
+        if line.strip() == "release":
+            RELEASED.set()
 
 
 if __name__ == "__main__":

@@ -85,6 +85,13 @@ impl Receiver {
     fn records(&self) -> Vec<Value> {
         self.records.lock().unwrap().clone()
     }
+
+    /// A `gone` receiver answers the requests it holds, and every later one at once.
+    fn release(&mut self) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "release").unwrap();
+        stdin.flush().unwrap();
+    }
 }
 
 impl Drop for Receiver {
@@ -184,6 +191,19 @@ impl System {
         assert_eq!(status, 200, "{body}");
     }
 
+    /// The first page of environment endpoint `hook`'s deliveries, as `admin` reads it.
+    async fn deliveries(&self, admin: &str, hook: &str) -> Vec<Value> {
+        let (_, page) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("webhooks/{hook}/deliveries"),
+                admin,
+                None,
+            )
+            .await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
     /// A simple application "Shop" of `owner`, with an endpoint on a fresh `fast` receiver that
     /// holds its signing secret: (the application's id, the receiver, the created endpoint).
     async fn app_with_endpoint(&self, owner: &str) -> (String, Receiver, Value) {
@@ -221,12 +241,12 @@ impl System {
         self.notifier_args(&[], env)
     }
 
-    /// `appreg notifier` with more arguments (`--metrics-listen`) and environment variables.
+    /// `appreg notifier` with more arguments (`--metrics-listen`) and environment variables
+    /// (which win over the settings above).
     fn notifier_args(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         Command::new(env!("CARGO_BIN_EXE_appreg"))
             .arg("notifier")
             .args(args)
-            .envs(env.iter().copied())
             .env("APPREG_DATABASE_URL", &self.url)
             .env("APPREG_NATS_URL", self.nats.url())
             .env("APPREG_SECRETS_MASTER_KEY", &self.master_key)
@@ -236,6 +256,8 @@ impl System {
             .env("APPREG_NOTIFIER__POLL_MS", "100")
             // What a SIGKILLed notifier had pulled is redelivered soon.
             .env("APPREG_NOTIFIER__ACK_WAIT_MS", "2000")
+            // A test's own settings win over these.
+            .envs(env.iter().copied())
             .env("APPREG_LOG_FORMAT", "text")
             .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
@@ -540,7 +562,8 @@ async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
     }
     let (gone_hook, big_hook) = (env_hooks[0].clone(), env_hooks[1].clone());
 
-    let mut notifier = system.notifier();
+    // The gone endpoint holds its answer (below), longer than the usual timeout.
+    let mut notifier = system.notifier_with(&[("APPREG_NOTIFIER__TIMEOUT_MS", "60000")]);
     // A member's e-mail address (NOTIFICATION[R]: not for the USER member bob), then changes
     // every role may read.
     let (status, _) = system
@@ -591,7 +614,16 @@ async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
         .iter()
         .all(|r| r["stream_id"] == json!(format!("application-{id}"))));
 
-    // 410: the endpoint is disabled by the notifier, through the command path.
+    // 410: the endpoint is disabled by the notifier, through the command path. The gone
+    // receiver holds its answer until both renames' deliveries are recorded (the first in
+    // flight, the second pending behind it in the application's order), so the 410 has one to
+    // fail; a rename handled after the endpoint is disabled records no delivery for it.
+    eventually("the gone endpoint's two deliveries are recorded", || {
+        let (system, admin, gone_hook) = (&system, &admin, &gone_hook);
+        async move { system.deliveries(admin, gone_hook).await.len() == 2 }
+    })
+    .await;
+    gone_rx.release();
     eventually("the gone endpoint is disabled", || {
         let system = &system;
         let (admin, gone_hook) = (&admin, &gone_hook);
@@ -615,18 +647,9 @@ async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
         .expect("WebhookDisabled");
     assert_eq!(disabled.metadata["actor"], json!("notifier"));
     eventually("the gone endpoint's deliveries all end", || {
-        let system = &system;
-        let (admin, gone_hook) = (&admin, &gone_hook);
+        let (system, admin, gone_hook) = (&system, &admin, &gone_hook);
         async move {
-            let (_, page) = system
-                .call(
-                    reqwest::Method::GET,
-                    &format!("webhooks/{gone_hook}/deliveries"),
-                    admin,
-                    None,
-                )
-                .await;
-            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let items = system.deliveries(admin, gone_hook).await;
             items.len() == 2 && items.iter().all(|d| d["status"] == json!("FAILED"))
         }
     })
@@ -644,18 +667,9 @@ async fn application_endpoints_gone_endpoints_and_the_delivery_log() {
 
     // The answer is kept to 1 KiB (on a character boundary).
     eventually("the big endpoint's deliveries are delivered", || {
-        let system = &system;
-        let (admin, big_hook) = (&admin, &big_hook);
+        let (system, admin, big_hook) = (&system, &admin, &big_hook);
         async move {
-            let (_, page) = system
-                .call(
-                    reqwest::Method::GET,
-                    &format!("webhooks/{big_hook}/deliveries"),
-                    admin,
-                    None,
-                )
-                .await;
-            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let items = system.deliveries(admin, big_hook).await;
             items.len() == 2 && items.iter().all(|d| d["status"] == json!("DELIVERED"))
         }
     })
