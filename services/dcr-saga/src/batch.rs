@@ -2,8 +2,10 @@
 //! requests in flight queue their jobs; one task takes whatever has queued up while it handled
 //! the previous batch and answers it with a few statements. Under load a batch holds many
 //! requests, so the statements and commits per request fall with the rate; alone, a request is a
-//! batch of one.
+//! batch of one. While busy, each task keeps its PostgreSQL connection between batches
+//! ([`Kept`]: no pool round trip per batch).
 
+use appreg_eventstore::Kept;
 use std::sync::OnceLock;
 use tokio::sync::mpsc;
 
@@ -36,12 +38,15 @@ impl<J: Send + 'static> Queue<J> {
 }
 
 /// The next batch: waits for a job, then takes the others already queued, `max` at most;
-/// `None` once every sender is gone.
+/// `None` once every sender is gone. The task's kept connection goes back to the pool once no
+/// job came for [`Kept::IDLE`].
 pub(crate) async fn next<J>(
     receiver: &mut mpsc::UnboundedReceiver<J>,
     max: usize,
+    kept: &mut Kept,
 ) -> Option<Vec<J>> {
-    let mut jobs = vec![receiver.recv().await?];
+    let first = wait(receiver, kept).await?;
+    let mut jobs = vec![first];
     while jobs.len() < max {
         match receiver.try_recv() {
             Ok(job) => jobs.push(job),
@@ -49,4 +54,19 @@ pub(crate) async fn next<J>(
         }
     }
     Some(jobs)
+}
+
+/// The next job (`None` once every sender is gone); the kept connection goes back to the pool
+/// once none came for [`Kept::IDLE`].
+pub(crate) async fn wait<J>(
+    receiver: &mut mpsc::UnboundedReceiver<J>,
+    kept: &mut Kept,
+) -> Option<J> {
+    if kept.holds() {
+        match tokio::time::timeout(Kept::IDLE, receiver.recv()).await {
+            Ok(job) => return job,
+            Err(_) => kept.release(),
+        }
+    }
+    receiver.recv().await
 }

@@ -9,7 +9,7 @@ use crate::batch::{self, Queue};
 use crate::saga::{SagaError, Stored};
 use appreg_domain::application::Application;
 use appreg_domain::ApplicationId;
-use appreg_eventstore::{Database, EventStore, StoredEvent};
+use appreg_eventstore::{Database, EventStore, Kept, StoredEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -70,15 +70,16 @@ async fn batches(
     db: Database,
     store: Arc<dyn EventStore>,
 ) {
-    while let Some(mut jobs) = batch::next(&mut receiver, MAX_BATCH).await {
+    let mut kept = Kept::new();
+    while let Some(mut jobs) = batch::next(&mut receiver, MAX_BATCH, &mut kept).await {
         jobs.retain(|job| !job.reply.is_closed());
         if !jobs.is_empty() {
-            answer(&db, store.as_ref(), jobs).await;
+            answer(&db, store.as_ref(), jobs, &mut kept).await;
         }
     }
 }
 
-async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
+async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>, kept: &mut Kept) {
     let streams: Vec<String> = jobs.iter().map(|j| j.id.stream_id()).collect();
     let keys: Vec<String> = jobs.iter().map(|j| j.key.clone()).collect();
     let read = async {
@@ -86,7 +87,7 @@ async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
             .read_streams(&streams)
             .await
             .map_err(|e| SagaError::Command(e.into()))?;
-        let (obtained, in_flight) = recorded(db, &keys).await?;
+        let (obtained, in_flight) = recorded(db, &keys, kept).await?;
         Ok::<_, SagaError>((events, obtained, in_flight))
     };
     let (events, obtained, in_flight) = match read.await {
@@ -123,12 +124,16 @@ async fn answer(db: &Database, store: &dyn EventStore, jobs: Vec<Job>) {
 /// What the saga recorded of these requests, by request key: the clients obtained for them
 /// (`dcr_requests`) and their attempts left in flight (`dcr_attempts`). One statement on
 /// PostgreSQL (each half an index scan of its table).
-async fn recorded(db: &Database, keys: &[String]) -> Result<(Obtained, InFlight), sqlx::Error> {
+async fn recorded(
+    db: &Database,
+    keys: &[String],
+    kept: &mut Kept,
+) -> Result<(Obtained, InFlight), sqlx::Error> {
     let mut obtained = Obtained::new();
     let mut in_flight = InFlight::new();
     match db {
         Database::Postgres(pool) => {
-            let rows: Vec<RecordedRow> = sqlx::query_as(
+            let rows: Result<Vec<RecordedRow>, _> = sqlx::query_as(
                 "SELECT request_key, client_id, registration_client_uri, secret_fingerprint, \
                         secret_expires_at, NULL::bigint, NULL::text \
                  FROM dcr_requests WHERE request_key = ANY($1) \
@@ -137,9 +142,10 @@ async fn recorded(db: &Database, keys: &[String]) -> Result<(Obtained, InFlight)
                  FROM dcr_attempts WHERE request_key = ANY($1)",
             )
             .bind(keys)
-            .fetch_all(pool)
-            .await?;
-            for (key, client_id, uri, fingerprint, expires, attempt, started_at) in rows {
+            .fetch_all(kept.get(pool).await?)
+            .await;
+            kept.used(rows.is_ok());
+            for (key, client_id, uri, fingerprint, expires, attempt, started_at) in rows? {
                 if let Some(client_id) = client_id {
                     obtained.insert(key.clone(), stored(client_id, uri, fingerprint, expires));
                 }

@@ -7,7 +7,7 @@
 
 use crate::batch::{self, Queue};
 use crate::saga::SagaError;
-use appreg_eventstore::Database;
+use appreg_eventstore::{Database, Kept};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -75,7 +75,8 @@ impl Marks {
 }
 
 async fn batches(mut receiver: mpsc::UnboundedReceiver<Mark>, db: Database) {
-    while let Some(mut marks) = batch::next(&mut receiver, MAX_BATCH).await {
+    let mut kept = Kept::new();
+    while let Some(mut marks) = batch::next(&mut receiver, MAX_BATCH, &mut kept).await {
         // A request whose handler is gone (the saga stepped down) sends nothing: no mark.
         marks.retain(|m| !m.reply.is_closed());
         if marks.is_empty() {
@@ -88,17 +89,19 @@ async fn batches(mut receiver: mpsc::UnboundedReceiver<Mark>, db: Database) {
         }
         let mut rows: Vec<&Mark> = latest.into_values().map(|i| &marks[i]).collect();
         rows.sort_by_key(|m| m.key.as_str());
-        let written = write(&db, &rows).await.map_err(|e| Arc::new(e.into()));
+        let written = write(&db, &rows, &mut kept)
+            .await
+            .map_err(|e| Arc::new(e.into()));
         for mark in marks {
             let _ = mark.reply.send(written.clone());
         }
     }
 }
 
-async fn write(db: &Database, rows: &[&Mark]) -> Result<(), sqlx::Error> {
+async fn write(db: &Database, rows: &[&Mark], kept: &mut Kept) -> Result<(), sqlx::Error> {
     match db {
         Database::Postgres(pool) => {
-            sqlx::query(UPSERT)
+            let written = sqlx::query(UPSERT)
                 .bind(rows.iter().map(|m| m.key.as_str()).collect::<Vec<_>>())
                 .bind(rows.iter().map(|m| m.attempt).collect::<Vec<_>>())
                 .bind(
@@ -106,8 +109,10 @@ async fn write(db: &Database, rows: &[&Mark]) -> Result<(), sqlx::Error> {
                         .map(|m| m.started_at.as_str())
                         .collect::<Vec<_>>(),
                 )
-                .execute(pool)
-                .await?;
+                .execute(kept.get(pool).await?)
+                .await;
+            kept.used(written.is_ok());
+            written?;
         }
         Database::Sqlite(pool) => {
             let mut tx = pool.begin().await?;

@@ -13,15 +13,16 @@
 //! one-by-one path, which loads the application again and decides alone.
 
 use crate::apps;
-use crate::batch::Queue;
+use crate::batch::{self, Queue};
 use crate::saga::SagaError;
 use appreg_dcr_client::provider::RegisteredClient;
 use appreg_dcr_client::vault::secret_owner;
 use appreg_domain::application::Application;
 use appreg_domain::dcr::IssuedClient;
 use appreg_domain::ApplicationId;
-use appreg_eventstore::{Database, EventStore};
+use appreg_eventstore::{Database, EventStore, Kept};
 use appreg_secrets::SecretStore;
+use sqlx::{Connection, PgConnection, SqlitePool};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -134,73 +135,86 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, 'OBTAINED', $8) ON CONFLICT (request_key) DO
 
 /// Writes the rows of obtained clients in one transaction (one statement per table on
 /// PostgreSQL), and drops their requests' in-flight marks (`dcr_attempts`). No (owner, kind) twice: one row per application and request.
-pub(crate) async fn write_obtained(db: &Database, rows: &[Rows]) -> Result<(), sqlx::Error> {
-    let now = chrono::Utc::now().to_rfc3339();
+pub(crate) async fn write_obtained(
+    db: &Database,
+    rows: &[Rows],
+    kept: &mut Kept,
+) -> Result<(), sqlx::Error> {
     match db {
         Database::Postgres(pool) => {
-            let secrets = rows.iter().flat_map(|r| r.secrets.iter());
-            let column = |f: fn(&RequestRow) -> Option<String>| {
-                rows.iter().map(|r| f(&r.request)).collect::<Vec<_>>()
-            };
-            let mut tx = pool.begin().await?;
-            sqlx::query(UPSERT_SECRETS)
-                .bind(secrets.clone().map(|s| s.0.clone()).collect::<Vec<_>>())
-                .bind(secrets.clone().map(|s| s.1).collect::<Vec<_>>())
-                .bind(secrets.clone().map(|s| s.2.clone()).collect::<Vec<_>>())
-                .bind(secrets.map(|s| s.3.clone()).collect::<Vec<_>>())
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(INSERT_REQUESTS)
-                .bind(column(|r| Some(r.key.clone())))
-                .bind(column(|r| Some(r.application_id.clone())))
-                .bind(column(|r| Some(r.provider_id.clone())))
-                .bind(column(|r| Some(r.client_id.clone())))
-                .bind(column(|r| r.registration_client_uri.clone()))
-                .bind(column(|r| r.secret_fingerprint.clone()))
-                .bind(column(|r| r.secret_expires_at.clone()))
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("DELETE FROM dcr_attempts WHERE request_key = ANY($1)")
-                .bind(column(|r| Some(r.key.clone())))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await
+            let written = write_obtained_pg(kept.get(pool).await?, rows).await;
+            kept.used(written.is_ok());
+            written
         }
-        Database::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            for r in rows {
-                for (owner, kind, sealed, fp) in &r.secrets {
-                    sqlx::query(SecretStore::UPSERT)
-                        .bind(owner)
-                        .bind(*kind)
-                        .bind(sealed)
-                        .bind(fp)
-                        .bind(&now)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                let q = &r.request;
-                sqlx::query(INSERT_REQUEST)
-                    .bind(&q.key)
-                    .bind(&q.application_id)
-                    .bind(&q.provider_id)
-                    .bind(&q.client_id)
-                    .bind(q.registration_client_uri.as_deref())
-                    .bind(q.secret_fingerprint.as_deref())
-                    .bind(q.secret_expires_at.as_deref())
-                    .bind(&now)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM dcr_attempts WHERE request_key = $1")
-                    .bind(&q.key)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await
-        }
+        Database::Sqlite(pool) => write_obtained_sqlite(pool, rows).await,
     }
+}
+
+async fn write_obtained_pg(conn: &mut PgConnection, rows: &[Rows]) -> Result<(), sqlx::Error> {
+    let now = chrono::Utc::now().to_rfc3339();
+    let secrets = rows.iter().flat_map(|r| r.secrets.iter());
+    let column = |f: fn(&RequestRow) -> Option<String>| {
+        rows.iter().map(|r| f(&r.request)).collect::<Vec<_>>()
+    };
+    let mut tx = conn.begin().await?;
+    sqlx::query(UPSERT_SECRETS)
+        .bind(secrets.clone().map(|s| s.0.clone()).collect::<Vec<_>>())
+        .bind(secrets.clone().map(|s| s.1).collect::<Vec<_>>())
+        .bind(secrets.clone().map(|s| s.2.clone()).collect::<Vec<_>>())
+        .bind(secrets.map(|s| s.3.clone()).collect::<Vec<_>>())
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(INSERT_REQUESTS)
+        .bind(column(|r| Some(r.key.clone())))
+        .bind(column(|r| Some(r.application_id.clone())))
+        .bind(column(|r| Some(r.provider_id.clone())))
+        .bind(column(|r| Some(r.client_id.clone())))
+        .bind(column(|r| r.registration_client_uri.clone()))
+        .bind(column(|r| r.secret_fingerprint.clone()))
+        .bind(column(|r| r.secret_expires_at.clone()))
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM dcr_attempts WHERE request_key = ANY($1)")
+        .bind(column(|r| Some(r.key.clone())))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+async fn write_obtained_sqlite(pool: &SqlitePool, rows: &[Rows]) -> Result<(), sqlx::Error> {
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut tx = pool.begin().await?;
+    for r in rows {
+        for (owner, kind, sealed, fp) in &r.secrets {
+            sqlx::query(SecretStore::UPSERT)
+                .bind(owner)
+                .bind(*kind)
+                .bind(sealed)
+                .bind(fp)
+                .bind(&now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let q = &r.request;
+        sqlx::query(INSERT_REQUEST)
+            .bind(&q.key)
+            .bind(&q.application_id)
+            .bind(&q.provider_id)
+            .bind(&q.client_id)
+            .bind(q.registration_client_uri.as_deref())
+            .bind(q.secret_fingerprint.as_deref())
+            .bind(q.secret_expires_at.as_deref())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM dcr_attempts WHERE request_key = $1")
+            .bind(&q.key)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// Hands obtained clients to the batching task (started on first use).
@@ -248,9 +262,10 @@ async fn batches(
     vault: SecretStore,
 ) {
     let mut waiting: Vec<Job> = Vec::new();
+    let mut kept = Kept::new();
     loop {
         if waiting.is_empty() {
-            match receiver.recv().await {
+            match batch::wait(&mut receiver, &mut kept).await {
                 Some(job) => waiting.push(job),
                 None => return,
             }
@@ -270,12 +285,18 @@ async fn batches(
             .partition(|job| seen.insert(job.obtained.id));
         waiting = later;
         if !batch.is_empty() {
-            record_batch(&db, store.as_ref(), &vault, batch).await;
+            record_batch(&db, store.as_ref(), &vault, batch, &mut kept).await;
         }
     }
 }
 
-async fn record_batch(db: &Database, store: &dyn EventStore, vault: &SecretStore, jobs: Vec<Job>) {
+async fn record_batch(
+    db: &Database,
+    store: &dyn EventStore,
+    vault: &SecretStore,
+    jobs: Vec<Job>,
+    kept: &mut Kept,
+) {
     metrics::histogram!("appreg_dcr_record_batch_size").record(jobs.len() as f64);
     let rows: Vec<Rows> = jobs
         .iter()
@@ -284,7 +305,7 @@ async fn record_batch(db: &Database, store: &dyn EventStore, vault: &SecretStore
             rows_of(vault, &o.key, o.id, &o.provider_id, &o.client)
         })
         .collect();
-    if let Err(e) = write_obtained(db, &rows).await {
+    if let Err(e) = write_obtained(db, &rows, kept).await {
         let error = Arc::new(SagaError::from(e));
         for job in jobs {
             let _ = job.reply.send(Err(SagaError::Batch(error.clone())));

@@ -34,7 +34,7 @@ mod sqlite;
 mod tailer;
 
 pub use database::Database;
-pub use pg::PgEventStore;
+pub use pg::{Kept, PgEventStore};
 pub use pg_copy::{read_log_page, LogPage, RawEvent};
 pub use sqlite::SqliteEventStore;
 pub use tailer::LogTailer;

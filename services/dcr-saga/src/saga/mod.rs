@@ -41,7 +41,7 @@ use appreg_domain::application::{
 use appreg_domain::dcr::{IssuedClient, ProviderFailure};
 use appreg_domain::provider::{Provider, ProviderRegistry};
 use appreg_domain::{ApplicationId, ClientId};
-use appreg_eventstore::{Database, EventStore, StoredEvent};
+use appreg_eventstore::{Database, EventStore, Kept, StoredEvent};
 use appreg_secrets::SecretStore;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

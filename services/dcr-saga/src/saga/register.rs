@@ -260,7 +260,7 @@ impl Saga {
         client: &RegisteredClient,
     ) -> Result<(), SagaError> {
         let rows = recorder::rows_of(&self.vault, key, id, &provider.id, client);
-        recorder::write_obtained(&self.db, &[rows]).await?;
+        recorder::write_obtained(&self.db, &[rows], &mut Kept::new()).await?;
         Ok(())
     }
 

@@ -14,17 +14,25 @@ impl PgEventStore {
         if claims.is_empty() && releases.is_empty() && self.commit_delay.is_none() {
             // Without claims an append is one INSERT statement, atomic on its own: run it
             // outside an explicit transaction, one round trip instead of three.
-            let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+            let mut conn = self.conns.get().await.map_err(StoreError::from)?;
             return match append_in(&mut conn, request, claims, releases).await {
-                Ok(appended) => Ok(appended),
-                Err(failure) => self.failed(request, failure).await,
+                Ok(appended) => {
+                    conn.keep();
+                    Ok(appended)
+                }
+                Err(failure) => {
+                    drop(conn);
+                    self.failed(request, failure).await
+                }
             };
         }
-        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let mut conn = self.conns.get().await.map_err(StoreError::from)?;
+        let mut tx = conn.begin().await.map_err(StoreError::from)?;
         let failure = match append_in(&mut tx, request, claims, releases).await {
             Ok(appended) => {
                 self.test_delay().await;
                 tx.commit().await.map_err(StoreError::from)?;
+                conn.keep();
                 return Ok(appended);
             }
             Err(failure) => failure,

@@ -13,7 +13,7 @@ impl PgEventStore {
         requests: &[AppendRequest],
     ) -> Option<Vec<Result<Appended, AppendError>>> {
         let inserted = {
-            let mut conn = match self.pool.acquire().await {
+            let mut conn = match self.conns.get().await {
                 Ok(conn) => conn,
                 Err(error) => {
                     tracing::debug!(%error, "no connection for a grouped insert");
@@ -21,7 +21,10 @@ impl PgEventStore {
                 }
             };
             match insert_batch_events(&mut conn, requests).await {
-                Ok(inserted) => inserted,
+                Ok(inserted) => {
+                    conn.keep();
+                    inserted
+                }
                 Err(failure) => {
                     tracing::debug!(?failure, "grouped insert refused; appending one by one");
                     return None;
@@ -51,12 +54,14 @@ impl PgEventStore {
         claims: &[(&Claim, &str)],
         releases: &[(&Claim, &str)],
     ) -> Result<Vec<Appended>, Failure> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         let result = append_batch_in(&mut tx, requests, claims, releases).await;
         self.test_delay().await;
         match result {
             Ok(appended) => {
                 tx.commit().await?;
+                conn.keep();
                 Ok(appended)
             }
             Err(failure) => {

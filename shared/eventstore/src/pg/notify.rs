@@ -30,14 +30,23 @@ pub(super) async fn listen_loop(mut listener: PgListener, wakeups: Arc<watch::Se
 const NOTIFY_PACE: Duration = Duration::from_millis(2);
 
 /// Issues one NOTIFY per burst of local appends, outside their transactions, until aborted.
-pub(super) async fn notify_loop(pool: PgPool, notifier: Arc<Notify>) {
+pub(super) async fn notify_loop(conns: Arc<Conns>, notifier: Arc<Notify>) {
     loop {
         notifier.notified().await;
-        match sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&pool)
-            .await
-        {
+        let sent = match conns.get().await {
+            Ok(mut conn) => {
+                let sent = sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(NOTIFY_CHANNEL)
+                    .execute(&mut *conn)
+                    .await;
+                if sent.is_ok() {
+                    conn.keep();
+                }
+                sent
+            }
+            Err(error) => Err(error),
+        };
+        match sent {
             // Pace the NOTIFYs (at most one per NOTIFY_PACE): appends made meanwhile share the
             // next one, so a busy writer sends hundreds a second, not thousands.
             Ok(_) => tokio::time::sleep(NOTIFY_PACE).await,
