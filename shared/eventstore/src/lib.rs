@@ -14,7 +14,8 @@
 //! This crate must never know about the domain: events are opaque JSON here.
 
 /// Runs a query of events on `pool` with its bind values and reads the rows with the calling
-/// backend's `event_from_row` (both backends read events this way).
+/// backend's `event_from_row` (the SQLite adapter reads events this way; the PostgreSQL one
+/// runs them on a kept connection, `PgEventStore::events`).
 macro_rules! fetch_events {
     ($pool:expr, $sql:expr $(, $bind:expr)* $(,)?) => {
         sqlx::query($sql)

@@ -233,6 +233,17 @@ impl PgEventStore {
         self
     }
 
+    /// Runs a query of events on a kept connection (see `conns`) and reads its rows.
+    async fn events(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut conn = self.conns.get().await?;
+        let rows = query.fetch_all(&mut *conn).await?;
+        conn.keep();
+        rows.iter().map(event_from_row).collect()
+    }
+
     async fn test_delay(&self) {
         if let Some(max) = self.commit_delay {
             tokio::time::sleep(random_up_to(max)).await;
@@ -333,22 +344,18 @@ impl EventStore for PgEventStore {
         // One index scan per stream, whatever the plan cache decides: with `stream_id = ANY($1)`
         // a connection's generic plan could be a scan of the whole table (seen: 30 ms a read on
         // a table of 30,000 events without statistics, against 0.5 ms).
-        let mut conn = self.conns.get().await?;
-        let events: Result<Vec<StoredEvent>, StoreError> = fetch_events!(
-            &mut *conn,
-            concat!(
+        self.events(
+            sqlx::query(concat!(
                 "SELECT e.tx_id, e.position, e.event_id, e.stream_id, e.stream_type, e.version, ",
                 "e.event_type, e.schema_version, e.data, e.metadata, e.recorded_at ",
-                "FROM (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)) AS s CROSS JOIN LATERAL ",
+                "FROM (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)) AS s ",
+                "CROSS JOIN LATERAL ",
                 "(SELECT * FROM events x WHERE x.stream_id = s.id OFFSET 0) e ",
                 "ORDER BY e.stream_id, e.version"
-            ),
-            stream_ids
-        );
-        if events.is_ok() {
-            conn.keep();
-        }
-        events
+            ))
+            .bind(stream_ids),
+        )
+        .await
     }
 
     async fn read_stream(
@@ -357,18 +364,15 @@ impl EventStore for PgEventStore {
         after_version: i64,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut conn = self.conns.get().await?;
-        let events: Result<Vec<StoredEvent>, StoreError> = fetch_events!(
-            &mut *conn,
-            select_events!("WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"),
-            stream_id,
-            after_version,
-            limit.max(0)
-        );
-        if events.is_ok() {
-            conn.keep();
-        }
-        events
+        self.events(
+            sqlx::query(select_events!(
+                "WHERE stream_id = $1 AND version > $2 ORDER BY version LIMIT $3"
+            ))
+            .bind(stream_id)
+            .bind(after_version)
+            .bind(limit.max(0)),
+        )
+        .await
     }
 
     async fn read_log(
@@ -376,22 +380,17 @@ impl EventStore for PgEventStore {
         after: LogPosition,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut conn = self.conns.get().await?;
-        let events: Result<Vec<StoredEvent>, StoreError> = fetch_events!(
-            &mut *conn,
-            select_events!(
+        self.events(
+            sqlx::query(select_events!(
                 "WHERE (tx_id, position) > ($1, $2) AND tx_id < ",
                 horizon!(),
                 " ORDER BY tx_id, position LIMIT $3"
-            ),
-            after.tx,
-            after.pos,
-            limit.max(0)
-        );
-        if events.is_ok() {
-            conn.keep();
-        }
-        events
+            ))
+            .bind(after.tx)
+            .bind(after.pos)
+            .bind(limit.max(0)),
+        )
+        .await
     }
 
     async fn read_log_of_types(
@@ -401,10 +400,8 @@ impl EventStore for PgEventStore {
         types: &[String],
     ) -> Result<Vec<StoredEvent>, StoreError> {
         // The other events' payloads are neither converted to text nor sent.
-        let mut conn = self.conns.get().await?;
-        let events: Result<Vec<StoredEvent>, StoreError> = fetch_events!(
-            &mut *conn,
-            concat!(
+        self.events(
+            sqlx::query(concat!(
                 "SELECT tx_id, position, event_id, stream_id, stream_type, version, event_type, ",
                 "schema_version, recorded_at, ",
                 "CASE WHEN event_type = ANY($4) THEN data ELSE 'null'::jsonb END AS data, ",
@@ -412,16 +409,13 @@ impl EventStore for PgEventStore {
                 "FROM events WHERE (tx_id, position) > ($1, $2) AND tx_id < ",
                 horizon!(),
                 " ORDER BY tx_id, position LIMIT $3"
-            ),
-            after.tx,
-            after.pos,
-            limit.max(0),
-            types
-        );
-        if events.is_ok() {
-            conn.keep();
-        }
-        events
+            ))
+            .bind(after.tx)
+            .bind(after.pos)
+            .bind(limit.max(0))
+            .bind(types),
+        )
+        .await
     }
 
     async fn read_environment_log(
@@ -432,9 +426,8 @@ impl EventStore for PgEventStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         // The leading equality and the row comparison are the index's
         // (events_environment_log_idx); the other conditions only drop rows.
-        fetch_events!(
-            &self.pool,
-            select_events!(
+        self.events(
+            sqlx::query(select_events!(
                 "WHERE metadata->>'environment' = $1 AND (tx_id, position) > ($2, $3) AND tx_id < ",
                 horizon!(),
                 " AND ($4::text IS NULL OR metadata->>'actor' = $4)",
@@ -443,17 +436,18 @@ impl EventStore for PgEventStore {
                 " AND ($7::timestamptz IS NULL OR recorded_at >= $7)",
                 " AND ($8::timestamptz IS NULL OR recorded_at < $8)",
                 " ORDER BY tx_id, position LIMIT $9"
-            ),
-            &filter.environment,
-            after.tx,
-            after.pos,
-            filter.actor.as_deref(),
-            filter.event_type.as_deref(),
-            filter.stream_type.as_deref(),
-            filter.from,
-            filter.to,
-            limit.max(0)
+            ))
+            .bind(&filter.environment)
+            .bind(after.tx)
+            .bind(after.pos)
+            .bind(filter.actor.as_deref())
+            .bind(filter.event_type.as_deref())
+            .bind(filter.stream_type.as_deref())
+            .bind(filter.from)
+            .bind(filter.to)
+            .bind(limit.max(0)),
         )
+        .await
     }
 
     async fn read_at(&self, positions: &[LogPosition]) -> Result<Vec<StoredEvent>, StoreError> {
@@ -464,22 +458,17 @@ impl EventStore for PgEventStore {
             return Ok(Vec::new());
         }
         let (txs, pos): (Vec<i64>, Vec<i64>) = positions.iter().map(|p| (p.tx, p.pos)).unzip();
-        let mut conn = self.conns.get().await?;
-        let events: Result<Vec<StoredEvent>, StoreError> = fetch_events!(
-            &mut *conn,
-            select_events!(
+        self.events(
+            sqlx::query(select_events!(
                 "WHERE (tx_id, position) IN ",
                 "(SELECT t, p FROM UNNEST($1::bigint[], $2::bigint[]) AS q(t, p)) AND tx_id < ",
                 horizon!(),
                 " ORDER BY tx_id, position"
-            ),
-            txs,
-            pos
-        );
-        if events.is_ok() {
-            conn.keep();
-        }
-        events
+            ))
+            .bind(txs)
+            .bind(pos),
+        )
+        .await
     }
 
     async fn head(&self) -> Result<LogPosition, StoreError> {
