@@ -2,7 +2,7 @@
 //!
 //! sqlx tests every connection that goes back into its pool with a round trip (a Sync message
 //! and PostgreSQL's ReadyForQuery). Most uses are one statement or one short transaction, so in
-//! the DCR benchmark that test was about two round trips in five (1.1 per registration; 0.03–0.1
+//! the DCR benchmark that test was about two round trips in five (1.1 per registration; 0.02–0.1
 //! with the connections kept). Two ways to skip it:
 //! - [`Conns`]: the store keeps up to a quarter of the pool's connections after use and hands
 //!   them to its next callers. They go back to the pool when the pool is being closed (so that
@@ -130,9 +130,11 @@ impl Kept {
         Kept::default()
     }
 
-    /// The kept connection, or one of `pool`'s.
+    /// The kept connection, or one of `pool`'s. Once `pool` is being closed, none is kept (its
+    /// `close` waits for every connection checked out).
     pub async fn get(&mut self, pool: &PgPool) -> Result<&mut PgConnection, sqlx::Error> {
-        let conn = match self.conn.take() {
+        let kept = self.conn.take().filter(|_| !pool.is_closed());
+        let conn = match kept {
             Some(conn) => conn,
             None => pool.acquire().await?,
         };
@@ -236,9 +238,10 @@ mod tests {
     }
 
     /// Given a task's kept connection, when uses succeed, then it stays the same connection;
-    /// when one fails or the task releases it, then the next use takes one from the pool.
+    /// when one fails or the task releases it, then the next use takes one from the pool; once
+    /// the pool is being closed, the kept connection is given back.
     #[tokio::test]
-    async fn a_task_keeps_its_connection_until_a_failure_or_release() {
+    async fn a_task_keeps_its_connection_until_a_failure_a_release_or_the_pools_close() {
         let pool = pool(2).await;
         let mut kept = Kept::new();
         let first = backend(kept.get(&pool).await.unwrap()).await;
@@ -254,6 +257,21 @@ mod tests {
         kept.used(true);
         kept.release();
         assert!(!kept.holds());
-        pool.close().await;
+        // Once the pool is being closed, the kept connection is given back, not used.
+        kept.get(&pool).await.unwrap();
+        kept.used(true);
+        let closing = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.close().await }
+        });
+        pool.close_event().await;
+        assert!(matches!(
+            kept.get(&pool).await,
+            Err(sqlx::Error::PoolClosed)
+        ));
+        tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .expect("close does not wait for a task's connection once it was given back")
+            .unwrap();
     }
 }
