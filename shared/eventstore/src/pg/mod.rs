@@ -341,21 +341,8 @@ impl EventStore for PgEventStore {
         if stream_ids.len() > crate::MAX_STREAMS_PER_READ {
             return Err(StoreError::TooManyStreams);
         }
-        // One index scan per stream, whatever the plan cache decides: with `stream_id = ANY($1)`
-        // a connection's generic plan could be a scan of the whole table (seen: 30 ms a read on
-        // a table of 30,000 events without statistics, against 0.5 ms).
-        self.events(
-            sqlx::query(concat!(
-                "SELECT e.tx_id, e.position, e.event_id, e.stream_id, e.stream_type, e.version, ",
-                "e.event_type, e.schema_version, e.data, e.metadata, e.recorded_at ",
-                "FROM (SELECT DISTINCT id FROM UNNEST($1::text[]) AS u(id)) AS s ",
-                "CROSS JOIN LATERAL ",
-                "(SELECT * FROM events x WHERE x.stream_id = s.id OFFSET 0) e ",
-                "ORDER BY e.stream_id, e.version"
-            ))
-            .bind(stream_ids),
-        )
-        .await
+        self.events(sqlx::query(READ_STREAMS).bind(stream_ids))
+            .await
     }
 
     async fn read_stream(
