@@ -134,6 +134,32 @@ pub fn fresh_sqlite_url() -> (SqliteFile, String) {
     (SqliteFile { path }, url)
 }
 
+/// The generic plan PostgreSQL makes for `sql` (its parameters of `types`, e.g. `text[]`), as
+/// `EXPLAIN` prints it for the arguments `args` (SQL literals): the plan a long-lived connection
+/// caches once it ran a statement five times, and then keeps whatever the arguments and however
+/// the tables grow (with no statistics, tables are planned as the few pages they had then).
+///
+/// # Panics
+/// If the statement cannot be prepared or explained.
+pub async fn generic_plan(pool: &sqlx::PgPool, sql: &str, types: &str, args: &str) -> String {
+    let mut conn = pool.acquire().await.expect("a connection");
+    conn.execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .expect("plan_cache_mode set");
+    conn.execute(format!("PREPARE appreg_generic_plan({types}) AS {sql}").as_str())
+        .await
+        .unwrap_or_else(|error| panic!("cannot prepare {sql}: {error}"));
+    let lines: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN EXECUTE appreg_generic_plan({args})"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|error| panic!("cannot explain {sql}: {error}"));
+    conn.execute("DEALLOCATE appreg_generic_plan; RESET plan_cache_mode")
+        .await
+        .expect("deallocated");
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,30 +196,4 @@ mod tests {
         assert!(!path.exists());
         drop(b);
     }
-}
-
-/// The generic plan PostgreSQL makes for `sql` (its parameters of `types`, e.g. `text[]`), as
-/// `EXPLAIN` prints it for the arguments `args` (SQL literals): the plan a long-lived connection
-/// caches once it ran a statement five times, and then keeps whatever the arguments and however
-/// the tables grow (with no statistics, tables are planned as the few pages they had then).
-///
-/// # Panics
-/// If the statement cannot be prepared or explained.
-pub async fn generic_plan(pool: &sqlx::PgPool, sql: &str, types: &str, args: &str) -> String {
-    let mut conn = pool.acquire().await.expect("a connection");
-    conn.execute("SET plan_cache_mode = force_generic_plan")
-        .await
-        .expect("plan_cache_mode set");
-    conn.execute(format!("PREPARE appreg_generic_plan({types}) AS {sql}").as_str())
-        .await
-        .unwrap_or_else(|error| panic!("cannot prepare {sql}: {error}"));
-    let lines: Vec<String> =
-        sqlx::query_scalar(&format!("EXPLAIN EXECUTE appreg_generic_plan({args})"))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_else(|error| panic!("cannot explain {sql}: {error}"));
-    conn.execute("DEALLOCATE appreg_generic_plan; RESET plan_cache_mode")
-        .await
-        .expect("deallocated");
-    lines.join("\n")
 }
