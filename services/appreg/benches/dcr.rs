@@ -222,7 +222,8 @@ fn core_ticks(cores: &[usize]) -> (u64, u64) {
     (busy, total)
 }
 
-/// CPU seconds used so far by the processes named `postgres`, `node`, and this one.
+/// CPU seconds used so far by the processes named `postgres`, `node`, and this one. PostgreSQL's
+/// include its ended backends (the server's children it has reaped: pgbench's connections).
 fn cpu_seconds() -> [f64; 3] {
     let ticks = 100.0; // USER_HZ on Linux
     let mut sums = [0.0; 3];
@@ -249,11 +250,13 @@ fn cpu_seconds() -> [f64; 3] {
                 .and_then(|f| f.parse::<f64>().ok())
                 .unwrap_or(0.0)
         };
-        // utime and stime are the 14th and 15th fields of the whole line.
+        // utime and stime are the 14th and 15th fields of the whole line; cutime and cstime,
+        // the reaped children's, the 16th and 17th.
         let cpu = (used(11) + used(12)) / ticks;
         let slot = if name == me {
             2
         } else if comm == "postgres" {
+            sums[0] += (used(13) + used(14)) / ticks;
             0
         } else if comm == "node" {
             1
@@ -347,6 +350,90 @@ async fn provider_rate(oidc: &OidcProvider, n: usize, concurrency: usize) -> f64
         })
         .await;
     n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What PostgreSQL has written so far: rows changed (inserted, updated or deleted) in
+/// `pool`'s database, and write transactions (transaction ids assigned, in the whole server).
+/// Waits first until the last writes' counters are in: a backend reports them once idle, within
+/// a second.
+async fn writes(pool: &sqlx::PgPool) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::query_as(
+        "SELECT (SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database \
+         WHERE datname = current_database())::float8, \
+         pg_snapshot_xmax(pg_current_snapshot())::text::float8",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// (d) PostgreSQL's own cost of writing, on appreg's core: pgbench (prepared statements, 16
+/// clients, itself on the provider's core) inserting event-sized rows (a jsonb document, a
+/// primary key and a unique index), 10 and then 1 per transaction, each for `seconds`. Returns
+/// PostgreSQL's CPU ms per row and per transaction beyond its rows (statement, commit, round
+/// trip).
+async fn pgbench_floor(pinning: Option<&Pinning>, seconds: u64) -> (f64, f64) {
+    let (name, url) = fresh_database("appreg_bench_dcr_floor").await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE floor_rows (id bigserial PRIMARY KEY, stream_id text NOT NULL, \
+         version bigint NOT NULL, data jsonb NOT NULL, UNIQUE (stream_id, version))",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let document = r#"'{"name":"bench 1234","type":"backend_to_backend","grant_types":["client_credentials"],"redirect_uris":[],"environment":"DEFAULT"}'"#;
+    let mut per_transaction = Vec::new();
+    for rows in [10, 1] {
+        let script = std::env::temp_dir().join(format!(
+            "appreg-dcr-floor-{}-{rows}.sql",
+            std::process::id()
+        ));
+        std::fs::write(
+            &script,
+            format!(
+                "INSERT INTO floor_rows (stream_id, version, data) SELECT md5(random()::text), g, \
+                 {document} FROM generate_series(1, {rows}) g;\n"
+            ),
+        )
+        .unwrap();
+        let mut command = match pinning {
+            Some(p) => {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", &p.provider, "pgbench"]);
+                c
+            }
+            None => std::process::Command::new("pgbench"),
+        };
+        let before = cpu_seconds()[0];
+        let out = command
+            .args(["-n", "-M", "prepared", "-c", "16", "-j", "1", "-T"])
+            .arg(seconds.to_string())
+            .arg("-f")
+            .arg(&script)
+            .arg("-d")
+            .arg(&url)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .expect("pgbench must be installed (Debian: postgresql-client)");
+        // Its connections' backends ended: their CPU is the server's once reaped.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cpu = cpu_seconds()[0] - before;
+        let _ = std::fs::remove_file(&script);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let done: f64 = text
+            .lines()
+            .find(|l| l.starts_with("number of transactions actually processed"))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("cannot read pgbench's output: {text}"));
+        per_transaction.push(cpu * 1000.0 / done);
+    }
+    drop_database(&name).await;
+    let row = (per_transaction[0] - per_transaction[1]) / 9.0;
+    (row, per_transaction[1] - row)
 }
 
 /// The allocator of the `appreg` binary (src/main.rs), so what runs in process is measured as
@@ -445,6 +532,7 @@ async fn main() {
     let warm = n.min(500);
     creates(&base, &user, "warm-up", warm, concurrency);
     wait_registered(&pool, warm).await;
+    let written_before = writes(&pool).await;
     let appreg_cores = pinning
         .as_ref()
         .map(|p| p.appreg_cores.clone())
@@ -458,6 +546,8 @@ async fn main() {
     // appreg's rate is bound by its CPU per registration; well below, by waiting.
     let ticks_created = core_ticks(&appreg_cores);
     wait_registered(&pool, warm + n).await;
+    // After the read model's last updates (the counters' wait).
+    let written_after = writes(&pool).await;
     let cpu_after = cpu_seconds();
     let failed: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM events WHERE event_type = 'DcrRegistrationFailed'",
@@ -554,10 +644,31 @@ async fn main() {
         per(0) - create_pg,
         appreg_per - create_appreg
     );
-    drop(pinning);
     shutdown.cancel();
     tokio::time::sleep(Duration::from_millis(200)).await;
     db.close().await;
     pool.close().await;
     drop_database(&name).await;
+
+    // (d) What (b)'s writes cost PostgreSQL at pgbench's own efficiency, on the same core.
+    let (row_ms, transaction_ms) = pgbench_floor(pinning.as_ref(), 5).await;
+    let registered = rows.len() as f64;
+    let rows_per = (written_after.0 - written_before.0) / registered;
+    let transactions_per = (written_after.1 - written_before.1) / registered;
+    let floor = rows_per * row_ms + transactions_per * transaction_ms;
+    println!(
+        "(d) PostgreSQL's own cost of writing on appreg's core (pgbench, prepared, 16 clients, \
+         event-sized rows): {:.1} µs per row, {:.1} µs per transaction beyond its rows; (b) \
+         wrote {rows_per:.1} rows in {transactions_per:.2} write transactions per registration: \
+         {:.2} ms at pgbench's cost = {:.0}% of PostgreSQL's {:.2} ms during (b), {:.0}% of the \
+         provider's {:.2} ms",
+        row_ms * 1000.0,
+        transaction_ms * 1000.0,
+        floor,
+        floor / per(0) * 100.0,
+        per(0),
+        floor / per(1) * 100.0,
+        per(1)
+    );
+    drop(pinning);
 }
