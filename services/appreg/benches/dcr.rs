@@ -12,8 +12,10 @@
 //! provider, appreg (api + saga, this process less its load generator) and the load generator
 //! during (b), and the provider's during (a), read from /proc; then (c) the create path alone
 //! (the saga stopped: api, append, read model), to tell the saga's part of a registration's CPU
-//! from the rest. (a) and (b) are each measured after a warm-up of 500 registrations of its own
-//! (the JIT, the pool's connections, PostgreSQL's caches).
+//! from the rest; and (d) PostgreSQL's own cost of writing on appreg's core (pgbench), to tell
+//! what (b)'s rows and write transactions must cost PostgreSQL from what it spent. (a) and (b)
+//! are each measured after a warm-up of 500 registrations of its own (the JIT, the pool's
+//! connections, PostgreSQL's caches).
 //!
 //! On a machine with at least two cores the provider is pinned to the last core and this
 //! process (load generator, api, saga) and PostgreSQL's server processes to the others
@@ -21,7 +23,7 @@
 //! a core and the ratio says something about appreg rather than the machine;
 //! `APPREG_BENCH_PIN=0` turns that off. Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
 //! postgres://postgres@127.0.0.1:5432/postgres) on this machine (to pin its processes), Node.js
-//! and npm, and `taskset` (util-linux). `APPREG_BENCH_REGISTRATIONS` (default 5000) per step;
+//! and npm, `taskset` (util-linux) and `pgbench` (postgresql-client). `APPREG_BENCH_REGISTRATIONS` (default 5000) per step;
 //! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 256) requests the saga handles at a time
 //! (its calls to the provider are bounded by its bulkhead, 16, as in production).
 
