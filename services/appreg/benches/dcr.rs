@@ -23,9 +23,10 @@
 //! a core and the ratio says something about appreg rather than the machine;
 //! `APPREG_BENCH_PIN=0` turns that off. Needs PostgreSQL (`APPREG_BENCH_DATABASE_URL`, default
 //! postgres://postgres@127.0.0.1:5432/postgres) on this machine (to pin its processes), Node.js
-//! and npm, `taskset` (util-linux) and `pgbench` (postgresql-client). `APPREG_BENCH_REGISTRATIONS` (default 5000) per step;
-//! `APPREG_BENCH_SAGA_CONCURRENCY` (default: the saga's, 256) requests the saga handles at a time
-//! (its calls to the provider are bounded by its bulkhead, 16, as in production).
+//! and npm, `taskset` (util-linux) and `pgbench` (postgresql-client).
+//! `APPREG_BENCH_REGISTRATIONS` (default 5000) per step; `APPREG_BENCH_SAGA_CONCURRENCY`
+//! (default: the saga's, 256) requests the saga handles at a time (its calls to the provider are
+//! bounded by its bulkhead, 16, as in production).
 
 use appreg_dcr_client::provider::{ClientMetadata, ProviderClient};
 use appreg_domain::{ApplicationType, GrantType};
