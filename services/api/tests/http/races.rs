@@ -143,6 +143,7 @@ async fn concurrent_transfers_removals_and_role_changes(app: TestApp) {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut successes: BTreeMap<Kind, usize> = BTreeMap::new();
     let mut primary = "ana".to_string();
+    let mut current = roles(&app.get(&members, &admin).await);
     let roles_of = ["OWNER", "USER"];
 
     for round in 0..30 {
@@ -203,8 +204,20 @@ async fn concurrent_transfers_removals_and_role_changes(app: TestApp) {
                 .json(&json!({"role": role}));
             ops.push((Kind::ChangeRole, format!("{by}: {user} → {role}"), request));
         }
+        // The additions name someone who was not a member when the round began, when there is
+        // one, so that they race with the transfers (which make a newcomer primary owner) and
+        // with each other rather than mostly meeting `member.exists`.
+        let absent: Vec<&str> = USERS
+            .iter()
+            .copied()
+            .filter(|u| !current.contains_key(*u))
+            .collect();
         for _ in 0..2 {
-            let user = rng.pick(&USERS);
+            let user = if absent.is_empty() {
+                rng.pick(&USERS)
+            } else {
+                rng.pick(&absent)
+            };
             let role = rng.pick(&roles_of);
             let request = app
                 .request(reqwest::Method::POST, &members, Some(&admin))
@@ -246,6 +259,7 @@ async fn concurrent_transfers_removals_and_role_changes(app: TestApp) {
         assert_eq!(folded, listed, "round {round}");
         let primary_view = app.get(&path, &tokens[primary.as_str()]).await;
         assert_eq!(primary_view.body["role"], PO, "round {round}");
+        current = listed;
     }
     // The rounds did race: every kind of command succeeded many times.
     for kind in [Kind::Transfer, Kind::Remove, Kind::ChangeRole, Kind::Add] {
