@@ -233,7 +233,7 @@ pub fn consumer_config(config: &ProjectorConfig) -> pull::Config {
         ack_policy: AckPolicy::All,
         ack_wait: config.ack_wait,
         filter_subject: format!("{}.>", config.subject_prefix),
-        max_ack_pending: (config.batch * 4) as i64,
+        max_ack_pending: appreg_worker::consumer::max_ack_pending(config.batch),
         ..Default::default()
     }
 }
@@ -265,18 +265,16 @@ async fn consume(
     metrics: &Metrics,
     shutdown: &CancellationToken,
 ) -> Result<(), Interrupted> {
+    // The database first: a session that fails here has pulled nothing. Messages a session
+    // pulled and did not acknowledge count against the consumer's `max_ack_pending` until
+    // `ack_wait` (see `appreg_worker::consumer::max_ack_pending`).
+    let mark = appreg_readmodel::consumer_mark(read_db(read), &config.consumer).await?;
+    // Another instance may have moved the checkpoint since this one last looked.
+    read.refresh_position().await?;
     let mut stream = js.get_stream(&config.stream).await.map_err(nats_error)?;
     let consumer = consumer(config, &stream).await?;
-    let mut messages = consumer
-        .stream()
-        .max_messages_per_batch(config.batch)
-        .heartbeat(Duration::from_secs(5))
-        .expires(Duration::from_secs(30))
-        .messages()
-        .await
-        .map_err(nats_error)?;
     // The next stream sequence to apply: after the stored mark, or the stream's first message.
-    let mut next = match appreg_readmodel::consumer_mark(read_db(read), &config.consumer).await? {
+    let mut next = match mark {
         Some(seq) => u64::try_from(seq).unwrap_or(0) + 1,
         None => {
             stream
@@ -289,8 +287,14 @@ async fn consume(
                 .max(1)
         }
     };
-    // Another instance may have moved the checkpoint since this one last looked.
-    read.refresh_position().await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(config.batch)
+        .heartbeat(Duration::from_secs(5))
+        .expires(Duration::from_secs(30))
+        .messages()
+        .await
+        .map_err(nats_error)?;
     tracing::info!(consumer = %config.consumer, next, "projector consuming");
     let mut refresh = tokio::time::interval(PARKED_REFRESH);
     // When the last message arrived (or the session started).
@@ -299,9 +303,17 @@ async fn consume(
         let first = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = refresh.tick() => {
-                metrics.parked.set(appreg_readmodel::parked_count(read_db(read)).await? as f64);
+                // A failure here (a connection the database dropped, the database down) is
+                // tried again at the next tick; ending the session would strand the messages
+                // already pulled.
+                match appreg_readmodel::parked_count(read_db(read)).await {
+                    Ok(parked) => metrics.parked.set(parked as f64),
+                    Err(e) => background_failure(metrics, "reading the parked events", &e),
+                }
                 if last_message.elapsed() >= config.silence {
-                    catch_up(read, store, config, metrics).await?;
+                    if let Err(e) = catch_up(read, store, config, metrics).await {
+                        background_failure(metrics, "folding the log without a message", &e);
+                    }
                 }
                 continue;
             }
@@ -538,6 +550,12 @@ async fn catch_up(
         );
     }
     Ok(())
+}
+
+/// Counts and logs a failure of the session's periodic work, which the next tick tries again.
+fn background_failure(metrics: &Metrics, what: &str, error: &dyn std::error::Error) {
+    metrics.errors.increment(1);
+    tracing::warn!(%error, "projector: {what} failed; trying again at the next check");
 }
 
 /// Counts and logs a message the event store does not confirm (its body is never read).

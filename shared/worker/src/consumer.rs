@@ -59,6 +59,22 @@ pub struct ConsumerConfig {
 /// How often a silent consumer looks whether the log moved on.
 pub const CATCH_UP_CHECK: Duration = Duration::from_secs(2);
 
+/// A durable consumer's `max_ack_pending` for instances pulling `batch` messages at a time:
+/// room for the messages of many sessions, not just the live ones.
+///
+/// A session that ends (its database connection dropped, the process killed) leaves the
+/// messages it pulled and did not acknowledge pending until `ack_wait`, and JetStream delivers
+/// nothing more to anyone while the pending messages are at the limit. Each session holds up to
+/// two pull requests of `batch` (the client asks for more before a batch is used up), so with a
+/// limit of four batches two instances that each lost a session after a PostgreSQL restart
+/// froze the consumer for `ack_wait` (30 s), until the silence catch-up folded the log. Forty
+/// batches leave room for about ten ended sessions within one `ack_wait`; the first message a
+/// live instance acknowledges (ack-all) then clears every earlier one, and the log, not the
+/// messages, is what the handlers read, so the redeliveries that follow change nothing.
+pub fn max_ack_pending(batch: usize) -> i64 {
+    i64::try_from(batch.saturating_mul(40)).unwrap_or(i64::MAX)
+}
+
 /// The durable pull consumer's settings: every message of `<prefix>.>` from the stream's
 /// start, acknowledged cumulatively.
 pub fn pull_config(config: &ConsumerConfig) -> pull::Config {
@@ -69,7 +85,7 @@ pub fn pull_config(config: &ConsumerConfig) -> pull::Config {
         ack_policy: AckPolicy::All,
         ack_wait: config.ack_wait,
         filter_subject: format!("{}.>", config.subject_prefix),
-        max_ack_pending: (config.batch * 4) as i64,
+        max_ack_pending: max_ack_pending(config.batch),
         ..Default::default()
     }
 }
@@ -193,9 +209,17 @@ impl<H: Handler + 'static> Session<H> {
                 () = stop.cancelled() => return Ok(()),
                 _ = check.tick() => {
                     if last_message.elapsed() >= self.config.catch_up_after {
-                        match self.catch_up(cursor, stop).await? {
-                            Some(handled) => cursor = handled,
-                            None => return Ok(()),
+                        // A failure is tried again at the next check: ending the session
+                        // would strand the messages already pulled (see `max_ack_pending`).
+                        match self.catch_up(cursor, stop).await {
+                            Ok(Some(handled)) => cursor = handled,
+                            Ok(None) => return Ok(()),
+                            Err(error) => {
+                                let label = self.config.label;
+                                metrics::counter!("appreg_worker_consumer_errors_total", "process" => label)
+                                    .increment(1);
+                                tracing::warn!(%error, consumer = %self.config.durable, "{label}: catching up without a message failed; trying again at the next check");
+                            }
                         }
                     }
                     continue;

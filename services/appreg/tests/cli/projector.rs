@@ -515,3 +515,96 @@ async fn relay_down_the_projector_folds_the_log_itself() {
     assert_complete_and_equal_to_rebuild(&db, &[first, second, third]).await;
     db.close().await;
 }
+
+/// Messages that sessions pulled and never acknowledged (an instance killed, or sessions ended by
+/// a PostgreSQL restart: each holds up to two pull requests of a batch) stay pending until
+/// `ack_wait`. They must not freeze the consumer for the live instance: before the consumer's
+/// `max_ack_pending` left room for them, two instances whose sessions ended after a PostgreSQL
+/// restart froze it until the silence catch-up. Here a dead instance holds six batches, and
+/// `ack_wait` and the catch-up silence are two minutes, so only new deliveries can bring the read
+/// model up to date within the test's 20 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_held_by_ended_sessions_do_not_freeze_the_projector() {
+    use async_nats::jetstream::consumer::PullConsumer;
+    use futures::StreamExt;
+    let nats = NatsServer::start();
+    let mut side = ReadSide::start(&nats.url()).await;
+    let db = Database::connect(&side.db_url, 4).await.unwrap();
+    let token = side.token("dora");
+
+    // The consumer of projectors that pull ten messages at a time.
+    side.kill_projector();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    // The relay creates the stream as it starts.
+    let waited = Instant::now();
+    let mut stream = loop {
+        match js.get_stream(STREAM).await {
+            Ok(stream) => break stream,
+            Err(e) => assert!(waited.elapsed() < Duration::from_secs(20), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let config = appreg_projector::ProjectorConfig {
+        stream: STREAM.into(),
+        subject_prefix: PREFIX.into(),
+        batch: 10,
+        ack_wait: Duration::from_secs(120),
+        ..Default::default()
+    };
+    let _ = stream.delete_consumer(&config.consumer).await;
+    appreg_projector::ensure_consumer(&stream, &config)
+        .await
+        .unwrap();
+
+    let mut created = Vec::new();
+    for i in 0..100 {
+        created.push(create(&side, &token, &format!("held {i}")).await);
+    }
+    let published = Instant::now();
+    while stream.info().await.unwrap().state.messages < 100 {
+        assert!(
+            published.elapsed() < Duration::from_secs(20),
+            "the relay published the 100 creates"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A dead instance: six batches pulled, never acknowledged.
+    let consumer: PullConsumer = stream.get_consumer(&config.consumer).await.unwrap();
+    let mut held = consumer
+        .fetch()
+        .max_messages(6 * config.batch)
+        // What the server hands out at once (it hands out no more than `max_ack_pending`).
+        .expires(Duration::from_secs(1))
+        .messages()
+        .await
+        .unwrap();
+    let mut pulled = 0;
+    while let Some(m) = held.next().await {
+        m.unwrap();
+        pulled += 1;
+    }
+    drop(held);
+    let pending = consumer.clone().info().await.unwrap().num_ack_pending;
+    eprintln!("a dead instance holds {pulled} messages ({pending} pending)");
+    assert!(pulled >= 4 * config.batch, "pulled {pulled}");
+
+    side.projector = Some(side.spawn_with(
+        &["projector"],
+        &[
+            ("APPREG_PROJECTOR__BATCH", "10"),
+            ("APPREG_PROJECTOR__ACK_WAIT_MS", "120000"),
+            ("APPREG_PROJECTOR__CATCH_UP_AFTER_MS", "120000"),
+        ],
+    ));
+    let started = Instant::now();
+    caught_up(&db, Duration::from_secs(20)).await;
+    eprintln!(
+        "the live instance caught up in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    created.push(create(&side, &token, "after").await);
+    caught_up(&db, Duration::from_secs(20)).await;
+    assert_complete_and_equal_to_rebuild(&db, &created).await;
+    db.close().await;
+}
