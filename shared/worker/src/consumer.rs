@@ -66,7 +66,7 @@ pub const CATCH_UP_CHECK: Duration = Duration::from_secs(2);
 /// messages it pulled and did not acknowledge pending until `ack_wait`, and JetStream delivers
 /// nothing more to anyone while the pending messages are at the limit. Each session holds up to
 /// two pull requests of `batch` (the client asks for more before a batch is used up), so with a
-/// limit of four batches two instances that each lost a session after a PostgreSQL restart
+/// limit of four batches two instances that each lost three sessions after a PostgreSQL restart
 /// froze the consumer for `ack_wait` (30 s), until the silence catch-up folded the log. Forty
 /// batches leave room for about ten ended sessions within one `ack_wait`; the first message a
 /// live instance acknowledges (ack-all) then clears every earlier one, and the log, not the
