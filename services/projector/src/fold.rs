@@ -171,12 +171,6 @@ pub(crate) async fn catch_up(
     Ok(())
 }
 
-/// Counts and logs a failure of the session's periodic work, which the next tick tries again.
-pub(crate) fn background_failure(metrics: &Metrics, what: &str, error: &dyn std::error::Error) {
-    metrics.errors.increment(1);
-    tracing::warn!(%error, "projector: {what} failed; trying again at the next check");
-}
-
 /// Counts and logs a message the event store does not confirm (its body is never read).
 fn forged(c: &Claimed, metrics: &Metrics) {
     metrics.forged.increment(1);

@@ -45,7 +45,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Context;
 use counters::Metrics;
-use fold::{background_failure, catch_up, fold_confirmed, retry_db, Claimed};
+use fold::{catch_up, fold_confirmed, retry_db, Claimed};
 use futures::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -295,6 +295,12 @@ async fn consume(
             }
         }
     }
+}
+
+/// Counts and logs a failure of the session's periodic work, which the next tick tries again.
+fn background_failure(metrics: &Metrics, what: &str, error: &dyn std::error::Error) {
+    metrics.errors.increment(1);
+    tracing::warn!(%error, "projector: {what} failed; trying again at the next check");
 }
 
 fn read_db(read: &ReadModel) -> &appreg_eventstore::Database {
